@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Installs what building and testing idsync needs on a Debian machine, and makes sure a
+# PostgreSQL server answers for the tests. Safe to run again: it installs only what is missing.
+#
+# Sourced by scripts/test.sh; on success it exports IDSYNC_TEST_PG_URL, an administrative URL
+# the tests use to create a fresh database for each test.
+set -euo pipefail
+
+# Debian packages the build and the test harness need.
+#   libclang-dev libxml2-dev libxmlsec1-dev pkg-config libssl-dev: the SAML crate's native build
+#   postgresql: a throwaway server when none answers on 127.0.0.1:5432
+IDSYNC_APT_PACKAGES=(libclang-dev libxml2-dev libxmlsec1-dev pkg-config libssl-dev postgresql-client)
+
+missing_packages() {
+  local pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || echo "$pkg"
+  done
+}
+
+install_packages() {
+  local missing
+  missing=$(missing_packages "$@")
+  [ -z "$missing" ] && return 0
+  echo "setup: installing Debian packages: $missing"
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: these packages are missing and installing them needs root: sudo apt-get install -y $missing" >&2
+    return 1
+  fi
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null 2>&1 || {
+    apt-get update -q >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
+  }
+}
+
+pg_answers() {
+  psql "$1" -tAc 'select 1' >/dev/null 2>&1
+}
+
+# A PostgreSQL server for the tests: IDSYNC_TEST_PG_URL if set, else the one on
+# 127.0.0.1:5432, else a throwaway cluster on a free loopback port, stopped when the shell exits.
+ensure_postgres() {
+  if [ -n "${IDSYNC_TEST_PG_URL:-}" ]; then
+    pg_answers "$IDSYNC_TEST_PG_URL" && return 0
+    echo "setup: IDSYNC_TEST_PG_URL is set but no PostgreSQL answers there" >&2
+    return 1
+  fi
+  local default_url="postgres://postgres@127.0.0.1:5432/postgres"
+  if pg_answers "$default_url"; then
+    export IDSYNC_TEST_PG_URL="$default_url"
+    return 0
+  fi
+  echo "setup: no PostgreSQL on 127.0.0.1:5432; starting a throwaway cluster"
+  local bindir
+  bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
+    install_packages postgresql
+    bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  fi
+  if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
+    echo "setup: cannot find PostgreSQL's initdb; install the Debian package postgresql" >&2
+    return 1
+  fi
+  local dir port run_as=()
+  dir=$(mktemp -d /tmp/idsync-pg.XXXXXX)
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$dir"
+    run_as=(runuser -u postgres --)
+  fi
+  "${run_as[@]}" "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust >/dev/null
+  "${run_as[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
+    -o "-h 127.0.0.1 -p $port -k $dir -F" start >/dev/null
+  IDSYNC_THROWAWAY_PG=("${run_as[@]}" "$bindir/pg_ctl" -D "$dir/data" -m fast stop)
+  trap 'stop_throwaway_postgres' EXIT
+  export IDSYNC_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  pg_answers "$IDSYNC_TEST_PG_URL" || { echo "setup: the throwaway PostgreSQL did not start; see $dir/log" >&2; return 1; }
+}
+
+stop_throwaway_postgres() {
+  if [ -n "${IDSYNC_THROWAWAY_PG:-}" ]; then
+    "${IDSYNC_THROWAWAY_PG[@]}" >/dev/null 2>&1 || true
+  fi
+}
+
+idsync_setup() {
+  install_packages "${IDSYNC_APT_PACKAGES[@]}"
+  ensure_postgres
+  echo "setup: PostgreSQL for tests at ${IDSYNC_TEST_PG_URL}"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  idsync_setup
+fi

@@ -1,0 +1,442 @@
+//! The command line: administration against the same store the service uses.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+use crate::declarative::{self, StateFileError};
+use crate::login::{self, LoginError, VerifiedIdentity};
+use crate::report::{self, IdentityReport};
+use crate::signer::{Signer, SignerError};
+use crate::store::{
+    Actor, AuditQuery, AuditStore, ConfigStore, MembershipStore, SqlStore, StoreError,
+};
+use crate::{clock, model};
+
+/// Largest claims or assertion sample file read.
+pub const MAX_SAMPLE_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    StateFile(#[from] StateFileError),
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    #[error("{path}: {message}")]
+    Input { path: String, message: String },
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "idsync",
+    version,
+    about = "Identity sync: SSO group mappings, memberships, permissions and tokens"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Environment variables IDSYNC_SECTION__KEY override it.
+    #[arg(long, short = 'c', global = true, env = "IDSYNC_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Plan and apply a declarative state file (providers, groups, permissions, settings, mappings).
+    Apply {
+        file: PathBuf,
+        /// Print the plan and change nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// SSO group mappings.
+    #[command(subcommand)]
+    Mappings(MappingsCommand),
+    /// Sign a user in from already-verified attributes (as a trusted login pipeline does) and print the token.
+    Login {
+        #[command(flatten)]
+        sample: SampleArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Read the audit log, newest first.
+    Audit {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable or enable a user (a disabled user cannot sign in or refresh).
+    User {
+        username: String,
+        #[arg(long, conflicts_with = "enable", required_unless_present = "enable")]
+        disable: bool,
+        #[arg(long)]
+        enable: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MappingsCommand {
+    /// Show what a login with these verified attributes would do, changing nothing: mappings
+    /// matched and why, the membership diff, effective permissions and resolved settings.
+    Test {
+        #[command(flatten)]
+        sample: SampleArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// The provider the attributes come from.
+    #[arg(long)]
+    pub provider: String,
+    /// A JSON file of verified claims, e.g. {"username": "alice", "groups": ["..."]}.
+    #[arg(long)]
+    pub claims: PathBuf,
+    /// The username; default: the claims' username, preferred_username, uid or sub.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Where the group values are in the claims: a name or a dotted path.
+    #[arg(long, default_value = "groups")]
+    pub groups_claim: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Verify a token's signature, issuer, audience and times, and print its claims.
+    Verify { token: String },
+    /// Issue a new token for a valid token's session from the current memberships.
+    Refresh { token: String },
+    /// Print the JWKS other services verify tokens with.
+    Jwks,
+    /// Start signing with a new key; the old one keeps verifying for the overlap.
+    Rotate,
+}
+
+/// Runs the command line; returns the process exit code.
+/// Errors are printed here, in words an admin can act on, and become exit code 1.
+pub async fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match execute(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn open_store(config: &Config) -> Result<SqlStore, CliError> {
+    Ok(SqlStore::open(&config.database_url()?).await?)
+}
+
+async fn execute(cli: Cli) -> Result<i32, CliError> {
+    let config = Config::load(cli.config.as_deref())?;
+    init_logging(&config);
+    let store = open_store(&config).await?;
+    let now = clock::now_ms();
+    match cli.command {
+        Command::Migrate => {
+            println!("database is up to date");
+            Ok(0)
+        }
+        Command::Apply {
+            file,
+            dry_run,
+            json,
+        } => {
+            let text = read_capped(&file, declarative::MAX_STATE_FILE_BYTES as u64)?;
+            let desired = declarative::parse_state(&file.display().to_string(), &text)?;
+            let current = store.load_config().await?;
+            let plan = declarative::plan(&current, &desired);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report::plan_json(&plan, dry_run))
+                        .unwrap_or_default()
+                );
+            } else {
+                println!("{plan}");
+            }
+            if dry_run || plan.is_empty() {
+                if !json {
+                    println!(
+                        "{}",
+                        if plan.is_empty() {
+                            "Nothing to change."
+                        } else {
+                            "Dry run: nothing was changed."
+                        }
+                    );
+                }
+                return Ok(0);
+            }
+            let applied = store
+                .apply_config(
+                    &plan.changes,
+                    &Actor::new("cli:apply"),
+                    &model::access::permissions_digest,
+                    now,
+                )
+                .await?;
+            if !json {
+                println!("Applied {applied} change(s).");
+            }
+            Ok(0)
+        }
+        Command::Mappings(MappingsCommand::Test { sample, json }) => {
+            let identity = read_identity(&sample)?;
+            let exists = store.user_by_name(&identity.username).await?.is_some();
+            let outcome = login::preview(&store, &identity, now).await?;
+            let report = IdentityReport::new(&identity, exists, &outcome);
+            print_report(&report, json);
+            Ok(0)
+        }
+        Command::Login { sample, json } => {
+            let identity = read_identity(&sample)?;
+            let signer = Signer::load(&store, &config.tokens, now / 1000).await?;
+            let exists = store.user_by_name(&identity.username).await?.is_some();
+            let signed = login::login(&store, &signer, &identity, now).await?;
+            let report = IdentityReport::new(&identity, exists, &signed.outcome);
+            if json {
+                let mut doc = serde_json::to_value(&report).unwrap_or_default();
+                doc["token"] = serde_json::Value::String(signed.token.clone());
+                doc["token_expires_at"] = signed.claims.exp.into();
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            } else {
+                println!("{}", report.render());
+                println!(
+                    "\nToken (expires at {}):\n{}",
+                    signed.claims.exp, signed.token
+                );
+            }
+            Ok(0)
+        }
+        Command::Token(command) => {
+            let signer = Signer::load(&store, &config.tokens, now / 1000).await?;
+            match command {
+                TokenCommand::Verify { token } => match signer.verify(token.trim(), now / 1000) {
+                    Ok(claims) => {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&claims).unwrap_or_default()
+                        );
+                        Ok(0)
+                    }
+                    Err(e) => {
+                        eprintln!("token refused: {e}");
+                        Ok(1)
+                    }
+                },
+                TokenCommand::Refresh { token } => {
+                    let (token, claims) =
+                        login::refresh(&store, &signer, token.trim(), now).await?;
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&claims).unwrap_or_default()
+                    );
+                    println!("{token}");
+                    Ok(0)
+                }
+                TokenCommand::Jwks => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&signer.jwks(now / 1000)).unwrap_or_default()
+                    );
+                    Ok(0)
+                }
+                TokenCommand::Rotate => {
+                    let kid = signer.rotate(&store, now / 1000).await?;
+                    println!("now signing with key {kid}");
+                    Ok(0)
+                }
+            }
+        }
+        Command::Audit {
+            user,
+            group,
+            provider,
+            run,
+            limit,
+            json,
+        } => {
+            let entries = store
+                .audit(&AuditQuery {
+                    username: user,
+                    group,
+                    provider,
+                    run_id: run,
+                    since_ms: None,
+                    limit,
+                })
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&entries).unwrap_or_default()
+                );
+            } else {
+                for e in &entries {
+                    println!("{}", report::audit_line(e));
+                }
+            }
+            Ok(0)
+        }
+        Command::User {
+            username,
+            disable,
+            enable: _,
+        } => {
+            store
+                .set_user_disabled(&username, disable, &Actor::new("cli:user"), now)
+                .await?;
+            println!(
+                "user {username:?} {}",
+                if disable { "disabled" } else { "enabled" }
+            );
+            Ok(0)
+        }
+    }
+}
+
+fn print_report(report: &IdentityReport, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
+    } else {
+        println!("{}", report.render());
+    }
+}
+
+fn read_capped(path: &Path, limit: u64) -> Result<String, CliError> {
+    let input = |message: String| CliError::Input {
+        path: path.display().to_string(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| input(e.to_string()))?;
+    if meta.len() > limit {
+        return Err(input(format!(
+            "the file is {} bytes; the limit is {limit}",
+            meta.len()
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| input(e.to_string()))
+}
+
+/// Reads a claims sample into a verified identity.
+pub fn read_identity(sample: &SampleArgs) -> Result<VerifiedIdentity, CliError> {
+    let text = read_capped(&sample.claims, MAX_SAMPLE_BYTES)?;
+    identity_from_claims(
+        &sample.provider,
+        &text,
+        sample.user.as_deref(),
+        &sample.groups_claim,
+    )
+    .map_err(|message| CliError::Input {
+        path: sample.claims.display().to_string(),
+        message,
+    })
+}
+
+/// Builds an identity from a claims JSON document. Pure.
+pub fn identity_from_claims(
+    provider: &str,
+    text: &str,
+    user: Option<&str>,
+    groups_claim: &str,
+) -> Result<VerifiedIdentity, String> {
+    let claims: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "not valid JSON at line {} column {}: {e}",
+            e.line(),
+            e.column()
+        )
+    })?;
+    if !claims.is_object() {
+        return Err("expected a JSON object of claims, e.g. {\"username\": \"alice\", \"groups\": [\"devs\"]}".into());
+    }
+    let username = match user {
+        Some(u) => u.to_string(),
+        None => ["username", "preferred_username", "uid", "sub"]
+            .iter()
+            .find_map(|k| claims.get(*k).and_then(|v| v.as_str()))
+            .map(str::to_string)
+            .ok_or("no username: pass --user or put \"username\" in the claims")?,
+    };
+    let mut node = Some(&claims);
+    for part in groups_claim.split('.') {
+        node = node.and_then(|n| n.get(part));
+    }
+    let group_values = match node {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{groups_claim:?} must hold strings; found {v}"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(format!(
+                "{groups_claim:?} must be a string or an array of strings; found {other}"
+            ))
+        }
+    };
+    Ok(VerifiedIdentity {
+        provider: provider.to_string(),
+        username,
+        group_values,
+        attributes: claims,
+    })
+}

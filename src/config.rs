@@ -1,0 +1,309 @@
+//! Runtime configuration: a TOML file, overridden by `IDSYNC_SECTION__KEY` environment variables.
+//!
+//! Secrets (the database password) may come from the file, the environment or a file named in
+//! the configuration; they are held in [`Secret`], whose `Debug` and `Display` never show them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Sections an environment variable may override (`IDSYNC_DATABASE__URL` → `database.url`).
+const SECTIONS: &[&str] = &["database", "tokens", "http", "log"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist; pass --config with an existing file or omit it to use the defaults")]
+    Missing { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("cannot read {what} from {path}: {source}")]
+    SecretFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A secret value: shown as `***` everywhere.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub tokens: TokenConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (the embedded default) or `postgres://USER@HOST:PORT/DB`.
+    pub url: String,
+    /// Password for a PostgreSQL URL that carries none.
+    pub password: Option<Secret>,
+    /// A file holding that password (first line).
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://idsync.db".into(),
+            password: None,
+            password_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// How long one token is valid: the refresh window (default 300 s).
+    pub lifetime_secs: i64,
+    /// How long a session may be refreshed before the user signs in again (the global
+    /// "Session Lifetime"; default 8 h).
+    pub session_lifetime_secs: i64,
+    /// A PKCS#8 PEM Ed25519 key to sign with instead of keys generated into the store.
+    pub key_file: Option<PathBuf>,
+    /// Generated keys are rotated when older than this (default 30 days).
+    pub rotate_after_secs: i64,
+    /// A rotated-out key keeps verifying for this long (at least the token lifetime).
+    pub rotation_overlap_secs: i64,
+    /// Clock skew tolerated when verifying.
+    pub leeway_secs: i64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            issuer: "idsync".into(),
+            audience: "idsync".into(),
+            lifetime_secs: 300,
+            session_lifetime_secs: 8 * 3600,
+            key_file: None,
+            rotate_after_secs: 30 * 24 * 3600,
+            rotation_overlap_secs: 3600,
+            leeway_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `idsync=debug,sqlx=warn`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the defaults, then the file (when given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing {
+                    path: path.to_path_buf(),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(
+            Env::prefixed("IDSYNC_")
+                .split("__")
+                .filter(|key| SECTIONS.iter().any(|s| key.as_str().starts_with(s))),
+        );
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.tokens;
+        if t.lifetime_secs <= 0 {
+            return Err(ConfigError::Invalid(
+                "tokens.lifetime_secs must be positive (the default is 300)".into(),
+            ));
+        }
+        if t.session_lifetime_secs < t.lifetime_secs {
+            return Err(ConfigError::Invalid(format!(
+                "tokens.session_lifetime_secs ({}) must be at least tokens.lifetime_secs ({})",
+                t.session_lifetime_secs, t.lifetime_secs
+            )));
+        }
+        if t.rotation_overlap_secs < t.lifetime_secs + t.leeway_secs {
+            return Err(ConfigError::Invalid(format!(
+                "tokens.rotation_overlap_secs ({}) must be at least tokens.lifetime_secs + tokens.leeway_secs ({}), \
+                 or tokens signed just before a rotation would stop verifying",
+                t.rotation_overlap_secs,
+                t.lifetime_secs + t.leeway_secs
+            )));
+        }
+        if t.leeway_secs < 0 || t.leeway_secs >= t.lifetime_secs {
+            return Err(ConfigError::Invalid(format!(
+                "tokens.leeway_secs ({}) must be at least 0 and below tokens.lifetime_secs ({})",
+                t.leeway_secs, t.lifetime_secs
+            )));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid(format!(
+                "log.format must be \"text\" or \"json\", not {:?}",
+                self.log.format
+            )));
+        }
+        crate::store::sql::Backend::from_url(&self.database.url)
+            .map_err(|e| ConfigError::Invalid(format!("database.url: {e}")))?;
+        Ok(())
+    }
+
+    /// The database URL with the configured password filled in.
+    pub fn database_url(&self) -> Result<String, ConfigError> {
+        let password = match (&self.database.password, &self.database.password_file) {
+            (Some(secret), _) => Some(secret.clone()),
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                        what: "the database password",
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some(Secret::new(text.lines().next().unwrap_or("").to_string()))
+            }
+            (None, None) => None,
+        };
+        match password {
+            Some(secret) if !secret.is_empty() => {
+                let mut url = url::Url::parse(&self.database.url)
+                    .map_err(|e| ConfigError::Invalid(format!("database.url: {e}")))?;
+                url.set_password(Some(secret.expose())).map_err(|_| {
+                    ConfigError::Invalid("database.url cannot carry a password".into())
+                })?;
+                Ok(url.to_string())
+            }
+            _ => Ok(self.database.url.clone()),
+        }
+    }
+}
+
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let mut text = e.to_string();
+            if let Some(source) = e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                text.push_str(&format!(" (from {source})"));
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[tokens]\nlifetime = 300").unwrap();
+        let err = Config::load(Some(file.path())).unwrap_err().to_string();
+        assert!(err.contains("lifetime"), "{err}");
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[tokens]\nlifetime_secs = 600\nrotation_overlap_secs = 60"
+        )
+        .unwrap();
+        let err = Config::load(Some(file.path())).unwrap_err().to_string();
+        assert!(err.contains("rotation_overlap_secs"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?} {secret}"), "*** ***");
+        let config = DatabaseConfig {
+            password: Some(secret),
+            ..DatabaseConfig::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn password_is_merged_into_the_url() {
+        let mut config = Config::default();
+        config.database.url = "postgres://idsync@127.0.0.1:5432/idsync".into();
+        config.database.password = Some(Secret::new("p@ss"));
+        assert_eq!(
+            config.database_url().unwrap(),
+            "postgres://idsync:p%40ss@127.0.0.1:5432/idsync"
+        );
+    }
+}

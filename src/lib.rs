@@ -1,0 +1,16 @@
+//! idsync: an identity-sync worker.
+//!
+//! People sign in through LDAP, OpenID Connect or SAML; idsync evaluates the SSO group mappings,
+//! keeps group memberships in line with them, resolves permissions and settings across groups by
+//! priority, and issues signed, permission-bearing tokens. See `ARCHITECTURE.md` for the map.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod declarative;
+pub mod login;
+pub mod model;
+pub mod report;
+pub mod signer;
+pub mod store;
+pub mod token;

@@ -1,0 +1,360 @@
+//! The login path: verified identity → mapping evaluation → one transaction → signed token.
+//!
+//! Sources (LDAP, OpenID Connect, SAML) turn their evidence into a [`VerifiedIdentity`]; from
+//! there everything is the same: the provider's mappings are evaluated against the user's group
+//! values (pure), the diff, its audit rows, the last-seen attributes and the permission version
+//! are written in one transaction, and a token is signed from the memberships that transaction
+//! left. [`preview`] runs the very same steps and rolls back, which is what `mappings test` shows.
+
+use serde::Serialize;
+
+use std::collections::BTreeMap;
+
+use crate::model::access::{self, EffectiveAccess};
+use crate::model::group::{GroupRef, ALL_USERS};
+use crate::model::mapping::{
+    self, CurrentMembership, Evaluation, Mapping, MappingRule, ProviderRef, MAX_ATTRIBUTE_VALUES,
+};
+use crate::model::matcher::{PatternError, ValuePattern};
+use crate::model::permissions::{Grant, Permission};
+use crate::model::settings::{self, FileMapping, GroupSettings, SettingValue};
+use crate::signer::Signer;
+use crate::store::{
+    Actor, ConfigStore, GroupRecord, MappingRecord, MembershipStore, SessionRecord, SessionStore,
+    StoreError, UserRecord,
+};
+use crate::token::{Claims, Session, TokenError, TokenSubject};
+
+/// Longest username accepted.
+pub const MAX_USERNAME_LEN: usize = 256;
+
+/// An identity whose evidence a source has verified.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct VerifiedIdentity {
+    pub provider: String,
+    pub username: String,
+    /// The group values the provider sent (LDAP group DNs, OIDC groups claim, SAML attribute).
+    pub group_values: Vec<String>,
+    /// What the provider said about the user, kept as the last-seen attributes so that mapping
+    /// changes can be re-applied without a new sign-in.
+    pub attributes: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    #[error("group {group:?} has an unreadable stored value: {message}; re-apply the state file to fix it")]
+    StoredValue { group: String, message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("invalid username: {0}")]
+    InvalidUsername(String),
+    #[error("the identity carries {count} group values; the limit is {MAX_ATTRIBUTE_VALUES}")]
+    TooManyGroupValues { count: usize },
+    #[error("user {0:?} is disabled")]
+    Disabled(String),
+    #[error("the token's user no longer exists")]
+    UnknownUser,
+    #[error("the session has ended or was revoked; sign in again")]
+    SessionRevoked,
+    #[error("mapping #{mapping_id} of provider {provider:?} is invalid: {error}")]
+    InvalidMapping {
+        provider: String,
+        mapping_id: i64,
+        error: PatternError,
+    },
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks a username before it reaches storage or a token.
+pub fn validate_username(username: &str) -> Result<(), LoginError> {
+    if username.trim().is_empty() {
+        return Err(LoginError::InvalidUsername("it is empty".into()));
+    }
+    if username.len() > MAX_USERNAME_LEN {
+        return Err(LoginError::InvalidUsername(format!(
+            "it is {} bytes long; the limit is {MAX_USERNAME_LEN}",
+            username.len()
+        )));
+    }
+    if username.chars().any(char::is_control) {
+        return Err(LoginError::InvalidUsername(
+            "it contains control characters".into(),
+        ));
+    }
+    if username != username.trim() {
+        return Err(LoginError::InvalidUsername(
+            "it starts or ends with white space".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Compiles stored mappings for evaluation.
+pub fn compile_mappings(
+    provider: &ProviderRef,
+    records: &[MappingRecord],
+) -> Result<Vec<Mapping>, LoginError> {
+    let syntax = provider.kind.value_syntax();
+    records
+        .iter()
+        .map(|record| {
+            let rule = if record.assign_all_users {
+                MappingRule::AssignAllUsers
+            } else {
+                MappingRule::GroupAttributes(
+                    record
+                        .attributes
+                        .iter()
+                        .map(|a| ValuePattern::compile(a, syntax))
+                        .collect::<Result<_, _>>()
+                        .map_err(|error| LoginError::InvalidMapping {
+                            provider: provider.name.clone(),
+                            mapping_id: record.id,
+                            error,
+                        })?,
+                )
+            };
+            Ok(Mapping {
+                id: record.id,
+                provider_id: record.provider_id,
+                group: record.group.clone(),
+                rule,
+            })
+        })
+        .collect()
+}
+
+/// What a login (or its preview) did and what the user ends up with.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoginOutcome {
+    pub user: UserRecord,
+    pub provider: ProviderRef,
+    pub memberships_before: Vec<CurrentMembership>,
+    pub evaluation: Evaluation,
+    pub memberships_after: Vec<CurrentMembership>,
+    /// Membership changes written (zero for a preview).
+    pub changes_written: usize,
+    pub permission_version: i64,
+    pub access: EffectiveAccess,
+}
+
+/// A completed login: the outcome and the first token of a new session.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedLogin {
+    pub outcome: LoginOutcome,
+    pub token: String,
+    pub claims: Claims,
+}
+
+/// Signs a verified identity in: memberships updated in one transaction, then a token.
+pub async fn login<S>(
+    store: &S,
+    signer: &Signer,
+    identity: &VerifiedIdentity,
+    now_ms: i64,
+) -> Result<SignedLogin, LoginError>
+where
+    S: ConfigStore + MembershipStore,
+{
+    let session = signer.policy().new_session(now_ms / 1000);
+    let outcome = run(store, identity, Some(&session), now_ms).await?;
+    let subject = token_subject(&outcome.user, &outcome.access);
+    let (token, claims) = signer.issue_in(&subject, &session, now_ms / 1000)?;
+    Ok(SignedLogin {
+        outcome,
+        token,
+        claims,
+    })
+}
+
+/// The same steps as [`login`], rolled back: what a login would do now, with no writes.
+pub async fn preview<S>(
+    store: &S,
+    identity: &VerifiedIdentity,
+    now_ms: i64,
+) -> Result<LoginOutcome, LoginError>
+where
+    S: ConfigStore + MembershipStore,
+{
+    run(store, identity, None, now_ms).await
+}
+
+async fn run<S>(
+    store: &S,
+    identity: &VerifiedIdentity,
+    session: Option<&Session>,
+    now_ms: i64,
+) -> Result<LoginOutcome, LoginError>
+where
+    S: ConfigStore + MembershipStore,
+{
+    validate_username(&identity.username)?;
+    if identity.group_values.len() > MAX_ATTRIBUTE_VALUES {
+        return Err(LoginError::TooManyGroupValues {
+            count: identity.group_values.len(),
+        });
+    }
+    let provider = store.provider(&identity.provider).await?.provider;
+    let mappings = compile_mappings(&provider, &store.mappings_of_provider(provider.id).await?)?;
+    let actor = Actor::new(format!("login:{}", provider.name));
+
+    let mut change = store.begin_user_change(&identity.username, now_ms).await?;
+    if change.user().disabled {
+        change.rollback().await?;
+        return Err(LoginError::Disabled(identity.username.clone()));
+    }
+    let before = change.memberships().await?;
+    let evaluation = mapping::evaluate(&provider, &mappings, &identity.group_values, &before);
+    let written = change
+        .apply_evaluation(&provider, &evaluation, &actor, now_ms)
+        .await?;
+    change
+        .record_attributes(provider.id, &identity.attributes, now_ms)
+        .await?;
+    let grants = change.current_grants().await?;
+    let version = change
+        .set_permissions_digest(&access::permissions_digest(&grants), now_ms)
+        .await?;
+    let user = change.user().clone();
+    let after = evaluation.memberships_after(&before);
+
+    match session {
+        Some(session) => {
+            change
+                .create_session(&SessionRecord {
+                    id: session.id.clone(),
+                    user_id: user.id,
+                    provider: provider.name.clone(),
+                    created_at: now_ms,
+                    expires_at: session.expires_at.saturating_mul(1000),
+                    revoked: false,
+                })
+                .await?;
+            change.commit().await?;
+        }
+        None => change.rollback().await?,
+    }
+
+    let access = load_access(store, &after).await?;
+    Ok(LoginOutcome {
+        user,
+        provider,
+        memberships_before: before,
+        evaluation,
+        memberships_after: after,
+        changes_written: if session.is_some() { written } else { 0 },
+        permission_version: version,
+        access,
+    })
+}
+
+/// Resolves permissions and settings for a set of memberships (All Users added).
+pub async fn load_access<S: ConfigStore>(
+    store: &S,
+    memberships: &[CurrentMembership],
+) -> Result<EffectiveAccess, LoginError> {
+    let mut ids: Vec<i64> = memberships.iter().map(|m| m.group.id).collect();
+    if let Some(all_users) = store.group_by_name(ALL_USERS).await? {
+        ids.push(all_users.group.id);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let records = store.groups_by_id(&ids).await?;
+    Ok(access_from_records(&records)?)
+}
+
+/// Resolves access from stored groups, parsing their stored values. Unknown permission names
+/// (a catalogue that shrank) are ignored rather than granting anything.
+pub fn access_from_records(records: &[GroupRecord]) -> Result<EffectiveAccess, AccessError> {
+    let mut grants = Vec::new();
+    let mut group_settings = Vec::new();
+    for record in records {
+        let stored = |message: String| AccessError::StoredValue {
+            group: record.group.name.clone(),
+            message,
+        };
+        for name in &record.permissions {
+            if let Ok(permission) = name.parse::<Permission>() {
+                grants.push(Grant {
+                    group: record.group.clone(),
+                    permission,
+                });
+            }
+        }
+        let mut values = BTreeMap::new();
+        for (name, json) in &record.settings {
+            let spec = settings::lookup(name).map_err(|e| stored(e.to_string()))?;
+            let value: SettingValue =
+                settings::parse_value(spec, json).map_err(|e| stored(format!("{name}: {e}")))?;
+            values.insert(spec.name.to_string(), value);
+        }
+        let file_mappings = record
+            .file_mappings
+            .values()
+            .map(|json| {
+                serde_json::from_value::<FileMapping>(json.clone())
+                    .map_err(|e| stored(format!("file mapping: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        group_settings.push(GroupSettings {
+            group: record.group.clone(),
+            settings: values,
+            file_mappings,
+            workspaces: record.workspaces.clone(),
+        });
+    }
+    let groups: Vec<GroupRef> = records.iter().map(|r| r.group.clone()).collect();
+    Ok(access::resolve(&groups, &grants, &group_settings))
+}
+
+fn token_subject(user: &UserRecord, access: &EffectiveAccess) -> TokenSubject {
+    TokenSubject {
+        user_id: user.id.to_string(),
+        username: user.username.clone(),
+        groups: access
+            .groups
+            .iter()
+            .map(|g: &GroupRef| g.name.clone())
+            .collect(),
+        permissions: access.permission_names(),
+        permission_version: user.permission_version,
+    }
+}
+
+/// A new token for the session of a valid token, from the memberships stored now: a permission
+/// removed since the old token was issued is absent from the new one.
+pub async fn refresh<S>(
+    store: &S,
+    signer: &Signer,
+    token: &str,
+    now_ms: i64,
+) -> Result<(String, Claims), LoginError>
+where
+    S: ConfigStore + MembershipStore + SessionStore,
+{
+    let now = now_ms / 1000;
+    let previous = signer.verify(token, now)?;
+    let user_id: i64 = previous.sub.parse().map_err(|_| LoginError::UnknownUser)?;
+    let user = store
+        .user_by_id(user_id)
+        .await?
+        .ok_or(LoginError::UnknownUser)?;
+    if user.disabled {
+        return Err(LoginError::Disabled(user.username));
+    }
+    match store.session(&previous.sid).await? {
+        Some(session) if !session.revoked && session.user_id == user.id => {}
+        _ => return Err(LoginError::SessionRevoked),
+    }
+    let memberships = store.memberships(user.id).await?;
+    let access = load_access(store, &memberships).await?;
+    let subject = token_subject(&user, &access);
+    Ok(signer.refresh(&previous, &subject, now)?)
+}

@@ -1,0 +1,454 @@
+//! SSO group mappings and their evaluation.
+//!
+//! A mapping ties one provider to one group, either with *Assign All Users* or with a list of
+//! group attribute patterns. When a user authenticates through provider P, for every group that
+//! has at least one mapping from P:
+//!
+//! - the user is a member if any of those mappings matches (assign-all, or one of the user's group
+//!   values matches one listed pattern);
+//! - otherwise the user is removed from the group — including a membership an admin added by
+//!   hand, unless the provider's `remove_manual_memberships` option is off. The default (on) is
+//!   the documented behaviour: "If a mapping is defined and a user does not have the group
+//!   attributes listed, the user will be removed from the group."
+//!
+//! Groups with no mapping from P are left alone, and All Users is never touched (every user is
+//! always a member of it). Evaluation is pure: the same inputs in any order give the same
+//! decisions, and applying the result then evaluating again changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::group::GroupRef;
+use crate::model::matcher::{comparison_form, ValuePattern, ValueSyntax};
+
+/// Upper bound on the group values one identity may carry into an evaluation.
+pub const MAX_ATTRIBUTE_VALUES: usize = 10_000;
+
+/// What kind of identity source a provider is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Ldap,
+    Oidc,
+    Saml,
+}
+
+impl ProviderKind {
+    pub fn value_syntax(self) -> ValueSyntax {
+        match self {
+            ProviderKind::Ldap => ValueSyntax::Dn,
+            ProviderKind::Oidc | ProviderKind::Saml => ValueSyntax::Exact,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Ldap => "ldap",
+            ProviderKind::Oidc => "oidc",
+            ProviderKind::Saml => "saml",
+        }
+    }
+}
+
+impl std::str::FromStr for ProviderKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "ldap" => Ok(ProviderKind::Ldap),
+            "oidc" => Ok(ProviderKind::Oidc),
+            "saml" => Ok(ProviderKind::Saml),
+            other => Err(format!(
+                "unknown provider kind {other:?}; expected one of ldap, oidc, saml"
+            )),
+        }
+    }
+}
+
+/// The part of a provider the evaluation needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderRef {
+    pub id: i64,
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Whether a membership an admin added by hand is removed when this provider's mappings
+    /// for that group do not match. Default: true (the documented behaviour).
+    pub remove_manual_memberships: bool,
+}
+
+/// How a mapping decides membership.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MappingRule {
+    AssignAllUsers,
+    GroupAttributes(Vec<ValuePattern>),
+}
+
+/// One compiled SSO group mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapping {
+    pub id: i64,
+    pub provider_id: i64,
+    pub group: GroupRef,
+    pub rule: MappingRule,
+}
+
+/// Where a stored membership came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MembershipSource {
+    /// Added by an admin.
+    Manual,
+    /// Granted by a mapping.
+    Mapping { provider_id: i64, mapping_id: i64 },
+}
+
+/// A membership the user holds now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentMembership {
+    pub group: GroupRef,
+    pub source: MembershipSource,
+}
+
+/// What happens to one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Not a member; a mapping matches: add.
+    Add,
+    /// A member; no mapping matches: remove.
+    Remove,
+    /// A member; a mapping matches: stay (the source may be updated).
+    Keep,
+    /// A manual member; no mapping matches, but the provider protects manual memberships.
+    KeepManual,
+    /// Not a member; no mapping matches: nothing to do.
+    StayOut,
+}
+
+impl Action {
+    /// Whether applying this decision writes a membership change.
+    pub fn changes_membership(self) -> bool {
+        matches!(self, Action::Add | Action::Remove)
+    }
+}
+
+/// Why a decision was taken, in terms an admin can check against the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    AssignAllUsers {
+        mapping_id: i64,
+    },
+    AttributeMatched {
+        mapping_id: i64,
+        pattern: String,
+        value: String,
+    },
+    NoMappingMatched {
+        mapping_ids: Vec<i64>,
+        patterns: Vec<String>,
+        values_checked: usize,
+    },
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::AssignAllUsers { mapping_id } => {
+                write!(f, "mapping #{mapping_id} assigns all users")
+            }
+            Reason::AttributeMatched {
+                mapping_id,
+                pattern,
+                value,
+            } => write!(
+                f,
+                "mapping #{mapping_id}: group value {value:?} matches {pattern:?}"
+            ),
+            Reason::NoMappingMatched {
+                mapping_ids,
+                patterns,
+                values_checked,
+            } => {
+                let ids: Vec<String> = mapping_ids.iter().map(|id| format!("#{id}")).collect();
+                write!(
+                    f,
+                    "none of the {} group value(s) matches mapping(s) {} (patterns: {})",
+                    values_checked,
+                    ids.join(", "),
+                    if patterns.is_empty() {
+                        "none".to_string()
+                    } else {
+                        patterns
+                            .iter()
+                            .map(|p| format!("{p:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                )
+            }
+        }
+    }
+}
+
+/// The decision for one group that has at least one mapping from the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDecision {
+    pub group: GroupRef,
+    pub action: Action,
+    pub reason: Reason,
+    /// The membership source after applying, when the user is a member afterwards.
+    pub source_after: Option<MembershipSource>,
+    /// The membership source before, when the user was a member.
+    pub source_before: Option<MembershipSource>,
+}
+
+impl GroupDecision {
+    /// Whether applying this decision writes anything (a membership or its recorded source).
+    pub fn writes(&self) -> bool {
+        self.action.changes_membership()
+            || (self.action == Action::Keep && self.source_before != self.source_after)
+    }
+}
+
+/// A group value the provider sent that could not be compared as its syntax requires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnusableValue {
+    pub value: String,
+    pub problem: String,
+}
+
+/// The outcome of evaluating one identity's group values against a provider's mappings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub provider: String,
+    /// One decision per group mapped from the provider, in group precedence order.
+    pub decisions: Vec<GroupDecision>,
+    /// Values that could not be used (for DN providers: values that are not DNs).
+    pub unusable_values: Vec<UnusableValue>,
+}
+
+impl Evaluation {
+    pub fn additions(&self) -> impl Iterator<Item = &GroupDecision> {
+        self.decisions.iter().filter(|d| d.action == Action::Add)
+    }
+
+    pub fn removals(&self) -> impl Iterator<Item = &GroupDecision> {
+        self.decisions.iter().filter(|d| d.action == Action::Remove)
+    }
+
+    /// Decisions that write to the store when applied.
+    pub fn changes(&self) -> impl Iterator<Item = &GroupDecision> {
+        self.decisions.iter().filter(|d| d.writes())
+    }
+
+    pub fn is_noop(&self) -> bool {
+        self.changes().next().is_none()
+    }
+
+    /// The memberships the user holds after applying this evaluation.
+    pub fn memberships_after(&self, current: &[CurrentMembership]) -> Vec<CurrentMembership> {
+        let decided: HashSet<i64> = self.decisions.iter().map(|d| d.group.id).collect();
+        let mut after: Vec<CurrentMembership> = current
+            .iter()
+            .filter(|m| !decided.contains(&m.group.id))
+            .cloned()
+            .collect();
+        after.extend(self.decisions.iter().filter_map(|d| {
+            d.source_after.map(|source| CurrentMembership {
+                group: d.group.clone(),
+                source,
+            })
+        }));
+        after.sort_by(|a, b| a.group.precedence_key().cmp(&b.group.precedence_key()));
+        after
+    }
+}
+
+/// Evaluates a provider's mappings for one identity.
+///
+/// `mappings` may hold mappings of other providers (they are ignored); `attribute_values` are
+/// the group values the provider sent, in any order and possibly repeated; `current` are the
+/// user's stored memberships.
+pub fn evaluate(
+    provider: &ProviderRef,
+    mappings: &[Mapping],
+    attribute_values: &[String],
+    current: &[CurrentMembership],
+) -> Evaluation {
+    let syntax = provider.kind.value_syntax();
+
+    // Each distinct value once, in comparison form; original spelling kept for reasons.
+    let mut comparable: BTreeMap<String, String> = BTreeMap::new();
+    let mut unusable: BTreeMap<String, String> = BTreeMap::new();
+    for value in attribute_values.iter().take(MAX_ATTRIBUTE_VALUES) {
+        match comparison_form(value, syntax) {
+            Ok(form) => {
+                comparable
+                    .entry(form)
+                    .and_modify(|orig| {
+                        if value < orig {
+                            *orig = value.clone()
+                        }
+                    })
+                    .or_insert_with(|| value.clone());
+            }
+            Err(problem) => {
+                unusable.insert(value.clone(), problem);
+            }
+        }
+    }
+
+    // Mappings of this provider, grouped per target group; All Users is never touched.
+    let mut by_group: BTreeMap<(i64, String, i64), (GroupRef, Vec<&Mapping>)> = BTreeMap::new();
+    for mapping in mappings
+        .iter()
+        .filter(|m| m.provider_id == provider.id && !m.group.is_all_users())
+    {
+        let key = {
+            let (p, n, i) = mapping.group.precedence_key();
+            (p, n.to_string(), i)
+        };
+        by_group
+            .entry(key)
+            .or_insert_with(|| (mapping.group.clone(), Vec::new()))
+            .1
+            .push(mapping);
+    }
+
+    let current_by_group: BTreeMap<i64, MembershipSource> =
+        current.iter().map(|m| (m.group.id, m.source)).collect();
+
+    let mut decisions = Vec::with_capacity(by_group.len());
+    for (_, (group, mut group_mappings)) in by_group {
+        group_mappings.sort_by_key(|m| m.id);
+        let matched = group_mappings
+            .iter()
+            .find_map(|m| match_mapping(m, &comparable));
+        let before = current_by_group.get(&group.id).copied();
+
+        let decision = match (matched, before) {
+            (Some((mapping_id, reason)), None) => GroupDecision {
+                group,
+                action: Action::Add,
+                reason,
+                source_after: Some(MembershipSource::Mapping {
+                    provider_id: provider.id,
+                    mapping_id,
+                }),
+                source_before: None,
+            },
+            (Some((mapping_id, reason)), Some(source)) => {
+                // A manual membership stays manual, so it survives if the mapping stops
+                // matching while manual memberships are protected.
+                let source_after = match source {
+                    MembershipSource::Manual => MembershipSource::Manual,
+                    MembershipSource::Mapping { .. } => MembershipSource::Mapping {
+                        provider_id: provider.id,
+                        mapping_id,
+                    },
+                };
+                GroupDecision {
+                    group,
+                    action: Action::Keep,
+                    reason,
+                    source_after: Some(source_after),
+                    source_before: Some(source),
+                }
+            }
+            (None, before) => {
+                let reason = Reason::NoMappingMatched {
+                    mapping_ids: group_mappings.iter().map(|m| m.id).collect(),
+                    patterns: group_mappings
+                        .iter()
+                        .flat_map(|m| match &m.rule {
+                            MappingRule::AssignAllUsers => Vec::new(),
+                            MappingRule::GroupAttributes(patterns) => {
+                                patterns.iter().map(|p| p.as_str().to_string()).collect()
+                            }
+                        })
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect(),
+                    values_checked: comparable.len(),
+                };
+                match before {
+                    None => GroupDecision {
+                        group,
+                        action: Action::StayOut,
+                        reason,
+                        source_after: None,
+                        source_before: None,
+                    },
+                    Some(MembershipSource::Manual) if !provider.remove_manual_memberships => {
+                        GroupDecision {
+                            group,
+                            action: Action::KeepManual,
+                            reason,
+                            source_after: Some(MembershipSource::Manual),
+                            source_before: Some(MembershipSource::Manual),
+                        }
+                    }
+                    Some(source) => GroupDecision {
+                        group,
+                        action: Action::Remove,
+                        reason,
+                        source_after: None,
+                        source_before: Some(source),
+                    },
+                }
+            }
+        };
+        decisions.push(decision);
+    }
+
+    Evaluation {
+        provider: provider.name.clone(),
+        decisions,
+        unusable_values: unusable
+            .into_iter()
+            .map(|(value, problem)| UnusableValue { value, problem })
+            .collect(),
+    }
+}
+
+/// Whether one mapping matches; the reason names the smallest matching (pattern, value) pair so
+/// that the result does not depend on the order of patterns or values.
+fn match_mapping(mapping: &Mapping, values: &BTreeMap<String, String>) -> Option<(i64, Reason)> {
+    match &mapping.rule {
+        MappingRule::AssignAllUsers => Some((
+            mapping.id,
+            Reason::AssignAllUsers {
+                mapping_id: mapping.id,
+            },
+        )),
+        MappingRule::GroupAttributes(patterns) => {
+            let mut best: Option<(&str, &str)> = None;
+            for pattern in patterns {
+                let hit = match pattern.exact_value() {
+                    Some(exact) => values.get_key_value(exact).map(|(_, orig)| orig.as_str()),
+                    None => values
+                        .iter()
+                        .find(|(form, _)| pattern.matches(form))
+                        .map(|(_, orig)| orig.as_str()),
+                };
+                if let Some(value) = hit {
+                    let candidate = (pattern.as_str(), value);
+                    if best.is_none_or(|b| candidate < b) {
+                        best = Some(candidate);
+                    }
+                }
+            }
+            best.map(|(pattern, value)| {
+                (
+                    mapping.id,
+                    Reason::AttributeMatched {
+                        mapping_id: mapping.id,
+                        pattern: pattern.to_string(),
+                        value: value.to_string(),
+                    },
+                )
+            })
+        }
+    }
+}

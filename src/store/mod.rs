@@ -1,0 +1,354 @@
+//! Storage: small capability traits, one SQL implementation for SQLite and PostgreSQL.
+//!
+//! The traits say what the rest of the program may ask of storage; [`SqlStore`] implements them
+//! all over sqlx's `Any` driver, with one set of queries for both databases. The schemas are kept
+//! type-compatible for that (64-bit integers, unix-millisecond times, JSON as text: see
+//! `migrations/`), and the two places where the databases differ — how a write transaction
+//! starts and how a user's row is locked — live in [`sql::Dialect`].
+//!
+//! Invariant: everything one login or one sync does to one user happens in one transaction,
+//! through a [`UserChange`]: memberships, audit rows, last-seen attributes and the permission
+//! version. Concurrent changes to one user serialise (SQLite: immediate write transactions;
+//! PostgreSQL: a row lock on the user).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::model::group::GroupRef;
+use crate::model::mapping::{CurrentMembership, Evaluation, ProviderRef};
+
+pub mod sql;
+
+pub use sql::SqlStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH (or sqlite::memory:) or postgres://USER@HOST:PORT/DB")]
+    UnsupportedUrl(String),
+    #[error("stored value {what} is unreadable: {message}")]
+    Corrupt { what: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: i64,
+    pub username: String,
+    pub disabled: bool,
+    /// Bumped whenever the user's effective permissions change.
+    pub permission_version: i64,
+    /// The effective permissions the version was computed for (sorted, `\n`-joined).
+    pub permissions_digest: String,
+}
+
+/// A group with everything attached to it, values as stored (JSON), not yet validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub group: GroupRef,
+    pub description: String,
+    pub permissions: Vec<String>,
+    pub settings: BTreeMap<String, serde_json::Value>,
+    /// File mappings keyed by destination.
+    pub file_mappings: BTreeMap<String, serde_json::Value>,
+    pub workspaces: Vec<String>,
+}
+
+/// A provider as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderRecord {
+    pub provider: ProviderRef,
+    pub options: serde_json::Value,
+}
+
+/// A mapping as stored: the attribute patterns uncompiled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappingRecord {
+    pub id: i64,
+    pub provider_id: i64,
+    pub provider: String,
+    pub group: GroupRef,
+    pub assign_all_users: bool,
+    pub attributes: Vec<String>,
+}
+
+/// Everything configured: what `idsync apply` plans against.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredConfig {
+    pub groups: Vec<GroupRecord>,
+    pub providers: Vec<ProviderRecord>,
+    pub mappings: Vec<MappingRecord>,
+}
+
+/// Who or what makes a change, and in which run: written to every audit row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// e.g. `login:corp-ldap`, `cli:apply`, `sync:corp-ldap`.
+    pub name: String,
+    pub run_id: Option<String>,
+}
+
+impl Actor {
+    pub fn new(name: impl Into<String>) -> Self {
+        Actor {
+            name: name.into(),
+            run_id: None,
+        }
+    }
+}
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub username: Option<String>,
+    pub group: Option<String>,
+    pub provider: Option<String>,
+    pub mapping_id: Option<i64>,
+    pub run_id: Option<String>,
+    pub reason: String,
+    pub detail: serde_json::Value,
+}
+
+/// Filters for reading the audit log; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub username: Option<String>,
+    pub group: Option<String>,
+    pub provider: Option<String>,
+    pub run_id: Option<String>,
+    pub since_ms: Option<i64>,
+    pub limit: i64,
+}
+
+/// An issued session: tokens refresh until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user_id: i64,
+    pub provider: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked: bool,
+}
+
+/// A stored signing key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kid: String,
+    pub algorithm: String,
+    pub private_der: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub created_at: i64,
+    pub retire_at: Option<i64>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("private_der", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("retire_at", &self.retire_at)
+            .finish()
+    }
+}
+
+/// One configuration change, as `idsync apply` executes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ConfigChange {
+    CreateGroup {
+        name: String,
+        description: String,
+        priority: i64,
+    },
+    UpdateGroup {
+        name: String,
+        description: String,
+        priority: i64,
+    },
+    DeleteGroup {
+        name: String,
+    },
+    GrantPermission {
+        group: String,
+        permission: String,
+    },
+    RevokePermission {
+        group: String,
+        permission: String,
+    },
+    SetSetting {
+        group: String,
+        name: String,
+        value: serde_json::Value,
+    },
+    RemoveSetting {
+        group: String,
+        name: String,
+    },
+    SetFileMapping {
+        group: String,
+        destination: String,
+        mapping: serde_json::Value,
+    },
+    RemoveFileMapping {
+        group: String,
+        destination: String,
+    },
+    AddWorkspace {
+        group: String,
+        workspace: String,
+    },
+    RemoveWorkspace {
+        group: String,
+        workspace: String,
+    },
+    CreateProvider {
+        name: String,
+        kind: String,
+        remove_manual_memberships: bool,
+        options: serde_json::Value,
+    },
+    UpdateProvider {
+        name: String,
+        kind: String,
+        remove_manual_memberships: bool,
+        options: serde_json::Value,
+    },
+    DeleteProvider {
+        name: String,
+    },
+    CreateMapping {
+        provider: String,
+        group: String,
+        assign_all_users: bool,
+        attributes: Vec<String>,
+    },
+    UpdateMapping {
+        id: i64,
+        provider: String,
+        group: String,
+        assign_all_users: bool,
+        attributes: Vec<String>,
+    },
+    DeleteMapping {
+        id: i64,
+        provider: String,
+        group: String,
+    },
+}
+
+/// Computes the digest of a user's effective permissions from their groups' grants. Passed in
+/// by the caller so that storage holds no permission logic.
+pub type PermissionDigest = dyn Fn(&[(GroupRef, String)]) -> String + Send + Sync;
+
+/// Reading and changing configuration: groups, providers, mappings.
+#[async_trait]
+pub trait ConfigStore: Send + Sync {
+    async fn load_config(&self) -> StoreResult<StoredConfig>;
+    async fn provider(&self, name: &str) -> StoreResult<ProviderRecord>;
+    async fn mappings_of_provider(&self, provider_id: i64) -> StoreResult<Vec<MappingRecord>>;
+    async fn groups_by_id(&self, ids: &[i64]) -> StoreResult<Vec<GroupRecord>>;
+    async fn group_by_name(&self, name: &str) -> StoreResult<Option<GroupRecord>>;
+    /// Applies all changes in one transaction, with an audit row each, and bumps the permission
+    /// version of every user whose effective permissions change.
+    async fn apply_config(
+        &self,
+        changes: &[ConfigChange],
+        actor: &Actor,
+        digest: &PermissionDigest,
+        now_ms: i64,
+    ) -> StoreResult<usize>;
+}
+
+/// The login and sync path: one user's memberships, changed in one transaction.
+#[async_trait]
+pub trait MembershipStore: Send + Sync {
+    /// Starts the transaction for one user, creating the user if unknown, and locks the user so
+    /// concurrent changes to the same user serialise.
+    async fn begin_user_change(
+        &self,
+        username: &str,
+        now_ms: i64,
+    ) -> StoreResult<Box<dyn UserChange>>;
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>>;
+    async fn user_by_id(&self, id: i64) -> StoreResult<Option<UserRecord>>;
+    /// The user's stored memberships (All Users is implicit and not among them).
+    async fn memberships(&self, user_id: i64) -> StoreResult<Vec<CurrentMembership>>;
+    async fn set_user_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        actor: &Actor,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+}
+
+/// One user's open change. Dropping it without [`UserChange::commit`] rolls back.
+#[async_trait]
+pub trait UserChange: Send {
+    fn user(&self) -> &UserRecord;
+    /// True when the user row was created by this change.
+    fn created(&self) -> bool;
+    async fn memberships(&mut self) -> StoreResult<Vec<CurrentMembership>>;
+    /// Writes the evaluation's changes with an audit row per change.
+    async fn apply_evaluation(
+        &mut self,
+        provider: &ProviderRef,
+        evaluation: &Evaluation,
+        actor: &Actor,
+        now_ms: i64,
+    ) -> StoreResult<usize>;
+    /// Remembers what the provider said about the user, to re-evaluate later.
+    async fn record_attributes(
+        &mut self,
+        provider_id: i64,
+        attributes: &serde_json::Value,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// The permission grants of the groups the user is in now, inside this change (All Users
+    /// included), as stored.
+    async fn current_grants(&mut self) -> StoreResult<Vec<(GroupRef, String)>>;
+    /// Records the effective permissions; bumps the version when they differ from the last.
+    async fn set_permissions_digest(&mut self, digest: &str, now_ms: i64) -> StoreResult<i64>;
+    async fn create_session(&mut self, session: &SessionRecord) -> StoreResult<()>;
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+    async fn rollback(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// Signing keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    async fn insert_key(&self, key: &StoredKey) -> StoreResult<()>;
+    async fn set_key_retirement(&self, kid: &str, retire_at: Option<i64>) -> StoreResult<()>;
+}
+
+/// Sessions and the audit log.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+}

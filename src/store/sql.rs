@@ -1,0 +1,1375 @@
+//! [`SqlStore`]: every storage trait over sqlx's `Any` driver, for SQLite and PostgreSQL.
+//!
+//! Queries use `$N` placeholders, which both databases accept, and only types the `Any` driver
+//! carries on both (64-bit integers, text, blobs). What differs lives in [`Dialect`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Once;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+
+use super::*;
+use crate::model::group::{GroupRef, ALL_USERS};
+use crate::model::mapping::{Action, MembershipSource, ProviderKind};
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> StoreResult<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+}
+
+/// The few statements that differ between the databases.
+#[derive(Debug, Clone, Copy)]
+pub struct Dialect {
+    /// Starts a transaction that will write. SQLite takes the write lock up front, so two
+    /// writers queue on the busy timeout instead of failing with "database is locked" when a
+    /// read lock would have to be upgraded.
+    begin_write: &'static str,
+    /// Appended to the select of a user's row to serialise changes to that user.
+    lock_row: &'static str,
+}
+
+impl Dialect {
+    fn of(backend: Backend) -> Dialect {
+        match backend {
+            Backend::Sqlite => Dialect {
+                begin_write: "BEGIN IMMEDIATE",
+                lock_row: "",
+            },
+            Backend::Postgres => Dialect {
+                begin_write: "BEGIN",
+                lock_row: " FOR UPDATE",
+            },
+        }
+    }
+}
+
+/// How long a SQLite writer waits for another before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 30_000;
+
+/// The store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    dialect: Dialect,
+}
+
+/// Removes a password from a database URL before it is shown anywhere.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl SqlStore {
+    /// Connects (creating a SQLite file if missing) without migrating.
+    pub async fn connect(url: &str) -> StoreResult<SqlStore> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+
+        let backend = Backend::from_url(url)?;
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        let mut url = url.to_string();
+        if backend == Backend::Sqlite {
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            if !in_memory {
+                create_parent_dir(&url);
+            }
+            if !in_memory && !url.contains("mode=") {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str("mode=rwc");
+            }
+            // An in-memory database exists once per connection: keep exactly one.
+            options = if in_memory {
+                options.max_connections(1)
+            } else {
+                options.max_connections(8)
+            };
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(
+                        format!(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"
+                        )
+                        .as_str(),
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        } else {
+            options = options.max_connections(16);
+        }
+        let pool = options.connect(&url).await?;
+        Ok(SqlStore {
+            pool,
+            backend,
+            dialect: Dialect::of(backend),
+        })
+    }
+
+    /// Connects, runs the migrations of this database and makes sure the system groups exist.
+    pub async fn open(url: &str) -> StoreResult<SqlStore> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Runs pending migrations and creates the system groups on first start.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        self.ensure_system_groups(crate::clock::now_ms()).await
+    }
+
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Any>> {
+        Ok(self.pool.begin_with(self.dialect.begin_write).await?)
+    }
+
+    /// Creates All Users and Administrators with their permissions and default settings when
+    /// they do not exist yet. Existing ones are left as the admin configured them.
+    async fn ensure_system_groups(&self, now: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for system in crate::model::defaults::system_groups() {
+            let inserted = sqlx::query(
+                "INSERT INTO groups (name, description, priority, is_system, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 1, $4, $4) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(system.name)
+            .bind(system.description)
+            .bind(system.priority)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                continue;
+            }
+            let id: i64 = sqlx::query("SELECT id FROM groups WHERE name = $1")
+                .bind(system.name)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("id")?;
+            for permission in system.permissions {
+                sqlx::query("INSERT INTO group_permissions (group_id, permission) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(*permission)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (name, value) in &system.settings {
+                sqlx::query(
+                    "INSERT INTO group_settings (group_id, name, value_json) VALUES ($1, $2, $3)",
+                )
+                .bind(id)
+                .bind(name.as_str())
+                .bind(value.to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+            insert_audit(
+                &mut tx,
+                now,
+                &Actor::new("system"),
+                AuditRow {
+                    action: "config.create_group",
+                    group: Some(system.name),
+                    reason: "built-in system group created on first start",
+                    ..AuditRow::default()
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Number of rows in a table; for tests and reports.
+    pub async fn count(&self, table: &str) -> StoreResult<i64> {
+        const TABLES: &[&str] = &[
+            "groups",
+            "group_permissions",
+            "group_settings",
+            "group_file_mappings",
+            "group_workspaces",
+            "providers",
+            "mappings",
+            "users",
+            "memberships",
+            "user_attributes",
+            "sessions",
+            "signing_keys",
+            "audit_log",
+        ];
+        if !TABLES.contains(&table) {
+            return Err(StoreError::NotFound(format!("no table named {table:?}")));
+        }
+        let row = sqlx::query(&format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {table}"
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+}
+
+/// Creates the folder a SQLite file URL points into, so a fresh checkout needs no set-up.
+fn create_parent_dir(url: &str) {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or("");
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row decoding
+
+fn flag(row: &AnyRow, column: &str) -> StoreResult<bool> {
+    Ok(row.try_get::<i64, _>(column)? != 0)
+}
+
+fn group_ref(row: &AnyRow) -> StoreResult<GroupRef> {
+    Ok(GroupRef {
+        id: row.try_get("group_id")?,
+        name: row.try_get("group_name")?,
+        priority: row.try_get("group_priority")?,
+        is_system: flag(row, "group_is_system")?,
+    })
+}
+
+fn json(what: &str, text: &str) -> StoreResult<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn user_record(row: &AnyRow) -> StoreResult<UserRecord> {
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        disabled: flag(row, "disabled")?,
+        permission_version: row.try_get("permission_version")?,
+        permissions_digest: row.try_get("permissions_digest")?,
+    })
+}
+
+fn membership(row: &AnyRow) -> StoreResult<CurrentMembership> {
+    let kind: String = row.try_get("source_kind")?;
+    let source = match kind.as_str() {
+        "manual" => MembershipSource::Manual,
+        "mapping" => MembershipSource::Mapping {
+            provider_id: row.try_get::<Option<i64>, _>("provider_id")?.unwrap_or(0),
+            mapping_id: row.try_get::<Option<i64>, _>("mapping_id")?.unwrap_or(0),
+        },
+        other => {
+            return Err(StoreError::Corrupt {
+                what: "memberships.source_kind".into(),
+                message: format!("unknown source {other:?}"),
+            })
+        }
+    };
+    Ok(CurrentMembership {
+        group: group_ref(row)?,
+        source,
+    })
+}
+
+fn source_columns(source: &MembershipSource) -> (&'static str, Option<i64>, Option<i64>) {
+    match source {
+        MembershipSource::Manual => ("manual", None, None),
+        MembershipSource::Mapping {
+            provider_id,
+            mapping_id,
+        } => ("mapping", Some(*provider_id), Some(*mapping_id)),
+    }
+}
+
+const USER_COLUMNS: &str = "id, username, disabled, permission_version, permissions_digest";
+const GROUP_COLUMNS: &str =
+    "g.id AS group_id, g.name AS group_name, g.priority AS group_priority, g.is_system AS group_is_system";
+
+/// `$start, $start+1, …` for an `IN (…)` list.
+fn placeholders(start: usize, count: usize) -> String {
+    (start..start + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+
+#[derive(Default)]
+struct AuditRow<'a> {
+    action: &'a str,
+    user_id: Option<i64>,
+    username: Option<&'a str>,
+    group: Option<&'a str>,
+    provider: Option<&'a str>,
+    mapping_id: Option<i64>,
+    reason: &'a str,
+    detail: Option<serde_json::Value>,
+}
+
+async fn insert_audit(
+    tx: &mut Transaction<'static, Any>,
+    now: i64,
+    actor: &Actor,
+    row: AuditRow<'_>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, user_id, username, group_name, provider, \
+         mapping_id, run_id, reason, detail_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(now)
+    .bind(actor.name.as_str())
+    .bind(row.action)
+    .bind(row.user_id)
+    .bind(row.username)
+    .bind(row.group)
+    .bind(row.provider)
+    .bind(row.mapping_id)
+    .bind(actor.run_id.as_deref())
+    .bind(row.reason)
+    .bind(row.detail.unwrap_or(serde_json::json!({})).to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+fn with_ids<'q>(
+    sql: &'q str,
+    ids: &'q [i64],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    ids.iter()
+        .fold(sqlx::query(sql), |query, id| query.bind(*id))
+}
+
+async fn load_groups(
+    executor: impl Executor<'_, Database = Any> + Copy,
+    ids: Option<&[i64]>,
+) -> StoreResult<Vec<GroupRecord>> {
+    let filter = |column: &str| match ids {
+        Some(ids) if !ids.is_empty() => {
+            format!(" WHERE {column} IN ({})", placeholders(1, ids.len()))
+        }
+        Some(_) => " WHERE 1 = 0".to_string(),
+        None => String::new(),
+    };
+    let no_ids: &[i64] = &[];
+    let ids_to_bind = ids.unwrap_or(no_ids);
+    let mut groups: BTreeMap<i64, GroupRecord> = BTreeMap::new();
+    let sql = format!(
+        "SELECT {GROUP_COLUMNS}, g.description FROM groups g{}",
+        filter("g.id")
+    );
+    for row in with_ids(&sql, ids_to_bind).fetch_all(executor).await? {
+        let group = group_ref(&row)?;
+        groups.insert(
+            group.id,
+            GroupRecord {
+                description: row.try_get("description")?,
+                group,
+                permissions: Vec::new(),
+                settings: BTreeMap::new(),
+                file_mappings: BTreeMap::new(),
+                workspaces: Vec::new(),
+            },
+        );
+    }
+    let sql = format!(
+        "SELECT group_id, permission FROM group_permissions{} ORDER BY permission",
+        filter("group_id")
+    );
+    for row in with_ids(&sql, ids_to_bind).fetch_all(executor).await? {
+        if let Some(g) = groups.get_mut(&row.try_get::<i64, _>("group_id")?) {
+            g.permissions.push(row.try_get("permission")?);
+        }
+    }
+    let sql = format!(
+        "SELECT group_id, name, value_json FROM group_settings{}",
+        filter("group_id")
+    );
+    for row in with_ids(&sql, ids_to_bind).fetch_all(executor).await? {
+        if let Some(g) = groups.get_mut(&row.try_get::<i64, _>("group_id")?) {
+            let name: String = row.try_get("name")?;
+            let value = json(
+                &format!("setting {name}"),
+                &row.try_get::<String, _>("value_json")?,
+            )?;
+            g.settings.insert(name, value);
+        }
+    }
+    let sql = format!(
+        "SELECT group_id, destination, mapping_json FROM group_file_mappings{}",
+        filter("group_id")
+    );
+    for row in with_ids(&sql, ids_to_bind).fetch_all(executor).await? {
+        if let Some(g) = groups.get_mut(&row.try_get::<i64, _>("group_id")?) {
+            let destination: String = row.try_get("destination")?;
+            let value = json(
+                &format!("file mapping {destination}"),
+                &row.try_get::<String, _>("mapping_json")?,
+            )?;
+            g.file_mappings.insert(destination, value);
+        }
+    }
+    let sql = format!(
+        "SELECT group_id, workspace FROM group_workspaces{} ORDER BY workspace",
+        filter("group_id")
+    );
+    for row in with_ids(&sql, ids_to_bind).fetch_all(executor).await? {
+        if let Some(g) = groups.get_mut(&row.try_get::<i64, _>("group_id")?) {
+            g.workspaces.push(row.try_get("workspace")?);
+        }
+    }
+    let mut list: Vec<GroupRecord> = groups.into_values().collect();
+    list.sort_by(|a, b| a.group.precedence_key().cmp(&b.group.precedence_key()));
+    Ok(list)
+}
+
+fn provider_record(row: &AnyRow) -> StoreResult<ProviderRecord> {
+    let kind: String = row.try_get("kind")?;
+    let name: String = row.try_get("name")?;
+    Ok(ProviderRecord {
+        provider: ProviderRef {
+            id: row.try_get("id")?,
+            kind: kind
+                .parse::<ProviderKind>()
+                .map_err(|message| StoreError::Corrupt {
+                    what: format!("provider {name} kind"),
+                    message,
+                })?,
+            name,
+            remove_manual_memberships: flag(row, "remove_manual_memberships")?,
+        },
+        options: json(
+            "provider options",
+            &row.try_get::<String, _>("options_json")?,
+        )?,
+    })
+}
+
+const MAPPING_SELECT: &str = "SELECT m.id, m.provider_id, p.name AS provider_name, m.assign_all, \
+     m.attributes_json, g.id AS group_id, g.name AS group_name, g.priority AS group_priority, \
+     g.is_system AS group_is_system FROM mappings m JOIN providers p ON p.id = m.provider_id \
+     JOIN groups g ON g.id = m.group_id";
+
+fn mapping_record(row: &AnyRow) -> StoreResult<MappingRecord> {
+    let attributes = json(
+        "mapping attributes",
+        &row.try_get::<String, _>("attributes_json")?,
+    )?;
+    Ok(MappingRecord {
+        id: row.try_get("id")?,
+        provider_id: row.try_get("provider_id")?,
+        provider: row.try_get("provider_name")?,
+        group: group_ref(row)?,
+        assign_all_users: flag(row, "assign_all")?,
+        attributes: serde_json::from_value(attributes).map_err(|e| StoreError::Corrupt {
+            what: "mapping attributes".into(),
+            message: e.to_string(),
+        })?,
+    })
+}
+
+async fn id_of(
+    tx: &mut Transaction<'static, Any>,
+    table: &'static str,
+    name: &str,
+) -> StoreResult<i64> {
+    let kind = if table == "groups" {
+        "group"
+    } else {
+        "provider"
+    };
+    sqlx::query(&format!("SELECT id FROM {table} WHERE name = $1"))
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|row| row.try_get("id"))
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound(format!("no {kind} named {name:?}")))
+}
+
+#[async_trait]
+impl ConfigStore for SqlStore {
+    async fn load_config(&self) -> StoreResult<StoredConfig> {
+        let groups = load_groups(&self.pool, None).await?;
+        let providers = sqlx::query("SELECT * FROM providers ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(provider_record)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mappings = sqlx::query(&format!("{MAPPING_SELECT} ORDER BY m.id"))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(mapping_record)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(StoredConfig {
+            groups,
+            providers,
+            mappings,
+        })
+    }
+
+    async fn provider(&self, name: &str) -> StoreResult<ProviderRecord> {
+        let row = sqlx::query("SELECT * FROM providers WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => provider_record(&row),
+            None => {
+                let known: Vec<String> = sqlx::query("SELECT name FROM providers ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("name"))
+                    .collect::<Result<_, _>>()?;
+                Err(StoreError::NotFound(format!(
+                    "no provider named {name:?}; configured providers: {}",
+                    if known.is_empty() {
+                        "none (declare one in the state file and run `idsync apply`)".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )))
+            }
+        }
+    }
+
+    async fn mappings_of_provider(&self, provider_id: i64) -> StoreResult<Vec<MappingRecord>> {
+        sqlx::query(&format!(
+            "{MAPPING_SELECT} WHERE m.provider_id = $1 ORDER BY m.id"
+        ))
+        .bind(provider_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(mapping_record)
+        .collect()
+    }
+
+    async fn groups_by_id(&self, ids: &[i64]) -> StoreResult<Vec<GroupRecord>> {
+        load_groups(&self.pool, Some(ids)).await
+    }
+
+    async fn group_by_name(&self, name: &str) -> StoreResult<Option<GroupRecord>> {
+        let Some(row) = sqlx::query("SELECT id FROM groups WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let id: i64 = row.try_get("id")?;
+        Ok(load_groups(&self.pool, Some(&[id])).await?.pop())
+    }
+
+    async fn apply_config(
+        &self,
+        changes: &[ConfigChange],
+        actor: &Actor,
+        digest: &PermissionDigest,
+        now: i64,
+    ) -> StoreResult<usize> {
+        let mut tx = self.begin_write().await?;
+        let mut permissions_touched: HashSet<i64> = HashSet::new();
+        for change in changes {
+            apply_one(&mut tx, change, actor, now, &mut permissions_touched).await?;
+        }
+        refresh_permission_versions(&mut tx, &permissions_touched, digest, now).await?;
+        tx.commit().await?;
+        Ok(changes.len())
+    }
+}
+
+async fn apply_one(
+    tx: &mut Transaction<'static, Any>,
+    change: &ConfigChange,
+    actor: &Actor,
+    now: i64,
+    permissions_touched: &mut HashSet<i64>,
+) -> StoreResult<()> {
+    let detail = serde_json::to_value(change).unwrap_or_default();
+    let action = format!(
+        "config.{}",
+        detail
+            .get("op")
+            .and_then(|v| v.as_str())
+            .unwrap_or("change")
+    );
+    let mut audit = AuditRow {
+        reason: "configuration change",
+        ..AuditRow::default()
+    };
+    match change {
+        ConfigChange::CreateGroup {
+            name,
+            description,
+            priority,
+        } => {
+            sqlx::query(
+                "INSERT INTO groups (name, description, priority, is_system, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 0, $4, $4)",
+            )
+            .bind(name.as_str())
+            .bind(description.as_str())
+            .bind(*priority)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            audit.group = Some(name);
+        }
+        ConfigChange::UpdateGroup {
+            name,
+            description,
+            priority,
+        } => {
+            sqlx::query(
+                "UPDATE groups SET description = $2, priority = $3, updated_at = $4 WHERE name = $1",
+            )
+            .bind(name.as_str())
+            .bind(description.as_str())
+            .bind(*priority)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            audit.group = Some(name);
+        }
+        ConfigChange::DeleteGroup { name } => {
+            let row = sqlx::query("SELECT id, is_system FROM groups WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no group named {name:?}")))?;
+            if flag(&row, "is_system")? {
+                return Err(StoreError::Refused(format!(
+                    "{name:?} is a system group and cannot be deleted"
+                )));
+            }
+            let id: i64 = row.try_get("id")?;
+            // The members lose the group: record each loss before the rows go.
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, user_id, username, group_name, provider, \
+                 mapping_id, run_id, reason, detail_json) \
+                 SELECT $1, $2, 'membership.remove', u.id, u.username, $3, NULL, m.mapping_id, $4, \
+                 'the group was deleted', '{}' FROM memberships m JOIN users u ON u.id = m.user_id \
+                 WHERE m.group_id = $5",
+            )
+            .bind(now)
+            .bind(actor.name.as_str())
+            .bind(name.as_str())
+            .bind(actor.run_id.as_deref())
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            mark_members(tx, id, permissions_touched).await?;
+            sqlx::query("DELETE FROM groups WHERE id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            audit.group = Some(name);
+        }
+        ConfigChange::GrantPermission { group, permission }
+        | ConfigChange::RevokePermission { group, permission } => {
+            let id = id_of(tx, "groups", group).await?;
+            let sql = if matches!(change, ConfigChange::GrantPermission { .. }) {
+                "INSERT INTO group_permissions (group_id, permission) VALUES ($1, $2) \
+                 ON CONFLICT (group_id, permission) DO NOTHING"
+            } else {
+                "DELETE FROM group_permissions WHERE group_id = $1 AND permission = $2"
+            };
+            sqlx::query(sql)
+                .bind(id)
+                .bind(permission.as_str())
+                .execute(&mut **tx)
+                .await?;
+            mark_members(tx, id, permissions_touched).await?;
+            audit.group = Some(group);
+        }
+        ConfigChange::SetSetting { group, name, value } => {
+            let id = id_of(tx, "groups", group).await?;
+            sqlx::query(
+                "INSERT INTO group_settings (group_id, name, value_json) VALUES ($1, $2, $3) \
+                 ON CONFLICT (group_id, name) DO UPDATE SET value_json = excluded.value_json",
+            )
+            .bind(id)
+            .bind(name.as_str())
+            .bind(value.to_string())
+            .execute(&mut **tx)
+            .await?;
+            audit.group = Some(group);
+        }
+        ConfigChange::RemoveSetting { group, name } => {
+            let id = id_of(tx, "groups", group).await?;
+            sqlx::query("DELETE FROM group_settings WHERE group_id = $1 AND name = $2")
+                .bind(id)
+                .bind(name.as_str())
+                .execute(&mut **tx)
+                .await?;
+            audit.group = Some(group);
+        }
+        ConfigChange::SetFileMapping {
+            group,
+            destination,
+            mapping,
+        } => {
+            let id = id_of(tx, "groups", group).await?;
+            sqlx::query(
+                "INSERT INTO group_file_mappings (group_id, destination, mapping_json) VALUES ($1, $2, $3) \
+                 ON CONFLICT (group_id, destination) DO UPDATE SET mapping_json = excluded.mapping_json",
+            )
+            .bind(id)
+            .bind(destination.as_str())
+            .bind(mapping.to_string())
+            .execute(&mut **tx)
+            .await?;
+            audit.group = Some(group);
+        }
+        ConfigChange::RemoveFileMapping { group, destination } => {
+            let id = id_of(tx, "groups", group).await?;
+            sqlx::query("DELETE FROM group_file_mappings WHERE group_id = $1 AND destination = $2")
+                .bind(id)
+                .bind(destination.as_str())
+                .execute(&mut **tx)
+                .await?;
+            audit.group = Some(group);
+        }
+        ConfigChange::AddWorkspace { group, workspace } => {
+            let id = id_of(tx, "groups", group).await?;
+            sqlx::query(
+                "INSERT INTO group_workspaces (group_id, workspace) VALUES ($1, $2) \
+                 ON CONFLICT (group_id, workspace) DO NOTHING",
+            )
+            .bind(id)
+            .bind(workspace.as_str())
+            .execute(&mut **tx)
+            .await?;
+            audit.group = Some(group);
+        }
+        ConfigChange::RemoveWorkspace { group, workspace } => {
+            let id = id_of(tx, "groups", group).await?;
+            sqlx::query("DELETE FROM group_workspaces WHERE group_id = $1 AND workspace = $2")
+                .bind(id)
+                .bind(workspace.as_str())
+                .execute(&mut **tx)
+                .await?;
+            audit.group = Some(group);
+        }
+        ConfigChange::CreateProvider {
+            name,
+            kind,
+            remove_manual_memberships,
+            options,
+        } => {
+            sqlx::query(
+                "INSERT INTO providers (name, kind, remove_manual_memberships, options_json, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(name.as_str())
+            .bind(kind.as_str())
+            .bind(i64::from(*remove_manual_memberships))
+            .bind(options.to_string())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            audit.provider = Some(name);
+        }
+        ConfigChange::UpdateProvider {
+            name,
+            kind,
+            remove_manual_memberships,
+            options,
+        } => {
+            sqlx::query(
+                "UPDATE providers SET kind = $2, remove_manual_memberships = $3, options_json = $4, \
+                 updated_at = $5 WHERE name = $1",
+            )
+            .bind(name.as_str())
+            .bind(kind.as_str())
+            .bind(i64::from(*remove_manual_memberships))
+            .bind(options.to_string())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            audit.provider = Some(name);
+        }
+        ConfigChange::DeleteProvider { name } => {
+            sqlx::query("DELETE FROM providers WHERE name = $1")
+                .bind(name.as_str())
+                .execute(&mut **tx)
+                .await?;
+            audit.provider = Some(name);
+        }
+        ConfigChange::CreateMapping {
+            provider,
+            group,
+            assign_all_users,
+            attributes,
+        } => {
+            let provider_id = id_of(tx, "providers", provider).await?;
+            let group_id = id_of(tx, "groups", group).await?;
+            let id: i64 = sqlx::query(
+                "INSERT INTO mappings (provider_id, group_id, assign_all, attributes_json, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+            )
+            .bind(provider_id)
+            .bind(group_id)
+            .bind(i64::from(*assign_all_users))
+            .bind(serde_json::to_string(attributes).unwrap_or_default())
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("id")?;
+            audit.provider = Some(provider);
+            audit.group = Some(group);
+            audit.mapping_id = Some(id);
+        }
+        ConfigChange::UpdateMapping {
+            id,
+            provider,
+            group,
+            assign_all_users,
+            attributes,
+        } => {
+            sqlx::query(
+                "UPDATE mappings SET assign_all = $2, attributes_json = $3, updated_at = $4 WHERE id = $1",
+            )
+            .bind(*id)
+            .bind(i64::from(*assign_all_users))
+            .bind(serde_json::to_string(attributes).unwrap_or_default())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            audit.provider = Some(provider);
+            audit.group = Some(group);
+            audit.mapping_id = Some(*id);
+        }
+        ConfigChange::DeleteMapping {
+            id,
+            provider,
+            group,
+        } => {
+            sqlx::query("DELETE FROM mappings WHERE id = $1")
+                .bind(*id)
+                .execute(&mut **tx)
+                .await?;
+            audit.provider = Some(provider);
+            audit.group = Some(group);
+            audit.mapping_id = Some(*id);
+        }
+    }
+    audit.action = &action;
+    audit.detail = Some(detail.clone());
+    insert_audit(tx, now, actor, audit).await
+}
+
+/// Marks the members of a group as needing a permission re-check; All Users means everyone.
+async fn mark_members(
+    tx: &mut Transaction<'static, Any>,
+    group_id: i64,
+    touched: &mut HashSet<i64>,
+) -> StoreResult<()> {
+    let is_all_users = sqlx::query("SELECT name, is_system FROM groups WHERE id = $1")
+        .bind(group_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|row| -> StoreResult<bool> {
+            Ok(flag(&row, "is_system")? && row.try_get::<String, _>("name")? == ALL_USERS)
+        })
+        .transpose()?
+        .unwrap_or(false);
+    let rows = if is_all_users {
+        sqlx::query("SELECT id AS user_id FROM users")
+            .fetch_all(&mut **tx)
+            .await?
+    } else {
+        sqlx::query("SELECT user_id FROM memberships WHERE group_id = $1")
+            .bind(group_id)
+            .fetch_all(&mut **tx)
+            .await?
+    };
+    for row in rows {
+        touched.insert(row.try_get("user_id")?);
+    }
+    Ok(())
+}
+
+async fn user_grants(
+    tx: &mut Transaction<'static, Any>,
+    user_id: i64,
+) -> StoreResult<Vec<(GroupRef, String)>> {
+    sqlx::query(&format!(
+        "SELECT {GROUP_COLUMNS}, gp.permission FROM group_permissions gp JOIN groups g ON g.id = gp.group_id \
+         WHERE gp.group_id IN (SELECT group_id FROM memberships WHERE user_id = $1) \
+         OR (g.name = $2 AND g.is_system = 1)"
+    ))
+    .bind(user_id)
+    .bind(ALL_USERS)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|row| Ok((group_ref(row)?, row.try_get("permission")?)))
+    .collect()
+}
+
+async fn store_digest(
+    tx: &mut Transaction<'static, Any>,
+    user_id: i64,
+    digest: &str,
+    now: i64,
+) -> StoreResult<i64> {
+    Ok(sqlx::query(
+        "UPDATE users SET permission_version = permission_version + \
+         (CASE WHEN permissions_digest = $2 THEN 0 ELSE 1 END), permissions_digest = $2, \
+         updated_at = $3 WHERE id = $1 RETURNING permission_version",
+    )
+    .bind(user_id)
+    .bind(digest)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("permission_version")?)
+}
+
+async fn refresh_permission_versions(
+    tx: &mut Transaction<'static, Any>,
+    users: &HashSet<i64>,
+    digest: &PermissionDigest,
+    now: i64,
+) -> StoreResult<()> {
+    let mut users: Vec<i64> = users.iter().copied().collect();
+    users.sort_unstable();
+    for user_id in users {
+        let grants = user_grants(tx, user_id).await?;
+        store_digest(tx, user_id, &digest(&grants), now).await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memberships
+
+struct SqlUserChange {
+    tx: Transaction<'static, Any>,
+    user: UserRecord,
+    created: bool,
+}
+
+#[async_trait]
+impl MembershipStore for SqlStore {
+    async fn begin_user_change(
+        &self,
+        username: &str,
+        now: i64,
+    ) -> StoreResult<Box<dyn UserChange>> {
+        let mut tx = self.begin_write().await?;
+        let created = sqlx::query(
+            "INSERT INTO users (username, created_at, updated_at) VALUES ($1, $2, $2) \
+             ON CONFLICT (username) DO NOTHING",
+        )
+        .bind(username)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = $1{}",
+            self.dialect.lock_row
+        ))
+        .bind(username)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(Box::new(SqlUserChange {
+            tx,
+            user: user_record(&row)?,
+            created,
+        }))
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| user_record(&row))
+        .transpose()
+    }
+
+    async fn user_by_id(&self, id: i64) -> StoreResult<Option<UserRecord>> {
+        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| user_record(&row))
+            .transpose()
+    }
+
+    async fn memberships(&self, user_id: i64) -> StoreResult<Vec<CurrentMembership>> {
+        memberships_of(&self.pool, user_id).await
+    }
+
+    async fn set_user_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        actor: &Actor,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let changed =
+            sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE username = $1")
+                .bind(username)
+                .bind(i64::from(disabled))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("no user named {username:?}")));
+        }
+        insert_audit(
+            &mut tx,
+            now,
+            actor,
+            AuditRow {
+                action: if disabled {
+                    "user.disable"
+                } else {
+                    "user.enable"
+                },
+                username: Some(username),
+                reason: "admin request",
+                ..AuditRow::default()
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn memberships_of(
+    executor: impl Executor<'_, Database = Any>,
+    user_id: i64,
+) -> StoreResult<Vec<CurrentMembership>> {
+    sqlx::query(&format!(
+        "SELECT {GROUP_COLUMNS}, m.source_kind, m.provider_id, m.mapping_id FROM memberships m \
+         JOIN groups g ON g.id = m.group_id WHERE m.user_id = $1"
+    ))
+    .bind(user_id)
+    .fetch_all(executor)
+    .await?
+    .iter()
+    .map(membership)
+    .collect()
+}
+
+#[async_trait]
+impl UserChange for SqlUserChange {
+    fn user(&self) -> &UserRecord {
+        &self.user
+    }
+
+    fn created(&self) -> bool {
+        self.created
+    }
+
+    async fn memberships(&mut self) -> StoreResult<Vec<CurrentMembership>> {
+        memberships_of(&mut *self.tx, self.user.id).await
+    }
+
+    async fn apply_evaluation(
+        &mut self,
+        provider: &ProviderRef,
+        evaluation: &Evaluation,
+        actor: &Actor,
+        now: i64,
+    ) -> StoreResult<usize> {
+        let mut written = 0;
+        for decision in evaluation.changes() {
+            let reason = decision.reason.to_string();
+            let (action, mapping_id) = match (decision.action, decision.source_after) {
+                (Action::Remove, _) => {
+                    sqlx::query("DELETE FROM memberships WHERE user_id = $1 AND group_id = $2")
+                        .bind(self.user.id)
+                        .bind(decision.group.id)
+                        .execute(&mut *self.tx)
+                        .await?;
+                    let mapping_id = match decision.source_before {
+                        Some(MembershipSource::Mapping { mapping_id, .. }) => Some(mapping_id),
+                        _ => None,
+                    };
+                    ("membership.remove", mapping_id)
+                }
+                (Action::Add | Action::Keep, Some(source)) => {
+                    let (kind, provider_id, mapping_id) = source_columns(&source);
+                    sqlx::query(
+                        "INSERT INTO memberships (user_id, group_id, source_kind, provider_id, mapping_id, \
+                         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                         ON CONFLICT (user_id, group_id) DO UPDATE SET source_kind = excluded.source_kind, \
+                         provider_id = excluded.provider_id, mapping_id = excluded.mapping_id, \
+                         updated_at = excluded.updated_at",
+                    )
+                    .bind(self.user.id)
+                    .bind(decision.group.id)
+                    .bind(kind)
+                    .bind(provider_id)
+                    .bind(mapping_id)
+                    .bind(now)
+                    .execute(&mut *self.tx)
+                    .await?;
+                    let action = if decision.action == Action::Add {
+                        "membership.add"
+                    } else {
+                        "membership.source"
+                    };
+                    (action, mapping_id)
+                }
+                _ => continue,
+            };
+            insert_audit(
+                &mut self.tx,
+                now,
+                actor,
+                AuditRow {
+                    action,
+                    user_id: Some(self.user.id),
+                    username: Some(&self.user.username),
+                    group: Some(&decision.group.name),
+                    provider: Some(&provider.name),
+                    mapping_id,
+                    reason: &reason,
+                    detail: serde_json::to_value(&decision.reason).ok(),
+                },
+            )
+            .await?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    async fn record_attributes(
+        &mut self,
+        provider_id: i64,
+        attributes: &serde_json::Value,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO user_attributes (user_id, provider_id, attributes_json, seen_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, provider_id) DO UPDATE SET \
+             attributes_json = excluded.attributes_json, seen_at = excluded.seen_at",
+        )
+        .bind(self.user.id)
+        .bind(provider_id)
+        .bind(attributes.to_string())
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn current_grants(&mut self) -> StoreResult<Vec<(GroupRef, String)>> {
+        user_grants(&mut self.tx, self.user.id).await
+    }
+
+    async fn set_permissions_digest(&mut self, digest: &str, now: i64) -> StoreResult<i64> {
+        let version = store_digest(&mut self.tx, self.user.id, digest, now).await?;
+        self.user.permission_version = version;
+        self.user.permissions_digest = digest.to_string();
+        Ok(version)
+    }
+
+    async fn create_session(&mut self, session: &SessionRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, provider, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(session.id.as_str())
+        .bind(session.user_id)
+        .bind(session.provider.as_str())
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        Ok(self.tx.commit().await?)
+    }
+
+    async fn rollback(self: Box<Self>) -> StoreResult<()> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys, sessions, audit
+
+#[async_trait]
+impl KeyStore for SqlStore {
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(StoredKey {
+                    kid: row.try_get("kid")?,
+                    algorithm: row.try_get("algorithm")?,
+                    private_der: row.try_get("private_der")?,
+                    public_key: row.try_get("public_key")?,
+                    created_at: row.try_get("created_at")?,
+                    retire_at: row.try_get("retire_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_key(&self, key: &StoredKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, private_der, public_key, created_at, retire_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kid) DO NOTHING",
+        )
+        .bind(key.kid.as_str())
+        .bind(key.algorithm.as_str())
+        .bind(key.private_der.clone())
+        .bind(key.public_key.clone())
+        .bind(key.created_at)
+        .bind(key.retire_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_key_retirement(&self, kid: &str, retire_at: Option<i64>) -> StoreResult<()> {
+        sqlx::query("UPDATE signing_keys SET retire_at = $2 WHERE kid = $1")
+            .bind(kid)
+            .bind(retire_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        sqlx::query("SELECT * FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| {
+                Ok(SessionRecord {
+                    id: row.try_get("id")?,
+                    user_id: row.try_get("user_id")?,
+                    provider: row.try_get("provider")?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+                })
+            })
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqlStore {
+    async fn audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let limit = if q.limit <= 0 {
+            100
+        } else {
+            q.limit.min(10_000)
+        };
+        sqlx::query(
+            "SELECT * FROM audit_log WHERE ($1 IS NULL OR username = $1) AND ($2 IS NULL OR group_name = $2) \
+             AND ($3 IS NULL OR provider = $3) AND ($4 IS NULL OR run_id = $4) AND ($5 IS NULL OR at >= $5) \
+             ORDER BY id DESC LIMIT $6",
+        )
+        .bind(q.username.as_deref())
+        .bind(q.group.as_deref())
+        .bind(q.provider.as_deref())
+        .bind(q.run_id.as_deref())
+        .bind(q.since_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(AuditEntry {
+                id: row.try_get("id")?,
+                at: row.try_get("at")?,
+                actor: row.try_get("actor")?,
+                action: row.try_get("action")?,
+                username: row.try_get("username")?,
+                group: row.try_get("group_name")?,
+                provider: row.try_get("provider")?,
+                mapping_id: row.try_get("mapping_id")?,
+                run_id: row.try_get("run_id")?,
+                reason: row.try_get("reason")?,
+                detail: json("audit detail", &row.try_get::<String, _>("detail_json")?)?,
+            })
+        })
+        .collect()
+    }
+}
