@@ -91,6 +91,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Add or remove a group membership by hand (a "manual" membership).
+    #[command(subcommand)]
+    Members(MembersCommand),
     /// Disable or enable a user (a disabled user cannot sign in or refresh).
     User {
         username: String,
@@ -99,6 +102,12 @@ pub enum Command {
         #[arg(long)]
         enable: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    Add { group: String, username: String },
+    Remove { group: String, username: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -327,6 +336,32 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
                     println!("{}", report::audit_line(e));
                 }
             }
+            Ok(0)
+        }
+        Command::Members(command) => {
+            let (group, username, member) = match command {
+                MembersCommand::Add { group, username } => (group, username, true),
+                MembersCommand::Remove { group, username } => (group, username, false),
+            };
+            let changed = store
+                .set_manual_membership(
+                    &username,
+                    &group,
+                    member,
+                    &Actor::new("cli:members"),
+                    &model::access::permissions_digest,
+                    now,
+                )
+                .await?;
+            println!(
+                "{username:?} {} {group:?}{}",
+                if member {
+                    "is a member of"
+                } else {
+                    "is not a member of"
+                },
+                if changed { "" } else { " (unchanged)" }
+            );
             Ok(0)
         }
         Command::User {

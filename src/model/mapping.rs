@@ -452,3 +452,7 @@ fn match_mapping(mapping: &Mapping, values: &BTreeMap<String, String>) -> Option
         }
     }
 }
+
+#[cfg(test)]
+#[path = "mapping_tests.rs"]
+mod tests;

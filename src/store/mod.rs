@@ -300,6 +300,18 @@ pub trait MembershipStore: Send + Sync {
         actor: &Actor,
         now_ms: i64,
     ) -> StoreResult<()>;
+    /// Adds (creating the user if unknown) or removes a membership by hand, with its audit row
+    /// and the permission version bumped when the effective permissions change. Returns whether
+    /// anything changed.
+    async fn set_manual_membership(
+        &self,
+        username: &str,
+        group: &str,
+        member: bool,
+        actor: &Actor,
+        digest: &PermissionDigest,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
 }
 
 /// One user's open change. Dropping it without [`UserChange::commit`] rolls back.

@@ -1069,6 +1069,19 @@ impl MembershipStore for SqlStore {
         memberships_of(&self.pool, user_id).await
     }
 
+    async fn set_manual_membership(
+        &self,
+        username: &str,
+        group: &str,
+        member: bool,
+        actor: &Actor,
+        digest: &PermissionDigest,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.manual_membership(username, group, member, actor, digest, now)
+            .await
+    }
+
     async fn set_user_disabled(
         &self,
         username: &str,
@@ -1106,6 +1119,100 @@ impl MembershipStore for SqlStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+impl SqlStore {
+    async fn manual_membership(
+        &self,
+        username: &str,
+        group: &str,
+        member: bool,
+        actor: &Actor,
+        digest: &PermissionDigest,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let group_row = sqlx::query("SELECT id, name, is_system FROM groups WHERE name = $1")
+            .bind(group)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no group named {group:?}")))?;
+        if flag(&group_row, "is_system")? && group == ALL_USERS {
+            return Err(StoreError::Refused(
+                "every user is always a member of All Users; its membership cannot be changed"
+                    .into(),
+            ));
+        }
+        let group_id: i64 = group_row.try_get("id")?;
+        if member {
+            sqlx::query(
+                "INSERT INTO users (username, created_at, updated_at) VALUES ($1, $2, $2) \
+                 ON CONFLICT (username) DO NOTHING",
+            )
+            .bind(username)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let Some(user_row) = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = $1{}",
+            self.dialect.lock_row
+        ))
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Err(StoreError::NotFound(format!("no user named {username:?}")));
+        };
+        let user = user_record(&user_row)?;
+        let changed = if member {
+            sqlx::query(
+                "INSERT INTO memberships (user_id, group_id, source_kind, created_at, updated_at) \
+                 VALUES ($1, $2, 'manual', $3, $3) ON CONFLICT (user_id, group_id) DO NOTHING",
+            )
+            .bind(user.id)
+            .bind(group_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        } else {
+            sqlx::query("DELETE FROM memberships WHERE user_id = $1 AND group_id = $2")
+                .bind(user.id)
+                .bind(group_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        } > 0;
+        if changed {
+            insert_audit(
+                &mut tx,
+                now,
+                actor,
+                AuditRow {
+                    action: if member {
+                        "membership.add"
+                    } else {
+                        "membership.remove"
+                    },
+                    user_id: Some(user.id),
+                    username: Some(username),
+                    group: Some(group),
+                    reason: if member {
+                        "added by hand"
+                    } else {
+                        "removed by hand"
+                    },
+                    ..AuditRow::default()
+                },
+            )
+            .await?;
+            let grants = user_grants(&mut tx, user.id).await?;
+            store_digest(&mut tx, user.id, &digest(&grants), now).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 }
 

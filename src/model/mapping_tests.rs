@@ -1,0 +1,1 @@
+//! Tests of SSO group mapping evaluation.
