@@ -261,7 +261,14 @@ pub fn plan_json(plan: &Plan, dry_run: bool) -> serde_json::Value {
 
 /// One audit entry on one line.
 pub fn audit_line(e: &AuditEntry) -> String {
-    let mut parts = vec![format!("#{} at={} {} by {}", e.id, e.at, e.action, e.actor)];
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at.max(0) as u64);
+    let mut parts = vec![format!(
+        "#{} {} {} by {}",
+        e.id,
+        humantime::format_rfc3339_millis(at),
+        e.action,
+        e.actor
+    )];
     if let Some(u) = &e.username {
         parts.push(format!("user={u}"));
     }

@@ -405,6 +405,7 @@ pub fn parse_state(file: &str, text: &str) -> Result<DeclaredState, StateFileErr
         });
     }
 
+    problems.sort_by_key(|p| (p.line, p.column));
     if problems.is_empty() {
         Ok(DeclaredState {
             providers,

@@ -1,0 +1,296 @@
+//! The command line as an admin uses it, on the shipped example and on broken input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Env {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+impl Env {
+    fn sqlite() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("idsync.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[database]\nurl = \"sqlite://{}/idsync.db\"\n[log]\nlevel = \"warn\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        Env { dir, config }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_idsync"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("IDSYNC_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "idsync {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "idsync {args:?} should fail");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    fn audit_len(&self) -> usize {
+        let json: serde_json::Value =
+            serde_json::from_str(&self.ok(&["audit", "--limit", "10000", "--json"])).unwrap();
+        json.as_array().unwrap().len()
+    }
+}
+
+fn example(path: &str) -> String {
+    repo("examples").join(path).display().to_string()
+}
+
+#[test]
+fn apply_plans_then_applies_then_has_nothing_to_do() {
+    let env = Env::sqlite();
+    let dry = env.ok(&["apply", &example("state.toml"), "--dry-run"]);
+    assert!(
+        dry.contains("+ create group \"Developers\" (priority 100)"),
+        "{dry}"
+    );
+    assert!(dry.contains("Dry run: nothing was changed."), "{dry}");
+    assert_eq!(
+        env.audit_len(),
+        2,
+        "only the system groups' creation so far"
+    );
+
+    let applied = env.ok(&["apply", &example("state.toml")]);
+    assert!(applied.contains("Applied"), "{applied}");
+    assert!(
+        applied.contains("Licenses View has no effect without System View"),
+        "the ineffective grant is flagged: {applied}"
+    );
+    let again = env.ok(&["apply", &example("state.toml")]);
+    assert!(again.contains("Nothing to change."), "{again}");
+}
+
+#[test]
+fn mappings_test_shows_diff_reasons_permissions_settings_and_writes_nothing() {
+    let env = Env::sqlite();
+    env.ok(&["apply", &example("state.toml")]);
+    let audit_before = env.audit_len();
+    let args = [
+        "mappings",
+        "test",
+        "--provider",
+        "corp-ldap",
+        "--claims",
+        &example("claims/alice-ldap.json"),
+    ];
+    let text = env.ok(&args);
+    for expected in [
+        "+ add           Developers",
+        "matches \"CN=Developers,OU=Groups,DC=example,DC=com\"",
+        "+ add           Contractors",
+        "not a member  Administrators",
+        "Groups after:  Contractors, Developers, All Users",
+        "Images Modify                    from Developers",
+        "! Licenses View (group Contractors)",
+        "from Contractors",
+        "/etc/opt/chrome/policies/managed/bookmarks.json (Engineering bookmarks)   from Developers",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let doc: serde_json::Value = serde_json::from_str(&env.ok(&json_args)).unwrap();
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["provider"]["name"], "corp-ldap");
+    assert_eq!(doc["user"]["username"], "alice");
+    assert_eq!(doc["user"]["exists"], false);
+    let decisions = doc["decisions"].as_array().unwrap();
+    let developers = decisions
+        .iter()
+        .find(|d| d["group"] == "Developers")
+        .unwrap();
+    assert_eq!(developers["action"], "add");
+    assert_eq!(developers["reason_detail"]["kind"], "attribute_matched");
+    assert_eq!(developers["source_after"]["kind"], "mapping");
+    assert_eq!(
+        doc["groups_after"],
+        serde_json::json!(["Contractors", "Developers", "All Users"])
+    );
+    let effective = doc["permissions"]["effective"].as_array().unwrap();
+    assert!(effective.iter().any(
+        |p| p["permission"] == "Images View" && p["from"] == serde_json::json!(["Developers"])
+    ));
+    assert_eq!(
+        doc["permissions"]["ineffective"][0]["permission"],
+        "Licenses View"
+    );
+    assert_eq!(
+        doc["permissions"]["ineffective"][0]["missing"],
+        serde_json::json!(["System View"])
+    );
+    let keepalive = &doc["settings"]["settings"]["keepalive_expiration"];
+    assert_eq!(keepalive["value"], 500);
+    assert_eq!(keepalive["source"]["name"], "Contractors");
+    assert_eq!(doc["changes_written"], 0);
+
+    assert_eq!(
+        env.audit_len(),
+        audit_before,
+        "a mapping test writes nothing"
+    );
+}
+
+#[test]
+fn login_then_token_verify_and_refresh() {
+    let env = Env::sqlite();
+    env.ok(&["apply", &example("state.toml")]);
+    let doc: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "login",
+        "--provider",
+        "okta",
+        "--claims",
+        &example("claims/bob-okta.json"),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(doc["user"]["username"], "bob");
+    let token = doc["token"].as_str().unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_str(&env.ok(&["token", "verify", token])).unwrap();
+    assert_eq!(claims["username"], "bob");
+    assert_eq!(
+        claims["groups"],
+        serde_json::json!(["Developers", "Everyone via Okta", "All Users"])
+    );
+
+    let mut tampered = token.to_string();
+    tampered.replace_range(tampered.len() - 3.., "AAA");
+    let err = env.fails(&["token", "verify", &tampered]);
+    assert!(err.contains("token refused"), "{err}");
+
+    env.ok(&["members", "remove", "Developers", "bob"]);
+    let refreshed = env.ok(&["token", "refresh", token]);
+    assert!(!refreshed.contains("\"Developers\""), "{refreshed}");
+
+    let jwks: serde_json::Value = serde_json::from_str(&env.ok(&["token", "jwks"])).unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+}
+
+#[test]
+fn bad_state_files_name_the_file_line_and_problem() {
+    let env = Env::sqlite();
+    let cases = [
+        (
+            "[[groups]]\nname = \"A\"\n[groups.settings]\nkeepalive_expiry = 10\n",
+            ":4:1: unknown setting \"keepalive_expiry\"; did you mean \"keepalive_expiration\"?",
+        ),
+        (
+            "[[groups]]\nname = \"A\"\npermissions = [\"Users Modfy\"]\n",
+            ":3:16: unknown permission \"Users Modfy\"; did you mean \"Users Modify\"?",
+        ),
+        (
+            "[[groups]]\nname = \"A\"\nsettings = { keepalive_expiration_action = \"explode\" }\n",
+            "keepalive_expiration_action",
+        ),
+        (
+            "[[groups]]\nname = \"A\"\n[[groups.mappings]]\nprovider = \"ghost\"\nattributes = [\"x\"]\n",
+            ":4:12: mapping names provider \"ghost\", which is not declared",
+        ),
+        (
+            "[[providers]]\nname = \"l\"\nkind = \"ldap\"\n[[groups]]\nname = \"A\"\n[[groups.mappings]]\nprovider = \"l\"\nattributes = [\"regex:(\"]\n",
+            ":8:15: invalid regular expression",
+        ),
+        ("[[groups]]\nname = \"A\"\npriority = \"high\"\n", ":3:12:"),
+        ("[[groups]\n", ":1:"),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = env.write(&format!("bad{i}.toml"), text);
+        let err = env.fails(&["apply", &path]);
+        assert!(
+            err.contains(&format!("{path}{expected}"))
+                || err.contains(expected) && err.contains(&path),
+            "case {i}: expected {expected:?} in {err:?}"
+        );
+    }
+    assert_eq!(env.audit_len(), 2, "nothing was applied");
+}
+
+#[test]
+fn bad_claims_and_unknown_providers_are_refused_with_reasons() {
+    let env = Env::sqlite();
+    env.ok(&["apply", &example("state.toml")]);
+    let not_json = env.write("c1.json", "{not json");
+    let err = env.fails(&[
+        "mappings",
+        "test",
+        "--provider",
+        "okta",
+        "--claims",
+        &not_json,
+    ]);
+    assert!(err.contains("not valid JSON at line 1"), "{err}");
+    let no_user = env.write("c2.json", "{\"groups\": []}");
+    let err = env.fails(&[
+        "mappings",
+        "test",
+        "--provider",
+        "okta",
+        "--claims",
+        &no_user,
+    ]);
+    assert!(err.contains("no username"), "{err}");
+    let bad_groups = env.write("c3.json", "{\"username\": \"x\", \"groups\": 7}");
+    let err = env.fails(&[
+        "mappings",
+        "test",
+        "--provider",
+        "okta",
+        "--claims",
+        &bad_groups,
+    ]);
+    assert!(
+        err.contains("must be a string or an array of strings"),
+        "{err}"
+    );
+    let fine = env.write("c4.json", "{\"username\": \"x\"}");
+    let err = env.fails(&["mappings", "test", "--provider", "nope", "--claims", &fine]);
+    assert!(err.contains("no provider named \"nope\""), "{err}");
+}
+
+#[test]
+fn bad_configuration_is_explained() {
+    let env = Env::sqlite();
+    std::fs::write(&env.config, "[tokens]\nlifetime = 5\n").unwrap();
+    let err = env.fails(&["migrate"]);
+    assert!(err.contains("lifetime"), "{err}");
+    std::fs::write(&env.config, "[database]\nurl = \"mysql://x\"\n").unwrap();
+    let err = env.fails(&["migrate"]);
+    assert!(err.contains("unsupported database URL"), "{err}");
+}
