@@ -174,3 +174,62 @@ impl Signer {
         Ok(rotation.new_key.kid)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoKeys;
+
+    #[async_trait::async_trait]
+    impl KeyStore for NoKeys {
+        async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+            panic!("a configured key file must not touch the store")
+        }
+        async fn insert_key(&self, _: &StoredKey) -> Result<(), StoreError> {
+            panic!("a configured key file must not touch the store")
+        }
+        async fn set_key_retirement(&self, _: &str, _: Option<i64>) -> Result<(), StoreError> {
+            panic!("a configured key file must not touch the store")
+        }
+    }
+
+    // RFC 8410 section 10.3's example private key.
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
+
+    #[tokio::test]
+    async fn a_configured_key_file_signs_and_is_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        std::fs::write(&path, PEM).unwrap();
+        let config = TokenConfig {
+            key_file: Some(path),
+            ..TokenConfig::default()
+        };
+        let signer = Signer::load(&NoKeys, &config, 1_800_000_000).await.unwrap();
+        let subject = TokenSubject {
+            user_id: "1".into(),
+            username: "a".into(),
+            groups: vec![],
+            permissions: vec!["User".into()],
+            permission_version: 1,
+        };
+        let (token, claims) = signer.issue(&subject, 1_800_000_000).unwrap();
+        assert_eq!(signer.verify(&token, 1_800_000_001).unwrap(), claims);
+        let jwks = signer.jwks(1_800_000_000);
+        assert_eq!(
+            jwks["keys"][0]["x"],
+            "Gb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_key_file_is_named() {
+        let config = TokenConfig {
+            key_file: Some("/nonexistent/idsync.pem".into()),
+            ..TokenConfig::default()
+        };
+        let err = Signer::load(&NoKeys, &config, 0).await.err().unwrap();
+        assert!(err.to_string().contains("/nonexistent/idsync.pem"), "{err}");
+    }
+}

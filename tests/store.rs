@@ -476,7 +476,53 @@ async fn concurrent_logins_of_one_user_serialise(db: Db) {
     );
 }
 
+async fn signing_keys_persist_and_rotate_with_overlap(db: Db) {
+    use idsync::signer::Signer;
+    let t = TestDb::new(db).await;
+    apply_state(&t.store, STATE).await;
+    let config = idsync::config::TokenConfig::default();
+    let now = idsync::clock::now_secs();
+    let first = Signer::load(&t.store, &config, now).await.unwrap();
+    assert_eq!(t.store.count("signing_keys").await.unwrap(), 1);
+    let signed = login::login(&t.store, &first, &identity("oidc", "kim", &[]), now * 1000)
+        .await
+        .unwrap();
+
+    // Another instance (or a restart) loads the same key: the token verifies there.
+    let second = Signer::load(&t.store, &config, now).await.unwrap();
+    assert_eq!(t.store.count("signing_keys").await.unwrap(), 1);
+    second.verify(&signed.token, now).unwrap();
+
+    // After a rotation the old token still verifies during the overlap, new tokens use the new
+    // key, and both keys are published.
+    let kid = second.rotate(&t.store, now).await.unwrap();
+    let reloaded = Signer::load(&t.store, &config, now + 1).await.unwrap();
+    reloaded.verify(&signed.token, now + 1).unwrap();
+    assert_eq!(reloaded.jwks(now + 1)["keys"].as_array().unwrap().len(), 2);
+    let fresh = login::login(
+        &t.store,
+        &reloaded,
+        &identity("oidc", "kim", &[]),
+        (now + 1) * 1000,
+    )
+    .await
+    .unwrap();
+    let header = fresh.token.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], kid);
+
+    // Past the overlap the old key no longer verifies and is no longer published.
+    let later = now + config.rotation_overlap_secs + 1;
+    let after = Signer::load(&t.store, &config, later).await.unwrap();
+    assert!(after.verify(&signed.token, later).is_err());
+    assert_eq!(after.jwks(later)["keys"].as_array().unwrap().len(), 1);
+}
+
 on_both_databases!(
+    signing_keys_persist_and_rotate_with_overlap,
     system_groups_exist_from_the_first_start,
     applying_a_state_file_twice_plans_nothing_the_second_time,
     system_groups_cannot_be_deleted_and_nothing_is_half_applied,
