@@ -39,25 +39,9 @@ fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-const TABLES: &[&str] = &[
-    "groups",
-    "group_permissions",
-    "group_settings",
-    "group_file_mappings",
-    "group_workspaces",
-    "providers",
-    "mappings",
-    "users",
-    "memberships",
-    "user_attributes",
-    "sessions",
-    "signing_keys",
-    "audit_log",
-];
-
 async fn row_counts(store: &SqlStore) -> Vec<i64> {
     let mut counts = Vec::new();
-    for t in TABLES {
+    for t in SqlStore::TABLES {
         counts.push(store.count(t).await.unwrap());
     }
     counts

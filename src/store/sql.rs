@@ -83,6 +83,23 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl SqlStore {
+    /// Every table of the schema.
+    pub const TABLES: &'static [&'static str] = &[
+        "groups",
+        "group_permissions",
+        "group_settings",
+        "group_file_mappings",
+        "group_workspaces",
+        "providers",
+        "mappings",
+        "users",
+        "memberships",
+        "user_attributes",
+        "sessions",
+        "signing_keys",
+        "audit_log",
+    ];
+
     /// Connects (creating a SQLite file if missing) without migrating.
     pub async fn connect(url: &str) -> StoreResult<SqlStore> {
         static DRIVERS: Once = Once::new();
@@ -226,22 +243,7 @@ impl SqlStore {
 
     /// Number of rows in a table; for tests and reports.
     pub async fn count(&self, table: &str) -> StoreResult<i64> {
-        const TABLES: &[&str] = &[
-            "groups",
-            "group_permissions",
-            "group_settings",
-            "group_file_mappings",
-            "group_workspaces",
-            "providers",
-            "mappings",
-            "users",
-            "memberships",
-            "user_attributes",
-            "sessions",
-            "signing_keys",
-            "audit_log",
-        ];
-        if !TABLES.contains(&table) {
+        if !Self::TABLES.contains(&table) {
             return Err(StoreError::NotFound(format!("no table named {table:?}")));
         }
         let row = sqlx::query(&format!(
@@ -398,6 +400,20 @@ fn with_ids<'q>(
         .fold(sqlx::query(sql), |query, id| query.bind(*id))
 }
 
+/// The rows of a table attached to groups, with the group id each belongs to.
+async fn attached_rows(
+    executor: impl Executor<'_, Database = Any>,
+    sql: &str,
+    ids: &[i64],
+) -> StoreResult<Vec<(i64, AnyRow)>> {
+    with_ids(sql, ids)
+        .fetch_all(executor)
+        .await?
+        .into_iter()
+        .map(|row| Ok((row.try_get("group_id")?, row)))
+        .collect()
+}
+
 async fn load_groups(
     executor: impl Executor<'_, Database = Any> + Copy,
     ids: Option<&[i64]>,
@@ -434,8 +450,8 @@ async fn load_groups(
         "SELECT group_id, permission FROM group_permissions{} ORDER BY permission",
         filter("group_id")
     );
-    for row in with_ids(&sql, ids_to_bind).fetch_all(executor).await? {
-        if let Some(g) = groups.get_mut(&row.try_get::<i64, _>("group_id")?) {
+    for (id, row) in attached_rows(executor, &sql, ids_to_bind).await? {
+        if let Some(g) = groups.get_mut(&id) {
             g.permissions.push(row.try_get("permission")?);
         }
     }
@@ -443,8 +459,8 @@ async fn load_groups(
         "SELECT group_id, name, value_json FROM group_settings{}",
         filter("group_id")
     );
-    for row in with_ids(&sql, ids_to_bind).fetch_all(executor).await? {
-        if let Some(g) = groups.get_mut(&row.try_get::<i64, _>("group_id")?) {
+    for (id, row) in attached_rows(executor, &sql, ids_to_bind).await? {
+        if let Some(g) = groups.get_mut(&id) {
             let name: String = row.try_get("name")?;
             let value = json(
                 &format!("setting {name}"),
@@ -457,8 +473,8 @@ async fn load_groups(
         "SELECT group_id, destination, mapping_json FROM group_file_mappings{}",
         filter("group_id")
     );
-    for row in with_ids(&sql, ids_to_bind).fetch_all(executor).await? {
-        if let Some(g) = groups.get_mut(&row.try_get::<i64, _>("group_id")?) {
+    for (id, row) in attached_rows(executor, &sql, ids_to_bind).await? {
+        if let Some(g) = groups.get_mut(&id) {
             let destination: String = row.try_get("destination")?;
             let value = json(
                 &format!("file mapping {destination}"),
@@ -471,8 +487,8 @@ async fn load_groups(
         "SELECT group_id, workspace FROM group_workspaces{} ORDER BY workspace",
         filter("group_id")
     );
-    for row in with_ids(&sql, ids_to_bind).fetch_all(executor).await? {
-        if let Some(g) = groups.get_mut(&row.try_get::<i64, _>("group_id")?) {
+    for (id, row) in attached_rows(executor, &sql, ids_to_bind).await? {
+        if let Some(g) = groups.get_mut(&id) {
             g.workspaces.push(row.try_get("workspace")?);
         }
     }
