@@ -53,6 +53,10 @@ ensure_postgres() {
     return 0
   fi
   echo "setup: no PostgreSQL on 127.0.0.1:5432; starting a throwaway cluster"
+  start_throwaway_postgres
+}
+
+start_throwaway_postgres() {
   local bindir
   bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
   if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
@@ -74,6 +78,7 @@ ensure_postgres() {
   "${run_as[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
     -o "-h 127.0.0.1 -p $port -k $dir -F" start >/dev/null
   IDSYNC_THROWAWAY_PG=("${run_as[@]}" "$bindir/pg_ctl" -D "$dir/data" -m fast stop)
+  IDSYNC_THROWAWAY_PG_DIR="$dir"
   trap 'stop_throwaway_postgres' EXIT
   export IDSYNC_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
   pg_answers "$IDSYNC_TEST_PG_URL" || { echo "setup: the throwaway PostgreSQL did not start; see $dir/log" >&2; return 1; }
@@ -82,6 +87,7 @@ ensure_postgres() {
 stop_throwaway_postgres() {
   if [ -n "${IDSYNC_THROWAWAY_PG:-}" ]; then
     "${IDSYNC_THROWAWAY_PG[@]}" >/dev/null 2>&1 || true
+    rm -rf "${IDSYNC_THROWAWAY_PG_DIR:?}"
   fi
 }
 
