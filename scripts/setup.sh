@@ -8,8 +8,9 @@ set -euo pipefail
 
 # Debian packages the build and the test harness need.
 #   libclang-dev libxml2-dev libxmlsec1-dev pkg-config libssl-dev: the SAML crate's native build
+#   slapd ldap-utils: the OpenLDAP server the LDAP tests start, and its command-line tools
 #   postgresql: a throwaway server when none answers on 127.0.0.1:5432
-IDSYNC_APT_PACKAGES=(libclang-dev libxml2-dev libxmlsec1-dev pkg-config libssl-dev postgresql-client)
+IDSYNC_APT_PACKAGES=(libclang-dev libxml2-dev libxmlsec1-dev pkg-config libssl-dev postgresql-client slapd ldap-utils)
 
 missing_packages() {
   local pkg
@@ -22,6 +23,7 @@ install_packages() {
   local missing
   missing=$(missing_packages "$@")
   [ -z "$missing" ] && return 0
+  missing=$(echo $missing)
   echo "setup: installing Debian packages: $missing"
   if [ "$(id -u)" != 0 ]; then
     echo "setup: these packages are missing and installing them needs root: sudo apt-get install -y $missing" >&2

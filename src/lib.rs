@@ -12,5 +12,6 @@ pub mod login;
 pub mod model;
 pub mod report;
 pub mod signer;
+pub mod sources;
 pub mod store;
 pub mod token;

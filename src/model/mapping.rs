@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::group::GroupRef;
 use crate::model::matcher::{comparison_form, ValuePattern, ValueSyntax};
 
-/// Upper bound on the group values one identity may carry into an evaluation.
+/// Upper bound on the group values one identity may carry. Callers refuse an identity with more
+/// (a login or sync error that changes nothing); `evaluate` itself considers every value, so
+/// its result never depends on the order values were sent in.
 pub const MAX_ATTRIBUTE_VALUES: usize = 10_000;
 
 /// What kind of identity source a provider is.
@@ -281,7 +283,7 @@ pub fn evaluate(
     // Each distinct value once, in comparison form; original spelling kept for reasons.
     let mut comparable: BTreeMap<String, String> = BTreeMap::new();
     let mut unusable: BTreeMap<String, String> = BTreeMap::new();
-    for value in attribute_values.iter().take(MAX_ATTRIBUTE_VALUES) {
+    for value in attribute_values {
         match comparison_form(value, syntax) {
             Ok(form) => {
                 comparable
@@ -412,8 +414,9 @@ pub fn evaluate(
     }
 }
 
-/// Whether one mapping matches; the reason names the smallest matching (pattern, value) pair so
-/// that the result does not depend on the order of patterns or values.
+/// Whether one mapping matches. The reason names, of the matching patterns, the smallest as
+/// written, with the first value it matches in comparison-form order, so the result does not
+/// depend on the order of patterns or values.
 fn match_mapping(mapping: &Mapping, values: &BTreeMap<String, String>) -> Option<(i64, Reason)> {
     match &mapping.rule {
         MappingRule::AssignAllUsers => Some((

@@ -11,3 +11,4 @@ pub mod mapping;
 pub mod matcher;
 pub mod permissions;
 pub mod settings;
+pub mod sync;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::group::GroupRef;
 use crate::model::mapping::{CurrentMembership, Evaluation, ProviderRef};
+use crate::model::sync::{StagedChange, StoredUser};
 
 pub mod sql;
 
@@ -344,6 +345,64 @@ pub trait UserChange: Send {
     async fn create_session(&mut self, session: &SessionRecord) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
     async fn rollback(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// One directory sync run, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRun {
+    pub id: String,
+    pub provider_id: i64,
+    pub provider: String,
+    /// `full` or `incremental`.
+    pub kind: String,
+    /// `running`, `succeeded`, `failed` or `needs_confirmation`.
+    pub status: String,
+    pub dry_run: bool,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub users_seen: i64,
+    pub additions: i64,
+    pub removals: i64,
+    pub removal_limit: i64,
+    /// Incremental sync resumes from here (the directory's modifyTimestamp).
+    pub high_water: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Directory sync: runs, the stored state of a page of users, the staged diff and its
+/// application in batched transactions.
+#[async_trait]
+pub trait SyncStore: Send + Sync {
+    async fn save_sync_run(&self, run: &SyncRun) -> StoreResult<()>;
+    async fn sync_run(&self, id: &str) -> StoreResult<Option<SyncRun>>;
+    async fn sync_runs(&self, provider_id: i64, limit: i64) -> StoreResult<Vec<SyncRun>>;
+    /// Stored memberships and last-seen attribute digests of these users (absent users are
+    /// not in the map).
+    async fn stored_users(
+        &self,
+        provider_id: i64,
+        usernames: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, StoredUser>>;
+    /// Users this provider has ever reported (they have last-seen attributes from it).
+    async fn provider_usernames(&self, provider_id: i64) -> StoreResult<Vec<String>>;
+    /// Memberships this provider's mappings granted.
+    async fn provider_membership_count(&self, provider_id: i64) -> StoreResult<i64>;
+    async fn stage_changes(
+        &self,
+        run_id: &str,
+        first_seq: i64,
+        changes: &[StagedChange],
+    ) -> StoreResult<()>;
+    async fn staged_changes(&self, run_id: &str) -> StoreResult<Vec<StagedChange>>;
+    /// Applies a run's staged changes in transactions of about `batch_rows` changes, with
+    /// audit rows carrying the run id and permission versions bumped where they change.
+    async fn apply_staged(
+        &self,
+        run: &SyncRun,
+        batch_rows: i64,
+        digest: &PermissionDigest,
+        now_ms: i64,
+    ) -> StoreResult<i64>;
 }
 
 /// Signing keys.

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod slapd;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use idsync::config::TokenConfig;

@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
+mod sync;
+
 use super::*;
 use crate::model::group::{GroupRef, ALL_USERS};
 use crate::model::mapping::{Action, MembershipSource, ProviderKind};
@@ -98,6 +100,8 @@ impl SqlStore {
         "sessions",
         "signing_keys",
         "audit_log",
+        "sync_runs",
+        "sync_changes",
     ];
 
     /// Connects (creating a SQLite file if missing) without migrating.

@@ -1,0 +1,282 @@
+//! The pure part of a directory sync: what one directory entry, or one user the directory no
+//! longer has, changes. Each change is staged with its reason before anything is applied.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::group::GroupRef;
+use crate::model::mapping::{
+    self, Action, CurrentMembership, Mapping, MembershipSource, ProviderRef,
+};
+
+/// What the directory says about one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    pub username: String,
+    pub dn: String,
+    pub group_values: Vec<String>,
+}
+
+impl DirectoryUser {
+    /// The last-seen attributes kept for the user.
+    pub fn attributes(&self) -> serde_json::Value {
+        serde_json::json!({ "dn": self.dn, "groups": self.group_values })
+    }
+}
+
+/// What the store holds for one user of the provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredUser {
+    pub memberships: Vec<CurrentMembership>,
+    /// Digest of the last-seen attributes from this provider ("" when never seen).
+    pub attributes_digest: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// Add a membership granted by a mapping.
+    Add,
+    /// Remove a membership.
+    Remove,
+    /// Keep a membership, recording the mapping that now grants it.
+    Source,
+    /// Record new last-seen attributes (no membership change).
+    Attributes,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Add => "add",
+            ChangeKind::Remove => "remove",
+            ChangeKind::Source => "source",
+            ChangeKind::Attributes => "attributes",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ChangeKind> {
+        Some(match text {
+            "add" => ChangeKind::Add,
+            "remove" => ChangeKind::Remove,
+            "source" => ChangeKind::Source,
+            "attributes" => ChangeKind::Attributes,
+            _ => return None,
+        })
+    }
+}
+
+/// One staged change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedChange {
+    pub username: String,
+    pub kind: ChangeKind,
+    /// The group (absent for an attributes-only change).
+    pub group: Option<GroupRef>,
+    pub mapping_id: Option<i64>,
+    pub reason: String,
+    /// The new last-seen attributes and their digest (attributes changes only).
+    pub attributes: Option<serde_json::Value>,
+    pub attributes_digest: Option<String>,
+}
+
+/// A stable digest of the attributes a sync compares (the entry DN and its group values, in
+/// any order).
+pub fn attributes_digest(user: &DirectoryUser) -> String {
+    let mut values: Vec<&str> = user.group_values.iter().map(String::as_str).collect();
+    values.sort_unstable();
+    values.dedup();
+    let mut hasher = Sha256::new();
+    hasher.update(user.dn.as_bytes());
+    for v in values {
+        hasher.update([0u8]);
+        hasher.update(v.as_bytes());
+    }
+    let digest = hasher.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The changes one directory entry brings: the mapping evaluation a login would do, plus the
+/// new last-seen attributes when they differ.
+pub fn diff_present_user(
+    provider: &ProviderRef,
+    mappings: &[Mapping],
+    user: &DirectoryUser,
+    stored: Option<&StoredUser>,
+) -> Vec<StagedChange> {
+    let empty = StoredUser::default();
+    let stored = stored.unwrap_or(&empty);
+    let evaluation = mapping::evaluate(provider, mappings, &user.group_values, &stored.memberships);
+    let mut changes: Vec<StagedChange> = evaluation
+        .changes()
+        .filter_map(|d| {
+            let kind = match d.action {
+                Action::Add => ChangeKind::Add,
+                Action::Remove => ChangeKind::Remove,
+                Action::Keep => ChangeKind::Source,
+                Action::KeepManual | Action::StayOut => return None,
+            };
+            let mapping_id = match (d.source_after, d.source_before) {
+                (Some(MembershipSource::Mapping { mapping_id, .. }), _) => Some(mapping_id),
+                (_, Some(MembershipSource::Mapping { mapping_id, .. })) => Some(mapping_id),
+                _ => None,
+            };
+            Some(StagedChange {
+                username: user.username.clone(),
+                kind,
+                group: Some(d.group.clone()),
+                mapping_id,
+                reason: d.reason.to_string(),
+                attributes: None,
+                attributes_digest: None,
+            })
+        })
+        .collect();
+    let digest = attributes_digest(user);
+    if digest != stored.attributes_digest {
+        changes.push(StagedChange {
+            username: user.username.clone(),
+            kind: ChangeKind::Attributes,
+            group: None,
+            mapping_id: None,
+            reason: "directory entry changed".into(),
+            attributes: Some(user.attributes()),
+            attributes_digest: Some(digest),
+        });
+    }
+    changes
+}
+
+/// The changes for a user of the provider the directory no longer returns: the memberships
+/// this provider's mappings granted go; manual ones and other providers' stay. Only called
+/// after a complete, error-free search.
+pub fn diff_missing_user(
+    provider: &ProviderRef,
+    username: &str,
+    stored: &StoredUser,
+) -> Vec<StagedChange> {
+    stored
+        .memberships
+        .iter()
+        .filter_map(|m| match m.source {
+            MembershipSource::Mapping {
+                provider_id,
+                mapping_id,
+            } if provider_id == provider.id => Some(StagedChange {
+                username: username.to_string(),
+                kind: ChangeKind::Remove,
+                group: Some(m.group.clone()),
+                mapping_id: Some(mapping_id),
+                reason: format!(
+                    "the user is no longer in the {} directory",
+                    provider.name
+                ),
+                attributes: None,
+                attributes_digest: None,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::mapping::{MappingRule, ProviderKind};
+    use crate::model::matcher::{ValuePattern, ValueSyntax};
+
+    fn group(id: i64, name: &str) -> GroupRef {
+        GroupRef {
+            id,
+            name: name.into(),
+            priority: 100,
+            is_system: false,
+        }
+    }
+
+    fn provider() -> ProviderRef {
+        ProviderRef {
+            id: 7,
+            name: "corp".into(),
+            kind: ProviderKind::Ldap,
+            remove_manual_memberships: true,
+        }
+    }
+
+    fn mappings() -> Vec<Mapping> {
+        vec![Mapping {
+            id: 3,
+            provider_id: 7,
+            group: group(1, "Devs"),
+            rule: MappingRule::GroupAttributes(vec![ValuePattern::compile(
+                "cn=devs,dc=example",
+                ValueSyntax::Dn,
+            )
+            .unwrap()]),
+        }]
+    }
+
+    fn user(groups: &[&str]) -> DirectoryUser {
+        DirectoryUser {
+            username: "alice".into(),
+            dn: "uid=alice,dc=example".into(),
+            group_values: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_new_user_gets_adds_and_attributes() {
+        let changes = diff_present_user(&provider(), &mappings(), &user(&["CN=Devs,DC=Example"]), None);
+        let kinds: Vec<ChangeKind> = changes.iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, vec![ChangeKind::Add, ChangeKind::Attributes]);
+        assert_eq!(changes[0].mapping_id, Some(3));
+    }
+
+    #[test]
+    fn an_unchanged_user_costs_nothing() {
+        let u = user(&["cn=devs,dc=example", "cn=other,dc=example"]);
+        let stored = StoredUser {
+            memberships: vec![CurrentMembership {
+                group: group(1, "Devs"),
+                source: MembershipSource::Mapping {
+                    provider_id: 7,
+                    mapping_id: 3,
+                },
+            }],
+            attributes_digest: attributes_digest(&user(&["cn=other,dc=example", "cn=devs,dc=example"])),
+        };
+        assert!(diff_present_user(&provider(), &mappings(), &u, Some(&stored)).is_empty());
+    }
+
+    #[test]
+    fn a_missing_user_loses_only_this_providers_mapping_memberships() {
+        let stored = StoredUser {
+            memberships: vec![
+                CurrentMembership {
+                    group: group(1, "Devs"),
+                    source: MembershipSource::Mapping {
+                        provider_id: 7,
+                        mapping_id: 3,
+                    },
+                },
+                CurrentMembership {
+                    group: group(2, "Ops"),
+                    source: MembershipSource::Manual,
+                },
+                CurrentMembership {
+                    group: group(4, "Web"),
+                    source: MembershipSource::Mapping {
+                        provider_id: 8,
+                        mapping_id: 9,
+                    },
+                },
+            ],
+            attributes_digest: "x".into(),
+        };
+        let changes = diff_missing_user(&provider(), "alice", &stored);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, ChangeKind::Remove);
+        assert_eq!(changes[0].group.as_ref().unwrap().name, "Devs");
+        assert!(changes[0].reason.contains("no longer in the corp directory"));
+    }
+}

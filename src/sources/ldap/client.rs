@@ -1,0 +1,340 @@
+//! Connections, binds and searches against the directory, each bounded in time, each failure
+//! reported for what it is: never read as "no entries" or "no groups".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError as ProtocolError, Scope, SearchEntry};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
+
+use super::config::{LdapOptions, OptionsError};
+use super::LdapError;
+
+/// LDAP result codes the code reacts to (RFC 4511, appendix A).
+pub mod rc {
+    pub const SUCCESS: u32 = 0;
+    pub const TIME_LIMIT_EXCEEDED: u32 = 3;
+    pub const SIZE_LIMIT_EXCEEDED: u32 = 4;
+    pub const REFERRAL: u32 = 10;
+    pub const ADMIN_LIMIT_EXCEEDED: u32 = 11;
+    pub const NO_SUCH_OBJECT: u32 = 32;
+    pub const INVALID_CREDENTIALS: u32 = 49;
+}
+
+/// A configured directory: options plus the TLS configuration built once.
+pub struct Directory {
+    pub options: LdapOptions,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("url", &self.options.url)
+            .finish()
+    }
+}
+
+fn tls_config(options: &LdapOptions) -> Result<Option<Arc<ClientConfig>>, OptionsError> {
+    let uses_tls = options.starttls || options.url.starts_with("ldaps:");
+    if !uses_tls || !options.tls_verify {
+        return Ok(None);
+    }
+    let mut roots = RootCertStore::empty();
+    match &options.ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+                OptionsError(format!("ca_file {}: {e}", path.display()))
+            })?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| OptionsError(format!("ca_file {}: {e}", path.display())))?;
+                roots.add(cert).map_err(|e| {
+                    OptionsError(format!("ca_file {}: {e}", path.display()))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(OptionsError(format!(
+                    "ca_file {} holds no certificate",
+                    path.display()
+                )));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| OptionsError(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(Arc::new(config)))
+}
+
+impl Directory {
+    pub fn new(options: LdapOptions) -> Result<Directory, LdapError> {
+        options.validate()?;
+        let tls = tls_config(&options)?;
+        Ok(Directory { options, tls })
+    }
+
+    fn unreachable(&self, reason: impl std::fmt::Display) -> LdapError {
+        LdapError::Unreachable {
+            url: self.options.url.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Opens a connection (TLS as configured), not yet bound.
+    pub async fn connect(&self) -> Result<Ldap, LdapError> {
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(self.options.connect_timeout())
+            .set_starttls(self.options.starttls);
+        if let Some(config) = &self.tls {
+            settings = settings.set_config(config.clone());
+        }
+        if !self.options.tls_verify {
+            settings = settings.set_no_tls_verify(true);
+        }
+        let connecting = LdapConnAsync::with_settings(settings, &self.options.url);
+        let (conn, ldap) = tokio::time::timeout(self.options.connect_timeout(), connecting)
+            .await
+            .map_err(|_| LdapError::Timeout {
+                operation: "connect",
+                secs: self.options.connect_timeout_secs,
+            })?
+            .map_err(|e| self.unreachable(e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(error = %e, "LDAP connection closed");
+            }
+        });
+        Ok(ldap)
+    }
+
+    /// Runs one operation with the operation timeout.
+    pub async fn timed<T>(
+        &self,
+        operation: &'static str,
+        future: impl std::future::Future<Output = Result<T, ProtocolError>>,
+    ) -> Result<T, LdapError> {
+        match tokio::time::timeout(self.options.operation_timeout(), future).await {
+            Err(_) => Err(LdapError::Timeout {
+                operation,
+                secs: self.options.operation_timeout_secs,
+            }),
+            Ok(Err(ProtocolError::Timeout { .. })) => Err(LdapError::Timeout {
+                operation,
+                secs: self.options.operation_timeout_secs,
+            }),
+            Ok(Err(e)) => Err(self.unreachable(format!("{operation}: {e}"))),
+            Ok(Ok(value)) => Ok(value),
+        }
+    }
+
+    /// A connection bound as the service account.
+    pub async fn service_connection(&self) -> Result<Ldap, LdapError> {
+        let password = self.options.bind_password()?;
+        if password.is_empty() {
+            return Err(LdapError::ServiceBind {
+                dn: self.options.bind_dn.clone(),
+                reason: "the configured password is empty (an unauthenticated bind is refused)"
+                    .into(),
+            });
+        }
+        let mut ldap = self.connect().await?;
+        let result = self
+            .timed(
+                "service bind",
+                ldap.simple_bind(&self.options.bind_dn, password.expose()),
+            )
+            .await?;
+        if result.rc != rc::SUCCESS {
+            return Err(LdapError::ServiceBind {
+                dn: self.options.bind_dn.clone(),
+                reason: if result.rc == rc::INVALID_CREDENTIALS {
+                    "invalid credentials".to_string()
+                } else {
+                    format!("result code {} {}", result.rc, result.text)
+                },
+            });
+        }
+        Ok(ldap)
+    }
+
+    /// Binds as a user on a fresh connection to check their password.
+    pub async fn check_password(&self, dn: &str, password: &str) -> Result<(), LdapError> {
+        if password.is_empty() {
+            return Err(LdapError::EmptyPassword);
+        }
+        let mut ldap = self.connect().await?;
+        let result = self.timed("user bind", ldap.simple_bind(dn, password)).await?;
+        let _ = ldap.unbind().await;
+        match result.rc {
+            rc::SUCCESS => Ok(()),
+            rc::INVALID_CREDENTIALS => Err(LdapError::InvalidCredentials),
+            code => Err(LdapError::Directory {
+                operation: "user bind",
+                rc: code,
+                text: result.text,
+            }),
+        }
+    }
+
+    /// Starts a paged search whose entries are read one by one with [`EntryStream::next`],
+    /// page by page, without holding the result set.
+    pub async fn search_stream(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        filter: &str,
+        attrs: &[&str],
+    ) -> Result<EntryStream<'_>, LdapError> {
+        let adapters: Vec<Box<dyn Adapter<'static, String, Vec<String>>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(self.options.page_size)),
+        ];
+        let attrs: Vec<String> = attrs.iter().map(|a| a.to_string()).collect();
+        let stream = self
+            .timed(
+                "search",
+                ldap.streaming_search_with(adapters, base, Scope::Subtree, filter, attrs),
+            )
+            .await?;
+        Ok(EntryStream {
+            directory: self,
+            stream,
+            count: 0,
+            finished: false,
+        })
+    }
+
+    /// Runs a paged search and hands every entry to `each`; see [`EntryStream`] for what
+    /// counts as success.
+    pub async fn for_each_entry(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        filter: &str,
+        attrs: &[&str],
+        mut each: impl FnMut(SearchEntry) -> Result<(), LdapError>,
+    ) -> Result<u64, LdapError> {
+        let mut stream = self.search_stream(ldap, base, filter, attrs).await?;
+        while let Some(entry) = stream.next().await? {
+            each(entry)?;
+        }
+        Ok(stream.count())
+    }
+
+    /// Reads one entry by DN (base scope), or `None` when it does not exist.
+    pub async fn read_entry(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        attrs: &[&str],
+    ) -> Result<Option<SearchEntry>, LdapError> {
+        let attrs: Vec<String> = attrs.iter().map(|a| a.to_string()).collect();
+        let result = self
+            .timed(
+                "read",
+                ldap.search(dn, Scope::Base, "(objectClass=*)", attrs),
+            )
+            .await?;
+        match result.1.rc {
+            rc::SUCCESS => Ok(result
+                .0
+                .into_iter()
+                .find(|e| !e.is_ref() && !e.is_intermediate())
+                .map(SearchEntry::construct)),
+            rc::NO_SUCH_OBJECT => Ok(None),
+            code => Err(LdapError::Directory {
+                operation: "read",
+                rc: code,
+                text: result.1.text,
+            }),
+        }
+    }
+
+    pub fn operation_timeout(&self) -> Duration {
+        self.options.operation_timeout()
+    }
+}
+
+/// The entries of a running search. It ends with `Ok(None)` only when the server reported
+/// success for the whole search: a size or time limit, a dropped connection or any other result
+/// code is an error, so a partial result is never taken for a complete one. Referrals are
+/// neither chased nor counted.
+pub struct EntryStream<'d> {
+    directory: &'d Directory,
+    stream: ldap3::SearchStream<'static, String, Vec<String>>,
+    count: u64,
+    finished: bool,
+}
+
+impl EntryStream<'_> {
+    pub async fn next(&mut self) -> Result<Option<SearchEntry>, LdapError> {
+        if self.finished {
+            return Ok(None);
+        }
+        match self.directory.timed("search", self.stream.next()).await {
+            Ok(Some(entry)) => {
+                self.count += 1;
+                Ok(Some(SearchEntry::construct(entry)))
+            }
+            Ok(None) => {
+                self.finished = true;
+                let result = self.stream.finish().await;
+                match result.rc {
+                    rc::SUCCESS => Ok(None),
+                    rc::SIZE_LIMIT_EXCEEDED
+                    | rc::ADMIN_LIMIT_EXCEEDED
+                    | rc::TIME_LIMIT_EXCEEDED => Err(LdapError::Incomplete {
+                        entries: self.count,
+                        reason: format!("result code {} {}", result.rc, limit_name(result.rc)),
+                    }),
+                    code => Err(LdapError::Directory {
+                        operation: "search",
+                        rc: code,
+                        text: result.text,
+                    }),
+                }
+            }
+            Err(e) => {
+                self.finished = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Entries read so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+fn limit_name(code: u32) -> &'static str {
+    match code {
+        rc::SIZE_LIMIT_EXCEEDED => "(size limit exceeded)",
+        rc::TIME_LIMIT_EXCEEDED => "(time limit exceeded)",
+        rc::ADMIN_LIMIT_EXCEEDED => "(administrative limit exceeded)",
+        _ => "",
+    }
+}
+
+/// The values of an attribute, whatever case the server spells its name in; for AD's range
+/// retrieval (`member;range=0-1499`) see [`super::groups::ranged_values`].
+pub fn values<'e>(entry: &'e SearchEntry, attribute: &str) -> &'e [String] {
+    entry
+        .attrs
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(attribute))
+        .map(|(_, v)| v.as_slice())
+        .unwrap_or(&[])
+}

@@ -1,0 +1,327 @@
+//! LDAP provider options, as declared under `[providers.options]` in the state file.
+//!
+//! The service account's password is never in the file: it comes from an environment variable
+//! (`bind_password_env`) or a file (`bind_password_file`), read when a connection is made.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+use crate::model::dn::Dn;
+
+/// Where a user's group values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupSource {
+    /// The user entry's `memberOf` attribute (OpenLDAP memberof overlay, Active Directory).
+    #[default]
+    MemberOf,
+    /// Groups whose `member` holds the user's DN (groupOfNames, AD groups).
+    Member,
+    /// Groups whose `uniqueMember` holds the user's DN (groupOfUniqueNames).
+    UniqueMember,
+    /// Groups whose `memberUid` holds the user's login name (posixGroup).
+    MemberUid,
+}
+
+impl GroupSource {
+    /// The group attribute listing members, for the group-search modes.
+    pub fn member_attribute(self) -> &'static str {
+        match self {
+            GroupSource::MemberOf | GroupSource::Member => "member",
+            GroupSource::UniqueMember => "uniqueMember",
+            GroupSource::MemberUid => "memberUid",
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_user_filter() -> String {
+    "(objectClass=person)".into()
+}
+fn default_login_attribute() -> String {
+    "uid".into()
+}
+fn default_group_filter() -> String {
+    "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup)(objectClass=group))"
+        .into()
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_operation_timeout() -> u64 {
+    30
+}
+fn default_page_size() -> i32 {
+    500
+}
+fn default_max_removals() -> u64 {
+    10
+}
+fn default_max_removal_percent() -> f64 {
+    10.0
+}
+
+/// Options of an LDAP or Active Directory provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapOptions {
+    /// `ldaps://host:636`, or `ldap://host:389` with `starttls = true`.
+    pub url: String,
+    #[serde(default)]
+    pub starttls: bool,
+    /// Allows `ldap://` without StartTLS, and only to a loopback address (tests, local trials).
+    #[serde(default)]
+    pub allow_plain: bool,
+    /// PEM file of the CA that signed the server certificate (default: the system's CAs).
+    pub ca_file: Option<PathBuf>,
+    /// Certificate verification; on unless turned off explicitly.
+    #[serde(default = "yes")]
+    pub tls_verify: bool,
+    /// The service account the search and the sync bind as.
+    pub bind_dn: String,
+    pub bind_password_env: Option<String>,
+    pub bind_password_file: Option<PathBuf>,
+    pub user_base_dn: String,
+    #[serde(default = "default_user_filter")]
+    pub user_filter: String,
+    /// The attribute a username is matched against: uid, sAMAccountName, mail, …
+    #[serde(default = "default_login_attribute")]
+    pub login_attribute: String,
+    #[serde(default)]
+    pub group_source: GroupSource,
+    /// Where groups are searched (group-search modes and nested groups); default: user_base_dn.
+    pub group_base_dn: Option<String>,
+    #[serde(default = "default_group_filter")]
+    pub group_filter: String,
+    /// Resolve groups of groups: the user is also in every group that contains one of theirs.
+    #[serde(default)]
+    pub nested_groups: bool,
+    /// The server is Active Directory: nested groups use the in-chain matching rule and large
+    /// groups are read with range retrieval.
+    #[serde(default)]
+    pub active_directory: bool,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    #[serde(default = "default_operation_timeout")]
+    pub operation_timeout_secs: u64,
+    /// Paged-results page size for searches (RFC 2696).
+    #[serde(default = "default_page_size")]
+    pub page_size: i32,
+    /// A sync that would remove more than max(max_removals, max_removal_percent % of the
+    /// provider's memberships) applies nothing and waits for confirmation.
+    #[serde(default = "default_max_removals")]
+    pub max_removals: u64,
+    #[serde(default = "default_max_removal_percent")]
+    pub max_removal_percent: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("LDAP provider options: {0}")]
+pub struct OptionsError(pub String);
+
+impl LdapOptions {
+    /// Reads and checks the options stored with a provider.
+    pub fn from_json(value: &serde_json::Value) -> Result<LdapOptions, OptionsError> {
+        let options: LdapOptions = serde_json::from_value(value.clone())
+            .map_err(|e| OptionsError(e.to_string()))?;
+        options.validate()?;
+        Ok(options)
+    }
+
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| OptionsError(format!("url {:?} is not a URL: {e}", self.url)))?;
+        let host = url.host_str().unwrap_or("").to_string();
+        match url.scheme() {
+            "ldaps" => {
+                if self.starttls {
+                    return Err(OptionsError(
+                        "starttls makes no sense with ldaps://; use one or the other".into(),
+                    ));
+                }
+            }
+            "ldap" => {
+                if !self.starttls && !self.allow_plain {
+                    return Err(OptionsError(format!(
+                        "{} is unencrypted: use ldaps://, or set starttls = true",
+                        self.url
+                    )));
+                }
+                if !self.starttls && !is_loopback(&host) {
+                    return Err(OptionsError(format!(
+                        "allow_plain is only accepted for a loopback address, not {host:?}: passwords would cross the network in clear"
+                    )));
+                }
+            }
+            other => {
+                return Err(OptionsError(format!(
+                    "url scheme {other:?} is not ldap:// or ldaps://"
+                )))
+            }
+        }
+        for (name, dn) in [
+            ("bind_dn", Some(&self.bind_dn)),
+            ("user_base_dn", Some(&self.user_base_dn)),
+            ("group_base_dn", self.group_base_dn.as_ref()),
+        ] {
+            if let Some(dn) = dn {
+                Dn::parse(dn).map_err(|e| OptionsError(format!("{name}: {e}")))?;
+            }
+        }
+        if self.bind_dn.trim().is_empty() {
+            return Err(OptionsError(
+                "bind_dn is empty: a service account is required".into(),
+            ));
+        }
+        if self.bind_password_env.is_none() && self.bind_password_file.is_none() {
+            return Err(OptionsError(
+                "the service account's password needs bind_password_env or bind_password_file"
+                    .into(),
+            ));
+        }
+        for (name, filter) in [
+            ("user_filter", &self.user_filter),
+            ("group_filter", &self.group_filter),
+        ] {
+            let t = filter.trim();
+            if !(t.starts_with('(') && t.ends_with(')')) {
+                return Err(OptionsError(format!(
+                    "{name} {filter:?} must be a parenthesised LDAP filter, e.g. (objectClass=person)"
+                )));
+            }
+        }
+        if self.login_attribute.is_empty()
+            || !self
+                .login_attribute
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';')
+        {
+            return Err(OptionsError(format!(
+                "login_attribute {:?} is not an attribute name",
+                self.login_attribute
+            )));
+        }
+        if !(1..=100_000).contains(&self.page_size) {
+            return Err(OptionsError(
+                "page_size must be between 1 and 100000".into(),
+            ));
+        }
+        if self.connect_timeout_secs == 0 || self.operation_timeout_secs == 0 {
+            return Err(OptionsError("timeouts must be at least 1 second".into()));
+        }
+        if !(0.0..=100.0).contains(&self.max_removal_percent) {
+            return Err(OptionsError(
+                "max_removal_percent must be between 0 and 100".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn group_base(&self) -> &str {
+        self.group_base_dn.as_deref().unwrap_or(&self.user_base_dn)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    pub fn operation_timeout(&self) -> Duration {
+        Duration::from_secs(self.operation_timeout_secs)
+    }
+
+    /// The service account's password, from the environment or the file.
+    pub fn bind_password(&self) -> Result<Secret, OptionsError> {
+        if let Some(var) = &self.bind_password_env {
+            return std::env::var(var).map(Secret::new).map_err(|_| {
+                OptionsError(format!(
+                    "the environment variable {var} (bind_password_env) is not set"
+                ))
+            });
+        }
+        if let Some(path) = &self.bind_password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                OptionsError(format!(
+                    "cannot read bind_password_file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            return Ok(Secret::new(text.lines().next().unwrap_or("").to_string()));
+        }
+        Err(OptionsError(
+            "no bind_password_env or bind_password_file".into(),
+        ))
+    }
+
+    /// The removal threshold for a provider holding `memberships` mapping-owned memberships.
+    pub fn removal_limit(&self, memberships: u64) -> u64 {
+        let share = (memberships as f64 * self.max_removal_percent / 100.0).floor() as u64;
+        self.max_removals.max(share)
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(extra: serde_json::Value) -> Result<LdapOptions, OptionsError> {
+        let mut base = serde_json::json!({
+            "url": "ldaps://ldap.example.com",
+            "bind_dn": "cn=idsync,ou=services,dc=example,dc=com",
+            "bind_password_env": "LDAP_PW",
+            "user_base_dn": "ou=people,dc=example,dc=com",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        LdapOptions::from_json(&base)
+    }
+
+    #[test]
+    fn defaults_and_a_valid_configuration() {
+        let o = options(serde_json::json!({})).unwrap();
+        assert_eq!(o.login_attribute, "uid");
+        assert_eq!(o.group_source, GroupSource::MemberOf);
+        assert!(o.tls_verify);
+        assert_eq!(o.removal_limit(50), 10);
+        assert_eq!(o.removal_limit(1_000), 100);
+    }
+
+    #[test]
+    fn plain_ldap_is_refused_unless_loopback_and_explicit() {
+        let e = options(serde_json::json!({"url": "ldap://ldap.example.com"})).unwrap_err();
+        assert!(e.0.contains("unencrypted"), "{e}");
+        let e = options(serde_json::json!({"url": "ldap://ldap.example.com", "allow_plain": true}))
+            .unwrap_err();
+        assert!(e.0.contains("loopback"), "{e}");
+        options(serde_json::json!({"url": "ldap://127.0.0.1:3389", "allow_plain": true})).unwrap();
+        options(serde_json::json!({"url": "ldap://ldap.example.com", "starttls": true})).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        for (extra, expected) in [
+            (serde_json::json!({"bind_dn": "not a dn"}), "bind_dn"),
+            (serde_json::json!({"user_filter": "uid=*"}), "parenthesised"),
+            (serde_json::json!({"page_size": 0}), "page_size"),
+            (serde_json::json!({"colour": "blue"}), "unknown field"),
+            (serde_json::json!({"bind_password_env": null}), "bind_password_env"),
+        ] {
+            let e = options(extra).unwrap_err();
+            assert!(e.0.contains(expected), "{expected}: {e}");
+        }
+    }
+}

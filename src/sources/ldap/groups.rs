@@ -1,0 +1,241 @@
+//! A user's group values from the directory: `memberOf`, or a search of the groups listing the
+//! user, plus the groups those groups belong to when nesting is on.
+
+use std::collections::BTreeSet;
+
+use ldap3::{ldap_escape, Ldap, SearchEntry};
+
+use super::client::{values, Directory};
+use super::config::GroupSource;
+use super::LdapError;
+use crate::model::dn;
+
+/// Deepest nesting followed; a deeper chain is a configuration problem, not a reason to loop.
+pub const MAX_NESTING_DEPTH: usize = 32;
+/// Group DNs per `(|(member=…)…)` filter when walking up the nesting.
+const DNS_PER_FILTER: usize = 50;
+
+/// Active Directory's LDAP_MATCHING_RULE_IN_CHAIN: membership through any depth of nesting.
+pub const IN_CHAIN_RULE: &str = "1.2.840.113556.1.4.1941";
+
+/// The attributes a user search must read for the configured group source.
+pub fn user_attributes(directory: &Directory) -> Vec<&str> {
+    let mut attrs = vec![directory.options.login_attribute.as_str()];
+    if directory.options.group_source == GroupSource::MemberOf {
+        attrs.push("memberOf");
+    }
+    attrs
+}
+
+/// The group DNs of one user, as the server spells them.
+pub async fn groups_of(
+    directory: &Directory,
+    ldap: &mut Ldap,
+    user: &SearchEntry,
+    login: &str,
+) -> Result<Vec<String>, LdapError> {
+    let options = &directory.options;
+    let base = options.group_base().to_string();
+    let member_filter = |attr: &str, value: &str| {
+        format!("(&{}({attr}={}))", options.group_filter, ldap_escape(value))
+    };
+
+    if options.active_directory && options.nested_groups {
+        // One search returns the whole transitive closure.
+        let filter = format!(
+            "(&{}(member:{IN_CHAIN_RULE}:={}))",
+            options.group_filter,
+            ldap_escape(user.dn.as_str())
+        );
+        return search_dns(directory, ldap, &base, &filter).await;
+    }
+
+    let direct: Vec<String> = match options.group_source {
+        GroupSource::MemberOf => values(user, "memberOf").to_vec(),
+        GroupSource::Member | GroupSource::UniqueMember => {
+            let filter = member_filter(options.group_source.member_attribute(), &user.dn);
+            search_dns(directory, ldap, &base, &filter).await?
+        }
+        GroupSource::MemberUid => {
+            let filter = member_filter("memberUid", login);
+            search_dns(directory, ldap, &base, &filter).await?
+        }
+    };
+    if !options.nested_groups {
+        return Ok(direct);
+    }
+    let member_attr = match options.group_source {
+        GroupSource::UniqueMember => "uniqueMember",
+        _ => "member",
+    };
+    parents_closure(directory, ldap, &base, member_attr, direct).await
+}
+
+/// Adds to `groups` every group that contains one of them, level by level, with a guard against
+/// cycles (a group containing itself through others) and a depth limit.
+async fn parents_closure(
+    directory: &Directory,
+    ldap: &mut Ldap,
+    base: &str,
+    member_attr: &str,
+    groups: Vec<String>,
+) -> Result<Vec<String>, LdapError> {
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut all = Vec::new();
+    let mut frontier = Vec::new();
+    for g in groups {
+        if seen.insert(normal(&g)) {
+            frontier.push(g.clone());
+            all.push(g);
+        }
+    }
+    for _ in 0..MAX_NESTING_DEPTH {
+        if frontier.is_empty() {
+            return Ok(all);
+        }
+        let mut next = Vec::new();
+        for chunk in frontier.chunks(DNS_PER_FILTER) {
+            let alternatives: String = chunk
+                .iter()
+                .map(|dn| format!("({member_attr}={})", ldap_escape(dn.as_str())))
+                .collect();
+            let filter = format!(
+                "(&{}(|{alternatives}))",
+                directory.options.group_filter
+            );
+            for parent in search_dns(directory, ldap, base, &filter).await? {
+                if seen.insert(normal(&parent)) {
+                    next.push(parent.clone());
+                    all.push(parent);
+                }
+            }
+        }
+        frontier = next;
+    }
+    if frontier.is_empty() {
+        Ok(all)
+    } else {
+        Err(LdapError::Directory {
+            operation: "nested group resolution",
+            rc: 0,
+            text: format!("groups nest deeper than {MAX_NESTING_DEPTH} levels"),
+        })
+    }
+}
+
+fn normal(value: &str) -> String {
+    dn::normalize(value).unwrap_or_else(|_| value.to_lowercase())
+}
+
+async fn search_dns(
+    directory: &Directory,
+    ldap: &mut Ldap,
+    base: &str,
+    filter: &str,
+) -> Result<Vec<String>, LdapError> {
+    let mut dns = Vec::new();
+    directory
+        .for_each_entry(ldap, base, filter, &["1.1"], |entry| {
+            dns.push(entry.dn);
+            Ok(())
+        })
+        .await?;
+    Ok(dns)
+}
+
+/// Active Directory returns at most a server-set number of values of a large attribute and
+/// names the slice: `member;range=0-1499`. Returns the values, and the next range start when
+/// more remain (`None` once a slice ends with `*`).
+pub fn ranged_values<'e>(
+    entry: &'e SearchEntry,
+    attribute: &str,
+) -> Option<(&'e [String], Option<u64>)> {
+    let prefix = format!("{};range=", attribute.to_ascii_lowercase());
+    entry.attrs.iter().find_map(|(name, vals)| {
+        let lower = name.to_ascii_lowercase();
+        let range = lower.strip_prefix(&prefix)?;
+        let (_, end) = range.split_once('-')?;
+        let next = if end == "*" {
+            None
+        } else {
+            Some(end.parse::<u64>().ok()? + 1)
+        };
+        Some((vals.as_slice(), next))
+    })
+}
+
+/// All values of a possibly ranged attribute of the entry at `dn`: the plain attribute when the
+/// server sent it whole, else every range in turn.
+pub async fn all_values(
+    directory: &Directory,
+    ldap: &mut Ldap,
+    entry: &SearchEntry,
+    attribute: &str,
+) -> Result<Vec<String>, LdapError> {
+    let Some((first, mut next)) = ranged_values(entry, attribute) else {
+        return Ok(values(entry, attribute).to_vec());
+    };
+    let mut all = first.to_vec();
+    let mut guard = 0;
+    while let Some(start) = next {
+        guard += 1;
+        if guard > 100_000 {
+            return Err(LdapError::Directory {
+                operation: "range retrieval",
+                rc: 0,
+                text: format!("{attribute} of {} never ends", entry.dn),
+            });
+        }
+        let request = format!("{attribute};range={start}-*");
+        let Some(slice) = directory
+            .read_entry(ldap, &entry.dn, &[request.as_str()])
+            .await?
+        else {
+            return Err(LdapError::Directory {
+                operation: "range retrieval",
+                rc: 32,
+                text: format!("{} disappeared while its {attribute} was read", entry.dn),
+            });
+        };
+        match ranged_values(&slice, attribute) {
+            Some((vals, more)) => {
+                all.extend_from_slice(vals);
+                next = more;
+            }
+            None => {
+                all.extend_from_slice(values(&slice, attribute));
+                next = None;
+            }
+        }
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn entry(attrs: &[(&str, &[&str])]) -> SearchEntry {
+        SearchEntry {
+            dn: "cn=big,dc=example,dc=com".into(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect::<HashMap<_, _>>(),
+            bin_attrs: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn range_slices_are_recognised() {
+        let first = entry(&[("member;range=0-1499", &["a", "b"])]);
+        let (vals, next) = ranged_values(&first, "member").unwrap();
+        assert_eq!(vals, ["a", "b"]);
+        assert_eq!(next, Some(1500));
+        let last = entry(&[("Member;Range=1500-*", &["c"])]);
+        assert_eq!(ranged_values(&last, "member").unwrap().1, None);
+        assert!(ranged_values(&entry(&[("member", &["a"])]), "member").is_none());
+        assert!(ranged_values(&entry(&[("member;range=junk", &["a"])]), "member").is_none());
+    }
+}

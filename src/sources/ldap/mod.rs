@@ -1,0 +1,129 @@
+//! LDAP and Active Directory: sign-in by binding as the user, group values from the directory.
+//!
+//! Sign-in: the service account finds the user with an escaped filter (RFC 4515), then a fresh
+//! connection binds as the user's DN with the password; an empty password is refused before any
+//! bind (RFC 4513 §5.1.2: it would be an unauthenticated bind that "succeeds"). Wrong
+//! credentials, an unknown user and an unreachable directory are told apart, and only a
+//! verified sign-in produces an identity: no directory error ever becomes "no groups".
+
+use ldap3::ldap_escape;
+
+pub mod client;
+pub mod config;
+pub mod groups;
+
+pub use client::Directory;
+pub use config::{GroupSource, LdapOptions, OptionsError};
+
+use crate::login::VerifiedIdentity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LdapError {
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error("an empty password is refused: to LDAP it would be an unauthenticated bind (RFC 4513)")]
+    EmptyPassword,
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error("no user {0:?} in the directory")]
+    UnknownUser(String),
+    #[error("username {username:?} matches more than one directory entry; refusing to guess")]
+    AmbiguousUser { username: String },
+    #[error("invalid username: {0}")]
+    InvalidUsername(String),
+    #[error("the directory at {url} is unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the directory did not answer the {operation} within {secs} s")]
+    Timeout { operation: &'static str, secs: u64 },
+    #[error("the service account {dn} cannot bind: {reason}")]
+    ServiceBind { dn: String, reason: String },
+    #[error("the directory refused the {operation}: result code {rc} {text}")]
+    Directory {
+        operation: &'static str,
+        rc: u32,
+        text: String,
+    },
+    #[error("the search ended early after {entries} entries: {reason}; nothing is inferred from a partial result")]
+    Incomplete { entries: u64, reason: String },
+}
+
+impl LdapError {
+    /// Whether the directory (not the user) is at fault: such an error never changes
+    /// memberships.
+    pub fn is_directory_failure(&self) -> bool {
+        !matches!(
+            self,
+            LdapError::EmptyPassword
+                | LdapError::InvalidCredentials
+                | LdapError::UnknownUser(_)
+                | LdapError::AmbiguousUser { .. }
+                | LdapError::InvalidUsername(_)
+        )
+    }
+}
+
+/// Longest username sent to the directory.
+pub const MAX_USERNAME_LEN: usize = 256;
+
+/// Verifies a username and password against the directory and returns the identity with the
+/// user's group DNs.
+pub async fn authenticate(
+    directory: &Directory,
+    provider: &str,
+    username: &str,
+    password: &str,
+) -> Result<VerifiedIdentity, LdapError> {
+    if password.is_empty() {
+        return Err(LdapError::EmptyPassword);
+    }
+    if username.trim().is_empty() || username.len() > MAX_USERNAME_LEN {
+        return Err(LdapError::InvalidUsername(format!(
+            "it must be 1 to {MAX_USERNAME_LEN} bytes"
+        )));
+    }
+    if username.contains('\0') {
+        return Err(LdapError::InvalidUsername(
+            "it contains a NUL character".into(),
+        ));
+    }
+    let options = &directory.options;
+    let mut ldap = directory.service_connection().await?;
+    let filter = format!(
+        "(&{}({}={}))",
+        options.user_filter,
+        options.login_attribute,
+        ldap_escape(username)
+    );
+    let attrs = groups::user_attributes(directory);
+    let mut found = Vec::new();
+    directory
+        .for_each_entry(&mut ldap, &options.user_base_dn, &filter, &attrs, |entry| {
+            found.push(entry);
+            if found.len() > 1 {
+                return Err(LdapError::AmbiguousUser {
+                    username: username.to_string(),
+                });
+            }
+            Ok(())
+        })
+        .await?;
+    let Some(user) = found.pop() else {
+        return Err(LdapError::UnknownUser(username.to_string()));
+    };
+    directory.check_password(&user.dn, password).await?;
+
+    // The directory's spelling of the login name, so "Alice" and "alice" are one user.
+    let login = client::values(&user, &options.login_attribute)
+        .iter()
+        .find(|v| v.eq_ignore_ascii_case(username))
+        .cloned()
+        .unwrap_or_else(|| username.to_string());
+    let group_values = groups::groups_of(directory, &mut ldap, &user, &login).await?;
+    let _ = ldap.unbind().await;
+    Ok(VerifiedIdentity {
+        provider: provider.to_string(),
+        username: login,
+        attributes: serde_json::json!({ "dn": user.dn, "groups": group_values }),
+        group_values,
+    })
+}

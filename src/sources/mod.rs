@@ -1,0 +1,5 @@
+//! Identity sources: adapters that turn a provider's evidence into a
+//! [`VerifiedIdentity`](crate::login::VerifiedIdentity). Each speaks its protocol and trusts
+//! nothing it has not verified; none of them decides memberships.
+
+pub mod ldap;

@@ -1,0 +1,448 @@
+//! Directory sync storage: run records, the per-page state lookup, the staged diff and its
+//! set-based application in batched transactions.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{
+    flag, group_ref, membership, placeholders, with_ids, SqlStore, GROUP_COLUMNS,
+};
+use crate::model::group::{GroupRef, ALL_USERS};
+use crate::model::sync::{ChangeKind, StagedChange, StoredUser};
+use crate::store::{PermissionDigest, StoreError, StoreResult, SyncRun, SyncStore};
+
+/// Rows per multi-row INSERT when staging (10 parameters each).
+const STAGE_CHUNK: usize = 100;
+/// Users per `IN (…)` list.
+const NAME_CHUNK: usize = 500;
+
+fn run_from_row(row: &AnyRow) -> StoreResult<SyncRun> {
+    Ok(SyncRun {
+        id: row.try_get("id")?,
+        provider_id: row.try_get("provider_id")?,
+        provider: row.try_get("provider")?,
+        kind: row.try_get("kind")?,
+        status: row.try_get("status")?,
+        dry_run: flag(row, "dry_run")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        users_seen: row.try_get("users_seen")?,
+        additions: row.try_get("additions")?,
+        removals: row.try_get("removals")?,
+        removal_limit: row.try_get("removal_limit")?,
+        high_water: row.try_get("high_water")?,
+        error: row.try_get("error")?,
+    })
+}
+
+fn with_names<'q>(
+    sql: &'q str,
+    first: Option<i64>,
+    names: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let mut query = sqlx::query(sql);
+    if let Some(first) = first {
+        query = query.bind(first);
+    }
+    for name in names {
+        query = query.bind(name.as_str());
+    }
+    query
+}
+
+#[async_trait]
+impl SyncStore for SqlStore {
+    async fn save_sync_run(&self, run: &SyncRun) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sync_runs (id, provider_id, provider, kind, status, dry_run, started_at, \
+             finished_at, users_seen, additions, removals, removal_limit, high_water, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at, \
+             users_seen = excluded.users_seen, additions = excluded.additions, removals = excluded.removals, \
+             removal_limit = excluded.removal_limit, high_water = excluded.high_water, error = excluded.error",
+        )
+        .bind(run.id.as_str())
+        .bind(run.provider_id)
+        .bind(run.provider.as_str())
+        .bind(run.kind.as_str())
+        .bind(run.status.as_str())
+        .bind(i64::from(run.dry_run))
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .bind(run.users_seen)
+        .bind(run.additions)
+        .bind(run.removals)
+        .bind(run.removal_limit)
+        .bind(run.high_water.as_deref())
+        .bind(run.error.as_deref())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn sync_run(&self, id: &str) -> StoreResult<Option<SyncRun>> {
+        sqlx::query("SELECT * FROM sync_runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .map(|row| run_from_row(&row))
+            .transpose()
+    }
+
+    async fn sync_runs(&self, provider_id: i64, limit: i64) -> StoreResult<Vec<SyncRun>> {
+        sqlx::query(
+            "SELECT * FROM sync_runs WHERE provider_id = $1 ORDER BY started_at DESC, id LIMIT $2",
+        )
+        .bind(provider_id)
+        .bind(limit.clamp(1, 10_000))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(run_from_row)
+        .collect()
+    }
+
+    async fn stored_users(
+        &self,
+        provider_id: i64,
+        usernames: &[String],
+    ) -> StoreResult<HashMap<String, StoredUser>> {
+        let mut users: HashMap<String, StoredUser> = HashMap::new();
+        for chunk in usernames.chunks(NAME_CHUNK) {
+            let sql = format!(
+                "SELECT u.username, {GROUP_COLUMNS}, m.source_kind, m.provider_id, m.mapping_id \
+                 FROM users u JOIN memberships m ON m.user_id = u.id JOIN groups g ON g.id = m.group_id \
+                 WHERE u.username IN ({})",
+                placeholders(1, chunk.len())
+            );
+            for row in with_names(&sql, None, chunk).fetch_all(self.pool()).await? {
+                let name: String = row.try_get("username")?;
+                users.entry(name).or_default().memberships.push(membership(&row)?);
+            }
+            let sql = format!(
+                "SELECT u.username, a.digest FROM users u JOIN user_attributes a ON a.user_id = u.id \
+                 AND a.provider_id = $1 WHERE u.username IN ({})",
+                placeholders(2, chunk.len())
+            );
+            for row in with_names(&sql, Some(provider_id), chunk)
+                .fetch_all(self.pool())
+                .await?
+            {
+                let name: String = row.try_get("username")?;
+                users.entry(name).or_default().attributes_digest = row.try_get("digest")?;
+            }
+        }
+        Ok(users)
+    }
+
+    async fn provider_usernames(&self, provider_id: i64) -> StoreResult<Vec<String>> {
+        sqlx::query(
+            "SELECT u.username FROM users u JOIN user_attributes a ON a.user_id = u.id \
+             WHERE a.provider_id = $1 ORDER BY u.username",
+        )
+        .bind(provider_id)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|row| Ok(row.try_get("username")?))
+        .collect()
+    }
+
+    async fn provider_membership_count(&self, provider_id: i64) -> StoreResult<i64> {
+        Ok(sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM memberships \
+             WHERE source_kind = 'mapping' AND provider_id = $1",
+        )
+        .bind(provider_id)
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?)
+    }
+
+    async fn stage_changes(
+        &self,
+        run_id: &str,
+        first_seq: i64,
+        changes: &[StagedChange],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let mut seq = first_seq;
+        for chunk in changes.chunks(STAGE_CHUNK) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(1 + i * 10, 10)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO sync_changes (run_id, seq, username, group_id, group_name, action, \
+                 mapping_id, reason, attributes_json, attributes_digest) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for change in chunk {
+                query = query
+                    .bind(run_id)
+                    .bind(seq)
+                    .bind(change.username.as_str())
+                    .bind(change.group.as_ref().map_or(0, |g| g.id))
+                    .bind(change.group.as_ref().map_or("", |g| g.name.as_str()))
+                    .bind(change.kind.as_str())
+                    .bind(change.mapping_id)
+                    .bind(change.reason.as_str())
+                    .bind(change.attributes.as_ref().map(|a| a.to_string()))
+                    .bind(change.attributes_digest.as_deref());
+                seq += 1;
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn staged_changes(&self, run_id: &str) -> StoreResult<Vec<StagedChange>> {
+        sqlx::query(
+            "SELECT c.*, g.priority, g.is_system FROM sync_changes c LEFT JOIN groups g ON g.id = c.group_id \
+             WHERE c.run_id = $1 ORDER BY c.seq",
+        )
+        .bind(run_id)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|row| {
+            let action: String = row.try_get("action")?;
+            let kind = ChangeKind::parse(&action).ok_or_else(|| StoreError::Corrupt {
+                what: "sync_changes.action".into(),
+                message: action.clone(),
+            })?;
+            let group_id: i64 = row.try_get("group_id")?;
+            let attributes: Option<String> = row.try_get("attributes_json")?;
+            Ok(StagedChange {
+                username: row.try_get("username")?,
+                kind,
+                group: (kind != ChangeKind::Attributes).then(|| -> StoreResult<GroupRef> {
+                    Ok(GroupRef {
+                        id: group_id,
+                        name: row.try_get("group_name")?,
+                        priority: row.try_get::<Option<i64>, _>("priority")?.unwrap_or(0),
+                        is_system: row.try_get::<Option<i64>, _>("is_system")?.unwrap_or(0) != 0,
+                    })
+                })
+                .transpose()?,
+                mapping_id: row.try_get("mapping_id")?,
+                reason: row.try_get("reason")?,
+                attributes: attributes
+                    .map(|a| serde_json::from_str(&a))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt {
+                        what: "sync_changes.attributes_json".into(),
+                        message: e.to_string(),
+                    })?,
+                attributes_digest: row.try_get("attributes_digest")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn apply_staged(
+        &self,
+        run: &SyncRun,
+        batch_rows: i64,
+        digest: &PermissionDigest,
+        now: i64,
+    ) -> StoreResult<i64> {
+        let last: i64 = sqlx::query(
+            "SELECT CAST(COALESCE(MAX(seq), -1) AS BIGINT) AS last FROM sync_changes WHERE run_id = $1",
+        )
+        .bind(run.id.as_str())
+        .fetch_one(self.pool())
+        .await?
+        .try_get("last")?;
+        let actor = format!("sync:{}", run.provider);
+        let batch_rows = batch_rows.max(1);
+        let mut written = 0;
+        let mut lo = 0;
+        while lo <= last {
+            let hi = lo + batch_rows - 1;
+            written += self.apply_batch(run, &actor, lo, hi, digest, now).await?;
+            lo = hi + 1;
+        }
+        Ok(written)
+    }
+}
+
+/// The staged rows of one batch: `c` joined to the user `u` and the (still existing) group.
+const BATCH: &str = "FROM sync_changes c JOIN users u ON u.username = c.username \
+     WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3";
+
+impl SqlStore {
+    async fn apply_batch(
+        &self,
+        run: &SyncRun,
+        actor: &str,
+        lo: i64,
+        hi: i64,
+        digest: &PermissionDigest,
+        now: i64,
+    ) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        let id = run.id.as_str();
+        sqlx::query(
+            "INSERT INTO users (username, created_at, updated_at) \
+             SELECT DISTINCT c.username, $4, $4 FROM sync_changes c \
+             WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3 AND c.action IN ('add', 'attributes') \
+             ON CONFLICT (username) DO NOTHING",
+        )
+        .bind(id)
+        .bind(lo)
+        .bind(hi)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // Logins of these users wait for this batch (PostgreSQL; SQLite serialises writers).
+        let lock = self.dialect.lock_row;
+        if !lock.is_empty() {
+            sqlx::query(&format!(
+                "SELECT u.id FROM users u WHERE u.username IN \
+                 (SELECT c.username FROM sync_changes c WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3) \
+                 ORDER BY u.id{lock}"
+            ))
+            .bind(id)
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
+        let added = sqlx::query(&format!(
+            "INSERT INTO memberships (user_id, group_id, source_kind, provider_id, mapping_id, created_at, updated_at) \
+             SELECT u.id, c.group_id, 'mapping', $4, c.mapping_id, $5, $5 {BATCH} \
+             AND c.action IN ('add', 'source') AND c.group_id IN (SELECT id FROM groups) \
+             ON CONFLICT (user_id, group_id) DO UPDATE SET source_kind = excluded.source_kind, \
+             provider_id = excluded.provider_id, mapping_id = excluded.mapping_id, updated_at = excluded.updated_at"
+        ))
+        .bind(id)
+        .bind(lo)
+        .bind(hi)
+        .bind(run.provider_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let removed = sqlx::query(
+            "DELETE FROM memberships WHERE EXISTS (SELECT 1 FROM sync_changes c JOIN users u \
+             ON u.username = c.username WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3 \
+             AND c.action = 'remove' AND u.id = memberships.user_id AND c.group_id = memberships.group_id)",
+        )
+        .bind(id)
+        .bind(lo)
+        .bind(hi)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(&format!(
+            "INSERT INTO audit_log (at, actor, action, user_id, username, group_name, provider, \
+             mapping_id, run_id, reason, detail_json) \
+             SELECT $4, $5, 'membership.' || c.action, u.id, c.username, c.group_name, $6, c.mapping_id, \
+             c.run_id, c.reason, '{{}}' {BATCH} AND c.action IN ('add', 'remove', 'source') ORDER BY c.seq"
+        ))
+        .bind(id)
+        .bind(lo)
+        .bind(hi)
+        .bind(now)
+        .bind(actor)
+        .bind(run.provider.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "INSERT INTO user_attributes (user_id, provider_id, attributes_json, seen_at, digest) \
+             SELECT u.id, $4, c.attributes_json, $5, c.attributes_digest {BATCH} \
+             AND c.action = 'attributes' \
+             ON CONFLICT (user_id, provider_id) DO UPDATE SET attributes_json = excluded.attributes_json, \
+             seen_at = excluded.seen_at, digest = excluded.digest"
+        ))
+        .bind(id)
+        .bind(lo)
+        .bind(hi)
+        .bind(run.provider_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        refresh_batch_versions(&mut tx, id, lo, hi, digest, now).await?;
+        tx.commit().await?;
+        Ok((added + removed) as i64)
+    }
+}
+
+/// Recomputes the permission digest of the batch's users whose memberships changed, with the
+/// grants read in bulk, and bumps their version where the digest differs.
+async fn refresh_batch_versions(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    run_id: &str,
+    lo: i64,
+    hi: i64,
+    digest: &PermissionDigest,
+    now: i64,
+) -> StoreResult<()> {
+    let users: Vec<i64> = sqlx::query(&format!(
+        "SELECT DISTINCT u.id AS id {BATCH} AND c.action IN ('add', 'remove')"
+    ))
+    .bind(run_id)
+    .bind(lo)
+    .bind(hi)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|row| row.try_get("id"))
+    .collect::<Result<_, _>>()?;
+    if users.is_empty() {
+        return Ok(());
+    }
+    let all_users_grants: Vec<(GroupRef, String)> = sqlx::query(&format!(
+        "SELECT {GROUP_COLUMNS}, gp.permission FROM group_permissions gp JOIN groups g ON g.id = gp.group_id \
+         WHERE g.name = $1 AND g.is_system = 1"
+    ))
+    .bind(ALL_USERS)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|row| Ok((group_ref(row)?, row.try_get("permission")?)))
+    .collect::<StoreResult<_>>()?;
+    for chunk in users.chunks(NAME_CHUNK) {
+        let mut grants: BTreeMap<i64, Vec<(GroupRef, String)>> = chunk
+            .iter()
+            .map(|id| (*id, all_users_grants.clone()))
+            .collect();
+        let sql = format!(
+            "SELECT m.user_id, {GROUP_COLUMNS}, gp.permission FROM memberships m \
+             JOIN groups g ON g.id = m.group_id JOIN group_permissions gp ON gp.group_id = m.group_id \
+             WHERE m.user_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        for row in with_ids(&sql, chunk).fetch_all(&mut **tx).await? {
+            let user: i64 = row.try_get("user_id")?;
+            grants
+                .entry(user)
+                .or_default()
+                .push((group_ref(&row)?, row.try_get("permission")?));
+        }
+        let digests: Vec<(i64, String)> = grants
+            .into_iter()
+            .map(|(user, g)| (user, digest(&g)))
+            .collect();
+        let values: Vec<String> = (0..digests.len())
+            .map(|i| format!("(CAST(${} AS BIGINT), ${})", i * 2 + 2, i * 2 + 3))
+            .collect();
+        let sql = format!(
+            "WITH v (id, digest) AS (VALUES {}) UPDATE users SET \
+             permission_version = permission_version + (CASE WHEN permissions_digest = v.digest THEN 0 ELSE 1 END), \
+             permissions_digest = v.digest, updated_at = CAST($1 AS BIGINT) FROM v WHERE users.id = v.id",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for (user, d) in &digests {
+            query = query.bind(*user).bind(d.as_str());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
