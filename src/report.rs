@@ -11,7 +11,8 @@ use crate::model::mapping::{
 };
 use crate::model::permissions::IneffectiveGrant;
 use crate::model::settings::ResolvedSettings;
-use crate::store::AuditEntry;
+use crate::store::{AuditEntry, SyncRun};
+use crate::sync::SyncOutcome;
 
 /// Version of the JSON document; bumped on any incompatible change.
 pub const REPORT_VERSION: u32 = 1;
@@ -329,6 +330,53 @@ pub fn render_settings(settings: &ResolvedSettings) -> String {
     }
     for w in &settings.warnings {
         out.push_str(&format!("warning: {w}\n"));
+    }
+    out
+}
+
+/// One sync run on one line.
+pub fn sync_run_line(run: &SyncRun) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(run.started_at.max(0) as u64);
+    format!(
+        "{} {} {} {}{}: {} users, +{} -{} (limit {}){}",
+        run.id,
+        humantime::format_rfc3339_seconds(at),
+        run.kind,
+        run.status,
+        if run.dry_run { " (dry run)" } else { "" },
+        run.users_seen,
+        run.additions,
+        run.removals,
+        run.removal_limit,
+        run.error
+            .as_deref()
+            .map(|e| format!(" — {e}"))
+            .unwrap_or_default()
+    )
+}
+
+/// A sync outcome as text: the run, then the diff grouped by group.
+pub fn render_sync(outcome: &SyncOutcome) -> String {
+    use crate::model::sync::ChangeKind;
+    let mut out = sync_run_line(&outcome.run);
+    let mut by_group: std::collections::BTreeMap<&str, (Vec<&str>, Vec<&str>)> =
+        std::collections::BTreeMap::new();
+    for c in &outcome.changes {
+        let Some(group) = &c.group else { continue };
+        let entry = by_group.entry(group.name.as_str()).or_default();
+        match c.kind {
+            ChangeKind::Add => entry.0.push(&c.username),
+            ChangeKind::Remove => entry.1.push(&c.username),
+            _ => {}
+        }
+    }
+    for (group, (added, removed)) in by_group {
+        if !added.is_empty() {
+            out.push_str(&format!("\n+ {group}: {}", added.join(", ")));
+        }
+        if !removed.is_empty() {
+            out.push_str(&format!("\n- {group}: {}", removed.join(", ")));
+        }
     }
     out
 }

@@ -30,6 +30,10 @@ pub enum CliError {
     Login(#[from] LoginError),
     #[error(transparent)]
     Signer(#[from] SignerError),
+    #[error(transparent)]
+    Ldap(#[from] crate::sources::ldap::LdapError),
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
     #[error("{path}: {message}")]
     Input { path: String, message: String },
     #[error("cannot write output: {0}")]
@@ -66,10 +70,31 @@ pub enum Command {
     /// SSO group mappings.
     #[command(subcommand)]
     Mappings(MappingsCommand),
-    /// Sign a user in from already-verified attributes (as a trusted login pipeline does) and print the token.
+    /// Sign a user in and print the token: from already-verified attributes (--claims, as a
+    /// trusted login pipeline does), or with a password against an LDAP provider (--user, the
+    /// password read from standard input or IDSYNC_PASSWORD).
     Login {
         #[command(flatten)]
         sample: SampleArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sync an LDAP directory: bring every user's memberships in line with the mappings.
+    Sync {
+        #[arg(long)]
+        provider: String,
+        /// Compute and show the diff; write nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// Apply the diff of a run that stopped at the removal threshold.
+        #[arg(long, value_name = "RUN_ID")]
+        confirm: Option<String>,
+        /// Further attempts after a failed run, with exponential backoff.
+        #[arg(long, default_value_t = 0)]
+        retries: usize,
+        /// Show the recent runs instead of running.
+        #[arg(long)]
+        history: bool,
         #[arg(long)]
         json: bool,
     },
@@ -127,9 +152,10 @@ pub struct SampleArgs {
     /// The provider the attributes come from.
     #[arg(long)]
     pub provider: String,
-    /// A JSON file of verified claims, e.g. {"username": "alice", "groups": ["..."]}.
+    /// A JSON file of verified claims, e.g. {"username": "alice", "groups": ["..."]}. Without
+    /// it, an LDAP provider looks the user (--user) up in the directory with its service account.
     #[arg(long)]
-    pub claims: PathBuf,
+    pub claims: Option<PathBuf>,
     /// The username; default: the claims' username, preferred_username, uid or sub.
     #[arg(long)]
     pub user: Option<String>,
@@ -241,7 +267,7 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Mappings(MappingsCommand::Test { sample, json }) => {
-            let identity = read_identity(&sample)?;
+            let identity = resolve_identity(&store, &sample, false).await?;
             let exists = store.user_by_name(&identity.username).await?.is_some();
             let outcome = login::preview(&store, &identity, now).await?;
             let report = IdentityReport::new(&identity, exists, &outcome);
@@ -249,7 +275,7 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Login { sample, json } => {
-            let identity = read_identity(&sample)?;
+            let identity = resolve_identity(&store, &sample, true).await?;
             let signer = Signer::load(&store, &config.tokens, now / 1000).await?;
             let exists = store.user_by_name(&identity.username).await?.is_some();
             let signed = login::login(&store, &signer, &identity, now).await?;
@@ -308,6 +334,14 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
                 }
             }
         }
+        Command::Sync {
+            provider,
+            dry_run,
+            confirm,
+            retries,
+            history,
+            json,
+        } => sync_command(&store, provider, dry_run, confirm, retries, history, json).await,
         Command::Audit {
             user,
             group,
@@ -381,6 +415,114 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
     }
 }
 
+async fn sync_command(
+    store: &SqlStore,
+    provider: String,
+    dry_run: bool,
+    confirm: Option<String>,
+    retries: usize,
+    history: bool,
+    json: bool,
+) -> Result<i32, CliError> {
+    use crate::store::SyncStore;
+    use crate::sync::{full_sync, Progress, SyncRequest};
+    if history {
+        let record = store.provider(&provider).await?;
+        let runs = store.sync_runs(record.provider.id, 20).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
+        } else {
+            for run in &runs {
+                println!("{}", report::sync_run_line(run));
+            }
+        }
+        return Ok(0);
+    }
+    let bar = if !json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Some(bar)
+    } else {
+        None
+    };
+    let progress = |p: Progress| {
+        if let Some(bar) = &bar {
+            match p {
+                Progress::Users(n) => bar.set_message(format!("{n} directory entries read")),
+                Progress::Applied(n) => bar.set_message(format!("{n} changes applied")),
+            }
+        }
+    };
+    let request = SyncRequest {
+        provider,
+        dry_run,
+        confirm,
+        retries,
+        retry_delay: std::time::Duration::from_secs(1),
+    };
+    let outcome = full_sync(store, &request, &progress, &clock::now_ms).await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome).unwrap_or_default());
+    } else {
+        println!("{}", report::render_sync(&outcome));
+    }
+    Ok(match outcome.run.status.as_str() {
+        "succeeded" | "dry_run" => 0,
+        "needs_confirmation" => 3,
+        _ => 1,
+    })
+}
+
+/// The identity a mapping test or a login works on: from a claims file, or from the directory.
+async fn resolve_identity(
+    store: &SqlStore,
+    sample: &SampleArgs,
+    with_password: bool,
+) -> Result<VerifiedIdentity, CliError> {
+    if sample.claims.is_some() {
+        return read_identity(sample);
+    }
+    let input = |message: &str| CliError::Input {
+        path: "command line".into(),
+        message: message.to_string(),
+    };
+    let username = sample
+        .user
+        .as_deref()
+        .ok_or_else(|| input("pass --claims FILE, or --user NAME for an LDAP provider"))?;
+    let record = store.provider(&sample.provider).await?;
+    if record.provider.kind != model::mapping::ProviderKind::Ldap {
+        return Err(input(
+            "without --claims only an LDAP provider can look a user up; pass --claims FILE",
+        ));
+    }
+    let options = crate::sources::ldap::LdapOptions::from_json(&record.options)
+        .map_err(crate::sources::ldap::LdapError::from)?;
+    let directory = crate::sources::ldap::Directory::new(options)?;
+    if with_password {
+        let password = match std::env::var("IDSYNC_PASSWORD") {
+            Ok(p) => p,
+            Err(_) => {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            }
+        };
+        Ok(crate::sources::ldap::authenticate(&directory, &sample.provider, username, &password).await?)
+    } else {
+        Ok(crate::sources::ldap::lookup(&directory, username)
+            .await?
+            .into_identity(&sample.provider))
+    }
+}
+
 fn print_report(report: &IdentityReport, json: bool) {
     if json {
         println!(
@@ -409,7 +551,13 @@ fn read_capped(path: &Path, limit: u64) -> Result<String, CliError> {
 
 /// Reads a claims sample into a verified identity.
 pub fn read_identity(sample: &SampleArgs) -> Result<VerifiedIdentity, CliError> {
-    let text = read_capped(&sample.claims, MAX_SAMPLE_BYTES)?;
+    let Some(claims) = &sample.claims else {
+        return Err(CliError::Input {
+            path: "command line".into(),
+            message: "no --claims file".into(),
+        });
+    };
+    let text = read_capped(claims, MAX_SAMPLE_BYTES)?;
     identity_from_claims(
         &sample.provider,
         &text,
@@ -417,7 +565,7 @@ pub fn read_identity(sample: &SampleArgs) -> Result<VerifiedIdentity, CliError> 
         &sample.groups_claim,
     )
     .map_err(|message| CliError::Input {
-        path: sample.claims.display().to_string(),
+        path: claims.display().to_string(),
         message,
     })
 }

@@ -65,17 +65,27 @@ impl LdapError {
 /// Longest username sent to the directory.
 pub const MAX_USERNAME_LEN: usize = 256;
 
-/// Verifies a username and password against the directory and returns the identity with the
-/// user's group DNs.
-pub async fn authenticate(
-    directory: &Directory,
-    provider: &str,
-    username: &str,
-    password: &str,
-) -> Result<VerifiedIdentity, LdapError> {
-    if password.is_empty() {
-        return Err(LdapError::EmptyPassword);
+/// A user found in the directory by the service account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundUser {
+    pub dn: String,
+    /// The directory's spelling of the login name, so "Alice" and "alice" are one user.
+    pub username: String,
+    pub group_values: Vec<String>,
+}
+
+impl FoundUser {
+    pub fn into_identity(self, provider: &str) -> VerifiedIdentity {
+        VerifiedIdentity {
+            provider: provider.to_string(),
+            username: self.username,
+            attributes: serde_json::json!({ "dn": self.dn, "groups": self.group_values }),
+            group_values: self.group_values,
+        }
     }
+}
+
+fn check_username(username: &str) -> Result<(), LdapError> {
     if username.trim().is_empty() || username.len() > MAX_USERNAME_LEN {
         return Err(LdapError::InvalidUsername(format!(
             "it must be 1 to {MAX_USERNAME_LEN} bytes"
@@ -86,8 +96,25 @@ pub async fn authenticate(
             "it contains a NUL character".into(),
         ));
     }
-    let options = &directory.options;
+    Ok(())
+}
+
+/// Finds a user and their group values with the service account, without their password: the
+/// live lookup of a mapping test, and the first half of a sign-in.
+pub async fn lookup(directory: &Directory, username: &str) -> Result<FoundUser, LdapError> {
+    check_username(username)?;
     let mut ldap = directory.service_connection().await?;
+    let found = find_user(directory, &mut ldap, username).await;
+    let _ = ldap.unbind().await;
+    found
+}
+
+async fn find_user(
+    directory: &Directory,
+    ldap: &mut ldap3::Ldap,
+    username: &str,
+) -> Result<FoundUser, LdapError> {
+    let options = &directory.options;
     let filter = format!(
         "(&{}({}={}))",
         options.user_filter,
@@ -97,7 +124,7 @@ pub async fn authenticate(
     let attrs = groups::user_attributes(directory);
     let mut found = Vec::new();
     directory
-        .for_each_entry(&mut ldap, &options.user_base_dn, &filter, &attrs, |entry| {
+        .for_each_entry(ldap, &options.user_base_dn, &filter, &attrs, |entry| {
             found.push(entry);
             if found.len() > 1 {
                 return Err(LdapError::AmbiguousUser {
@@ -110,20 +137,35 @@ pub async fn authenticate(
     let Some(user) = found.pop() else {
         return Err(LdapError::UnknownUser(username.to_string()));
     };
-    directory.check_password(&user.dn, password).await?;
-
-    // The directory's spelling of the login name, so "Alice" and "alice" are one user.
     let login = client::values(&user, &options.login_attribute)
         .iter()
         .find(|v| v.eq_ignore_ascii_case(username))
         .cloned()
         .unwrap_or_else(|| username.to_string());
-    let group_values = groups::groups_of(directory, &mut ldap, &user, &login).await?;
-    let _ = ldap.unbind().await;
-    Ok(VerifiedIdentity {
-        provider: provider.to_string(),
+    let group_values = groups::groups_of(directory, ldap, &user, &login).await?;
+    Ok(FoundUser {
+        dn: user.dn,
         username: login,
-        attributes: serde_json::json!({ "dn": user.dn, "groups": group_values }),
         group_values,
     })
+}
+
+/// Verifies a username and password against the directory and returns the identity with the
+/// user's group DNs.
+pub async fn authenticate(
+    directory: &Directory,
+    provider: &str,
+    username: &str,
+    password: &str,
+) -> Result<VerifiedIdentity, LdapError> {
+    if password.is_empty() {
+        return Err(LdapError::EmptyPassword);
+    }
+    check_username(username)?;
+    let mut ldap = directory.service_connection().await?;
+    let found = find_user(directory, &mut ldap, username).await;
+    let _ = ldap.unbind().await;
+    let found = found?;
+    directory.check_password(&found.dn, password).await?;
+    Ok(found.into_identity(provider))
 }
