@@ -32,6 +32,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs;
+use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -124,7 +125,7 @@ pub struct Slapd {
     options: SlapdOptions,
     child: Option<Child>,
     run_as_openldap: bool,
-    // Declared last so that it is removed after the process is gone.
+    // Removed on drop, once `Drop::drop` has killed the process.
     dir: tempfile::TempDir,
 }
 
@@ -187,8 +188,9 @@ impl Slapd {
             "slapadd (cn=config)",
         );
 
-        let data = slapd.data_ldif(ldif);
-        fs::write(slapd.path("data.ldif"), data).expect("write data.ldif");
+        slapd
+            .write_data_ldif(&slapd.path("data.ldif"), ldif)
+            .expect("write data.ldif");
         // -q skips consistency checks that cost most of a bulk load's time. It is safe with
         // the single tool thread configured here; with several, slapadd has been seen to
         // crash on groups of more than 2,000 members.
@@ -261,8 +263,19 @@ impl Slapd {
         attrs: &[&str],
     ) -> ToolOutput {
         let mut args = vec![
-            "-x", "-LLL", "-o", "ldif-wrap=no", "-H", &self.url, "-D", bind_dn, "-w", password,
-            "-b", base, filter,
+            "-x",
+            "-LLL",
+            "-o",
+            "ldif-wrap=no",
+            "-H",
+            &self.url,
+            "-D",
+            bind_dn,
+            "-w",
+            password,
+            "-b",
+            base,
+            filter,
         ];
         args.extend_from_slice(attrs);
         self.tool("ldapsearch", &args)
@@ -270,7 +283,10 @@ impl Slapd {
 
     /// `ldapwhoami -x` bound as `dn`: success means the password was accepted.
     pub fn whoami(&self, dn: &str, password: &str) -> ToolOutput {
-        self.tool("ldapwhoami", &["-x", "-H", &self.url, "-D", dn, "-w", password])
+        self.tool(
+            "ldapwhoami",
+            &["-x", "-H", &self.url, "-D", dn, "-w", password],
+        )
     }
 
     /// Runs an ldap-utils program with `LDAPTLS_CACERT` set to this server's CA (when it has
@@ -353,7 +369,11 @@ impl Slapd {
         let base = &self.base_dn;
         let mut s = String::new();
         writeln!(s, "dn: cn=config\nobjectClass: olcGlobal\ncn: config").unwrap();
-        writeln!(s, "olcPidFile: {dir}/slapd.pid\nolcArgsFile: {dir}/slapd.args").unwrap();
+        writeln!(
+            s,
+            "olcPidFile: {dir}/slapd.pid\nolcArgsFile: {dir}/slapd.args"
+        )
+        .unwrap();
         // Debug output goes to slapd.log (-d); nothing to syslog.
         writeln!(s, "olcLogLevel: none").unwrap();
         if o.tls {
@@ -468,38 +488,39 @@ impl Slapd {
         s
     }
 
-    /// The harness's base entries followed by the caller's records, minus any record for a
-    /// DN the harness writes itself.
-    fn data_ldif(&self, ldif: &str) -> String {
+    /// Writes the harness's base entries followed by the caller's records, minus any record
+    /// for a DN the harness writes itself, to `path`. The records are copied as they are:
+    /// a benchmark LDIF runs to hundreds of megabytes.
+    fn write_data_ldif(&self, path: &Path, ldif: &str) -> std::io::Result<()> {
         let base = &self.base_dn;
         let (rdn_attr, rdn_value) = first_rdn(base);
-        let mut out = format!("dn: {base}\n");
+        let mut head = format!("dn: {base}\n");
         match rdn_attr.as_str() {
             "dc" => {
-                write!(out, "objectClass: dcObject\nobjectClass: organization\n").unwrap();
-                out.push_str(&ldif_line("dc", &rdn_value));
-                out.push_str(&ldif_line("o", &rdn_value));
+                head.push_str("objectClass: dcObject\nobjectClass: organization\n");
+                head.push_str(&ldif_line("dc", &rdn_value));
+                head.push_str(&ldif_line("o", &rdn_value));
             }
             "o" => {
-                out.push_str("objectClass: organization\n");
-                out.push_str(&ldif_line("o", &rdn_value));
+                head.push_str("objectClass: organization\n");
+                head.push_str(&ldif_line("o", &rdn_value));
             }
             "ou" => {
-                out.push_str("objectClass: organizationalUnit\n");
-                out.push_str(&ldif_line("ou", &rdn_value));
+                head.push_str("objectClass: organizationalUnit\n");
+                head.push_str(&ldif_line("ou", &rdn_value));
             }
             other => panic!("base DN {base:?}: its first RDN must be dc=, o= or ou=, not {other}="),
         }
-        out.push('\n');
+        head.push('\n');
         for ou in ["People", "Groups", "Services"] {
             writeln!(
-                out,
+                head,
                 "dn: ou={ou},{base}\nobjectClass: organizationalUnit\nou: {ou}\n"
             )
             .unwrap();
         }
         writeln!(
-            out,
+            head,
             "dn: {}\nobjectClass: applicationProcess\nobjectClass: simpleSecurityObject\n\
              cn: idsync\ndescription: read-only account of the identity sync\n{}",
             self.service_dn,
@@ -517,22 +538,34 @@ impl Slapd {
         .iter()
         .map(|dn| loose_dn(dn))
         .collect();
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(path)?);
+        out.write_all(head.as_bytes())?;
         for record in ldif_records(ldif) {
-            match record_dn(&record) {
+            // "version: 1" may open an LDIF, and only there: the records now follow ours.
+            let record = match record.strip_prefix("version:") {
+                Some(rest) => rest.split_once('\n').map_or("", |(_, r)| r),
+                None => record,
+            };
+            match record_dn(record) {
                 Some(dn) if ours.contains(&loose_dn(&dn)) => continue,
+                None if record
+                    .lines()
+                    .all(|l| l.trim().is_empty() || l.starts_with('#')) =>
+                {
+                    continue
+                }
                 _ => {}
             }
-            out.push_str(&record);
-            out.push_str("\n\n");
+            out.write_all(record.as_bytes())?;
+            out.write_all(b"\n")?;
         }
-        out
+        out.flush()
     }
 
     fn run_checked(&self, cmd: &mut Command, what: &str) {
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("slapd did not start: cannot run {what}: {e}; {INSTALL_HINT}"));
+        let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
+            panic!("slapd did not start: cannot run {what}: {e}; {INSTALL_HINT}")
+        });
         if !out.status.success() {
             panic!(
                 "slapd did not start: {what} failed ({}):\n{}{}",
@@ -704,7 +737,17 @@ impl Slapd {
         self.tool(
             "ldapsearch",
             &[
-                "-x", "-H", &self.url, "-o", "nettimeout=2", "-b", "", "-s", "base", "-LLL", "1.1",
+                "-x",
+                "-H",
+                &self.url,
+                "-o",
+                "nettimeout=2",
+                "-b",
+                "",
+                "-s",
+                "base",
+                "-LLL",
+                "1.1",
             ],
         )
         .success()
@@ -729,7 +772,21 @@ struct StartError {
 }
 
 fn running_as_root() -> bool {
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// Whether a process runs: a zombie (killed, not yet reaped) does not.
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
 }
 
 fn free_port() -> u16 {
@@ -759,7 +816,7 @@ fn kill_stale_servers() {
             let Some(owner) = read_pid("owner") else {
                 continue;
             };
-            if Path::new(&format!("/proc/{owner}")).exists() {
+            if process_alive(owner) {
                 continue;
             }
             if let Some(pid) = read_pid("slapd.child") {
@@ -789,14 +846,22 @@ fn generate_certificates(dir: &Path) -> PathBuf {
             .current_dir(dir)
             .stdin(Stdio::null())
             .output()
-            .unwrap_or_else(|e| panic!("cannot run openssl: {e}; is the Debian package openssl installed?"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run openssl: {e}; is the Debian package openssl installed?")
+            });
         assert!(
             out.status.success(),
             "openssl {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
     openssl(
         &[
             &["req", "-x509", "-new"][..],
@@ -822,7 +887,14 @@ fn generate_certificates(dir: &Path) -> PathBuf {
         &[
             &["req", "-new"][..],
             &key,
-            &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
         ]
         .concat(),
     );
@@ -835,8 +907,21 @@ fn generate_certificates(dir: &Path) -> PathBuf {
     )
     .expect("write server.ext");
     openssl(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "3650", "-extfile", "server.ext", "-out", "server.crt",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
     ]);
     dir.join("ca.crt")
 }
@@ -952,7 +1037,9 @@ fn group_ldif(base: &str, cn: &str, class: &str, attr: &str, member_dns: &[Strin
 
 /// One `attr: value` line, base64 (`attr:: ...`) where RFC 2849 requires it.
 pub fn ldif_line(attr: &str, value: &str) -> String {
-    let safe = value.chars().all(|c| c.is_ascii() && !matches!(c, '\0' | '\n' | '\r'))
+    let safe = value
+        .chars()
+        .all(|c| c.is_ascii() && !matches!(c, '\0' | '\n' | '\r'))
         && !value.starts_with([' ', ':', '<'])
         && !value.ends_with(' ');
     if safe {
@@ -990,35 +1077,48 @@ fn first_rdn(dn: &str) -> (String, String) {
     (attr.trim().to_ascii_lowercase(), value.trim().to_string())
 }
 
-/// The records of an LDIF, with continuation lines joined and comments dropped.
-fn ldif_records(ldif: &str) -> Vec<String> {
-    let mut records = Vec::new();
-    let mut lines: Vec<String> = Vec::new();
-    for line in ldif.lines() {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.is_empty() {
-            if !lines.is_empty() {
-                records.push(lines.join("\n"));
-                lines.clear();
+/// The records of an LDIF as slices, each with its lines' ends; blank lines separate them.
+fn ldif_records(ldif: &str) -> impl Iterator<Item = &str> {
+    let mut rest = ldif;
+    std::iter::from_fn(move || {
+        // Skip blank lines before a record.
+        loop {
+            let line_end = rest.find('\n').map_or(rest.len(), |i| i + 1);
+            if rest.is_empty() || !rest[..line_end].trim().is_empty() {
+                break;
             }
-        } else if let Some(rest) = line.strip_prefix(' ') {
-            if let Some(last) = lines.last_mut() {
-                last.push_str(rest);
-            }
-        } else if line.starts_with('#') || line.starts_with("version:") {
-            continue;
-        } else {
-            lines.push(line.to_string());
+            rest = &rest[line_end..];
         }
-    }
-    if !lines.is_empty() {
-        records.push(lines.join("\n"));
-    }
-    records
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        while end < rest.len() {
+            let line_end = rest[end..].find('\n').map_or(rest.len(), |i| end + i + 1);
+            if rest[end..line_end].trim().is_empty() {
+                break;
+            }
+            end = line_end;
+        }
+        let (record, tail) = rest.split_at(end);
+        rest = tail;
+        Some(record)
+    })
 }
 
+/// The DN of a record: its `dn:` line (or base64 `dn::`), continuation lines joined.
 fn record_dn(record: &str) -> Option<String> {
-    let first = record.lines().next()?;
+    let mut lines = record
+        .lines()
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .skip_while(|l| l.starts_with('#'));
+    let mut first = lines.next()?.to_string();
+    for more in lines {
+        match more.strip_prefix(' ') {
+            Some(cont) => first.push_str(cont),
+            None => break,
+        }
+    }
     if let Some(b64) = first.strip_prefix("dn::") {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())

@@ -1,0 +1,684 @@
+//! LDAP sign-in and directory sync against a real OpenLDAP slapd, on SQLite and PostgreSQL.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use idsync::login::{self, VerifiedIdentity};
+use idsync::model::access::permissions_digest;
+use idsync::sources::ldap::{self, Directory, LdapError, LdapOptions};
+use idsync::store::{Actor, AuditQuery, AuditStore, MembershipStore, SqlStore, SyncStore};
+use idsync::sync::{full_sync, Progress, SyncOutcome, SyncRequest};
+use support::slapd::{
+    group_dn, group_of_names_ldif, group_of_unique_names_ldif, member_change_ldif,
+    posix_group_ldif, user_dn, user_ldif, Slapd, SlapdOptions,
+};
+use support::{apply_state, Db, TestDb};
+
+const BASE: &str = "dc=example,dc=com";
+
+/// A directory: users u01..uNN (password "pw-NAME"), groups devs (u01-u06), ops (u05-u08),
+/// eng (containing the group devs: nesting), and a uniqueMember and a posix group.
+fn directory(options: SlapdOptions, users: usize) -> Slapd {
+    let slapd = Slapd::start_with(options);
+    let mut ldif = String::new();
+    for i in 1..=users {
+        let uid = format!("u{i:02}");
+        ldif.push_str(&user_ldif(BASE, &uid, &format!("pw-{uid}")));
+    }
+    let members = |range: std::ops::RangeInclusive<usize>| -> Vec<String> {
+        range.map(|i| user_dn(BASE, &format!("u{i:02}"))).collect()
+    };
+    ldif.push_str(&group_of_names_ldif(BASE, "devs", &members(1..=6)));
+    ldif.push_str(&group_of_names_ldif(BASE, "ops", &members(5..=8)));
+    ldif.push_str(&group_of_names_ldif(BASE, "eng", &[group_dn(BASE, "devs")]));
+    ldif.push_str(&group_of_unique_names_ldif(
+        BASE,
+        "auditors",
+        &members(2..=3),
+    ));
+    ldif.push_str(&posix_group_ldif(BASE, "shell", 5000, &["u01", "u04"]));
+    slapd.add_ldif(&ldif);
+    slapd
+}
+
+struct Env {
+    db: TestDb,
+    slapd: Slapd,
+    _secret_dir: tempfile::TempDir,
+    options: serde_json::Value,
+}
+
+/// The state for provider "corp" pointing at the slapd, with mappings spelled differently from
+/// how the server spells its DNs (case and spacing).
+fn state(options: &serde_json::Value) -> String {
+    let options_toml =
+        toml::to_string(&serde_json::from_value::<toml::Table>(options.clone()).unwrap()).unwrap();
+    format!(
+        r#"
+[[providers]]
+name = "corp"
+kind = "ldap"
+remove_manual_memberships = true
+
+[providers.options]
+{options_toml}
+
+[[groups]]
+name = "Developers"
+priority = 100
+permissions = ["Images View"]
+
+[[groups.mappings]]
+provider = "corp"
+attributes = ["CN=Devs, OU=Groups, DC=Example, DC=Com"]
+
+[[groups]]
+name = "Operators"
+priority = 110
+
+[[groups.mappings]]
+provider = "corp"
+attributes = ["glob:cn=op*,ou=groups,dc=example,dc=com"]
+
+[[groups]]
+name = "Engineering"
+priority = 120
+
+[[groups.mappings]]
+provider = "corp"
+attributes = ["cn=eng,ou=groups,dc=example,dc=com"]
+
+[[groups]]
+name = "Auditors"
+priority = 130
+
+[[groups.mappings]]
+provider = "corp"
+attributes = ["cn=auditors,ou=groups,dc=example,dc=com"]
+
+[[groups]]
+name = "Shell"
+priority = 140
+
+[[groups.mappings]]
+provider = "corp"
+attributes = ["cn=shell,ou=groups,dc=example,dc=com"]
+
+[[groups]]
+name = "Helpdesk"
+priority = 150
+"#
+    )
+}
+
+impl Env {
+    async fn new(
+        db: Db,
+        slapd_options: SlapdOptions,
+        users: usize,
+        extra: serde_json::Value,
+    ) -> Env {
+        let slapd = directory(slapd_options, users);
+        let secret_dir = tempfile::tempdir().unwrap();
+        let secret = secret_dir.path().join("bind-password");
+        std::fs::write(&secret, &slapd.service_password).unwrap();
+        let mut options = serde_json::json!({
+            "url": slapd.url,
+            "allow_plain": true,
+            "bind_dn": slapd.service_dn,
+            "bind_password_file": secret.display().to_string(),
+            "user_base_dn": format!("ou=People,{BASE}"),
+            "group_base_dn": format!("ou=Groups,{BASE}"),
+            "user_filter": "(objectClass=inetOrgPerson)",
+            "page_size": 3,
+            "connect_timeout_secs": 3,
+            "operation_timeout_secs": 10,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            options[k] = v.clone();
+        }
+        let db = TestDb::new(db).await;
+        apply_state(&db.store, &state(&options)).await;
+        Env {
+            db,
+            slapd,
+            _secret_dir: secret_dir,
+            options,
+        }
+    }
+
+    fn directory(&self) -> Directory {
+        Directory::new(LdapOptions::from_json(&self.options).unwrap()).unwrap()
+    }
+
+    fn store(&self) -> &SqlStore {
+        &self.db.store
+    }
+
+    async fn sync(&self, request: SyncRequest) -> SyncOutcome {
+        full_sync(self.store(), &request, &|_| {}, &idsync::clock::now_ms)
+            .await
+            .unwrap()
+    }
+
+    async fn groups(&self, user: &str) -> BTreeSet<String> {
+        let Some(u) = self.store().user_by_name(user).await.unwrap() else {
+            return BTreeSet::new();
+        };
+        self.store()
+            .memberships(u.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.group.name)
+            .collect()
+    }
+
+    async fn membership_count(&self) -> i64 {
+        self.store().count("memberships").await.unwrap()
+    }
+}
+
+fn request(dry_run: bool) -> SyncRequest {
+    SyncRequest {
+        provider: "corp".into(),
+        dry_run,
+        ..SyncRequest::default()
+    }
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn normalized(values: &[String]) -> BTreeSet<String> {
+    values
+        .iter()
+        .map(|v| idsync::model::dn::normalize(v).unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign-in
+
+async fn login_verifies_the_password_and_maps_the_groups(db: Db) {
+    let env = Env::new(db, SlapdOptions::default(), 8, serde_json::json!({})).await;
+    let directory = env.directory();
+    let identity = ldap::authenticate(&directory, "corp", "U05", "pw-u05")
+        .await
+        .unwrap();
+    assert_eq!(
+        identity.username, "u05",
+        "the directory's spelling of the login name"
+    );
+    assert_eq!(
+        normalized(&identity.group_values),
+        normalized(&[
+            group_dn(BASE, "devs").to_lowercase(),
+            group_dn(BASE, "ops").to_lowercase()
+        ])
+    );
+    let signer = support::signer(env.store()).await;
+    let signed = login::login(env.store(), &signer, &identity, idsync::clock::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(env.groups("u05").await, set(&["Developers", "Operators"]));
+    assert!(signed
+        .claims
+        .permissions
+        .contains(&"Images View".to_string()));
+}
+
+async fn wrong_empty_and_unknown_credentials_are_told_apart(db: Db) {
+    let env = Env::new(db, SlapdOptions::default(), 3, serde_json::json!({})).await;
+    let directory = env.directory();
+    assert!(matches!(
+        ldap::authenticate(&directory, "corp", "u01", "wrong").await,
+        Err(LdapError::InvalidCredentials)
+    ));
+    assert!(matches!(
+        ldap::authenticate(&directory, "corp", "u01", "").await,
+        Err(LdapError::EmptyPassword)
+    ));
+    assert!(matches!(
+        ldap::authenticate(&directory, "corp", "nobody", "pw").await,
+        Err(LdapError::UnknownUser(_))
+    ));
+    // slapd writes its log asynchronously: let earlier operations land first.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let user_binds = || env.slapd.log().matches("BIND dn=\"uid=u01,").count();
+    let before = user_binds();
+    assert!(before > 0, "the wrong-password attempt bound as u01");
+    assert!(matches!(
+        ldap::authenticate(&directory, "corp", "u01", "").await,
+        Err(LdapError::EmptyPassword)
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        user_binds(),
+        before,
+        "an empty password never reaches the server"
+    );
+}
+
+async fn filter_injection_in_the_username_finds_nobody(db: Db) {
+    let env = Env::new(db, SlapdOptions::default(), 3, serde_json::json!({})).await;
+    let directory = env.directory();
+    for name in [
+        "*)(uid=*))(|(uid=*",
+        "*",
+        "u0*",
+        "u01)(uid=u02",
+        "\\00",
+        "u01\u{0}",
+    ] {
+        let err = ldap::authenticate(&directory, "corp", name, "pw-u01")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LdapError::UnknownUser(_) | LdapError::InvalidUsername(_)
+            ),
+            "{name:?}: {err}"
+        );
+        assert!(!err.is_directory_failure());
+    }
+}
+
+async fn an_unreachable_directory_is_not_a_wrong_password(db: Db) {
+    let mut env = Env::new(db, SlapdOptions::default(), 3, serde_json::json!({})).await;
+    env.slapd.stop();
+    let err = ldap::authenticate(&env.directory(), "corp", "u01", "pw-u01")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LdapError::Unreachable { .. }), "{err}");
+    assert!(err.is_directory_failure());
+}
+
+async fn group_search_modes_and_nesting(db: Db) {
+    for (mode, nested, user, expected) in [
+        ("member", false, "u02", vec!["devs"]),
+        ("member", true, "u02", vec!["devs", "eng"]),
+        ("member_of", true, "u02", vec!["devs", "eng"]),
+        ("unique_member", false, "u02", vec!["auditors"]),
+        ("member_uid", false, "u04", vec!["shell"]),
+    ] {
+        let env = Env::new(
+            db,
+            SlapdOptions::default(),
+            8,
+            serde_json::json!({"group_source": mode, "nested_groups": nested}),
+        )
+        .await;
+        let found = ldap::lookup(&env.directory(), user).await.unwrap();
+        let expected: Vec<String> = expected.iter().map(|g| group_dn(BASE, g)).collect();
+        assert_eq!(
+            normalized(&found.group_values),
+            normalized(&expected),
+            "{mode} nested={nested}"
+        );
+
+        // The sync resolves the same memberships in bulk.
+        let outcome = env.sync(request(false)).await;
+        assert_eq!(outcome.run.status, "succeeded", "{:?}", outcome.run.error);
+        let identity = found.into_identity("corp");
+        let preview = login::preview(env.store(), &identity, 1).await.unwrap();
+        assert_eq!(
+            preview.evaluation.changes().count(),
+            0,
+            "{mode}: sync and login agree"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync
+
+async fn sync_adds_and_removes_as_the_mappings_say(db: Db) {
+    let env = Env::new(db, SlapdOptions::default(), 8, serde_json::json!({})).await;
+    let dry = env.sync(request(true)).await;
+    assert_eq!(dry.run.status, "dry_run");
+    assert_eq!(dry.run.users_seen, 8);
+    assert_eq!(env.membership_count().await, 0, "a dry run writes nothing");
+    assert_eq!(env.store().count("sync_runs").await.unwrap(), 0);
+
+    let first = env.sync(request(false)).await;
+    assert_eq!(first.run.status, "succeeded", "{:?}", first.run.error);
+    // memberOf mode without nesting: devs (6) and ops (4) count; eng holds only a group, and
+    // the uniqueMember and posix groups do not show in memberOf.
+    assert_eq!(first.run.additions, 6 + 4);
+    assert_eq!(env.groups("u05").await, set(&["Developers", "Operators"]));
+    assert_eq!(env.groups("u01").await, set(&["Developers"]));
+    assert_eq!(env.groups("u08").await, set(&["Operators"]));
+    assert_eq!(env.store().count("user_attributes").await.unwrap(), 8);
+
+    // A repeat with no directory change writes nothing.
+    let audit = env.store().count("audit_log").await.unwrap();
+    let attrs_before: Vec<i64> = vec![env.store().count("user_attributes").await.unwrap()];
+    let again = env.sync(request(false)).await;
+    assert_eq!(again.run.status, "succeeded");
+    assert_eq!((again.run.additions, again.run.removals), (0, 0));
+    assert_eq!(env.store().count("audit_log").await.unwrap(), audit);
+    assert_eq!(
+        env.store().count("sync_changes").await.unwrap(),
+        first.run.additions + 8
+    );
+    assert_eq!(
+        vec![env.store().count("user_attributes").await.unwrap()],
+        attrs_before
+    );
+
+    // u05 leaves devs, u01 joins ops, u08 is deleted from the directory.
+    env.slapd.modify_ldif(&member_change_ldif(
+        &group_dn(BASE, "devs"),
+        false,
+        &[user_dn(BASE, "u05")],
+    ));
+    env.slapd.modify_ldif(&member_change_ldif(
+        &group_dn(BASE, "ops"),
+        true,
+        &[user_dn(BASE, "u01")],
+    ));
+    env.slapd.delete(&user_dn(BASE, "u08"));
+    let third = env.sync(request(false)).await;
+    assert_eq!(third.run.status, "succeeded", "{:?}", third.run.error);
+    assert_eq!((third.run.additions, third.run.removals), (1, 2));
+    assert_eq!(env.groups("u05").await, set(&["Operators"]));
+    assert_eq!(env.groups("u01").await, set(&["Developers", "Operators"]));
+    assert!(env.groups("u08").await.is_empty());
+    let audit = env
+        .store()
+        .audit(&AuditQuery {
+            run_id: Some(third.run.id.clone()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 3);
+    assert!(audit.iter().all(|e| e.actor == "sync:corp"));
+    assert!(audit.iter().any(|e| e.username.as_deref() == Some("u08")
+        && e.reason.contains("no longer in the corp directory")));
+}
+
+async fn manual_memberships_follow_the_provider_option_in_a_sync(db: Db) {
+    let env = Env::new(db, SlapdOptions::default(), 8, serde_json::json!({})).await;
+    for (user, group) in [("u07", "Developers"), ("u07", "Helpdesk")] {
+        env.store()
+            .set_manual_membership(
+                user,
+                group,
+                true,
+                &Actor::new("admin"),
+                &permissions_digest,
+                1,
+            )
+            .await
+            .unwrap();
+    }
+    env.sync(request(false)).await;
+    // Developers is mapped from corp and u07 is not in devs: removed (the default option).
+    // Helpdesk has no mapping: untouched.
+    assert_eq!(env.groups("u07").await, set(&["Helpdesk", "Operators"]));
+}
+
+async fn a_group_larger_than_a_page_keeps_every_member(db: Db) {
+    let env = Env::new(
+        db,
+        SlapdOptions::default(),
+        20,
+        serde_json::json!({"group_source": "member", "page_size": 2}),
+    )
+    .await;
+    let all: Vec<String> = (1..=20)
+        .map(|i| user_dn(BASE, &format!("u{i:02}")))
+        .collect();
+    env.slapd
+        .modify_ldif(&member_change_ldif(&group_dn(BASE, "ops"), true, &all[8..]));
+    let outcome = env.sync(request(false)).await;
+    assert_eq!(outcome.run.status, "succeeded", "{:?}", outcome.run.error);
+    assert_eq!(outcome.run.users_seen, 20);
+    for i in 5..=20 {
+        assert!(
+            env.groups(&format!("u{i:02}")).await.contains("Operators"),
+            "u{i:02}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults: each leaves every membership in place and records the failed run.
+
+async fn assert_failed_without_removals(
+    env: &Env,
+    outcome: &SyncOutcome,
+    before: i64,
+    reason: &str,
+) {
+    assert_eq!(outcome.run.status, "failed", "{:?}", outcome.run);
+    assert_eq!(outcome.run.removals, 0);
+    let error = outcome.run.error.clone().unwrap_or_default();
+    assert!(error.contains(reason), "expected {reason:?} in {error:?}");
+    assert_eq!(env.membership_count().await, before, "zero removals");
+    let recorded = env
+        .store()
+        .sync_run(&outcome.run.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recorded.status, "failed");
+    assert_eq!(recorded.error, outcome.run.error);
+}
+
+async fn slapd_killed_in_the_middle_of_a_paged_sync(db: Db) {
+    let env = Env::new(
+        db,
+        SlapdOptions::default(),
+        30,
+        serde_json::json!({"page_size": 2}),
+    )
+    .await;
+    env.sync(request(false)).await;
+    let before = env.membership_count().await;
+    // Everyone leaves devs, so a sync that believed a partial answer would remove them.
+    env.slapd.modify_ldif(&format!(
+        "dn: {}\nchangetype: modify\nreplace: member\nmember: {}\n-\n\n",
+        group_dn(BASE, "devs"),
+        user_dn(BASE, "u30")
+    ));
+    let slapd = Mutex::new(env.slapd.pid());
+    let progress = |p: Progress| {
+        if let Progress::Users(n) = p {
+            if n >= 6 {
+                if let Some(pid) = slapd.lock().unwrap().take() {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                }
+            }
+        }
+    };
+    let outcome = full_sync(
+        env.store(),
+        &request(false),
+        &progress,
+        &idsync::clock::now_ms,
+    )
+    .await
+    .unwrap();
+    assert!(
+        slapd.lock().unwrap().is_none(),
+        "the server was killed mid-run"
+    );
+    assert_failed_without_removals(&env, &outcome, before, "unreachable").await;
+}
+
+async fn size_limit_exceeded_is_a_failure(db: Db) {
+    let options = SlapdOptions {
+        size_limit: Some(5),
+        ..SlapdOptions::default()
+    };
+    let env = Env::new(db, options, 12, serde_json::json!({})).await;
+    let outcome = env.sync(request(false)).await;
+    assert_failed_without_removals(&env, &outcome, 0, "size limit exceeded").await;
+}
+
+async fn wrong_service_password_is_a_failure(db: Db) {
+    let env = Env::new(db, SlapdOptions::default(), 8, serde_json::json!({})).await;
+    env.sync(request(false)).await;
+    let before = env.membership_count().await;
+    let secret = env.options["bind_password_file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(&secret, "not-the-password").unwrap();
+    let outcome = env.sync(request(false)).await;
+    assert_failed_without_removals(&env, &outcome, before, "cannot bind").await;
+}
+
+async fn server_stopped_before_the_run_is_a_failure(db: Db) {
+    let mut env = Env::new(db, SlapdOptions::default(), 8, serde_json::json!({})).await;
+    env.sync(request(false)).await;
+    let before = env.membership_count().await;
+    env.slapd.stop();
+    let outcome = env
+        .sync(SyncRequest {
+            retries: 2,
+            retry_delay: std::time::Duration::from_millis(10),
+            ..request(false)
+        })
+        .await;
+    assert_failed_without_removals(&env, &outcome, before, "unreachable").await;
+    let runs = env
+        .store()
+        .sync_runs(outcome.run.provider_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        runs.iter().filter(|r| r.status == "failed").count(),
+        3,
+        "one run and two retries, each recorded"
+    );
+}
+
+async fn an_empty_directory_after_a_full_one_removes_nothing(db: Db) {
+    let env = Env::new(db, SlapdOptions::default(), 8, serde_json::json!({})).await;
+    env.sync(request(false)).await;
+    let before = env.membership_count().await;
+    for i in 1..=8 {
+        env.slapd.delete(&user_dn(BASE, &format!("u{i:02}")));
+    }
+    let outcome = env.sync(request(false)).await;
+    assert_failed_without_removals(&env, &outcome, before, "returned no users").await;
+}
+
+async fn a_run_over_the_removal_threshold_waits_for_confirmation(db: Db) {
+    let env = Env::new(
+        db,
+        SlapdOptions::default(),
+        8,
+        serde_json::json!({"max_removals": 2, "max_removal_percent": 10.0}),
+    )
+    .await;
+    env.sync(request(false)).await;
+    let before = env.membership_count().await;
+    env.slapd.modify_ldif(&format!(
+        "dn: {}\nchangetype: modify\nreplace: member\nmember: {}\n-\n\n",
+        group_dn(BASE, "devs"),
+        user_dn(BASE, "u01")
+    ));
+    let outcome = env.sync(request(false)).await;
+    assert_eq!(
+        outcome.run.status, "needs_confirmation",
+        "{:?}",
+        outcome.run.error
+    );
+    assert_eq!(outcome.run.removals, 5);
+    assert_eq!(outcome.run.removal_limit, 2);
+    assert!(outcome.run.error.as_deref().unwrap().contains("--confirm"));
+    assert_eq!(
+        outcome
+            .changes
+            .iter()
+            .filter(|c| c.kind == idsync::model::sync::ChangeKind::Remove)
+            .count(),
+        5
+    );
+    assert_eq!(env.membership_count().await, before, "nothing applied");
+
+    let confirmed = env
+        .sync(SyncRequest {
+            confirm: Some(outcome.run.id.clone()),
+            ..request(false)
+        })
+        .await;
+    assert_eq!(confirmed.run.status, "succeeded");
+    assert_eq!(env.membership_count().await, before - 5);
+    assert_eq!(env.groups("u02").await, BTreeSet::new());
+
+    // A run can be confirmed once.
+    let again = full_sync(
+        env.store(),
+        &SyncRequest {
+            confirm: Some(outcome.run.id.clone()),
+            ..request(false)
+        },
+        &|_| {},
+        &idsync::clock::now_ms,
+    )
+    .await;
+    assert!(again.is_err());
+}
+
+async fn starttls_and_ldaps_with_the_configured_ca(db: Db) {
+    let options = SlapdOptions {
+        tls: true,
+        ..SlapdOptions::default()
+    };
+    let env = Env::new(db, options, 3, serde_json::json!({})).await;
+    let ca = env.slapd.ca_file.clone().unwrap().display().to_string();
+    let url = env.slapd.url.replace("127.0.0.1", "localhost");
+    for extra in [
+        serde_json::json!({"url": url, "starttls": true, "allow_plain": false, "ca_file": ca}),
+        serde_json::json!({"url": env.slapd.ldaps_url.clone().unwrap(), "allow_plain": false, "ca_file": ca}),
+    ] {
+        let mut options = env.options.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            options[k] = v.clone();
+        }
+        let directory = Directory::new(LdapOptions::from_json(&options).unwrap()).unwrap();
+        let identity: VerifiedIdentity = ldap::authenticate(&directory, "corp", "u01", "pw-u01")
+            .await
+            .unwrap();
+        assert_eq!(identity.username, "u01");
+    }
+    // Without the CA, the server's certificate is not trusted: a refusal, not a fallback.
+    let mut options = env.options.clone();
+    options["url"] = serde_json::json!(env.slapd.ldaps_url.clone().unwrap());
+    options["allow_plain"] = serde_json::json!(false);
+    let directory = Directory::new(LdapOptions::from_json(&options).unwrap()).unwrap();
+    assert!(matches!(
+        ldap::authenticate(&directory, "corp", "u01", "pw-u01").await,
+        Err(LdapError::Unreachable { .. })
+    ));
+}
+
+on_both_databases!(
+    login_verifies_the_password_and_maps_the_groups,
+    wrong_empty_and_unknown_credentials_are_told_apart,
+    filter_injection_in_the_username_finds_nobody,
+    an_unreachable_directory_is_not_a_wrong_password,
+    group_search_modes_and_nesting,
+    sync_adds_and_removes_as_the_mappings_say,
+    manual_memberships_follow_the_provider_option_in_a_sync,
+    a_group_larger_than_a_page_keeps_every_member,
+    slapd_killed_in_the_middle_of_a_paged_sync,
+    size_limit_exceeded_is_a_failure,
+    wrong_service_password_is_a_failure,
+    server_stopped_before_the_run_is_a_failure,
+    an_empty_directory_after_a_full_one_removes_nothing,
+    a_run_over_the_removal_threshold_waits_for_confirmation,
+    starttls_and_ldaps_with_the_configured_ca,
+);
