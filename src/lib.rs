@@ -13,6 +13,6 @@ pub mod model;
 pub mod report;
 pub mod signer;
 pub mod sources;
-pub mod sync;
 pub mod store;
+pub mod sync;
 pub mod token;

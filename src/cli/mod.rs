@@ -430,7 +430,10 @@ async fn sync_command(
         let record = store.provider(&provider).await?;
         let runs = store.sync_runs(record.provider.id, 20).await?;
         if json {
-            println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&runs).unwrap_or_default()
+            );
         } else {
             for run in &runs {
                 println!("{}", report::sync_run_line(run));
@@ -469,7 +472,10 @@ async fn sync_command(
         bar.finish_and_clear();
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&outcome).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome).unwrap_or_default()
+        );
     } else {
         println!("{}", report::render_sync(&outcome));
     }
@@ -515,7 +521,10 @@ async fn resolve_identity(
                 line.trim_end_matches(['\r', '\n']).to_string()
             }
         };
-        Ok(crate::sources::ldap::authenticate(&directory, &sample.provider, username, &password).await?)
+        Ok(
+            crate::sources::ldap::authenticate(&directory, &sample.provider, username, &password)
+                .await?,
+        )
     } else {
         Ok(crate::sources::ldap::lookup(&directory, username)
             .await?

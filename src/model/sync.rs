@@ -167,10 +167,7 @@ pub fn diff_missing_user(
                 kind: ChangeKind::Remove,
                 group: Some(m.group.clone()),
                 mapping_id: Some(mapping_id),
-                reason: format!(
-                    "the user is no longer in the {} directory",
-                    provider.name
-                ),
+                reason: format!("the user is no longer in the {} directory", provider.name),
                 attributes: None,
                 attributes_digest: None,
             }),
@@ -226,7 +223,12 @@ mod tests {
 
     #[test]
     fn a_new_user_gets_adds_and_attributes() {
-        let changes = diff_present_user(&provider(), &mappings(), &user(&["CN=Devs,DC=Example"]), None);
+        let changes = diff_present_user(
+            &provider(),
+            &mappings(),
+            &user(&["CN=Devs,DC=Example"]),
+            None,
+        );
         let kinds: Vec<ChangeKind> = changes.iter().map(|c| c.kind).collect();
         assert_eq!(kinds, vec![ChangeKind::Add, ChangeKind::Attributes]);
         assert_eq!(changes[0].mapping_id, Some(3));
@@ -243,7 +245,10 @@ mod tests {
                     mapping_id: 3,
                 },
             }],
-            attributes_digest: attributes_digest(&user(&["cn=other,dc=example", "cn=devs,dc=example"])),
+            attributes_digest: attributes_digest(&user(&[
+                "cn=other,dc=example",
+                "cn=devs,dc=example",
+            ])),
         };
         assert!(diff_present_user(&provider(), &mappings(), &u, Some(&stored)).is_empty());
     }
@@ -277,6 +282,8 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].kind, ChangeKind::Remove);
         assert_eq!(changes[0].group.as_ref().unwrap().name, "Devs");
-        assert!(changes[0].reason.contains("no longer in the corp directory"));
+        assert!(changes[0]
+            .reason
+            .contains("no longer in the corp directory"));
     }
 }

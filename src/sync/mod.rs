@@ -18,7 +18,9 @@ use crate::login::{compile_mappings, LoginError};
 use crate::model::access::permissions_digest;
 use crate::model::dn;
 use crate::model::mapping::{Mapping, ProviderKind, ProviderRef, MAX_ATTRIBUTE_VALUES};
-use crate::model::sync::{diff_missing_user, diff_present_user, ChangeKind, DirectoryUser, StagedChange};
+use crate::model::sync::{
+    diff_missing_user, diff_present_user, ChangeKind, DirectoryUser, StagedChange,
+};
 use crate::sources::ldap::client::{values, Directory};
 use crate::sources::ldap::groups::all_values;
 use crate::sources::ldap::{GroupSource, LdapError, LdapOptions};
@@ -104,8 +106,10 @@ where
     let directory = Directory::new(options)?;
     let mappings = compile_mappings(&provider, &store.mappings_of_provider(provider.id).await?)?;
     let attempt = || async {
-        let outcome = run_once(store, &directory, &provider, &mappings, request, progress, now_ms)
-            .await?;
+        let outcome = run_once(
+            store, &directory, &provider, &mappings, request, progress, now_ms,
+        )
+        .await?;
         if outcome.run.status == "failed" {
             Err(Attempt::Failed(Box::new(outcome)))
         } else {
@@ -325,7 +329,11 @@ where
             "the run would remove {} memberships, more than the limit of {} (max({}, {}% of {held})); nothing was applied. Review the diff, then confirm with: idsync sync --provider {} --confirm {}",
             run.removals, run.removal_limit, options.max_removals, options.max_removal_percent, provider.name, run.id
         );
-        let status = if request.dry_run { "dry_run" } else { "needs_confirmation" };
+        let status = if request.dry_run {
+            "dry_run"
+        } else {
+            "needs_confirmation"
+        };
         let run = finish(run, status, Some(message));
         if !request.dry_run {
             store.save_sync_run(&run).await?;
@@ -397,7 +405,12 @@ async fn collect<S: SyncStore>(
     let page_size = options.page_size.max(1) as usize;
     let mut page: Vec<DirectoryUser> = Vec::with_capacity(page_size);
     let mut stream = directory
-        .search_stream(&mut ldap, &options.user_base_dn, &options.user_filter, &attrs)
+        .search_stream(
+            &mut ldap,
+            &options.user_base_dn,
+            &options.user_filter,
+            &attrs,
+        )
         .await?;
     while let Some(entry) = stream.next().await? {
         let Some(username) = values(&entry, &options.login_attribute).first().cloned() else {
@@ -419,7 +432,9 @@ async fn collect<S: SyncStore>(
             }));
         }
         if !seen.insert(username.clone()) {
-            return Err(CollectError::Directory(LdapError::AmbiguousUser { username }));
+            return Err(CollectError::Directory(LdapError::AmbiguousUser {
+                username,
+            }));
         }
         page.push(DirectoryUser {
             username,
@@ -478,7 +493,12 @@ impl GroupIndex {
         let mut raw: Vec<ldap3::SearchEntry> = Vec::new();
         {
             let mut stream = directory
-                .search_stream(ldap, options.group_base(), &options.group_filter, &[attribute])
+                .search_stream(
+                    ldap,
+                    options.group_base(),
+                    &options.group_filter,
+                    &[attribute],
+                )
                 .await?;
             while let Some(entry) = stream.next().await? {
                 raw.push(entry);

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError as ProtocolError, Scope, SearchEntry};
+use ldap3::{
+    Ldap, LdapConnAsync, LdapConnSettings, LdapError as ProtocolError, Scope, SearchEntry,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
@@ -46,15 +48,14 @@ fn tls_config(options: &LdapOptions) -> Result<Option<Arc<ClientConfig>>, Option
     let mut roots = RootCertStore::empty();
     match &options.ca_file {
         Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
-                OptionsError(format!("ca_file {}: {e}", path.display()))
-            })?;
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| OptionsError(format!("ca_file {}: {e}", path.display())))?;
             for cert in certs {
                 let cert =
                     cert.map_err(|e| OptionsError(format!("ca_file {}: {e}", path.display())))?;
-                roots.add(cert).map_err(|e| {
-                    OptionsError(format!("ca_file {}: {e}", path.display()))
-                })?;
+                roots
+                    .add(cert)
+                    .map_err(|e| OptionsError(format!("ca_file {}: {e}", path.display())))?;
             }
             if roots.is_empty() {
                 return Err(OptionsError(format!(
@@ -175,7 +176,9 @@ impl Directory {
             return Err(LdapError::EmptyPassword);
         }
         let mut ldap = self.connect().await?;
-        let result = self.timed("user bind", ldap.simple_bind(dn, password)).await?;
+        let result = self
+            .timed("user bind", ldap.simple_bind(dn, password))
+            .await?;
         let _ = ldap.unbind().await;
         match result.rc {
             rc::SUCCESS => Ok(()),

@@ -127,8 +127,8 @@ pub struct OptionsError(pub String);
 impl LdapOptions {
     /// Reads and checks the options stored with a provider.
     pub fn from_json(value: &serde_json::Value) -> Result<LdapOptions, OptionsError> {
-        let options: LdapOptions = serde_json::from_value(value.clone())
-            .map_err(|e| OptionsError(e.to_string()))?;
+        let options: LdapOptions =
+            serde_json::from_value(value.clone()).map_err(|e| OptionsError(e.to_string()))?;
         options.validate()?;
         Ok(options)
     }
@@ -318,7 +318,10 @@ mod tests {
             (serde_json::json!({"user_filter": "uid=*"}), "parenthesised"),
             (serde_json::json!({"page_size": 0}), "page_size"),
             (serde_json::json!({"colour": "blue"}), "unknown field"),
-            (serde_json::json!({"bind_password_env": null}), "bind_password_env"),
+            (
+                serde_json::json!({"bind_password_env": null}),
+                "bind_password_env",
+            ),
         ] {
             let e = options(extra).unwrap_err();
             assert!(e.0.contains(expected), "{expected}: {e}");

@@ -99,10 +99,7 @@ async fn parents_closure(
                 .iter()
                 .map(|dn| format!("({member_attr}={})", ldap_escape(dn.as_str())))
                 .collect();
-            let filter = format!(
-                "(&{}(|{alternatives}))",
-                directory.options.group_filter
-            );
+            let filter = format!("(&{}(|{alternatives}))", directory.options.group_filter);
             for parent in search_dns(directory, ldap, base, &filter).await? {
                 if seen.insert(normal(&parent)) {
                     next.push(parent.clone());

@@ -21,7 +21,9 @@ use crate::login::VerifiedIdentity;
 pub enum LdapError {
     #[error(transparent)]
     Options(#[from] OptionsError),
-    #[error("an empty password is refused: to LDAP it would be an unauthenticated bind (RFC 4513)")]
+    #[error(
+        "an empty password is refused: to LDAP it would be an unauthenticated bind (RFC 4513)"
+    )]
     EmptyPassword,
     #[error("wrong username or password")]
     InvalidCredentials,

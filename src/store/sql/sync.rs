@@ -7,9 +7,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{
-    flag, group_ref, membership, placeholders, with_ids, SqlStore, GROUP_COLUMNS,
-};
+use super::{flag, group_ref, membership, placeholders, with_ids, SqlStore, GROUP_COLUMNS};
 use crate::model::group::{GroupRef, ALL_USERS};
 use crate::model::sync::{ChangeKind, StagedChange, StoredUser};
 use crate::store::{PermissionDigest, StoreError, StoreResult, SyncRun, SyncStore};
@@ -120,7 +118,11 @@ impl SyncStore for SqlStore {
             );
             for row in with_names(&sql, None, chunk).fetch_all(self.pool()).await? {
                 let name: String = row.try_get("username")?;
-                users.entry(name).or_default().memberships.push(membership(&row)?);
+                users
+                    .entry(name)
+                    .or_default()
+                    .memberships
+                    .push(membership(&row)?);
             }
             let sql = format!(
                 "SELECT u.username, a.digest FROM users u JOIN user_attributes a ON a.user_id = u.id \
