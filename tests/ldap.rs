@@ -9,7 +9,7 @@ use idsync::login::{self, VerifiedIdentity};
 use idsync::model::access::permissions_digest;
 use idsync::sources::ldap::{self, Directory, LdapError, LdapOptions};
 use idsync::store::{Actor, AuditQuery, AuditStore, MembershipStore, SqlStore, SyncStore};
-use idsync::sync::{full_sync, Progress, SyncOutcome, SyncRequest};
+use idsync::sync::{run_sync, Progress, SyncOutcome, SyncRequest};
 use support::slapd::{
     group_dn, group_of_names_ldif, group_of_unique_names_ldif, member_change_ldif,
     posix_group_ldif, user_dn, user_ldif, Slapd, SlapdOptions,
@@ -158,7 +158,7 @@ impl Env {
     }
 
     async fn sync(&self, request: SyncRequest) -> SyncOutcome {
-        full_sync(self.store(), &request, &|_| {}, &idsync::clock::now_ms)
+        run_sync(self.store(), &request, &|_| {}, &idsync::clock::now_ms)
             .await
             .unwrap()
     }
@@ -500,7 +500,7 @@ async fn slapd_killed_in_the_middle_of_a_paged_sync(db: Db) {
             }
         }
     };
-    let outcome = full_sync(
+    let outcome = run_sync(
         env.store(),
         &request(false),
         &progress,
@@ -619,7 +619,7 @@ async fn a_run_over_the_removal_threshold_waits_for_confirmation(db: Db) {
     assert_eq!(env.groups("u02").await, BTreeSet::new());
 
     // A run can be confirmed once.
-    let again = full_sync(
+    let again = run_sync(
         env.store(),
         &SyncRequest {
             confirm: Some(outcome.run.id.clone()),
@@ -665,7 +665,80 @@ async fn starttls_and_ldaps_with_the_configured_ca(db: Db) {
     ));
 }
 
+async fn an_incremental_run_reads_only_what_changed(db: Db) {
+    let env = Env::new(
+        db,
+        SlapdOptions::default(),
+        8,
+        serde_json::json!({"incremental_overlap_secs": 0}),
+    )
+    .await;
+    // Timestamps have one-second resolution: let the loaded entries be older than the run.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Without an earlier run there is nothing to start from: a full run.
+    let first = env
+        .sync(SyncRequest {
+            incremental: true,
+            ..request(false)
+        })
+        .await;
+    assert_eq!(
+        (first.run.kind.as_str(), first.run.status.as_str()),
+        ("full", "succeeded")
+    );
+    assert!(first.run.high_water.is_some());
+
+    // u07 joins devs, u02 leaves it.
+    env.slapd.modify_ldif(&member_change_ldif(
+        &group_dn(BASE, "devs"),
+        true,
+        &[user_dn(BASE, "u07")],
+    ));
+    env.slapd.modify_ldif(&member_change_ldif(
+        &group_dn(BASE, "devs"),
+        false,
+        &[user_dn(BASE, "u02")],
+    ));
+    let incremental = env
+        .sync(SyncRequest {
+            incremental: true,
+            ..request(false)
+        })
+        .await;
+    assert_eq!(incremental.run.kind, "incremental");
+    assert_eq!(
+        incremental.run.status, "succeeded",
+        "{:?}",
+        incremental.run.error
+    );
+    assert_eq!(
+        (incremental.run.additions, incremental.run.removals),
+        (1, 1)
+    );
+    assert_eq!(env.groups("u07").await, set(&["Developers", "Operators"]));
+    assert!(env.groups("u02").await.is_empty());
+    // Only the members of the changed group and its former members were read, not u08.
+    assert!(
+        incremental.run.users_seen < 8,
+        "{}",
+        incremental.run.users_seen
+    );
+
+    // Nothing changed since: an incremental run reads next to nothing and writes nothing.
+    let audit = env.store().count("audit_log").await.unwrap();
+    let quiet = env
+        .sync(SyncRequest {
+            incremental: true,
+            ..request(false)
+        })
+        .await;
+    assert_eq!(quiet.run.status, "succeeded");
+    assert_eq!((quiet.run.additions, quiet.run.removals), (0, 0));
+    assert_eq!(env.store().count("audit_log").await.unwrap(), audit);
+}
+
 on_both_databases!(
+    an_incremental_run_reads_only_what_changed,
     login_verifies_the_password_and_maps_the_groups,
     wrong_empty_and_unknown_credentials_are_told_apart,
     filter_injection_in_the_username_finds_nobody,

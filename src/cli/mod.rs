@@ -92,6 +92,9 @@ pub enum Command {
         /// Further attempts after a failed run, with exponential backoff.
         #[arg(long, default_value_t = 0)]
         retries: usize,
+        /// Fetch only what changed since the last successful run (full runs find deletions).
+        #[arg(long)]
+        incremental: bool,
         /// Show the recent runs instead of running.
         #[arg(long)]
         history: bool,
@@ -339,9 +342,20 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
             dry_run,
             confirm,
             retries,
+            incremental,
             history,
             json,
-        } => sync_command(&store, provider, dry_run, confirm, retries, history, json).await,
+        } => {
+            let request = crate::sync::SyncRequest {
+                provider,
+                dry_run,
+                confirm,
+                retries,
+                retry_delay: std::time::Duration::from_secs(1),
+                incremental,
+            };
+            sync_command(&store, request, history, json).await
+        }
         Command::Audit {
             user,
             group,
@@ -417,17 +431,14 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
 
 async fn sync_command(
     store: &SqlStore,
-    provider: String,
-    dry_run: bool,
-    confirm: Option<String>,
-    retries: usize,
+    request: crate::sync::SyncRequest,
     history: bool,
     json: bool,
 ) -> Result<i32, CliError> {
     use crate::store::SyncStore;
-    use crate::sync::{full_sync, Progress, SyncRequest};
+    use crate::sync::{run_sync, Progress};
     if history {
-        let record = store.provider(&provider).await?;
+        let record = store.provider(&request.provider).await?;
         let runs = store.sync_runs(record.provider.id, 20).await?;
         if json {
             println!(
@@ -460,14 +471,7 @@ async fn sync_command(
             }
         }
     };
-    let request = SyncRequest {
-        provider,
-        dry_run,
-        confirm,
-        retries,
-        retry_delay: std::time::Duration::from_secs(1),
-    };
-    let outcome = full_sync(store, &request, &progress, &clock::now_ms).await?;
+    let outcome = run_sync(store, &request, &progress, &clock::now_ms).await?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -414,6 +414,30 @@ pub fn evaluate(
     }
 }
 
+/// The groups whose mappings from `provider` list a pattern matching `value`: the groups a change
+/// of that directory group can affect.
+pub fn groups_matching_value(
+    provider: &ProviderRef,
+    mappings: &[Mapping],
+    value: &str,
+) -> Vec<i64> {
+    let Ok(form) = comparison_form(value, provider.kind.value_syntax()) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<i64> = mappings
+        .iter()
+        .filter(|m| m.provider_id == provider.id)
+        .filter(|m| match &m.rule {
+            MappingRule::AssignAllUsers => false,
+            MappingRule::GroupAttributes(patterns) => patterns.iter().any(|p| p.matches(&form)),
+        })
+        .map(|m| m.group.id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// Whether one mapping matches. The reason names, of the matching patterns, the smallest as
 /// written, with the first value it matches in comparison-form order, so the result does not
 /// depend on the order of patterns or values.

@@ -387,6 +387,12 @@ pub trait SyncStore: Send + Sync {
     async fn provider_usernames(&self, provider_id: i64) -> StoreResult<Vec<String>>;
     /// Memberships this provider's mappings granted.
     async fn provider_membership_count(&self, provider_id: i64) -> StoreResult<i64>;
+    /// Users holding a membership in one of these groups granted by this provider's mappings.
+    async fn mapped_member_usernames(
+        &self,
+        provider_id: i64,
+        group_ids: &[i64],
+    ) -> StoreResult<Vec<String>>;
     async fn stage_changes(
         &self,
         run_id: &str,

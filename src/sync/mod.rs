@@ -57,6 +57,10 @@ pub struct SyncRequest {
     pub retries: usize,
     /// First backoff delay (doubling after each failure).
     pub retry_delay: Duration,
+    /// Fetch only what changed since the last successful run (users and groups whose
+    /// modifyTimestamp is at or after its high-water mark). Deletions are found by full runs;
+    /// without an earlier run this falls back to a full run.
+    pub incremental: bool,
 }
 
 /// Progress of a run, for a progress bar.
@@ -82,8 +86,9 @@ impl SyncOutcome {
     }
 }
 
-/// Runs a full sync of one LDAP provider (or applies a confirmed run).
-pub async fn full_sync<S>(
+/// Runs a sync of one LDAP provider — full, or incremental when asked and possible — or
+/// applies a confirmed run.
+pub async fn run_sync<S>(
     store: &S,
     request: &SyncRequest,
     progress: &(dyn Fn(Progress) + Send + Sync),
@@ -182,8 +187,10 @@ async fn confirm<S: SyncStore>(
     })
 }
 
+mod incremental;
+
 /// Where staged changes go: the store, or memory for a dry run.
-struct Sink<'s, S> {
+pub(crate) struct Sink<'s, S> {
     store: &'s S,
     run_id: String,
     dry_run: bool,
@@ -194,7 +201,7 @@ struct Sink<'s, S> {
 }
 
 impl<S: SyncStore> Sink<'_, S> {
-    async fn stage(&mut self, changes: Vec<StagedChange>) -> Result<(), StoreError> {
+    pub(crate) async fn stage(&mut self, changes: Vec<StagedChange>) -> Result<(), StoreError> {
         for c in &changes {
             match c.kind {
                 ChangeKind::Add => self.additions += 1,
@@ -261,7 +268,28 @@ where
         additions: 0,
         removals: 0,
     };
-    let collected = collect(store, directory, provider, mappings, &mut sink, progress).await;
+    let since = if request.incremental {
+        store
+            .sync_runs(provider.id, 50)
+            .await?
+            .into_iter()
+            .find(|r| !r.dry_run && r.status == "succeeded" && r.high_water.is_some())
+            .and_then(|r| r.high_water)
+    } else {
+        None
+    };
+    run.kind = if since.is_some() {
+        "incremental"
+    } else {
+        "full"
+    }
+    .into();
+    let collected = match &since {
+        None => collect(store, directory, provider, mappings, &mut sink, progress).await,
+        Some(since) => {
+            incremental::collect(store, directory, provider, mappings, &mut sink, since).await
+        }
+    };
     let finish = |mut run: SyncRun, status: &str, error: Option<String>| {
         run.status = status.to_string();
         run.error = error;
@@ -285,7 +313,12 @@ where
         }
     };
     run.users_seen = seen.len() as i64;
-    if seen.is_empty() && previous_users > 0 {
+    // The next incremental run reads what changed from this run's start on, less the overlap
+    // that covers the difference between this clock and the directory's.
+    run.high_water = Some(generalized_time(
+        run.started_at - options_overlap_ms(directory),
+    ));
+    if since.is_none() && seen.is_empty() && previous_users > 0 {
         let run = finish(
             run,
             "failed",
@@ -302,13 +335,18 @@ where
         });
     }
 
-    // Users the provider reported before and the directory no longer returns.
-    let missing: Vec<String> = store
-        .provider_usernames(provider.id)
-        .await?
-        .into_iter()
-        .filter(|u| !seen.contains(u))
-        .collect();
+    // Users the provider reported before and the directory no longer returns (full runs only:
+    // an incremental run sees only what changed).
+    let missing: Vec<String> = if since.is_some() {
+        Vec::new()
+    } else {
+        store
+            .provider_usernames(provider.id)
+            .await?
+            .into_iter()
+            .filter(|u| !seen.contains(u))
+            .collect()
+    };
     for chunk in missing.chunks(500) {
         let stored = store.stored_users(provider.id, chunk).await?;
         for name in chunk {
@@ -364,7 +402,7 @@ where
     })
 }
 
-enum CollectError {
+pub(crate) enum CollectError {
     Directory(LdapError),
     Store(StoreError),
 }
@@ -382,6 +420,9 @@ impl From<StoreError> for CollectError {
 }
 
 /// Streams the directory's users, staging each page's changes; returns the usernames seen.
+/// The usernames a run saw.
+type Collected = HashSet<String>;
+
 async fn collect<S: SyncStore>(
     store: &S,
     directory: &Directory,
@@ -389,7 +430,7 @@ async fn collect<S: SyncStore>(
     mappings: &[Mapping],
     sink: &mut Sink<'_, S>,
     progress: &(dyn Fn(Progress) + Send + Sync),
-) -> Result<HashSet<String>, CollectError> {
+) -> Result<Collected, CollectError> {
     let options = &directory.options;
     let mut ldap = directory.service_connection().await?;
     let index = if options.group_source != GroupSource::MemberOf || options.nested_groups {
@@ -453,7 +494,24 @@ async fn collect<S: SyncStore>(
     Ok(seen)
 }
 
-async fn stage_page<S: SyncStore>(
+/// The operational attribute holding an entry's last change (GeneralizedTime, UTC).
+pub const MODIFY_TIMESTAMP: &str = "modifyTimestamp";
+
+/// The GeneralizedTime (`YYYYMMDDhhmmssZ`, UTC) of a unix-millisecond instant.
+pub fn generalized_time(unix_ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'Z')
+        .collect()
+}
+
+fn options_overlap_ms(directory: &Directory) -> i64 {
+    directory.options.incremental_overlap_secs as i64 * 1000
+}
+
+pub(crate) async fn stage_page<S: SyncStore>(
     store: &S,
     provider: &ProviderRef,
     mappings: &[Mapping],

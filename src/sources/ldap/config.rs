@@ -65,6 +65,9 @@ fn default_max_removals() -> u64 {
 fn default_max_removal_percent() -> f64 {
     10.0
 }
+fn default_incremental_overlap() -> u64 {
+    300
+}
 
 /// Options of an LDAP or Active Directory provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +121,10 @@ pub struct LdapOptions {
     pub max_removals: u64,
     #[serde(default = "default_max_removal_percent")]
     pub max_removal_percent: f64,
+    /// An incremental run re-reads changes from this long before the previous run started,
+    /// covering clock differences between idsync and the directory.
+    #[serde(default = "default_incremental_overlap")]
+    pub incremental_overlap_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

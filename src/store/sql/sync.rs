@@ -164,6 +164,31 @@ impl SyncStore for SqlStore {
         .try_get("n")?)
     }
 
+    async fn mapped_member_usernames(
+        &self,
+        provider_id: i64,
+        group_ids: &[i64],
+    ) -> StoreResult<Vec<String>> {
+        let mut names = Vec::new();
+        for chunk in group_ids.chunks(NAME_CHUNK) {
+            let sql = format!(
+                "SELECT DISTINCT u.username FROM memberships m JOIN users u ON u.id = m.user_id \
+                 WHERE m.source_kind = 'mapping' AND m.provider_id = $1 AND m.group_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(provider_id);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                names.push(row.try_get("username")?);
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     async fn stage_changes(
         &self,
         run_id: &str,
