@@ -737,7 +737,41 @@ async fn an_incremental_run_reads_only_what_changed(db: Db) {
     assert_eq!(env.store().count("audit_log").await.unwrap(), audit);
 }
 
+async fn referrals_are_neither_chased_nor_counted(db: Db) {
+    let env = Env::new(db, SlapdOptions::default(), 8, serde_json::json!({})).await;
+    let ldif = env.slapd.dir().join("referral.ldif");
+    std::fs::write(
+        &ldif,
+        format!(
+            "dn: ou=Elsewhere,ou=People,{BASE}\nobjectClass: referral\nobjectClass: extensibleObject\n\
+             ou: Elsewhere\nref: ldap://ldap.other.invalid/ou=People,dc=other,dc=invalid\n\n"
+        ),
+    )
+    .unwrap();
+    let ldif = ldif.display().to_string();
+    let out = env.slapd.tool(
+        "ldapadd",
+        &[
+            "-x",
+            "-M",
+            "-H",
+            &env.slapd.url,
+            "-D",
+            &env.slapd.admin_dn,
+            "-w",
+            &env.slapd.admin_password,
+            "-f",
+            &ldif,
+        ],
+    );
+    assert!(out.success(), "{out:?}");
+    let outcome = env.sync(request(false)).await;
+    assert_eq!(outcome.run.status, "succeeded", "{:?}", outcome.run.error);
+    assert_eq!(outcome.run.users_seen, 8);
+}
+
 on_both_databases!(
+    referrals_are_neither_chased_nor_counted,
     an_incremental_run_reads_only_what_changed,
     login_verifies_the_password_and_maps_the_groups,
     wrong_empty_and_unknown_credentials_are_told_apart,
