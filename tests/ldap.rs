@@ -424,6 +424,64 @@ async fn manual_memberships_follow_the_provider_option_in_a_sync(db: Db) {
     assert_eq!(env.groups("u07").await, set(&["Helpdesk", "Operators"]));
 }
 
+async fn manual_memberships_survive_a_sync_when_the_provider_protects_them(db: Db) {
+    let env = Env::new(db, SlapdOptions::default(), 8, serde_json::json!({})).await;
+    let protected = state(&env.options).replace(
+        "remove_manual_memberships = true",
+        "remove_manual_memberships = false",
+    );
+    apply_state(env.store(), &protected).await;
+    env.store()
+        .set_manual_membership(
+            "u07",
+            "Developers",
+            true,
+            &Actor::new("admin"),
+            &permissions_digest,
+            1,
+        )
+        .await
+        .unwrap();
+    let outcome = env.sync(request(false)).await;
+    assert_eq!(outcome.run.status, "succeeded", "{:?}", outcome.run.error);
+    assert_eq!(env.groups("u07").await, set(&["Developers", "Operators"]));
+}
+
+async fn nested_groups_that_form_a_cycle_terminate(db: Db) {
+    for mode in ["member_of", "member"] {
+        let env = Env::new(
+            db,
+            SlapdOptions::default(),
+            8,
+            serde_json::json!({"group_source": mode, "nested_groups": true}),
+        )
+        .await;
+        // eng contains devs; make devs contain eng too.
+        env.slapd.modify_ldif(&member_change_ldif(
+            &group_dn(BASE, "devs"),
+            true,
+            &[group_dn(BASE, "eng")],
+        ));
+        let found = ldap::lookup(&env.directory(), "u01").await.unwrap();
+        assert_eq!(
+            normalized(&found.group_values),
+            normalized(&[group_dn(BASE, "devs"), group_dn(BASE, "eng")]),
+            "{mode}"
+        );
+        let outcome = env.sync(request(false)).await;
+        assert_eq!(
+            outcome.run.status, "succeeded",
+            "{mode}: {:?}",
+            outcome.run.error
+        );
+        assert_eq!(
+            env.groups("u01").await,
+            set(&["Developers", "Engineering"]),
+            "{mode}"
+        );
+    }
+}
+
 async fn a_group_larger_than_a_page_keeps_every_member(db: Db) {
     let env = Env::new(
         db,
@@ -771,6 +829,8 @@ async fn referrals_are_neither_chased_nor_counted(db: Db) {
 }
 
 on_both_databases!(
+    manual_memberships_survive_a_sync_when_the_provider_protects_them,
+    nested_groups_that_form_a_cycle_terminate,
     referrals_are_neither_chased_nor_counted,
     an_incremental_run_reads_only_what_changed,
     login_verifies_the_password_and_maps_the_groups,
