@@ -9,8 +9,10 @@ set -euo pipefail
 # Debian packages the build and the test harness need.
 #   libclang-dev libxml2-dev libxmlsec1-dev pkg-config libssl-dev: the SAML crate's native build
 #   slapd ldap-utils: the OpenLDAP server the LDAP tests start, and its command-line tools
+#   xmlsec1 openssl: the independent signer of the SAML test responses and its keys
+#   time: GNU time, for the peak memory figures of the benchmarks
 #   postgresql: a throwaway server when none answers on 127.0.0.1:5432
-IDSYNC_APT_PACKAGES=(libclang-dev libxml2-dev libxmlsec1-dev pkg-config libssl-dev postgresql-client slapd ldap-utils)
+IDSYNC_APT_PACKAGES=(libclang-dev libxml2-dev libxmlsec1-dev pkg-config libssl-dev postgresql-client slapd ldap-utils xmlsec1 openssl time)
 
 missing_packages() {
   local pkg
