@@ -261,8 +261,8 @@ pub async fn load_access<S: ConfigStore>(
     memberships: &[CurrentMembership],
 ) -> Result<EffectiveAccess, LoginError> {
     let mut ids: Vec<i64> = memberships.iter().map(|m| m.group.id).collect();
-    if let Some(all_users) = store.group_by_name(ALL_USERS).await? {
-        ids.push(all_users.group.id);
+    if let Some(all_users) = store.group_id(ALL_USERS).await? {
+        ids.push(all_users);
     }
     ids.sort_unstable();
     ids.dedup();

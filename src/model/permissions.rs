@@ -349,6 +349,14 @@ impl FromStr for Permission {
     /// orders found in the documentation's prose are not accepted as aliases — stored
     /// configuration should use one spelling — but the error suggests the intended name.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
+        // Stored grants are written in the display name: answer those from a table, since a
+        // login parses every grant of every group the user is in.
+        static BY_NAME: std::sync::OnceLock<std::collections::HashMap<&'static str, Permission>> =
+            std::sync::OnceLock::new();
+        let by_name = BY_NAME.get_or_init(|| Permission::all().map(|p| (p.name(), p)).collect());
+        if let Some(permission) = by_name.get(input) {
+            return Ok(*permission);
+        }
         Permission::all()
             .find(|permission| same_key(permission.name(), input))
             .ok_or_else(|| UnknownPermission {

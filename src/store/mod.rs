@@ -269,6 +269,7 @@ pub trait ConfigStore: Send + Sync {
     async fn mappings_of_provider(&self, provider_id: i64) -> StoreResult<Vec<MappingRecord>>;
     async fn groups_by_id(&self, ids: &[i64]) -> StoreResult<Vec<GroupRecord>>;
     async fn group_by_name(&self, name: &str) -> StoreResult<Option<GroupRecord>>;
+    async fn group_id(&self, name: &str) -> StoreResult<Option<i64>>;
     /// Applies all changes in one transaction, with an audit row each, and bumps the permission
     /// version of every user whose effective permissions change.
     async fn apply_config(

@@ -364,9 +364,13 @@ pub fn catalogue() -> &'static [SettingSpec] {
 /// The setting with exactly this name. Only canonical names are accepted; an unknown name is
 /// refused with the nearest known one as a suggestion.
 pub fn lookup(name: &str) -> Result<&'static SettingSpec, SettingError> {
-    CATALOGUE
-        .iter()
-        .find(|spec| spec.name == name)
+    static BY_NAME: std::sync::OnceLock<
+        std::collections::HashMap<&'static str, &'static SettingSpec>,
+    > = std::sync::OnceLock::new();
+    BY_NAME
+        .get_or_init(|| CATALOGUE.iter().map(|spec| (spec.name, spec)).collect())
+        .get(name)
+        .copied()
         .ok_or_else(|| SettingError::UnknownSetting {
             name: name.to_owned(),
             suggestion: nearest_name(name),

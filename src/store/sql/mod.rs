@@ -630,6 +630,15 @@ impl ConfigStore for SqlStore {
         load_groups(&self.pool, Some(ids)).await
     }
 
+    async fn group_id(&self, name: &str) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query("SELECT id FROM groups WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| row.try_get("id"))
+            .transpose()?)
+    }
+
     async fn group_by_name(&self, name: &str) -> StoreResult<Option<GroupRecord>> {
         let Some(row) = sqlx::query("SELECT id FROM groups WHERE name = $1")
             .bind(name)
