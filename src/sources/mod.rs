@@ -3,3 +3,4 @@
 //! nothing it has not verified; none of them decides memberships.
 
 pub mod ldap;
+pub mod oidc;

@@ -1,0 +1,146 @@
+//! OpenID Connect provider options, as declared under `[providers.options]` in the state file.
+//! The client secret is never in the file: `client_secret_env` or `client_secret_file`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "email".into()]
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+fn default_leeway() -> i64 {
+    60
+}
+fn default_cooldown() -> u64 {
+    30
+}
+fn default_timeout() -> u64 {
+    10
+}
+
+/// The shortest pause between two JWKS fetches caused by unknown key ids.
+pub const MIN_JWKS_COOLDOWN_SECS: u64 = 30;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcOptions {
+    /// The issuer; its `/.well-known/openid-configuration` is read at start.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    /// Where the provider sends the browser back with the code.
+    pub redirect_url: Option<String>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Where the group values are: a claim name or a dotted path (`realm_access.roles`).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// The claim that names the user (falls back to `sub` when absent).
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// Also read the userinfo endpoint and take group values found there.
+    #[serde(default)]
+    pub userinfo: bool,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: i64,
+    /// At most one JWKS refetch per this many seconds when a token names an unknown key.
+    #[serde(default = "default_cooldown")]
+    pub jwks_refetch_cooldown_secs: u64,
+    #[serde(default = "default_timeout")]
+    pub http_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("OpenID Connect provider options: {0}")]
+pub struct OidcOptionsError(pub String);
+
+impl OidcOptions {
+    pub fn from_json(value: &serde_json::Value) -> Result<OidcOptions, OidcOptionsError> {
+        let options: OidcOptions =
+            serde_json::from_value(value.clone()).map_err(|e| OidcOptionsError(e.to_string()))?;
+        options.validate()?;
+        Ok(options)
+    }
+
+    pub fn validate(&self) -> Result<(), OidcOptionsError> {
+        let issuer = url::Url::parse(&self.issuer)
+            .map_err(|e| OidcOptionsError(format!("issuer {:?}: {e}", self.issuer)))?;
+        let loopback = issuer
+            .host_str()
+            .map(|h| {
+                h == "localhost"
+                    || h.trim_matches(|c| c == '[' || c == ']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            })
+            .unwrap_or(false);
+        if issuer.scheme() != "https" && !(issuer.scheme() == "http" && loopback) {
+            return Err(OidcOptionsError(format!(
+                "issuer {} must use https (plain http is accepted only on a loopback address)",
+                self.issuer
+            )));
+        }
+        if self.client_id.trim().is_empty() {
+            return Err(OidcOptionsError("client_id is empty".into()));
+        }
+        if let Some(url) = &self.redirect_url {
+            url::Url::parse(url)
+                .map_err(|e| OidcOptionsError(format!("redirect_url {url:?}: {e}")))?;
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            return Err(OidcOptionsError("scopes must include \"openid\"".into()));
+        }
+        if self.groups_claim.is_empty() || self.groups_claim.split('.').any(str::is_empty) {
+            return Err(OidcOptionsError(format!(
+                "groups_claim {:?} is not a claim name or dotted path",
+                self.groups_claim
+            )));
+        }
+        if !(0..=300).contains(&self.leeway_secs) {
+            return Err(OidcOptionsError(
+                "leeway_secs must be between 0 and 300".into(),
+            ));
+        }
+        if self.jwks_refetch_cooldown_secs < MIN_JWKS_COOLDOWN_SECS {
+            return Err(OidcOptionsError(format!(
+                "jwks_refetch_cooldown_secs must be at least {MIN_JWKS_COOLDOWN_SECS}, so a flood of unknown key ids cannot hammer the provider"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The client secret, from the environment or the file; `None` for a public client.
+    pub fn client_secret(&self) -> Result<Option<Secret>, OidcOptionsError> {
+        if let Some(var) = &self.client_secret_env {
+            return std::env::var(var)
+                .map(|v| Some(Secret::new(v)))
+                .map_err(|_| {
+                    OidcOptionsError(format!(
+                        "the environment variable {var} (client_secret_env) is not set"
+                    ))
+                });
+        }
+        if let Some(path) = &self.client_secret_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                OidcOptionsError(format!(
+                    "cannot read client_secret_file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            return Ok(Some(Secret::new(
+                text.lines().next().unwrap_or("").to_string(),
+            )));
+        }
+        Ok(None)
+    }
+}

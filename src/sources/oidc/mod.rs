@@ -1,0 +1,603 @@
+//! OpenID Connect: the authorization code flow with PKCE, state and nonce, and ID token
+//! verification that trusts nothing unverified.
+//!
+//! The `openidconnect` crate checks the signature against the provider's JWKS (asymmetric
+//! algorithms only: `none` and HMAC are refused, so a token "signed" with the provider's public
+//! key as an HMAC secret never passes), the issuer, the audience, the expiry and the nonce. What
+//! it leaves to the application is done here: `azp` when there are several audiences, `nbf` and
+//! `iat` with the configured leeway, `at_hash` when an access token is present, the groups claim
+//! by name or path, and Entra's group overage, which is an error rather than "no groups".
+//!
+//! The JWKS is cached. A token naming an unknown key id triggers one refetch, at most once per
+//! cooldown, so a key rotation at the provider works without a restart while a flood of bogus
+//! key ids cannot hammer the provider.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use openidconnect::core::{
+    CoreClient, CoreGenderClaim, CoreJsonWebKey, CoreJsonWebKeySet,
+    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
+use openidconnect::{
+    AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, IdToken, IdTokenVerifier, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+pub mod config;
+
+pub use config::{OidcOptions, OidcOptionsError};
+
+use crate::config::Secret;
+use crate::login::VerifiedIdentity;
+use crate::model::mapping::MAX_ATTRIBUTE_VALUES;
+
+/// Longest ID token accepted.
+pub const MAX_ID_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Signature algorithms accepted: asymmetric only.
+const ALLOWED_ALGORITHMS: &[CoreJwsSigningAlgorithm] = &[
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error(transparent)]
+    Options(#[from] OidcOptionsError),
+    #[error("OpenID provider discovery at {issuer} failed: {reason}")]
+    Discovery { issuer: String, reason: String },
+    #[error("the OpenID provider could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the ID token is {len} bytes long; the limit is {MAX_ID_TOKEN_BYTES}")]
+    TooLong { len: usize },
+    #[error("the ID token is malformed: {0}")]
+    Malformed(String),
+    #[error("the ID token's algorithm is not accepted: {0}")]
+    WrongAlgorithm(String),
+    #[error("the ID token was signed with a key the provider does not publish")]
+    UnknownKey,
+    #[error("the ID token's signature is invalid")]
+    InvalidSignature,
+    #[error("the ID token was issued by another issuer: {0}")]
+    WrongIssuer(String),
+    #[error("the ID token is meant for another client: {0}")]
+    WrongAudience(String),
+    #[error("the ID token has expired: {0}")]
+    Expired(String),
+    #[error("the ID token is not valid yet ({claim} is in the future)")]
+    NotYetValid { claim: &'static str },
+    #[error("the ID token's nonce does not match this sign-in: {0}")]
+    NonceMismatch(String),
+    #[error("the ID token names another authorized party (azp): {0}")]
+    WrongAuthorizedParty(String),
+    #[error("the ID token's at_hash does not match the access token")]
+    AccessTokenHashMismatch,
+    #[error("the ID token was refused: {0}")]
+    Invalid(String),
+    #[error("the callback's state does not match the sign-in that was started")]
+    StateMismatch,
+    #[error("the callback names issuer {found:?}, not {expected:?} (RFC 9207)")]
+    CallbackIssuerMismatch { found: String, expected: String },
+    #[error("the code exchange failed: {0}")]
+    Exchange(String),
+    #[error("the token response has no ID token")]
+    NoIdToken,
+    #[error("the token says the user's groups do not fit in it (group overage: {claim} points to {source_hint}); configure the provider to send group ids in the token, or a groups filter")]
+    GroupOverage { claim: String, source_hint: String },
+    #[error("claim {path:?} must be a string or an array of strings; found {found}")]
+    GroupsClaimType { path: String, found: String },
+    #[error("the identity carries {count} group values; the limit is {MAX_ATTRIBUTE_VALUES}")]
+    TooManyGroups { count: usize },
+    #[error("the ID token names no usable user: {0}")]
+    NoUser(String),
+}
+
+/// Claims beyond the standard ones, kept as JSON.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OtherClaims {
+    #[serde(flatten)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AdditionalClaims for OtherClaims {}
+
+type VerifiableIdToken = IdToken<
+    OtherClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+
+/// A sign-in started with [`OidcSource::begin_login`]: what the callback must be checked
+/// against. Kept by the caller (server-side) until the callback arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLogin {
+    /// Where to send the browser.
+    pub url: String,
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
+
+/// One configured OpenID provider: its discovered metadata and the cached keys.
+pub struct OidcSource {
+    provider: String,
+    options: OidcOptions,
+    client_secret: Option<Secret>,
+    metadata: CoreProviderMetadata,
+    http: openidconnect::reqwest::Client,
+    jwks: RwLock<CoreJsonWebKeySet>,
+    /// When (unix seconds) the keys were last fetched because of an unknown key id.
+    last_refetch: Mutex<Option<i64>>,
+    fetches: AtomicU64,
+}
+
+impl std::fmt::Debug for OidcSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSource")
+            .field("provider", &self.provider)
+            .field("issuer", &self.options.issuer)
+            .finish()
+    }
+}
+
+fn http_client(options: &OidcOptions) -> Result<openidconnect::reqwest::Client, OidcError> {
+    // No redirects: a discovery or token endpoint that redirects elsewhere is refused rather
+    // than followed to wherever it points.
+    openidconnect::reqwest::ClientBuilder::new()
+        .redirect(openidconnect::reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(options.http_timeout_secs.max(1)))
+        .build()
+        .map_err(|e| OidcError::Unreachable(e.to_string()))
+}
+
+impl OidcSource {
+    /// Reads the provider's discovery document and keys.
+    pub async fn discover(provider: &str, options: OidcOptions) -> Result<OidcSource, OidcError> {
+        options.validate()?;
+        let client_secret = options.client_secret()?;
+        let http = http_client(&options)?;
+        let issuer = IssuerUrl::new(options.issuer.clone()).map_err(|e| OidcError::Discovery {
+            issuer: options.issuer.clone(),
+            reason: e.to_string(),
+        })?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &http)
+            .await
+            .map_err(|e| OidcError::Discovery {
+                issuer: options.issuer.clone(),
+                reason: error_chain(&e),
+            })?;
+        let jwks = metadata.jwks().clone();
+        Ok(OidcSource {
+            provider: provider.to_string(),
+            options,
+            client_secret,
+            metadata,
+            http,
+            jwks: RwLock::new(jwks),
+            last_refetch: Mutex::new(None),
+            fetches: AtomicU64::new(1),
+        })
+    }
+
+    /// How many times the keys were fetched (discovery included).
+    pub fn jwks_fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    fn client(
+        &self,
+    ) -> Result<
+        CoreClient<
+            openidconnect::EndpointSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointMaybeSet,
+            openidconnect::EndpointMaybeSet,
+        >,
+        OidcError,
+    > {
+        let mut client = CoreClient::from_provider_metadata(
+            self.metadata.clone(),
+            ClientId::new(self.options.client_id.clone()),
+            self.client_secret
+                .as_ref()
+                .map(|s| ClientSecret::new(s.expose().to_string())),
+        );
+        if let Some(url) = &self.options.redirect_url {
+            client = client.set_redirect_uri(
+                RedirectUrl::new(url.clone()).map_err(|e| OidcError::Invalid(e.to_string()))?,
+            );
+        }
+        Ok(client)
+    }
+
+    /// Starts an authorization code flow: the URL to send the browser to, and the state, nonce
+    /// and PKCE verifier the callback is checked against.
+    pub fn begin_login(&self) -> Result<PendingLogin, OidcError> {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let client = self.client()?;
+        let mut request = client.authorize_url(
+            openidconnect::AuthenticationFlow::<openidconnect::core::CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
+        for scope in self.options.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        Ok(PendingLogin {
+            url: url.to_string(),
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+        })
+    }
+
+    /// Completes a code flow: checks the callback against the pending sign-in, exchanges the
+    /// code with the PKCE verifier and verifies the ID token (with the nonce and at_hash).
+    pub async fn complete_login(
+        &self,
+        pending: &PendingLogin,
+        state: &str,
+        code: &str,
+        callback_issuer: Option<&str>,
+        now: i64,
+    ) -> Result<VerifiedIdentity, OidcError> {
+        if sha2::Sha256::digest(state.as_bytes()) != sha2::Sha256::digest(pending.state.as_bytes())
+        {
+            return Err(OidcError::StateMismatch);
+        }
+        if let Some(found) = callback_issuer {
+            if found != self.metadata.issuer().as_str() {
+                return Err(OidcError::CallbackIssuerMismatch {
+                    found: found.to_string(),
+                    expected: self.metadata.issuer().to_string(),
+                });
+            }
+        }
+        let client = self.client()?;
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| OidcError::Exchange(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::Exchange(error_chain(&e)))?;
+        let id_token = response.id_token().ok_or(OidcError::NoIdToken)?.to_string();
+        let access_token = response.access_token().secret().clone();
+        self.verify_id_token(&id_token, Some(&pending.nonce), Some(&access_token), now)
+            .await
+    }
+
+    /// Verifies an ID token a pipeline already holds (`nonce` when it knows the one it sent).
+    pub async fn verify_id_token(
+        &self,
+        id_token: &str,
+        nonce: Option<&str>,
+        access_token: Option<&str>,
+        now: i64,
+    ) -> Result<VerifiedIdentity, OidcError> {
+        if id_token.len() > MAX_ID_TOKEN_BYTES {
+            return Err(OidcError::TooLong {
+                len: id_token.len(),
+            });
+        }
+        let token: VerifiableIdToken = id_token
+            .parse()
+            .map_err(|e: serde_json::Error| OidcError::Malformed(e.to_string()))?;
+        match self.check(&token, nonce, now) {
+            Err(OidcError::UnknownKey) if self.refetch_allowed(now) => {
+                self.refetch_keys().await?;
+                self.check(&token, nonce, now)?;
+            }
+            other => other?,
+        }
+        let payload = raw_payload(id_token)?;
+        self.extra_checks(&token, &payload, access_token, now)?;
+        self.identity(&payload)
+    }
+
+    /// Signature, issuer, audience, expiry (with leeway) and nonce, against the cached keys.
+    fn check(
+        &self,
+        token: &VerifiableIdToken,
+        nonce: Option<&str>,
+        now: i64,
+    ) -> Result<(), OidcError> {
+        let jwks = self.jwks.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let issuer = self.metadata.issuer().clone();
+        let client_id = ClientId::new(self.options.client_id.clone());
+        let verifier: IdTokenVerifier<CoreJsonWebKey> = match &self.client_secret {
+            Some(secret) => IdTokenVerifier::new_confidential_client(
+                client_id,
+                ClientSecret::new(secret.expose().to_string()),
+                issuer,
+                jwks,
+            ),
+            None => IdTokenVerifier::new_public_client(client_id, issuer, jwks),
+        };
+        let shifted =
+            chrono::DateTime::from_timestamp(now - self.options.leeway_secs, 0).unwrap_or_default();
+        let verifier = verifier
+            .set_allowed_algs(ALLOWED_ALGORITHMS.iter().cloned())
+            .set_time_fn(move || shifted)
+            // iat is checked below with the leeway in both directions.
+            .set_issue_time_verifier_fn(|_| Ok(()))
+            // A second audience is allowed only with azp naming this client (checked below).
+            .set_other_audience_verifier_fn(|_| true);
+        let result = match nonce {
+            Some(n) => {
+                let expected = Nonce::new(n.to_string());
+                token.claims(&verifier, &expected).map(|_| ())
+            }
+            None => token
+                .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                .map(|_| ()),
+        };
+        result.map_err(map_claims_error)
+    }
+
+    fn refetch_allowed(&self, now: i64) -> bool {
+        let mut last = self.last_refetch.lock().unwrap_or_else(|e| e.into_inner());
+        let cooldown = self.options.jwks_refetch_cooldown_secs as i64;
+        match *last {
+            Some(at) if now - at < cooldown => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+
+    async fn refetch_keys(&self) -> Result<(), OidcError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let keys = CoreJsonWebKeySet::fetch_async(self.metadata.jwks_uri(), &self.http)
+            .await
+            .map_err(|e| OidcError::Unreachable(error_chain(&e)))?;
+        *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        Ok(())
+    }
+
+    /// What the crate leaves to the application.
+    fn extra_checks(
+        &self,
+        token: &VerifiableIdToken,
+        payload: &serde_json::Value,
+        access_token: Option<&str>,
+        now: i64,
+    ) -> Result<(), OidcError> {
+        let leeway = self.options.leeway_secs;
+        for claim in ["nbf", "iat"] {
+            if let Some(at) = payload.get(claim).and_then(|v| v.as_i64()) {
+                if at > now + leeway {
+                    return Err(OidcError::NotYetValid {
+                        claim: if claim == "nbf" { "nbf" } else { "iat" },
+                    });
+                }
+            }
+        }
+        let client_id = self.options.client_id.as_str();
+        let audiences: Vec<&str> = match payload.get("aud") {
+            Some(serde_json::Value::String(a)) => vec![a.as_str()],
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        let azp = payload.get("azp").and_then(|v| v.as_str());
+        if audiences.len() > 1 && azp.is_none() {
+            return Err(OidcError::WrongAuthorizedParty(
+                "several audiences and no azp".into(),
+            ));
+        }
+        if let Some(azp) = azp {
+            if azp != client_id {
+                return Err(OidcError::WrongAuthorizedParty(azp.to_string()));
+            }
+        }
+        if let (Some(access_token), Some(expected)) = (
+            access_token,
+            payload.get("at_hash").and_then(|v| v.as_str()),
+        ) {
+            let alg = token
+                .signing_alg()
+                .map_err(|e| OidcError::WrongAlgorithm(e.to_string()))?;
+            let actual = access_token_hash(access_token, alg)?;
+            if actual != expected {
+                return Err(OidcError::AccessTokenHashMismatch);
+            }
+        }
+        Ok(())
+    }
+
+    /// The identity in a verified payload: user name, group values, kept attributes.
+    fn identity(&self, payload: &serde_json::Value) -> Result<VerifiedIdentity, OidcError> {
+        let groups = group_values(payload, &self.options.groups_claim)?;
+        if groups.len() > MAX_ATTRIBUTE_VALUES {
+            return Err(OidcError::TooManyGroups {
+                count: groups.len(),
+            });
+        }
+        let username = payload
+            .get(&self.options.username_claim)
+            .and_then(|v| v.as_str())
+            .or_else(|| payload.get("sub").and_then(|v| v.as_str()))
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| {
+                OidcError::NoUser(format!("no {} and no sub", self.options.username_claim))
+            })?
+            .to_string();
+        let mut kept = serde_json::Map::new();
+        for claim in ["iss", "sub", "email", "name", "preferred_username"] {
+            if let Some(v) = payload.get(claim) {
+                kept.insert(claim.to_string(), v.clone());
+            }
+        }
+        kept.insert("groups".into(), serde_json::json!(groups));
+        Ok(VerifiedIdentity {
+            provider: self.provider.clone(),
+            username,
+            group_values: groups,
+            attributes: serde_json::Value::Object(kept),
+        })
+    }
+}
+
+fn map_claims_error(e: ClaimsVerificationError) -> OidcError {
+    match e {
+        ClaimsVerificationError::Expired(m) => OidcError::Expired(m),
+        ClaimsVerificationError::InvalidAudience(m) => OidcError::WrongAudience(m),
+        ClaimsVerificationError::InvalidIssuer(m) => OidcError::WrongIssuer(m),
+        ClaimsVerificationError::InvalidNonce(m) => OidcError::NonceMismatch(m),
+        ClaimsVerificationError::SignatureVerification(s) => match s {
+            SignatureVerificationError::NoMatchingKey => OidcError::UnknownKey,
+            SignatureVerificationError::DisallowedAlg(m)
+            | SignatureVerificationError::UnsupportedAlg(m) => OidcError::WrongAlgorithm(m),
+            SignatureVerificationError::NoSignature => {
+                OidcError::WrongAlgorithm("unsigned (alg none)".into())
+            }
+            _ => OidcError::InvalidSignature,
+        },
+        other => OidcError::Invalid(other.to_string()),
+    }
+}
+
+/// The payload of a compact JWS, as JSON (read only after its signature was verified).
+fn raw_payload(token: &str) -> Result<serde_json::Value, OidcError> {
+    let part = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| OidcError::Malformed("not a compact JWS".into()))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|e| OidcError::Malformed(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| OidcError::Malformed(e.to_string()))
+}
+
+/// OpenID Connect Core 3.1.3.6: the left half of the hash of the access token, base64url, with
+/// the hash of the ID token's algorithm.
+fn access_token_hash(
+    access_token: &str,
+    alg: &CoreJwsSigningAlgorithm,
+) -> Result<String, OidcError> {
+    use CoreJwsSigningAlgorithm::*;
+    let digest: Vec<u8> = match alg {
+        RsaSsaPkcs1V15Sha256 | RsaSsaPssSha256 | EcdsaP256Sha256 => {
+            sha2::Sha256::digest(access_token.as_bytes()).to_vec()
+        }
+        RsaSsaPkcs1V15Sha384 | RsaSsaPssSha384 | EcdsaP384Sha384 => {
+            sha2::Sha384::digest(access_token.as_bytes()).to_vec()
+        }
+        RsaSsaPkcs1V15Sha512 | RsaSsaPssSha512 | EcdsaP521Sha512 | EdDsa => {
+            sha2::Sha512::digest(access_token.as_bytes()).to_vec()
+        }
+        other => return Err(OidcError::WrongAlgorithm(format!("{other:?}"))),
+    };
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2]))
+}
+
+/// The group values at `path` (a claim name or dotted path), refusing a token that says its
+/// groups did not fit (Entra's `_claim_names`/`_claim_sources`).
+pub fn group_values(payload: &serde_json::Value, path: &str) -> Result<Vec<String>, OidcError> {
+    let top = path.split('.').next().unwrap_or(path);
+    if let Some(source) = payload.get("_claim_names").and_then(|names| names.get(top)) {
+        return Err(OidcError::GroupOverage {
+            claim: top.to_string(),
+            source_hint: source.as_str().unwrap_or("another source").to_string(),
+        });
+    }
+    let mut node = Some(payload);
+    for part in path.split('.') {
+        node = node.and_then(|n| n.get(part));
+    }
+    match node {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::String(s)) => Ok(vec![s.clone()]),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| OidcError::GroupsClaimType {
+                        path: path.to_string(),
+                        found: v.to_string(),
+                    })
+            })
+            .collect(),
+        Some(other) => Err(OidcError::GroupsClaimType {
+            path: path.to_string(),
+            found: other.to_string(),
+        }),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_values_by_name_and_path() {
+        let payload = serde_json::json!({
+            "groups": ["a", "b"],
+            "realm_access": {"roles": ["admin"]},
+            "single": "x",
+            "bad": [1],
+        });
+        assert_eq!(group_values(&payload, "groups").unwrap(), ["a", "b"]);
+        assert_eq!(
+            group_values(&payload, "realm_access.roles").unwrap(),
+            ["admin"]
+        );
+        assert_eq!(group_values(&payload, "single").unwrap(), ["x"]);
+        assert!(group_values(&payload, "missing").unwrap().is_empty());
+        assert!(matches!(
+            group_values(&payload, "bad"),
+            Err(OidcError::GroupsClaimType { .. })
+        ));
+    }
+
+    #[test]
+    fn group_overage_is_an_error_not_an_empty_list() {
+        let payload = serde_json::json!({
+            "_claim_names": {"groups": "src1"},
+            "_claim_sources": {"src1": {"endpoint": "https://graph.microsoft.com/v1.0/users/x/getMemberObjects"}},
+        });
+        let err = group_values(&payload, "groups").unwrap_err();
+        assert!(err.to_string().contains("group overage"), "{err}");
+    }
+
+    #[test]
+    fn at_hash_follows_the_specification_example() {
+        // OpenID Connect Core, appendix A.3: access token and at_hash for RS256.
+        let hash = access_token_hash(
+            "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y",
+            &CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        )
+        .unwrap();
+        assert_eq!(hash, "77QmUPtjPfzWtF2AnpK9RQ");
+    }
+}
