@@ -97,6 +97,10 @@ stop_throwaway_postgres() {
 
 idsync_setup() {
   install_packages "${IDSYNC_APT_PACKAGES[@]}"
+  # The OpenID provider the OpenID Connect tests run (node packages from the npm registry).
+  # shellcheck source=scripts/oidc-provider-setup.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/oidc-provider-setup.sh"
+  oidc_provider_setup
   ensure_postgres
   echo "setup: PostgreSQL for tests at ${IDSYNC_TEST_PG_URL}"
 }
