@@ -388,6 +388,40 @@ async fn a_key_rotation_at_the_provider_is_accepted_without_restart() {
 }
 
 #[tokio::test]
+async fn userinfo_group_values_are_merged_when_enabled() {
+    let mut env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("s");
+    std::fs::write(&secret, &env.provider.client_secret).unwrap();
+    let options = json!({
+        "issuer": env.provider.issuer,
+        "client_id": env.provider.client_id,
+        "client_secret_file": secret.display().to_string(),
+        "redirect_url": env.provider.redirect_uri,
+        "scopes": ["openid", "profile", "email", "groups"],
+        "userinfo": true,
+    });
+    env.source = OidcSource::discover("idp", OidcOptions::from_json(&options).unwrap())
+        .await
+        .unwrap();
+    let pending = env.source.begin_login().unwrap();
+    let callback = env.provider.login_as(&pending.url, "alice").await;
+    let identity = env
+        .source
+        .complete_login(
+            &pending,
+            &pending.state,
+            &callback.code,
+            callback.iss.as_deref(),
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(identity.group_values, vec!["engineering", "staff"]);
+    assert_eq!(identity.attributes["sub"], json!("sub-alice"));
+}
+
+#[tokio::test]
 async fn the_groups_claim_can_be_a_path() {
     let options = ProviderOptions {
         groups_claim: "realm_access.roles".into(),

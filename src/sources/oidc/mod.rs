@@ -280,8 +280,69 @@ impl OidcSource {
             .map_err(|e| OidcError::Exchange(error_chain(&e)))?;
         let id_token = response.id_token().ok_or(OidcError::NoIdToken)?.to_string();
         let access_token = response.access_token().secret().clone();
-        self.verify_id_token(&id_token, Some(&pending.nonce), Some(&access_token), now)
+        let mut identity = self
+            .verify_id_token(&id_token, Some(&pending.nonce), Some(&access_token), now)
+            .await?;
+        if self.options.userinfo {
+            self.merge_userinfo(&mut identity, &access_token).await?;
+        }
+        Ok(identity)
+    }
+
+    /// Adds the group values the userinfo endpoint returns, after checking it speaks of the
+    /// same subject as the ID token (OpenID Connect Core 5.3.2).
+    async fn merge_userinfo(
+        &self,
+        identity: &mut VerifiedIdentity,
+        access_token: &str,
+    ) -> Result<(), OidcError> {
+        let Some(endpoint) = self.metadata.userinfo_endpoint() else {
+            return Err(OidcError::Invalid(
+                "userinfo is enabled but the provider publishes no userinfo endpoint".into(),
+            ));
+        };
+        let response = self
+            .http
+            .get(endpoint.url().as_str())
+            .bearer_auth(access_token)
+            .send()
             .await
+            .map_err(|e| OidcError::Unreachable(error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(OidcError::Invalid(format!(
+                "the userinfo endpoint answered {}",
+                response.status()
+            )));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| OidcError::Unreachable(error_chain(&e)))?;
+        if body.len() > MAX_ID_TOKEN_BYTES * 4 {
+            return Err(OidcError::Invalid(
+                "the userinfo answer is too large".into(),
+            ));
+        }
+        let info: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| OidcError::Malformed(e.to_string()))?;
+        let expected = identity.attributes.get("sub").cloned();
+        if info.get("sub").cloned() != expected || expected.is_none() {
+            return Err(OidcError::Invalid(
+                "the userinfo answer is about another subject".into(),
+            ));
+        }
+        for value in group_values(&info, &self.options.groups_claim)? {
+            if !identity.group_values.contains(&value) {
+                identity.group_values.push(value);
+            }
+        }
+        if identity.group_values.len() > MAX_ATTRIBUTE_VALUES {
+            return Err(OidcError::TooManyGroups {
+                count: identity.group_values.len(),
+            });
+        }
+        identity.attributes["groups"] = serde_json::json!(identity.group_values);
+        Ok(())
     }
 
     /// Verifies an ID token a pipeline already holds (`nonce` when it knows the one it sent).
