@@ -25,6 +25,34 @@ use crate::store::{
 };
 use crate::token::{Claims, Session, TokenError, TokenSubject};
 
+/// Verifies a SAML response and records its assertion id, refusing a replay; the identity is
+/// then signed in like any other.
+pub async fn accept_saml_response<S: crate::store::ReplayStore>(
+    store: &S,
+    source: &crate::sources::saml::SamlSource,
+    provider: &str,
+    encoded_response: &str,
+    outstanding_requests: &[String],
+    now_ms: i64,
+) -> Result<VerifiedIdentity, crate::sources::saml::SamlError> {
+    let verified = source.verify_response(encoded_response, outstanding_requests, now_ms / 1000)?;
+    let fresh = store
+        .remember_assertion(
+            provider,
+            &verified.assertion_id,
+            verified.not_on_or_after.saturating_mul(1000),
+            now_ms,
+        )
+        .await
+        .map_err(|e| crate::sources::saml::SamlError::Rejected(e.to_string()))?;
+    if !fresh {
+        return Err(crate::sources::saml::SamlError::Replay(
+            verified.assertion_id,
+        ));
+    }
+    Ok(verified.identity)
+}
+
 /// Longest username accepted.
 pub const MAX_USERNAME_LEN: usize = 256;
 

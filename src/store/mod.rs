@@ -412,6 +412,20 @@ pub trait SyncStore: Send + Sync {
     ) -> StoreResult<i64>;
 }
 
+/// Replay protection for SAML assertions.
+#[async_trait]
+pub trait ReplayStore: Send + Sync {
+    /// Records an assertion id until `expires_at_ms`; false when it was already recorded (a
+    /// replay). Expired records are dropped on the way.
+    async fn remember_assertion(
+        &self,
+        provider: &str,
+        assertion_id: &str,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+}
+
 /// Signing keys.
 #[async_trait]
 pub trait KeyStore: Send + Sync {

@@ -102,6 +102,7 @@ impl SqlStore {
         "audit_log",
         "sync_runs",
         "sync_changes",
+        "saml_assertions",
     ];
 
     /// Connects (creating a SQLite file if missing) without migrating.
@@ -1445,6 +1446,35 @@ impl KeyStore for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ReplayStore for SqlStore {
+    async fn remember_assertion(
+        &self,
+        provider: &str,
+        assertion_id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM saml_assertions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO saml_assertions (provider, assertion_id, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (provider, assertion_id) DO NOTHING",
+        )
+        .bind(provider)
+        .bind(assertion_id)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
     }
 }
 

@@ -1,0 +1,104 @@
+//! SAML provider options, as declared under `[providers.options]` in the state file.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+fn default_group_attribute() -> String {
+    "groups".into()
+}
+fn default_skew() -> i64 {
+    120
+}
+fn default_issue_delay() -> i64 {
+    300
+}
+fn default_max_bytes() -> usize {
+    256 * 1024
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamlOptions {
+    /// The IdP's metadata, inline or in a file; or else `idp_entity_id` with `idp_certificate`.
+    pub idp_metadata: Option<String>,
+    pub idp_metadata_file: Option<PathBuf>,
+    pub idp_entity_id: Option<String>,
+    /// PEM of the IdP's signing certificate (inline or file).
+    pub idp_certificate: Option<String>,
+    pub idp_certificate_file: Option<PathBuf>,
+    /// Where SP-initiated sign-ins are sent (HTTP-Redirect binding); default: from metadata.
+    pub idp_sso_url: Option<String>,
+    /// Our entity id: the Audience every assertion must name.
+    pub sp_entity_id: String,
+    /// Our assertion consumer service: the Recipient and Destination every response must name.
+    pub acs_url: String,
+    /// The attribute carrying group values (Name), and optionally its FriendlyName.
+    #[serde(default = "default_group_attribute")]
+    pub group_attribute: String,
+    pub group_attribute_friendly_name: Option<String>,
+    /// Accept responses no request of ours asked for.
+    #[serde(default)]
+    pub allow_idp_initiated: bool,
+    #[serde(default = "default_skew")]
+    pub max_clock_skew_secs: i64,
+    /// How old an IssueInstant may be.
+    #[serde(default = "default_issue_delay")]
+    pub max_issue_delay_secs: i64,
+    /// Largest response accepted, before and after base64 decoding.
+    #[serde(default = "default_max_bytes")]
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("SAML provider options: {0}")]
+pub struct SamlOptionsError(pub String);
+
+impl SamlOptions {
+    pub fn from_json(value: &serde_json::Value) -> Result<SamlOptions, SamlOptionsError> {
+        let options: SamlOptions =
+            serde_json::from_value(value.clone()).map_err(|e| SamlOptionsError(e.to_string()))?;
+        options.validate()?;
+        Ok(options)
+    }
+
+    pub fn validate(&self) -> Result<(), SamlOptionsError> {
+        let sources = [
+            self.idp_metadata.is_some(),
+            self.idp_metadata_file.is_some(),
+            self.idp_entity_id.is_some(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count();
+        if sources != 1 {
+            return Err(SamlOptionsError(
+                "give exactly one of idp_metadata, idp_metadata_file, or idp_entity_id with idp_certificate(_file)".into(),
+            ));
+        }
+        if self.idp_entity_id.is_some()
+            && self.idp_certificate.is_none()
+            && self.idp_certificate_file.is_none()
+        {
+            return Err(SamlOptionsError(
+                "idp_entity_id needs idp_certificate or idp_certificate_file: responses are never accepted unsigned".into(),
+            ));
+        }
+        if self.sp_entity_id.trim().is_empty() {
+            return Err(SamlOptionsError("sp_entity_id is empty".into()));
+        }
+        url::Url::parse(&self.acs_url)
+            .map_err(|e| SamlOptionsError(format!("acs_url {:?}: {e}", self.acs_url)))?;
+        if !(0..=600).contains(&self.max_clock_skew_secs) {
+            return Err(SamlOptionsError(
+                "max_clock_skew_secs must be between 0 and 600".into(),
+            ));
+        }
+        if self.max_response_bytes == 0 || self.max_response_bytes > 16 * 1024 * 1024 {
+            return Err(SamlOptionsError(
+                "max_response_bytes must be between 1 and 16 MiB".into(),
+            ));
+        }
+        Ok(())
+    }
+}
