@@ -85,6 +85,8 @@ pub enum SamlError {
     Replay(String),
     #[error("the assertion carries {count} group values; the limit is {MAX_ATTRIBUTE_VALUES}")]
     TooManyGroups { count: usize },
+    #[error("the SAML response's structure is refused: {0}")]
+    Structure(String),
     #[error("the SAML response was refused: {0}")]
     Rejected(String),
 }
@@ -257,6 +259,17 @@ impl SamlSource {
             });
         }
         refuse_dtd(xml)?;
+        // A response carries one Response and one Assertion. Signature-wrapping attacks add
+        // copies (inside Signature, Object or Extensions, or beside the signed one); samael
+        // would read the signed one, but such a document is an attack, refused as one.
+        for element in ["Response", "Assertion"] {
+            let count = element_count(xml, element);
+            if count != 1 {
+                return Err(SamlError::Structure(format!(
+                    "{count} {element} elements where one is expected (signature wrapping?)"
+                )));
+            }
+        }
         if comment_inside(xml, "NameID") || comment_inside(xml, "AttributeValue") {
             return Err(SamlError::CommentInValue);
         }
@@ -427,8 +440,28 @@ fn map_sp_error(e: SpError) -> SamlError {
             expected: sp_acs_url.unwrap_or_default(),
         },
         SpError::ResponseBadStatusCode { code } => SamlError::NotSuccess(code),
+        SpError::AssertionRecipientMismatch {
+            assertion_recipient,
+            sp_acs_url,
+        } => SamlError::WrongRecipient {
+            found: assertion_recipient,
+            expected: sp_acs_url.unwrap_or_default(),
+        },
+        SpError::AssertionIssuerMismatch { issuer, entity_id }
+        | SpError::ResponseIssuerMismatch { issuer, entity_id } => SamlError::WrongIssuer {
+            found: issuer,
+            expected: entity_id.unwrap_or_default(),
+        },
         other => SamlError::Rejected(other.to_string()),
     }
+}
+
+/// How many `NAME` elements (any namespace prefix) the document opens.
+fn element_count(xml: &str, name: &str) -> usize {
+    let pattern = format!(r"<(?:[A-Za-z_][\w.-]*:)?{name}[\s/>]");
+    regex::Regex::new(&pattern)
+        .map(|re| re.find_iter(xml).count())
+        .unwrap_or(usize::MAX)
 }
 
 /// Whether any `<…:NAME …>…</…:NAME>` element holds an XML comment.

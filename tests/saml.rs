@@ -1,0 +1,281 @@
+//! SAML against responses signed by an independent signer (xmlsec1): the valid ones are accepted
+//! with the right identity and groups; every attack and every bad variant is refused with a
+//! clear error and no database writes.
+
+#[path = "support/saml.rs"]
+mod saml;
+mod support;
+
+use base64::Engine as _;
+use idsync::login;
+use idsync::sources::saml::{SamlError, SamlOptions, SamlSource};
+use idsync::store::SqlStore;
+use saml::{attacks, Idp, ResponseSpec};
+use support::{apply_state, Db, TestDb};
+
+const SP: &str = "https://sp.example.com/saml/metadata";
+const ACS: &str = "https://sp.example.com/saml/acs";
+const PROVIDER: &str = "corp-saml";
+
+struct Env {
+    idp: Idp,
+    source: SamlSource,
+    db: TestDb,
+}
+
+fn now() -> i64 {
+    idsync::clock::now_secs()
+}
+
+fn options(idp: &Idp, extra: serde_json::Value) -> SamlOptions {
+    let mut options = serde_json::json!({
+        "idp_metadata": idp.metadata_xml,
+        "sp_entity_id": SP,
+        "acs_url": ACS,
+        "group_attribute": "groups",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        options[k] = v.clone();
+    }
+    SamlOptions::from_json(&options).unwrap()
+}
+
+async fn env_with(extra: serde_json::Value) -> Env {
+    let idp = Idp::new("https://idp.example.com/metadata");
+    let source = SamlSource::new(PROVIDER, options(&idp, extra)).unwrap();
+    let db = TestDb::new(Db::Sqlite).await;
+    apply_state(
+        &db.store,
+        r#"
+[[providers]]
+name = "corp-saml"
+kind = "saml"
+
+[[groups]]
+name = "Engineering"
+priority = 100
+[[groups.mappings]]
+provider = "corp-saml"
+attributes = ["engineering"]
+
+[[groups]]
+name = "Domain Admins"
+priority = 10
+permissions = ["Global Admin"]
+[[groups.mappings]]
+provider = "corp-saml"
+attributes = ["Domain Admins", "admins"]
+"#,
+    )
+    .await;
+    Env { idp, source, db }
+}
+
+async fn env() -> Env {
+    env_with(serde_json::json!({})).await
+}
+
+async fn rows(store: &SqlStore) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for t in SqlStore::TABLES {
+        counts.push(store.count(t).await.unwrap());
+    }
+    counts
+}
+
+fn outstanding(spec: &ResponseSpec) -> Vec<String> {
+    spec.in_response_to.iter().cloned().collect()
+}
+
+fn b64(xml: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(xml)
+}
+
+/// Verifies, records the assertion id and signs the user in.
+async fn accept(env: &Env, encoded: &str, requests: &[String]) -> Result<Vec<String>, SamlError> {
+    let identity = login::accept_saml_response(
+        &env.db.store,
+        &env.source,
+        PROVIDER,
+        encoded,
+        requests,
+        idsync::clock::now_ms(),
+    )
+    .await?;
+    assert_eq!(
+        identity.username, "alice@example.com",
+        "never a forged identity"
+    );
+    let signer = support::signer(&env.db.store).await;
+    let signed = login::login(&env.db.store, &signer, &identity, idsync::clock::now_ms())
+        .await
+        .unwrap();
+    Ok(signed.claims.groups)
+}
+
+async fn assert_refused(env: &Env, name: &str, encoded: &str, requests: &[String]) {
+    let before = rows(&env.db.store).await;
+    let err = accept(env, encoded, requests)
+        .await
+        .expect_err(&format!("{name} must be refused"));
+    assert!(!err.to_string().is_empty());
+    assert_eq!(
+        rows(&env.db.store).await,
+        before,
+        "{name}: a refusal writes nothing ({err})"
+    );
+}
+
+#[tokio::test]
+async fn valid_responses_are_accepted_with_identity_and_groups() {
+    let env = env().await;
+    for (assertion, response) in [(true, true), (true, false), (false, true)] {
+        let mut spec = env.idp.spec(SP, ACS, now());
+        spec.sign_assertion = assertion;
+        spec.sign_response = response;
+        let groups = accept(&env, &env.idp.sign_b64(&spec), &outstanding(&spec))
+            .await
+            .unwrap_or_else(|e| panic!("assertion={assertion} response={response}: {e}"));
+        assert_eq!(groups, vec!["Engineering", "All Users"]);
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_assertion_is_refused() {
+    let env = env().await;
+    let spec = env.idp.spec(SP, ACS, now());
+    let encoded = env.idp.sign_b64(&spec);
+    accept(&env, &encoded, &outstanding(&spec)).await.unwrap();
+    let before = rows(&env.db.store).await;
+    let err = accept(&env, &encoded, &outstanding(&spec))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SamlError::Replay(_)), "{err}");
+    assert_eq!(rows(&env.db.store).await, before);
+}
+
+#[tokio::test]
+async fn every_attack_is_refused_without_writes() {
+    let env = env().await;
+    let attacker = Idp::new("https://idp.example.com/metadata");
+    for (assertion, response) in [(true, true), (true, false), (false, true)] {
+        let mut spec = env.idp.spec(SP, ACS, now());
+        spec.sign_assertion = assertion;
+        spec.sign_response = response;
+        let valid = env.idp.sign(&spec);
+        for (name, xml) in attacks::all(&valid, &attacker) {
+            assert_refused(
+                &env,
+                &format!("{name} (assertion signed: {assertion}, response signed: {response})"),
+                &b64(&xml),
+                &outstanding(&spec),
+            )
+            .await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_but_properly_signed_responses_are_refused() {
+    let env = env().await;
+    let valid = env.idp.spec(SP, ACS, now());
+    for (name, spec) in attacks::spec_variants(&valid) {
+        let encoded = env.idp.sign_b64(&spec);
+        assert_refused(&env, name, &encoded, &outstanding(&valid)).await;
+    }
+}
+
+#[tokio::test]
+async fn specific_refusals_name_the_problem() {
+    let env = env().await;
+    let valid = env.idp.spec(SP, ACS, now());
+    let check = |spec: &ResponseSpec| {
+        env.source
+            .verify_response(&env.idp.sign_b64(spec), &outstanding(&valid), now())
+    };
+
+    let mut spec = valid.clone().with_fresh_ids();
+    spec.audience = "https://other.example.com".into();
+    assert!(matches!(check(&spec), Err(SamlError::WrongAudience { .. })));
+
+    let mut spec = valid.clone().with_fresh_ids();
+    spec.recipient = "https://other.example.com/acs".into();
+    assert!(matches!(
+        check(&spec),
+        Err(SamlError::WrongRecipient { .. })
+    ));
+
+    let mut spec = valid.clone().with_fresh_ids();
+    spec.destination = "https://other.example.com/acs".into();
+    assert!(matches!(
+        check(&spec),
+        Err(SamlError::WrongDestination { .. })
+    ));
+
+    let mut spec = valid.clone().with_fresh_ids();
+    spec.not_before = now() + 3600;
+    spec.issue_instant = now();
+    assert!(matches!(check(&spec), Err(SamlError::NotYetValid(_))));
+
+    let mut spec = valid.clone().with_fresh_ids();
+    spec.in_response_to = Some("an-unknown-request".into());
+    assert!(matches!(check(&spec), Err(SamlError::UnknownRequest(_))));
+
+    let mut spec = valid.clone().with_fresh_ids();
+    spec.in_response_to = None;
+    assert!(matches!(
+        check(&spec),
+        Err(SamlError::Unsolicited | SamlError::UnknownRequest(_))
+    ));
+
+    let mut spec = valid.clone().with_fresh_ids();
+    spec.algorithm = saml::SigAlg::RsaSha1;
+    assert!(matches!(check(&spec), Err(SamlError::InvalidSignature)));
+
+    let oversized = "A".repeat(400 * 1024);
+    assert!(matches!(
+        env.source.verify_response(&oversized, &[], now()),
+        Err(SamlError::TooLarge { .. })
+    ));
+}
+
+#[tokio::test]
+async fn unsolicited_responses_only_when_idp_initiated_is_enabled() {
+    let env = env_with(serde_json::json!({"allow_idp_initiated": true})).await;
+    let mut spec = env.idp.spec(SP, ACS, now());
+    spec.in_response_to = None;
+    let groups = accept(&env, &env.idp.sign_b64(&spec), &[]).await.unwrap();
+    assert_eq!(groups, vec!["Engineering", "All Users"]);
+    // A response naming a request still has to name one of ours.
+    let mut spec = env.idp.spec(SP, ACS, now());
+    spec.in_response_to = Some("not-ours".into());
+    assert_refused(&env, "unknown request", &env.idp.sign_b64(&spec), &[]).await;
+}
+
+#[test]
+fn metadata_without_a_signing_certificate_is_refused() {
+    let idp = Idp::with_encryption_only_metadata("https://idp.example.com/metadata");
+    let err = SamlSource::new(PROVIDER, options(&idp, serde_json::json!({}))).unwrap_err();
+    assert!(matches!(err, SamlError::NoSigningCertificate), "{err}");
+}
+
+#[test]
+fn an_entity_id_and_certificate_are_enough_and_sp_metadata_is_exported() {
+    let idp = Idp::new("https://idp.example.com/metadata");
+    let options = SamlOptions::from_json(&serde_json::json!({
+        "idp_entity_id": idp.entity_id,
+        "idp_certificate": idp.cert_pem,
+        "sp_entity_id": SP,
+        "acs_url": ACS,
+    }))
+    .unwrap();
+    let source = SamlSource::new(PROVIDER, options).unwrap();
+    let spec = idp.spec(SP, ACS, now());
+    let verified = source
+        .verify_response(&idp.sign_b64(&spec), &outstanding(&spec), now())
+        .unwrap();
+    assert_eq!(verified.identity.group_values, vec!["engineering", "staff"]);
+    let metadata = source.sp_metadata_xml().unwrap();
+    assert!(metadata.contains(SP), "{metadata}");
+    assert!(metadata.contains(ACS), "{metadata}");
+}
