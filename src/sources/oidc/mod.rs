@@ -193,6 +193,44 @@ impl OidcSource {
         })
     }
 
+    /// A source from a discovery document and a key set already in hand (static configuration,
+    /// air-gapped set-ups, benchmarks); keys are still refetched from the document's jwks_uri
+    /// when a token names an unknown one.
+    pub fn from_documents(
+        provider: &str,
+        options: OidcOptions,
+        discovery_json: &str,
+        jwks_json: &str,
+    ) -> Result<OidcSource, OidcError> {
+        options.validate()?;
+        let client_secret = options.client_secret()?;
+        let http = http_client(&options)?;
+        let discovery_error = |reason: String| OidcError::Discovery {
+            issuer: options.issuer.clone(),
+            reason,
+        };
+        let metadata: CoreProviderMetadata =
+            serde_json::from_str(discovery_json).map_err(|e| discovery_error(e.to_string()))?;
+        if metadata.issuer().as_str() != options.issuer {
+            return Err(discovery_error(format!(
+                "the document names issuer {}",
+                metadata.issuer().as_str()
+            )));
+        }
+        let jwks: CoreJsonWebKeySet =
+            serde_json::from_str(jwks_json).map_err(|e| discovery_error(e.to_string()))?;
+        Ok(OidcSource {
+            provider: provider.to_string(),
+            options,
+            client_secret,
+            metadata,
+            http,
+            jwks: RwLock::new(jwks),
+            last_refetch: Mutex::new(None),
+            fetches: AtomicU64::new(0),
+        })
+    }
+
     /// How many times the keys were fetched (discovery included).
     pub fn jwks_fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
