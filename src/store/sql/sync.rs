@@ -355,10 +355,11 @@ impl SqlStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // The pairs to remove are computed once; a correlated EXISTS would run per membership.
         let removed = sqlx::query(
-            "DELETE FROM memberships WHERE EXISTS (SELECT 1 FROM sync_changes c JOIN users u \
-             ON u.username = c.username WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3 \
-             AND c.action = 'remove' AND u.id = memberships.user_id AND c.group_id = memberships.group_id)",
+            "DELETE FROM memberships WHERE (user_id, group_id) IN (SELECT u.id, c.group_id \
+             FROM sync_changes c JOIN users u ON u.username = c.username WHERE c.run_id = $1 \
+             AND c.seq BETWEEN $2 AND $3 AND c.action = 'remove')",
         )
         .bind(id)
         .bind(lo)
