@@ -267,6 +267,69 @@ impl Evaluation {
     }
 }
 
+/// How much an evaluation reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// A decision for every group the provider maps, with its reason: what a mapping test shows.
+    Full,
+    /// Only the groups the user is in or joins: the groups the user stays out of — a no-op, and
+    /// most groups for most users — are skipped, and their reasons never built. What a sync of
+    /// many users needs.
+    ChangesOnly,
+}
+
+/// A provider's mappings grouped by target group, in precedence order: built once, evaluated
+/// for many identities.
+#[derive(Debug, Clone)]
+pub struct MappingSet<'m> {
+    provider: &'m ProviderRef,
+    groups: Vec<(GroupRef, Vec<&'m Mapping>)>,
+}
+
+impl<'m> MappingSet<'m> {
+    /// Keeps the mappings of `provider`; All Users is never touched.
+    pub fn new(provider: &'m ProviderRef, mappings: &'m [Mapping]) -> MappingSet<'m> {
+        let mut by_group: BTreeMap<(i64, String, i64), (GroupRef, Vec<&Mapping>)> = BTreeMap::new();
+        for mapping in mappings
+            .iter()
+            .filter(|m| m.provider_id == provider.id && !m.group.is_all_users())
+        {
+            let key = {
+                let (p, n, i) = mapping.group.precedence_key();
+                (p, n.to_string(), i)
+            };
+            by_group
+                .entry(key)
+                .or_insert_with(|| (mapping.group.clone(), Vec::new()))
+                .1
+                .push(mapping);
+        }
+        let groups = by_group
+            .into_values()
+            .map(|(group, mut list)| {
+                list.sort_by_key(|m| m.id);
+                (group, list)
+            })
+            .collect();
+        MappingSet { provider, groups }
+    }
+
+    pub fn provider(&self) -> &ProviderRef {
+        self.provider
+    }
+
+    /// Evaluates one identity: its group values (any order, repeats allowed) against its stored
+    /// memberships.
+    pub fn evaluate(
+        &self,
+        attribute_values: &[String],
+        current: &[CurrentMembership],
+        detail: Detail,
+    ) -> Evaluation {
+        evaluate_set(self, attribute_values, current, detail)
+    }
+}
+
 /// Evaluates a provider's mappings for one identity.
 ///
 /// `mappings` may hold mappings of other providers (they are ignored); `attribute_values` are
@@ -278,6 +341,16 @@ pub fn evaluate(
     attribute_values: &[String],
     current: &[CurrentMembership],
 ) -> Evaluation {
+    MappingSet::new(provider, mappings).evaluate(attribute_values, current, Detail::Full)
+}
+
+fn evaluate_set(
+    set: &MappingSet<'_>,
+    attribute_values: &[String],
+    current: &[CurrentMembership],
+    detail: Detail,
+) -> Evaluation {
+    let provider = set.provider;
     let syntax = provider.kind.value_syntax();
 
     // Each distinct value once, in comparison form; original spelling kept for reasons.
@@ -301,33 +374,22 @@ pub fn evaluate(
         }
     }
 
-    // Mappings of this provider, grouped per target group; All Users is never touched.
-    let mut by_group: BTreeMap<(i64, String, i64), (GroupRef, Vec<&Mapping>)> = BTreeMap::new();
-    for mapping in mappings
-        .iter()
-        .filter(|m| m.provider_id == provider.id && !m.group.is_all_users())
-    {
-        let key = {
-            let (p, n, i) = mapping.group.precedence_key();
-            (p, n.to_string(), i)
-        };
-        by_group
-            .entry(key)
-            .or_insert_with(|| (mapping.group.clone(), Vec::new()))
-            .1
-            .push(mapping);
-    }
-
     let current_by_group: BTreeMap<i64, MembershipSource> =
         current.iter().map(|m| (m.group.id, m.source)).collect();
 
-    let mut decisions = Vec::with_capacity(by_group.len());
-    for (_, (group, mut group_mappings)) in by_group {
-        group_mappings.sort_by_key(|m| m.id);
+    let mut decisions = Vec::with_capacity(match detail {
+        Detail::Full => set.groups.len(),
+        Detail::ChangesOnly => current.len() + 4,
+    });
+    for (group, group_mappings) in &set.groups {
+        let group = group.clone();
         let matched = group_mappings
             .iter()
             .find_map(|m| match_mapping(m, &comparable));
         let before = current_by_group.get(&group.id).copied();
+        if detail == Detail::ChangesOnly && matched.is_none() && before.is_none() {
+            continue;
+        }
 
         let decision = match (matched, before) {
             (Some((mapping_id, reason)), None) => GroupDecision {

@@ -1585,6 +1585,27 @@ fn scenario_and_reordering() -> impl Strategy<Value = (Scenario, Scenario)> {
 }
 
 proptest! {
+    /// A sync's evaluation (changes only) is the full evaluation without the groups the user
+    /// stays out of, and leads to the same memberships.
+    #[test]
+    fn changes_only_is_the_full_evaluation_without_stay_out(scenario in scenario()) {
+        let full = scenario.evaluate();
+        let set = MappingSet::new(&scenario.provider, &scenario.mappings);
+        let changes = set.evaluate(&scenario.values, &scenario.current, Detail::ChangesOnly);
+        let expected: Vec<GroupDecision> = full
+            .decisions
+            .iter()
+            .filter(|d| d.action != Action::StayOut)
+            .cloned()
+            .collect();
+        prop_assert_eq!(&changes.decisions, &expected);
+        prop_assert_eq!(&changes.unusable_values, &full.unusable_values);
+        prop_assert_eq!(
+            changes.memberships_after(&scenario.current),
+            full.memberships_after(&scenario.current)
+        );
+    }
+
     /// Shuffling mappings (and the patterns inside them), group values and current memberships
     /// gives an identical evaluation: decisions, reasons, sources and unusable values.
     #[test]

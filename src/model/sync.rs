@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::model::group::GroupRef;
 use crate::model::mapping::{
-    self, Action, CurrentMembership, Mapping, MembershipSource, ProviderRef,
+    Action, CurrentMembership, Detail, MappingSet, MembershipSource, ProviderRef,
 };
 
 /// What the directory says about one user.
@@ -99,14 +99,14 @@ pub fn attributes_digest(user: &DirectoryUser) -> String {
 /// The changes one directory entry brings: the mapping evaluation a login would do, plus the
 /// new last-seen attributes when they differ.
 pub fn diff_present_user(
-    provider: &ProviderRef,
-    mappings: &[Mapping],
+    mappings: &MappingSet<'_>,
     user: &DirectoryUser,
     stored: Option<&StoredUser>,
 ) -> Vec<StagedChange> {
     let empty = StoredUser::default();
     let stored = stored.unwrap_or(&empty);
-    let evaluation = mapping::evaluate(provider, mappings, &user.group_values, &stored.memberships);
+    let evaluation =
+        mappings.evaluate(&user.group_values, &stored.memberships, Detail::ChangesOnly);
     let mut changes: Vec<StagedChange> = evaluation
         .changes()
         .filter_map(|d| {
@@ -179,7 +179,7 @@ pub fn diff_missing_user(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::mapping::{MappingRule, ProviderKind};
+    use crate::model::mapping::{Mapping, MappingRule, ProviderKind};
     use crate::model::matcher::{ValuePattern, ValueSyntax};
 
     fn group(id: i64, name: &str) -> GroupRef {
@@ -224,8 +224,7 @@ mod tests {
     #[test]
     fn a_new_user_gets_adds_and_attributes() {
         let changes = diff_present_user(
-            &provider(),
-            &mappings(),
+            &MappingSet::new(&provider(), &mappings()),
             &user(&["CN=Devs,DC=Example"]),
             None,
         );
@@ -250,7 +249,8 @@ mod tests {
                 "cn=devs,dc=example",
             ])),
         };
-        assert!(diff_present_user(&provider(), &mappings(), &u, Some(&stored)).is_empty());
+        let (p, m) = (provider(), mappings());
+        assert!(diff_present_user(&MappingSet::new(&p, &m), &u, Some(&stored)).is_empty());
     }
 
     #[test]

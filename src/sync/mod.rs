@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::login::{compile_mappings, LoginError};
 use crate::model::access::permissions_digest;
 use crate::model::dn;
-use crate::model::mapping::{Mapping, ProviderKind, ProviderRef, MAX_ATTRIBUTE_VALUES};
+use crate::model::mapping::{Mapping, MappingSet, ProviderKind, ProviderRef, MAX_ATTRIBUTE_VALUES};
 use crate::model::sync::{
     diff_missing_user, diff_present_user, ChangeKind, DirectoryUser, StagedChange,
 };
@@ -523,14 +523,10 @@ pub(crate) async fn stage_page<S: SyncStore>(
     }
     let names: Vec<String> = page.iter().map(|u| u.username.clone()).collect();
     let stored = store.stored_users(provider.id, &names).await?;
+    let set = MappingSet::new(provider, mappings);
     let mut changes = Vec::new();
     for user in page.drain(..) {
-        changes.extend(diff_present_user(
-            provider,
-            mappings,
-            &user,
-            stored.get(&user.username),
-        ));
+        changes.extend(diff_present_user(&set, &user, stored.get(&user.username)));
     }
     sink.stage(changes).await
 }
