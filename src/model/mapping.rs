@@ -284,7 +284,15 @@ pub enum Detail {
 pub struct MappingSet<'m> {
     provider: &'m ProviderRef,
     groups: Vec<(GroupRef, Vec<&'m Mapping>)>,
+    /// Comparison forms already computed: in a directory most users share their group DNs,
+    /// and normalising a DN is the costliest step of an evaluation. A memo, not state: the
+    /// same value always has the same form.
+    forms:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Result<String, String>>>>,
 }
+
+/// Distinct values a [`MappingSet`] remembers the comparison form of.
+const MAX_REMEMBERED_FORMS: usize = 100_000;
 
 impl<'m> MappingSet<'m> {
     /// Keeps the mappings of `provider`; All Users is never touched.
@@ -311,7 +319,24 @@ impl<'m> MappingSet<'m> {
                 (group, list)
             })
             .collect();
-        MappingSet { provider, groups }
+        MappingSet {
+            provider,
+            groups,
+            forms: Default::default(),
+        }
+    }
+
+    fn comparison_form(&self, value: &str) -> Result<String, String> {
+        let mut forms = self.forms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(form) = forms.get(value) {
+            return form.clone();
+        }
+        let form = comparison_form(value, self.provider.kind.value_syntax());
+        if forms.len() >= MAX_REMEMBERED_FORMS {
+            forms.clear();
+        }
+        forms.insert(value.to_string(), form.clone());
+        form
     }
 
     pub fn provider(&self) -> &ProviderRef {
@@ -351,13 +376,12 @@ fn evaluate_set(
     detail: Detail,
 ) -> Evaluation {
     let provider = set.provider;
-    let syntax = provider.kind.value_syntax();
 
     // Each distinct value once, in comparison form; original spelling kept for reasons.
     let mut comparable: BTreeMap<String, String> = BTreeMap::new();
     let mut unusable: BTreeMap<String, String> = BTreeMap::new();
     for value in attribute_values {
-        match comparison_form(value, syntax) {
+        match set.comparison_form(value) {
             Ok(form) => {
                 comparable
                     .entry(form)

@@ -131,6 +131,7 @@ pub(crate) async fn collect<S: SyncStore>(
     }
 
     // Evaluate them as a full run would, a page at a time.
+    let set = crate::model::mapping::MappingSet::new(provider, mappings);
     let mut seen = HashSet::new();
     let page_size = options.page_size.max(1) as usize;
     let mut page: Vec<DirectoryUser> = Vec::new();
@@ -156,10 +157,10 @@ pub(crate) async fn collect<S: SyncStore>(
             group_values,
         });
         if page.len() >= page_size {
-            stage_page(store, provider, mappings, sink, &mut page).await?;
+            stage_page(store, &set, sink, &mut page).await?;
         }
     }
-    stage_page(store, provider, mappings, sink, &mut page).await?;
+    stage_page(store, &set, sink, &mut page).await?;
     let _ = ldap.unbind().await;
     Ok(seen)
 }

@@ -442,6 +442,7 @@ async fn collect<S: SyncStore>(
     if options.group_source == GroupSource::MemberOf {
         attrs.push("memberOf");
     }
+    let set = MappingSet::new(provider, mappings);
     let mut seen = HashSet::new();
     let page_size = options.page_size.max(1) as usize;
     let mut page: Vec<DirectoryUser> = Vec::with_capacity(page_size);
@@ -483,11 +484,11 @@ async fn collect<S: SyncStore>(
             group_values,
         });
         if page.len() >= page_size {
-            stage_page(store, provider, mappings, sink, &mut page).await?;
+            stage_page(store, &set, sink, &mut page).await?;
             progress(Progress::Users(stream.count()));
         }
     }
-    stage_page(store, provider, mappings, sink, &mut page).await?;
+    stage_page(store, &set, sink, &mut page).await?;
     progress(Progress::Users(stream.count()));
     drop(stream);
     let _ = ldap.unbind().await;
@@ -513,20 +514,19 @@ fn options_overlap_ms(directory: &Directory) -> i64 {
 
 pub(crate) async fn stage_page<S: SyncStore>(
     store: &S,
-    provider: &ProviderRef,
-    mappings: &[Mapping],
+    set: &MappingSet<'_>,
     sink: &mut Sink<'_, S>,
     page: &mut Vec<DirectoryUser>,
 ) -> Result<(), StoreError> {
+    let provider = set.provider();
     if page.is_empty() {
         return Ok(());
     }
     let names: Vec<String> = page.iter().map(|u| u.username.clone()).collect();
     let stored = store.stored_users(provider.id, &names).await?;
-    let set = MappingSet::new(provider, mappings);
     let mut changes = Vec::new();
     for user in page.drain(..) {
-        changes.extend(diff_present_user(&set, &user, stored.get(&user.username)));
+        changes.extend(diff_present_user(set, &user, stored.get(&user.username)));
     }
     sink.stage(changes).await
 }
