@@ -21,6 +21,9 @@ use crate::sources::ldap::groups::{self, all_values};
 use crate::sources::ldap::{GroupSource, LdapError};
 use crate::store::SyncStore;
 
+/// Member DNs per search when reading the members of changed groups.
+const DNS_PER_SEARCH: usize = 200;
+
 pub(crate) async fn collect<S: SyncStore>(
     store: &S,
     directory: &Directory,
@@ -80,15 +83,37 @@ pub(crate) async fn collect<S: SyncStore>(
         .mapped_member_usernames(provider.id, &local_groups)
         .await?;
 
-    // Read the entries not read yet: by DN for members, by login name for the rest.
-    for member in member_dns {
-        if entries.contains_key(&member_key(&member)) {
-            continue;
-        }
-        if let Some(entry) = directory
-            .read_entry(&mut ldap, &member, &user_attrs)
-            .await?
-        {
+    // Read the entries not read yet: members by DN, many per search (one search per member
+    // would make a busy group cost a round trip per member), then the rest by login name.
+    let unread: Vec<String> = member_dns
+        .into_iter()
+        .filter(|dn| !entries.contains_key(&member_key(dn)))
+        .collect();
+    let dn_attribute = if options.active_directory {
+        "distinguishedName"
+    } else {
+        "entryDN"
+    };
+    for chunk in unread.chunks(DNS_PER_SEARCH) {
+        let alternatives: String = chunk
+            .iter()
+            .map(|dn| format!("({dn_attribute}={})", ldap_escape(dn.as_str())))
+            .collect();
+        let filter = format!("(&{}(|{alternatives}))", options.user_filter);
+        let mut found = Vec::new();
+        directory
+            .for_each_entry(
+                &mut ldap,
+                &options.user_base_dn,
+                &filter,
+                &user_attrs,
+                |e| {
+                    found.push(e);
+                    Ok(())
+                },
+            )
+            .await?;
+        for entry in found {
             if !values(&entry, &options.login_attribute).is_empty() {
                 entries.insert(member_key(&entry.dn), entry);
             }
