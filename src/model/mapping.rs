@@ -284,6 +284,12 @@ pub enum Detail {
 pub struct MappingSet<'m> {
     provider: &'m ProviderRef,
     groups: Vec<(GroupRef, Vec<&'m Mapping>)>,
+    /// Exact pattern (comparison form) → the groups (indices) whose mappings list it.
+    exact: std::collections::HashMap<String, Vec<usize>>,
+    /// Groups with an assign-all, glob or regex mapping: checked for every identity.
+    always: Vec<usize>,
+    /// Group id → index.
+    index_of: std::collections::HashMap<i64, usize>,
     /// Comparison forms already computed: in a directory most users share their group DNs,
     /// and normalising a DN is the costliest step of an evaluation. A memo, not state: the
     /// same value always has the same form.
@@ -312,16 +318,48 @@ impl<'m> MappingSet<'m> {
                 .1
                 .push(mapping);
         }
-        let groups = by_group
+        let groups: Vec<(GroupRef, Vec<&Mapping>)> = by_group
             .into_values()
             .map(|(group, mut list)| {
                 list.sort_by_key(|m| m.id);
                 (group, list)
             })
             .collect();
+        let mut exact: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        let mut always = Vec::new();
+        for (i, (_, list)) in groups.iter().enumerate() {
+            let mut scanned = false;
+            for mapping in list {
+                match &mapping.rule {
+                    MappingRule::AssignAllUsers => scanned = true,
+                    MappingRule::GroupAttributes(patterns) => {
+                        for pattern in patterns {
+                            match pattern.exact_value() {
+                                Some(value) => exact.entry(value.to_string()).or_default().push(i),
+                                None => scanned = true,
+                            }
+                        }
+                    }
+                }
+            }
+            if scanned {
+                always.push(i);
+            }
+        }
+        for list in exact.values_mut() {
+            list.dedup();
+        }
+        let index_of = groups
+            .iter()
+            .enumerate()
+            .map(|(i, (g, _))| (g.id, i))
+            .collect();
         MappingSet {
             provider,
             groups,
+            exact,
+            always,
+            index_of,
             forms: Default::default(),
         }
     }
@@ -401,12 +439,26 @@ fn evaluate_set(
     let current_by_group: BTreeMap<i64, MembershipSource> =
         current.iter().map(|m| (m.group.id, m.source)).collect();
 
-    let mut decisions = Vec::with_capacity(match detail {
-        Detail::Full => set.groups.len(),
-        Detail::ChangesOnly => current.len() + 4,
-    });
-    for (group, group_mappings) in &set.groups {
-        let group = group.clone();
+    // The groups to decide: all of them for a full report; for changes only, those the user is
+    // in, those an exact value of theirs names, and those with a pattern that must be scanned.
+    let candidates: Vec<usize> = match detail {
+        Detail::Full => (0..set.groups.len()).collect(),
+        Detail::ChangesOnly => {
+            let mut picked: Vec<usize> = set.always.clone();
+            for form in comparable.keys() {
+                if let Some(groups) = set.exact.get(form) {
+                    picked.extend(groups);
+                }
+            }
+            picked.extend(current.iter().filter_map(|m| set.index_of.get(&m.group.id)));
+            picked.sort_unstable();
+            picked.dedup();
+            picked
+        }
+    };
+    let mut decisions = Vec::with_capacity(candidates.len());
+    for i in candidates {
+        let (group, group_mappings) = &set.groups[i];
         let matched = group_mappings
             .iter()
             .find_map(|m| match_mapping(m, &comparable));
@@ -414,6 +466,7 @@ fn evaluate_set(
         if detail == Detail::ChangesOnly && matched.is_none() && before.is_none() {
             continue;
         }
+        let group = group.clone();
 
         let decision = match (matched, before) {
             (Some((mapping_id, reason)), None) => GroupDecision {

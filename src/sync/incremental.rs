@@ -127,16 +127,25 @@ pub(crate) async fn collect<S: SyncStore>(
                 .map(|v| v.to_lowercase())
         })
         .collect();
-    for name in member_uids.into_iter().chain(holders) {
-        if known_names.contains(&name.to_lowercase()) {
-            continue;
-        }
-        let filter = format!(
-            "(&{}({}={}))",
-            options.user_filter,
-            options.login_attribute,
-            ldap_escape(name.as_str())
-        );
+    let mut names: Vec<String> = member_uids
+        .into_iter()
+        .chain(holders)
+        .filter(|name| !known_names.contains(&name.to_lowercase()))
+        .collect();
+    names.sort();
+    names.dedup();
+    for chunk in names.chunks(DNS_PER_SEARCH) {
+        let alternatives: String = chunk
+            .iter()
+            .map(|name| {
+                format!(
+                    "({}={})",
+                    options.login_attribute,
+                    ldap_escape(name.as_str())
+                )
+            })
+            .collect();
+        let filter = format!("(&{}(|{alternatives}))", options.user_filter);
         let mut found = Vec::new();
         directory
             .for_each_entry(

@@ -12,10 +12,12 @@ use crate::model::group::{GroupRef, ALL_USERS};
 use crate::model::sync::{ChangeKind, StagedChange, StoredUser};
 use crate::store::{PermissionDigest, StoreError, StoreResult, SyncRun, SyncStore};
 
-/// Rows per multi-row INSERT when staging (10 parameters each).
-const STAGE_CHUNK: usize = 100;
-/// Users per `IN (…)` list.
-const NAME_CHUNK: usize = 500;
+/// Rows per multi-row INSERT when staging (10 parameters each). sqlx looks every parameter up
+/// by name, which SQLite answers by walking a list: a statement's cost grows with the square of
+/// its parameters, so they stay few.
+const STAGE_CHUNK: usize = 20;
+/// Users per `IN (…)` list, for the same reason.
+const NAME_CHUNK: usize = 100;
 
 fn run_from_row(row: &AnyRow) -> StoreResult<SyncRun> {
     Ok(SyncRun {
