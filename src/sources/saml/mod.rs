@@ -456,22 +456,35 @@ fn map_sp_error(e: SpError) -> SamlError {
     }
 }
 
+/// The expressions the structural checks use, compiled once per element name.
+fn cached_regex(pattern: String) -> Option<std::sync::Arc<regex::Regex>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<regex::Regex>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = cache.get(&pattern) {
+        return Some(re.clone());
+    }
+    let re = Arc::new(regex::Regex::new(&pattern).ok()?);
+    cache.insert(pattern, re.clone());
+    Some(re)
+}
+
 /// How many `NAME` elements (any namespace prefix) the document opens.
 fn element_count(xml: &str, name: &str) -> usize {
-    let pattern = format!(r"<(?:[A-Za-z_][\w.-]*:)?{name}[\s/>]");
-    regex::Regex::new(&pattern)
+    cached_regex(format!(r"<(?:[A-Za-z_][\w.-]*:)?{name}[\s/>]"))
         .map(|re| re.find_iter(xml).count())
         .unwrap_or(usize::MAX)
 }
 
 /// Whether any `<…:NAME …>…</…:NAME>` element holds an XML comment.
 fn comment_inside(xml: &str, name: &str) -> bool {
-    let pattern = format!(
+    cached_regex(format!(
         r"(?s)<(?:[A-Za-z_][\w.-]*:)?{name}\b[^>]*>(.*?)</(?:[A-Za-z_][\w.-]*:)?{name}\s*>"
-    );
-    regex::Regex::new(&pattern)
-        .map(|re| re.captures_iter(xml).any(|c| c[1].contains("<!--")))
-        .unwrap_or(true)
+    ))
+    .map(|re| re.captures_iter(xml).any(|c| c[1].contains("<!--")))
+    .unwrap_or(true)
 }
 
 fn xml_escape(text: &str) -> String {
