@@ -8,7 +8,6 @@ mod support;
 use base64::Engine as _;
 use idsync::login;
 use idsync::sources::oidc::{OidcError, OidcOptions, OidcSource};
-use idsync::store::SqlStore;
 use oidc::{OidcProvider, ProviderOptions, TestAccount};
 use serde_json::{json, Value};
 use support::{apply_state, Db, TestDb};
@@ -95,14 +94,6 @@ async fn env() -> Env {
     env_with(ProviderOptions::default(), "groups").await
 }
 
-async fn rows(store: &SqlStore) -> Vec<i64> {
-    let mut counts = Vec::new();
-    for t in SqlStore::TABLES {
-        counts.push(store.count(t).await.unwrap());
-    }
-    counts
-}
-
 /// Claims the provider would issue for alice now, to be altered by a test.
 fn claims(env: &Env) -> Value {
     let now = now();
@@ -136,12 +127,12 @@ async fn assert_refused(
     nonce: Option<&str>,
     expected: fn(&OidcError) -> bool,
 ) {
-    let before = rows(&env.db.store).await;
+    let before = support::row_counts(&env.db.store).await;
     let err = verify_then_login(env, token, nonce).await.unwrap_err();
     assert!(expected(&err), "unexpected refusal: {err}");
     assert!(!err.to_string().is_empty());
     assert_eq!(
-        rows(&env.db.store).await,
+        support::row_counts(&env.db.store).await,
         before,
         "a refusal writes nothing"
     );

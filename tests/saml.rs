@@ -9,7 +9,6 @@ mod support;
 use base64::Engine as _;
 use idsync::login;
 use idsync::sources::saml::{SamlError, SamlOptions, SamlSource};
-use idsync::store::SqlStore;
 use saml::{attacks, Idp, ResponseSpec};
 use support::{apply_state, Db, TestDb};
 
@@ -75,14 +74,6 @@ async fn env() -> Env {
     env_with(serde_json::json!({})).await
 }
 
-async fn rows(store: &SqlStore) -> Vec<i64> {
-    let mut counts = Vec::new();
-    for t in SqlStore::TABLES {
-        counts.push(store.count(t).await.unwrap());
-    }
-    counts
-}
-
 fn outstanding(spec: &ResponseSpec) -> Vec<String> {
     spec.in_response_to.iter().cloned().collect()
 }
@@ -114,13 +105,13 @@ async fn accept(env: &Env, encoded: &str, requests: &[String]) -> Result<Vec<Str
 }
 
 async fn assert_refused(env: &Env, name: &str, encoded: &str, requests: &[String]) {
-    let before = rows(&env.db.store).await;
+    let before = support::row_counts(&env.db.store).await;
     let err = accept(env, encoded, requests)
         .await
         .expect_err(&format!("{name} must be refused"));
     assert!(!err.to_string().is_empty());
     assert_eq!(
-        rows(&env.db.store).await,
+        support::row_counts(&env.db.store).await,
         before,
         "{name}: a refusal writes nothing ({err})"
     );
@@ -146,12 +137,12 @@ async fn a_replayed_assertion_is_refused() {
     let spec = env.idp.spec(SP, ACS, now());
     let encoded = env.idp.sign_b64(&spec);
     accept(&env, &encoded, &outstanding(&spec)).await.unwrap();
-    let before = rows(&env.db.store).await;
+    let before = support::row_counts(&env.db.store).await;
     let err = accept(&env, &encoded, &outstanding(&spec))
         .await
         .unwrap_err();
     assert!(matches!(err, SamlError::Replay(_)), "{err}");
-    assert_eq!(rows(&env.db.store).await, before);
+    assert_eq!(support::row_counts(&env.db.store).await, before);
 }
 
 #[tokio::test]

@@ -39,14 +39,6 @@ fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-async fn row_counts(store: &SqlStore) -> Vec<i64> {
-    let mut counts = Vec::new();
-    for t in SqlStore::TABLES {
-        counts.push(store.count(t).await.unwrap());
-    }
-    counts
-}
-
 async fn system_groups_exist_from_the_first_start(db: Db) {
     let t = TestDb::new(db).await;
     let config = t.store.load_config().await.unwrap();
@@ -72,9 +64,9 @@ async fn system_groups_exist_from_the_first_start(db: Db) {
     assert_eq!(admins.permissions, vec!["Global Admin".to_string()]);
 
     // Migrating again changes nothing.
-    let before = row_counts(&t.store).await;
+    let before = support::row_counts(&t.store).await;
     t.store.migrate().await.unwrap();
-    assert_eq!(row_counts(&t.store).await, before);
+    assert_eq!(support::row_counts(&t.store).await, before);
 }
 
 async fn applying_a_state_file_twice_plans_nothing_the_second_time(db: Db) {
@@ -117,7 +109,7 @@ async fn applying_a_state_file_twice_plans_nothing_the_second_time(db: Db) {
 
 async fn system_groups_cannot_be_deleted_and_nothing_is_half_applied(db: Db) {
     let t = TestDb::new(db).await;
-    let before = row_counts(&t.store).await;
+    let before = support::row_counts(&t.store).await;
     let err = t
         .store
         .apply_config(
@@ -140,7 +132,7 @@ async fn system_groups_cannot_be_deleted_and_nothing_is_half_applied(db: Db) {
     assert!(matches!(err, StoreError::Refused(_)), "{err}");
     assert!(err.to_string().contains("system group"), "{err}");
     assert_eq!(
-        row_counts(&t.store).await,
+        support::row_counts(&t.store).await,
         before,
         "the whole change rolled back"
     );
@@ -231,7 +223,7 @@ async fn login_applies_the_diff_in_one_transaction_and_signs_a_token(db: Db) {
 async fn a_preview_writes_nothing(db: Db) {
     let t = TestDb::new(db).await;
     apply_state(&t.store, STATE).await;
-    let before = row_counts(&t.store).await;
+    let before = support::row_counts(&t.store).await;
     let outcome = login::preview(
         &t.store,
         &identity(
@@ -249,7 +241,7 @@ async fn a_preview_writes_nothing(db: Db) {
         .access
         .permission_names()
         .contains(&"Images View".to_string()));
-    assert_eq!(row_counts(&t.store).await, before);
+    assert_eq!(support::row_counts(&t.store).await, before);
     assert!(t.store.user_by_name("newcomer").await.unwrap().is_none());
 }
 
@@ -367,19 +359,19 @@ async fn refresh_reflects_current_memberships_and_refuses_what_it_must(db: Db) {
         login::refresh(&t.store, &signer, &token, now + 2000).await,
         Err(LoginError::Disabled(_))
     ));
-    let before = row_counts(&t.store).await;
+    let before = support::row_counts(&t.store).await;
     assert!(matches!(
         login::login(&t.store, &signer, &identity("ldap", "erin", &[]), now + 3).await,
         Err(LoginError::Disabled(_))
     ));
-    assert_eq!(row_counts(&t.store).await, before);
+    assert_eq!(support::row_counts(&t.store).await, before);
 }
 
 async fn bad_input_is_refused_and_changes_nothing(db: Db) {
     let t = TestDb::new(db).await;
     apply_state(&t.store, STATE).await;
     let signer = signer(&t.store).await;
-    let before = row_counts(&t.store).await;
+    let before = support::row_counts(&t.store).await;
     for name in ["", " padded ", "line\nbreak", &"x".repeat(300)] {
         let err = login::login(&t.store, &signer, &identity("ldap", name, &[]), 1)
             .await
@@ -394,7 +386,7 @@ async fn bad_input_is_refused_and_changes_nothing(db: Db) {
         "{err}"
     );
     assert!(err.to_string().contains("ldap, oidc"), "{err}");
-    assert_eq!(row_counts(&t.store).await, before);
+    assert_eq!(support::row_counts(&t.store).await, before);
 }
 
 /// Many concurrent logins of one user, alternating between two sets of group values, must

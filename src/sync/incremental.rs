@@ -94,29 +94,9 @@ pub(crate) async fn collect<S: SyncStore>(
     } else {
         "entryDN"
     };
-    for chunk in unread.chunks(DNS_PER_SEARCH) {
-        let alternatives: String = chunk
-            .iter()
-            .map(|dn| format!("({dn_attribute}={})", ldap_escape(dn.as_str())))
-            .collect();
-        let filter = format!("(&{}(|{alternatives}))", options.user_filter);
-        let mut found = Vec::new();
-        directory
-            .for_each_entry(
-                &mut ldap,
-                &options.user_base_dn,
-                &filter,
-                &user_attrs,
-                |e| {
-                    found.push(e);
-                    Ok(())
-                },
-            )
-            .await?;
-        for entry in found {
-            if !values(&entry, &options.login_attribute).is_empty() {
-                entries.insert(member_key(&entry.dn), entry);
-            }
+    for entry in read_users(directory, &mut ldap, dn_attribute, &unread, &user_attrs).await? {
+        if !values(&entry, &options.login_attribute).is_empty() {
+            entries.insert(member_key(&entry.dn), entry);
         }
     }
     let known_names: HashSet<String> = entries
@@ -134,34 +114,9 @@ pub(crate) async fn collect<S: SyncStore>(
         .collect();
     names.sort();
     names.dedup();
-    for chunk in names.chunks(DNS_PER_SEARCH) {
-        let alternatives: String = chunk
-            .iter()
-            .map(|name| {
-                format!(
-                    "({}={})",
-                    options.login_attribute,
-                    ldap_escape(name.as_str())
-                )
-            })
-            .collect();
-        let filter = format!("(&{}(|{alternatives}))", options.user_filter);
-        let mut found = Vec::new();
-        directory
-            .for_each_entry(
-                &mut ldap,
-                &options.user_base_dn,
-                &filter,
-                &user_attrs,
-                |e| {
-                    found.push(e);
-                    Ok(())
-                },
-            )
-            .await?;
-        for entry in found {
-            entries.insert(member_key(&entry.dn), entry);
-        }
+    let login = options.login_attribute.as_str();
+    for entry in read_users(directory, &mut ldap, login, &names, &user_attrs).await? {
+        entries.insert(member_key(&entry.dn), entry);
     }
 
     // Evaluate them as a full run would, a page at a time.
@@ -197,6 +152,32 @@ pub(crate) async fn collect<S: SyncStore>(
     stage_page(store, &set, sink, &mut page).await?;
     let _ = ldap.unbind().await;
     Ok(seen)
+}
+
+/// The users whose `attribute` equals one of `wanted`, many per search.
+async fn read_users(
+    directory: &Directory,
+    ldap: &mut ldap3::Ldap,
+    attribute: &str,
+    wanted: &[String],
+    attrs: &[&str],
+) -> Result<Vec<SearchEntry>, LdapError> {
+    let options = &directory.options;
+    let mut found = Vec::new();
+    for chunk in wanted.chunks(DNS_PER_SEARCH) {
+        let alternatives: String = chunk
+            .iter()
+            .map(|value| format!("({attribute}={})", ldap_escape(value.as_str())))
+            .collect();
+        let filter = format!("(&{}(|{alternatives}))", options.user_filter);
+        directory
+            .for_each_entry(ldap, &options.user_base_dn, &filter, attrs, |e| {
+                found.push(e);
+                Ok(())
+            })
+            .await?;
+    }
+    Ok(found)
 }
 
 fn member_key(dn_text: &str) -> String {

@@ -179,6 +179,15 @@ pub async fn apply_state(store: &SqlStore, text: &str) -> usize {
         .expect("apply")
 }
 
+/// The number of rows of every table: a refusal must leave it unchanged.
+pub async fn row_counts(store: &SqlStore) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for table in SqlStore::TABLES {
+        counts.push(store.count(table).await.expect("count"));
+    }
+    counts
+}
+
 pub async fn signer(store: &SqlStore) -> Signer {
     Signer::load(store, &TokenConfig::default(), idsync::clock::now_secs())
         .await
