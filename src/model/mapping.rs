@@ -290,6 +290,8 @@ pub struct MappingSet<'m> {
     always: Vec<usize>,
     /// Group id → index.
     index_of: std::collections::HashMap<i64, usize>,
+    /// Whether the indexes and the memo are kept: worth it for many identities, not for one.
+    indexed: bool,
     /// Comparison forms already computed: in a directory most users share their group DNs,
     /// and normalising a DN is the costliest step of an evaluation. A memo, not state: the
     /// same value always has the same form.
@@ -301,8 +303,18 @@ pub struct MappingSet<'m> {
 const MAX_REMEMBERED_FORMS: usize = 100_000;
 
 impl<'m> MappingSet<'m> {
-    /// Keeps the mappings of `provider`; All Users is never touched.
+    /// Keeps the mappings of `provider`; All Users is never touched. Indexed for evaluating
+    /// many identities.
     pub fn new(provider: &'m ProviderRef, mappings: &'m [Mapping]) -> MappingSet<'m> {
+        Self::build(provider, mappings, true)
+    }
+
+    /// The same, without the indexes: for evaluating one identity.
+    pub fn for_one(provider: &'m ProviderRef, mappings: &'m [Mapping]) -> MappingSet<'m> {
+        Self::build(provider, mappings, false)
+    }
+
+    fn build(provider: &'m ProviderRef, mappings: &'m [Mapping], indexed: bool) -> MappingSet<'m> {
         let mut by_group: BTreeMap<(i64, String, i64), (GroupRef, Vec<&Mapping>)> = BTreeMap::new();
         for mapping in mappings
             .iter()
@@ -327,7 +339,7 @@ impl<'m> MappingSet<'m> {
             .collect();
         let mut exact: std::collections::HashMap<String, Vec<usize>> = Default::default();
         let mut always = Vec::new();
-        for (i, (_, list)) in groups.iter().enumerate() {
+        for (i, (_, list)) in groups.iter().enumerate().filter(|_| indexed) {
             let mut scanned = false;
             for mapping in list {
                 match &mapping.rule {
@@ -352,6 +364,7 @@ impl<'m> MappingSet<'m> {
         let index_of = groups
             .iter()
             .enumerate()
+            .filter(|_| indexed)
             .map(|(i, (g, _))| (g.id, i))
             .collect();
         MappingSet {
@@ -360,11 +373,15 @@ impl<'m> MappingSet<'m> {
             exact,
             always,
             index_of,
+            indexed,
             forms: Default::default(),
         }
     }
 
     fn comparison_form(&self, value: &str) -> Result<String, String> {
+        if !self.indexed {
+            return comparison_form(value, self.provider.kind.value_syntax());
+        }
         let mut forms = self.forms.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(form) = forms.get(value) {
             return form.clone();
@@ -404,7 +421,7 @@ pub fn evaluate(
     attribute_values: &[String],
     current: &[CurrentMembership],
 ) -> Evaluation {
-    MappingSet::new(provider, mappings).evaluate(attribute_values, current, Detail::Full)
+    MappingSet::for_one(provider, mappings).evaluate(attribute_values, current, Detail::Full)
 }
 
 fn evaluate_set(
@@ -443,6 +460,7 @@ fn evaluate_set(
     // in, those an exact value of theirs names, and those with a pattern that must be scanned.
     let candidates: Vec<usize> = match detail {
         Detail::Full => (0..set.groups.len()).collect(),
+        Detail::ChangesOnly if !set.indexed => (0..set.groups.len()).collect(),
         Detail::ChangesOnly => {
             let mut picked: Vec<usize> = set.always.clone();
             for form in comparable.keys() {

@@ -1604,6 +1604,11 @@ proptest! {
             changes.memberships_after(&scenario.current),
             full.memberships_after(&scenario.current)
         );
+        let unindexed = MappingSet::for_one(&scenario.provider, &scenario.mappings);
+        prop_assert_eq!(
+            unindexed.evaluate(&scenario.values, &scenario.current, Detail::ChangesOnly),
+            changes
+        );
     }
 
     /// Shuffling mappings (and the patterns inside them), group values and current memberships
