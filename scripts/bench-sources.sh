@@ -48,6 +48,15 @@ source scripts/setup.sh
 # xmlsec1 signs the SAML responses and is pysaml2's crypto backend; openssl makes the keys.
 install_packages xmlsec1 openssl
 
+# Two runs at once would compete for the cores and write the same criterion estimates: a second
+# run waits for the first.
+mkdir -p "$root/target"
+exec 9>"$root/target/bench-sources.lock"
+if ! flock -n 9; then
+  echo "bench-sources.sh: another run is in progress; waiting for it to finish" >&2
+  flock 9
+fi
+
 work=$(mktemp -d /tmp/idsync-bench-sources.XXXXXX)
 cleanup() {
   local status=$?
