@@ -19,12 +19,6 @@ pub enum ConfigError {
     Missing { path: PathBuf },
     #[error("invalid configuration: {0}")]
     Invalid(String),
-    #[error("cannot read {what} from {path}: {source}")]
-    SecretFile {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
 }
 
 /// A secret value: shown as `***` everywhere.
@@ -54,6 +48,39 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
+}
+
+/// Reads a secret named in configuration: the environment variable when one is named, else the
+/// first line of the file; `Ok(None)` when neither is. Errors name the variable or file, never
+/// the value.
+pub fn read_secret(
+    env: Option<&str>,
+    file: Option<&Path>,
+    what: &str,
+) -> Result<Option<Secret>, String> {
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(|v| Some(Secret::new(v)))
+            .map_err(|_| format!("the environment variable {var} ({what}) is not set"));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {what} from {}: {e}", path.display()))?;
+        return Ok(Some(Secret::new(
+            text.lines().next().unwrap_or("").to_string(),
+        )));
+    }
+    Ok(None)
+}
+
+/// Whether a URL host is this machine (plain-text protocols are allowed only there).
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -217,18 +244,14 @@ impl Config {
 
     /// The database URL with the configured password filled in.
     pub fn database_url(&self) -> Result<String, ConfigError> {
-        let password = match (&self.database.password, &self.database.password_file) {
-            (Some(secret), _) => Some(secret.clone()),
-            (None, Some(path)) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
-                        what: "the database password",
-                        path: path.clone(),
-                        source,
-                    })?;
-                Some(Secret::new(text.lines().next().unwrap_or("").to_string()))
-            }
-            (None, None) => None,
+        let password = match &self.database.password {
+            Some(secret) => Some(secret.clone()),
+            None => read_secret(
+                None,
+                self.database.password_file.as_deref(),
+                "database.password_file",
+            )
+            .map_err(ConfigError::Invalid)?,
         };
         match password {
             Some(secret) if !secret.is_empty() => {

@@ -608,27 +608,8 @@ pub fn identity_from_claims(
             .map(str::to_string)
             .ok_or("no username: pass --user or put \"username\" in the claims")?,
     };
-    let mut node = Some(&claims);
-    for part in groups_claim.split('.') {
-        node = node.and_then(|n| n.get(part));
-    }
-    let group_values = match node {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(serde_json::Value::String(s)) => vec![s.clone()],
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| format!("{groups_claim:?} must hold strings; found {v}"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(format!(
-                "{groups_claim:?} must be a string or an array of strings; found {other}"
-            ))
-        }
-    };
+    let group_values =
+        crate::model::claims::group_values(&claims, groups_claim).map_err(|e| e.to_string())?;
     Ok(VerifiedIdentity {
         provider: provider.to_string(),
         username,

@@ -4,6 +4,7 @@
 //! plain transformation of its arguments, which is what lets the rules be tested exhaustively.
 
 pub mod access;
+pub mod claims;
 pub mod defaults;
 pub mod dn;
 pub mod group;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secret;
+use crate::config::{is_loopback_host, read_secret, Secret};
 use crate::model::dn::Dn;
 
 /// Where a user's group values come from.
@@ -159,7 +159,7 @@ impl LdapOptions {
                         self.url
                     )));
                 }
-                if !self.starttls && !is_loopback(&host) {
+                if !self.starttls && !is_loopback_host(&host) {
                     return Err(OptionsError(format!(
                         "allow_plain is only accepted for a loopback address, not {host:?}: passwords would cross the network in clear"
                     )));
@@ -243,25 +243,13 @@ impl LdapOptions {
 
     /// The service account's password, from the environment or the file.
     pub fn bind_password(&self) -> Result<Secret, OptionsError> {
-        if let Some(var) = &self.bind_password_env {
-            return std::env::var(var).map(Secret::new).map_err(|_| {
-                OptionsError(format!(
-                    "the environment variable {var} (bind_password_env) is not set"
-                ))
-            });
-        }
-        if let Some(path) = &self.bind_password_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                OptionsError(format!(
-                    "cannot read bind_password_file {}: {e}",
-                    path.display()
-                ))
-            })?;
-            return Ok(Secret::new(text.lines().next().unwrap_or("").to_string()));
-        }
-        Err(OptionsError(
-            "no bind_password_env or bind_password_file".into(),
-        ))
+        read_secret(
+            self.bind_password_env.as_deref(),
+            self.bind_password_file.as_deref(),
+            "the service account's password",
+        )
+        .map_err(OptionsError)?
+        .ok_or_else(|| OptionsError("no bind_password_env or bind_password_file".into()))
     }
 
     /// The removal threshold for a provider holding `memberships` mapping-owned memberships.
@@ -269,15 +257,6 @@ impl LdapOptions {
         let share = (memberships as f64 * self.max_removal_percent / 100.0).floor() as u64;
         self.max_removals.max(share)
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secret;
+use crate::config::{is_loopback_host, read_secret, Secret};
 
 fn default_scopes() -> Vec<String> {
     vec!["openid".into(), "profile".into(), "email".into()]
@@ -75,15 +75,7 @@ impl OidcOptions {
     pub fn validate(&self) -> Result<(), OidcOptionsError> {
         let issuer = url::Url::parse(&self.issuer)
             .map_err(|e| OidcOptionsError(format!("issuer {:?}: {e}", self.issuer)))?;
-        let loopback = issuer
-            .host_str()
-            .map(|h| {
-                h == "localhost"
-                    || h.trim_matches(|c| c == '[' || c == ']')
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            })
-            .unwrap_or(false);
+        let loopback = issuer.host_str().is_some_and(is_loopback_host);
         if issuer.scheme() != "https" && !(issuer.scheme() == "http" && loopback) {
             return Err(OidcOptionsError(format!(
                 "issuer {} must use https (plain http is accepted only on a loopback address)",
@@ -121,26 +113,11 @@ impl OidcOptions {
 
     /// The client secret, from the environment or the file; `None` for a public client.
     pub fn client_secret(&self) -> Result<Option<Secret>, OidcOptionsError> {
-        if let Some(var) = &self.client_secret_env {
-            return std::env::var(var)
-                .map(|v| Some(Secret::new(v)))
-                .map_err(|_| {
-                    OidcOptionsError(format!(
-                        "the environment variable {var} (client_secret_env) is not set"
-                    ))
-                });
-        }
-        if let Some(path) = &self.client_secret_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                OidcOptionsError(format!(
-                    "cannot read client_secret_file {}: {e}",
-                    path.display()
-                ))
-            })?;
-            return Ok(Some(Secret::new(
-                text.lines().next().unwrap_or("").to_string(),
-            )));
-        }
-        Ok(None)
+        read_secret(
+            self.client_secret_env.as_deref(),
+            self.client_secret_file.as_deref(),
+            "the client secret",
+        )
+        .map_err(OidcOptionsError)
     }
 }

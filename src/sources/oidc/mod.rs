@@ -35,6 +35,7 @@ pub use config::{OidcOptions, OidcOptionsError};
 
 use crate::config::Secret;
 use crate::login::VerifiedIdentity;
+use crate::model::claims::{self, ClaimError};
 use crate::model::mapping::MAX_ATTRIBUTE_VALUES;
 
 /// Longest ID token accepted.
@@ -608,39 +609,14 @@ fn access_token_hash(
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2]))
 }
 
-/// The group values at `path` (a claim name or dotted path), refusing a token that says its
-/// groups did not fit (Entra's `_claim_names`/`_claim_sources`).
+/// The group values at `path`; see [`crate::model::claims::group_values`].
 pub fn group_values(payload: &serde_json::Value, path: &str) -> Result<Vec<String>, OidcError> {
-    let top = path.split('.').next().unwrap_or(path);
-    if let Some(source) = payload.get("_claim_names").and_then(|names| names.get(top)) {
-        return Err(OidcError::GroupOverage {
-            claim: top.to_string(),
-            source_hint: source.as_str().unwrap_or("another source").to_string(),
-        });
-    }
-    let mut node = Some(payload);
-    for part in path.split('.') {
-        node = node.and_then(|n| n.get(part));
-    }
-    match node {
-        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-        Some(serde_json::Value::String(s)) => Ok(vec![s.clone()]),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| OidcError::GroupsClaimType {
-                        path: path.to_string(),
-                        found: v.to_string(),
-                    })
-            })
-            .collect(),
-        Some(other) => Err(OidcError::GroupsClaimType {
-            path: path.to_string(),
-            found: other.to_string(),
-        }),
-    }
+    claims::group_values(payload, path).map_err(|e| match e {
+        ClaimError::Overage { claim, source_hint } => {
+            OidcError::GroupOverage { claim, source_hint }
+        }
+        ClaimError::NotStrings { path, found } => OidcError::GroupsClaimType { path, found },
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -460,32 +460,31 @@ async fn load_groups(
             g.permissions.push(row.try_get("permission")?);
         }
     }
-    let sql = format!(
-        "SELECT group_id, name, value_json FROM group_settings{}",
-        filter("group_id")
-    );
-    for (id, row) in attached_rows(executor, &sql, ids_to_bind).await? {
-        if let Some(g) = groups.get_mut(&id) {
-            let name: String = row.try_get("name")?;
-            let value = json(
-                &format!("setting {name}"),
-                &row.try_get::<String, _>("value_json")?,
-            )?;
-            g.settings.insert(name, value);
-        }
-    }
-    let sql = format!(
-        "SELECT group_id, destination, mapping_json FROM group_file_mappings{}",
-        filter("group_id")
-    );
-    for (id, row) in attached_rows(executor, &sql, ids_to_bind).await? {
-        if let Some(g) = groups.get_mut(&id) {
-            let destination: String = row.try_get("destination")?;
-            let value = json(
-                &format!("file mapping {destination}"),
-                &row.try_get::<String, _>("mapping_json")?,
-            )?;
-            g.file_mappings.insert(destination, value);
+    // Settings and file mappings: a key and a JSON value per row.
+    for (table, key, value, what) in [
+        ("group_settings", "name", "value_json", "setting"),
+        (
+            "group_file_mappings",
+            "destination",
+            "mapping_json",
+            "file mapping",
+        ),
+    ] {
+        let sql = format!(
+            "SELECT group_id, {key} AS k, {value} AS v FROM {table}{}",
+            filter("group_id")
+        );
+        for (id, row) in attached_rows(executor, &sql, ids_to_bind).await? {
+            if let Some(g) = groups.get_mut(&id) {
+                let k: String = row.try_get("k")?;
+                let v = json(&format!("{what} {k}"), &row.try_get::<String, _>("v")?)?;
+                let target = if table == "group_settings" {
+                    &mut g.settings
+                } else {
+                    &mut g.file_mappings
+                };
+                target.insert(k, v);
+            }
         }
     }
     let sql = format!(
