@@ -11,7 +11,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// Sections an environment variable may override (`IDSYNC_DATABASE__URL` → `database.url`).
-const SECTIONS: &[&str] = &["database", "tokens", "http", "log"];
+const SECTIONS: &[&str] = &["database", "tokens", "http", "log", "scheduler", "webhook"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -90,6 +90,8 @@ pub struct Config {
     pub tokens: TokenConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub scheduler: SchedulerConfig,
+    pub webhook: WebhookConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,15 +153,67 @@ impl Default for TokenConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// Address the service listens on.
     pub listen: String,
+    /// The URL browsers and identity providers reach the service at: the base of the OIDC
+    /// callback, the SAML ACS and the SP metadata.
+    pub public_url: String,
+    /// Largest request body accepted (a SAML response posted to the ACS is the largest).
+    pub max_body_bytes: usize,
+    /// Key that signs the short-lived browser-flow cookies (OIDC state, SAML request ids).
+    /// Instances behind one load balancer need the same key; without one, each process makes
+    /// its own and a flow must end on the instance it started on.
+    pub state_secret: Option<Secret>,
+    pub state_secret_file: Option<PathBuf>,
+    /// How often the signing keys are re-read from the store (another instance may rotate).
+    pub key_reload_secs: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+            state_secret: None,
+            state_secret_file: None,
+            key_reload_secs: 60,
         }
     }
+}
+
+/// Scheduled directory syncs (cadences are per provider, in its options).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Whether this instance takes part in scheduled syncs.
+    pub enabled: bool,
+    /// How long a provider's lease lasts without renewal: a crashed holder's work moves to
+    /// another instance after this.
+    pub lease_ttl_secs: u64,
+    /// How often each instance looks for due work.
+    pub poll_secs: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            enabled: true,
+            lease_ttl_secs: 30,
+            poll_secs: 5,
+        }
+    }
+}
+
+/// The optional webhook told about users whose permissions changed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Where to POST; no webhook when unset.
+    pub url: Option<String>,
+    /// HMAC-SHA256 key for the `X-Idsync-Signature` header.
+    pub secret: Option<Secret>,
+    pub secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,6 +290,33 @@ impl Config {
                 "log.format must be \"text\" or \"json\", not {:?}",
                 self.log.format
             )));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "http.max_body_bytes ({}) must be at least 1024",
+                self.http.max_body_bytes
+            )));
+        }
+        url::Url::parse(&self.http.public_url)
+            .map_err(|e| ConfigError::Invalid(format!("http.public_url: {e}")))?;
+        if self.scheduler.lease_ttl_secs < 2 * self.scheduler.poll_secs.max(1) {
+            return Err(ConfigError::Invalid(format!(
+                "scheduler.lease_ttl_secs ({}) must be at least twice scheduler.poll_secs ({}), or a \
+                 lease would expire between two renewals",
+                self.scheduler.lease_ttl_secs, self.scheduler.poll_secs
+            )));
+        }
+        if let Some(url) = &self.webhook.url {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| ConfigError::Invalid(format!("webhook.url: {e}")))?;
+            if parsed.scheme() != "https"
+                && !parsed.host_str().map(is_loopback_host).unwrap_or(false)
+            {
+                return Err(ConfigError::Invalid(
+                    "webhook.url must use https (plain http is allowed only to this machine)"
+                        .into(),
+                ));
+            }
         }
         crate::store::sql::Backend::from_url(&self.database.url)
             .map_err(|e| ConfigError::Invalid(format!("database.url: {e}")))?;

@@ -36,6 +36,8 @@ pub enum CliError {
     Sync(#[from] crate::sync::SyncError),
     #[error("{path}: {message}")]
     Input { path: String, message: String },
+    #[error(transparent)]
+    Serve(#[from] crate::http::ServeError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -58,6 +60,12 @@ pub struct Cli {
 pub enum Command {
     /// Create or upgrade the database schema.
     Migrate,
+    /// Run the service: login hook, tokens, browser sign-in, admin API, scheduled syncs.
+    Serve,
+    /// API keys for the admin API and trusted login pipelines. The first key is made here:
+    /// the HTTP API has no unauthenticated admin route.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
     /// Plan and apply a declarative state file (providers, groups, permissions, settings, mappings).
     Apply {
         file: PathBuf,
@@ -130,6 +138,30 @@ pub enum Command {
         #[arg(long)]
         enable: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it (it is shown once; only its hash is stored).
+    Create {
+        /// A unique name, e.g. the pipeline or person it is for.
+        #[arg(long)]
+        name: String,
+        /// A permission the key carries, by its documented name ("Global Admin", "Users Auth
+        /// Session", "Groups View", …). Repeat for several.
+        #[arg(long = "permission", required = true)]
+        permissions: Vec<String>,
+        /// The key stops working after this long (e.g. 90d); default: never.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// List the keys (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by name.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +257,11 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
             println!("database is up to date");
             Ok(0)
         }
+        Command::Serve => {
+            crate::http::serve(config, store).await?;
+            Ok(0)
+        }
+        Command::ApiKey(command) => api_key_command(&store, command, now).await,
         Command::Apply {
             file,
             dry_run,
@@ -425,6 +462,92 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
                 if disable { "disabled" } else { "enabled" }
             );
             Ok(0)
+        }
+    }
+}
+
+async fn api_key_command(
+    store: &SqlStore,
+    command: ApiKeyCommand,
+    now: i64,
+) -> Result<i32, CliError> {
+    use crate::store::{ApiKeyRecord, ApiKeyStore};
+    match command {
+        ApiKeyCommand::Create {
+            name,
+            permissions,
+            expires_in,
+        } => {
+            let mut names = Vec::new();
+            for text in &permissions {
+                let permission = text
+                    .parse::<model::permissions::Permission>()
+                    .map_err(|e| CliError::Input {
+                        path: "--permission".into(),
+                        message: e.to_string(),
+                    })?;
+                names.push(permission.name().to_owned());
+            }
+            let (id, secret, secret_hash) = crate::http::auth::new_api_key_secret();
+            let record = ApiKeyRecord {
+                id: id.clone(),
+                name: name.clone(),
+                secret_hash,
+                permissions: names,
+                created_by: "cli".into(),
+                created_at: now,
+                expires_at: expires_in
+                    .map(|d| now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+                revoked_at: None,
+            };
+            store
+                .create_api_key(&record, &Actor::new("cli:api-key"))
+                .await?;
+            eprintln!(
+                "API key {name:?} created with {}. It is shown once; keep it secret:",
+                record.permissions.join(", ")
+            );
+            println!("{}", crate::http::auth::format_api_key(&id, &secret));
+            Ok(0)
+        }
+        ApiKeyCommand::List { json } => {
+            let keys = store.api_keys().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&keys).unwrap_or_default()
+                );
+            } else {
+                for key in &keys {
+                    let state = if key.revoked_at.is_some() {
+                        "revoked"
+                    } else if key.expires_at.is_some_and(|at| at <= now) {
+                        "expired"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{}\t{}\t{state}\t{}",
+                        key.name,
+                        key.id,
+                        key.permissions.join(", ")
+                    );
+                }
+            }
+            Ok(0)
+        }
+        ApiKeyCommand::Revoke { name } => {
+            if store
+                .revoke_api_key(&name, &Actor::new("cli:api-key"), now)
+                .await?
+            {
+                println!("API key {name:?} revoked");
+                Ok(0)
+            } else {
+                Err(CliError::Store(StoreError::NotFound(format!(
+                    "no active API key named {name:?}"
+                ))))
+            }
         }
     }
 }

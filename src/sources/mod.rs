@@ -5,3 +5,7 @@
 pub mod ldap;
 pub mod oidc;
 pub mod saml;
+
+mod registry;
+
+pub use registry::{Source, SourceError, SourceRegistry};

@@ -52,6 +52,46 @@ pub struct UserRecord {
     pub permission_version: i64,
     /// The effective permissions the version was computed for (sorted, `\n`-joined).
     pub permissions_digest: String,
+    /// The end of the user's latest session (unix ms): sessions run until then.
+    pub sessions_until: i64,
+    /// Sessions that began before this instant (unix ms) are revoked.
+    pub sessions_revoked_before: i64,
+}
+
+impl UserRecord {
+    /// Whether a session of this user may still be running at `now_ms`.
+    pub fn has_running_sessions(&self, now_ms: i64) -> bool {
+        self.sessions_until > now_ms && self.sessions_revoked_before < self.sessions_until
+    }
+}
+
+/// What a login needs to know before deciding whether it writes anything, read in one
+/// statement so that it is one consistent state of the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginSnapshot {
+    /// The configuration version this state belongs to.
+    pub config_version: i64,
+    /// The user, when known.
+    pub user: Option<UserRecord>,
+    pub memberships: Vec<CurrentMembership>,
+    /// What the provider said about the user at the last sign-in or sync.
+    pub attributes: Option<serde_json::Value>,
+}
+
+/// An API key as stored (the secret itself is never stored, only its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// The public part of the key, shown in lists and audit rows.
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing)]
+    pub secret_hash: String,
+    /// Permission names the key carries.
+    pub permissions: Vec<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
 }
 
 /// A group with everything attached to it, values as stored (JSON), not yet validated.
@@ -270,6 +310,9 @@ pub trait ConfigStore: Send + Sync {
     async fn groups_by_id(&self, ids: &[i64]) -> StoreResult<Vec<GroupRecord>>;
     async fn group_by_name(&self, name: &str) -> StoreResult<Option<GroupRecord>>;
     async fn group_id(&self, name: &str) -> StoreResult<Option<i64>>;
+    /// The configuration version: every [`ConfigStore::apply_config`] raises it in its
+    /// transaction, so anything cached from configuration is keyed by it.
+    async fn config_version(&self) -> StoreResult<i64>;
     /// Applies all changes in one transaction, with an audit row each, and bumps the permission
     /// version of every user whose effective permissions change.
     async fn apply_config(
@@ -293,6 +336,19 @@ pub trait MembershipStore: Send + Sync {
     ) -> StoreResult<Box<dyn UserChange>>;
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     async fn user_by_id(&self, id: i64) -> StoreResult<Option<UserRecord>>;
+    /// The user, their memberships, the provider's last-seen attributes and the configuration
+    /// version, in one read.
+    async fn login_snapshot(&self, username: &str, provider: &str) -> StoreResult<LoginSnapshot>;
+    /// Records that a session of the user runs until `until_ms`. Written only when it moves the
+    /// recorded end forward by more than `granularity_ms`, so repeated sign-ins stay read-only.
+    async fn note_session(
+        &self,
+        user_id: i64,
+        until_ms: i64,
+        granularity_ms: i64,
+    ) -> StoreResult<()>;
+    /// Revokes every session of the user that began before `now_ms`, with an audit row.
+    async fn revoke_sessions(&self, username: &str, actor: &Actor, now_ms: i64) -> StoreResult<()>;
     /// The user's stored memberships (All Users is implicit and not among them).
     async fn memberships(&self, user_id: i64) -> StoreResult<Vec<CurrentMembership>>;
     async fn set_user_disabled(
@@ -343,7 +399,8 @@ pub trait UserChange: Send {
     async fn current_grants(&mut self) -> StoreResult<Vec<(GroupRef, String)>>;
     /// Records the effective permissions; bumps the version when they differ from the last.
     async fn set_permissions_digest(&mut self, digest: &str, now_ms: i64) -> StoreResult<i64>;
-    async fn create_session(&mut self, session: &SessionRecord) -> StoreResult<()>;
+    /// Records that a session of the user runs until `until_ms` (when later than recorded).
+    async fn note_session(&mut self, until_ms: i64) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
     async fn rollback(self: Box<Self>) -> StoreResult<()>;
 }
@@ -434,10 +491,68 @@ pub trait KeyStore: Send + Sync {
     async fn set_key_retirement(&self, kid: &str, retire_at: Option<i64>) -> StoreResult<()>;
 }
 
-/// Sessions and the audit log.
+/// Sessions live in their tokens; the store keeps the revoked ones.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
+    /// A revoked session, when this one was revoked.
     async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+    /// Revokes one session: no token of it refreshes any more.
+    async fn revoke_session(
+        &self,
+        session: &SessionRecord,
+        actor: &Actor,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+}
+
+/// API keys (the "Developer API").
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Stores a new key, with an audit row. Refused when the name is taken.
+    async fn create_api_key(&self, key: &ApiKeyRecord, actor: &Actor) -> StoreResult<()>;
+    async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes a key by name, with an audit row; false when no such live key exists.
+    async fn revoke_api_key(&self, name: &str, actor: &Actor, now_ms: i64) -> StoreResult<bool>;
+}
+
+/// A user whose effective permissions changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionChange {
+    pub username: String,
+    pub permission_version: i64,
+    /// Unix ms.
+    pub changed_at: i64,
+}
+
+/// Users whose effective permissions changed, whatever changed them (a login, a sync, a
+/// configuration change, an admin), on any instance.
+#[async_trait]
+pub trait PermissionFeed: Send + Sync {
+    /// Changes at or after `since_ms`, oldest first, at most `limit`.
+    async fn permission_changes_since(
+        &self,
+        since_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<PermissionChange>>;
+}
+
+/// Named leases with expiry: scheduled work that several instances share runs on the holder.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Takes the lease for `holder` until `now_ms + ttl_ms` when it is free, expired or already
+    /// held by `holder` (renewal). True when `holder` holds it now.
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Gives the lease up if `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+    /// Who holds the lease and until when, if anyone does at `now_ms`.
+    async fn lease_holder(&self, name: &str, now_ms: i64) -> StoreResult<Option<(String, i64)>>;
 }
 
 #[async_trait]

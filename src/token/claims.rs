@@ -48,6 +48,10 @@ pub struct Claims {
     /// The end of the session: no token of the session is valid, and no refresh is granted,
     /// from this instant on.
     pub session_exp: i64,
+    /// When the session began (the sign-in), unix seconds: revoking a user's sessions refuses
+    /// to refresh every token whose session began before the revocation.
+    #[serde(default)]
+    pub auth_time: i64,
     /// A unique id for this token.
     pub jti: String,
 }
@@ -68,6 +72,8 @@ pub struct TokenSubject {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub id: String,
+    /// The sign-in (unix seconds).
+    pub started_at: i64,
     pub expires_at: i64,
 }
 
@@ -76,6 +82,7 @@ impl Session {
     pub fn of(claims: &Claims) -> Self {
         Session {
             id: claims.sid.clone(),
+            started_at: claims.auth_time,
             expires_at: claims.session_exp,
         }
     }
@@ -157,6 +164,7 @@ impl TokenPolicy {
     pub fn new_session(&self, now: i64) -> Session {
         Session {
             id: uuid::Uuid::new_v4().to_string(),
+            started_at: now,
             expires_at: now.saturating_add(self.session_lifetime_secs),
         }
     }
@@ -179,6 +187,7 @@ impl TokenPolicy {
                 .saturating_add(self.token_lifetime_secs)
                 .min(session.expires_at),
             session_exp: session.expires_at,
+            auth_time: session.started_at,
             jti: uuid::Uuid::new_v4().to_string(),
         }
     }
@@ -269,6 +278,7 @@ mod tests {
         let policy = policy();
         let session = Session {
             id: "s".to_owned(),
+            started_at: T0,
             expires_at: T0 + 100,
         };
         let claims = policy.claims_for(&subject(), &session, T0);

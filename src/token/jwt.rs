@@ -688,6 +688,7 @@ mod tests {
         let policy = policy();
         let session = super::super::Session {
             id: "session".to_owned(),
+            started_at: T0,
             expires_at: T0 + 100,
         };
         let claims = policy.claims_for(&subject(), &session, T0);

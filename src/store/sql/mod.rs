@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
+mod api_keys;
+mod lease;
 mod sync;
 
 use super::*;
@@ -103,6 +105,9 @@ impl SqlStore {
         "sync_runs",
         "sync_changes",
         "saml_assertions",
+        "config_state",
+        "api_keys",
+        "leases",
     ];
 
     /// Connects (creating a SQLite file if missing) without migrating.
@@ -307,6 +312,8 @@ fn user_record(row: &AnyRow) -> StoreResult<UserRecord> {
         disabled: flag(row, "disabled")?,
         permission_version: row.try_get("permission_version")?,
         permissions_digest: row.try_get("permissions_digest")?,
+        sessions_until: row.try_get("sessions_until")?,
+        sessions_revoked_before: row.try_get("sessions_revoked_before")?,
     })
 }
 
@@ -341,7 +348,8 @@ fn source_columns(source: &MembershipSource) -> (&'static str, Option<i64>, Opti
     }
 }
 
-const USER_COLUMNS: &str = "id, username, disabled, permission_version, permissions_digest";
+const USER_COLUMNS: &str = "id, username, disabled, permission_version, permissions_digest, \
+     sessions_until, sessions_revoked_before";
 const GROUP_COLUMNS: &str =
     "g.id AS group_id, g.name AS group_name, g.priority AS group_priority, g.is_system AS group_is_system";
 
@@ -639,6 +647,13 @@ impl ConfigStore for SqlStore {
             .transpose()?)
     }
 
+    async fn config_version(&self) -> StoreResult<i64> {
+        Ok(sqlx::query("SELECT version FROM config_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("version")?)
+    }
+
     async fn group_by_name(&self, name: &str) -> StoreResult<Option<GroupRecord>> {
         let Some(row) = sqlx::query("SELECT id FROM groups WHERE name = $1")
             .bind(name)
@@ -664,6 +679,11 @@ impl ConfigStore for SqlStore {
             apply_one(&mut tx, change, actor, now, &mut permissions_touched).await?;
         }
         refresh_permission_versions(&mut tx, &permissions_touched, digest, now).await?;
+        if !changes.is_empty() {
+            sqlx::query("UPDATE config_state SET version = version + 1 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(changes.len())
     }
@@ -1007,8 +1027,10 @@ async fn store_digest(
 ) -> StoreResult<i64> {
     Ok(sqlx::query(
         "UPDATE users SET permission_version = permission_version + \
-         (CASE WHEN permissions_digest = $2 THEN 0 ELSE 1 END), permissions_digest = $2, \
-         updated_at = $3 WHERE id = $1 RETURNING permission_version",
+         (CASE WHEN permissions_digest = $2 THEN 0 ELSE 1 END), \
+         permissions_changed_at = (CASE WHEN permissions_digest = $2 THEN permissions_changed_at \
+         ELSE $3 END), permissions_digest = $2, updated_at = $3 WHERE id = $1 \
+         RETURNING permission_version",
     )
     .bind(user_id)
     .bind(digest)
@@ -1096,6 +1118,92 @@ impl MembershipStore for SqlStore {
 
     async fn memberships(&self, user_id: i64) -> StoreResult<Vec<CurrentMembership>> {
         memberships_of(&self.pool, user_id).await
+    }
+
+    async fn login_snapshot(&self, username: &str, provider: &str) -> StoreResult<LoginSnapshot> {
+        let rows = sqlx::query(&format!(
+            "SELECT c.version AS config_version, u.id, u.username, u.disabled, \
+             u.permission_version, u.permissions_digest, u.sessions_until, \
+             u.sessions_revoked_before, (SELECT ua.attributes_json FROM user_attributes ua \
+             JOIN providers p ON p.id = ua.provider_id WHERE ua.user_id = u.id AND p.name = $2) \
+             AS attributes_json, {GROUP_COLUMNS}, m.source_kind, m.provider_id, m.mapping_id \
+             FROM config_state c LEFT JOIN users u ON u.username = $1 \
+             LEFT JOIN memberships m ON m.user_id = u.id LEFT JOIN groups g ON g.id = m.group_id \
+             WHERE c.id = 1"
+        ))
+        .bind(username)
+        .bind(provider)
+        .fetch_all(&self.pool)
+        .await?;
+        let first = rows.first().ok_or_else(|| StoreError::Corrupt {
+            what: "config_state".into(),
+            message: "the configuration version row is missing".into(),
+        })?;
+        let config_version = first.try_get("config_version")?;
+        if first.try_get::<Option<i64>, _>("id")?.is_none() {
+            return Ok(LoginSnapshot {
+                config_version,
+                user: None,
+                memberships: Vec::new(),
+                attributes: None,
+            });
+        }
+        let user = user_record(first)?;
+        let attributes = first
+            .try_get::<Option<String>, _>("attributes_json")?
+            .map(|text| json("user_attributes.attributes_json", &text))
+            .transpose()?;
+        let mut memberships = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<i64>, _>("group_id")?.is_some() {
+                memberships.push(membership(row)?);
+            }
+        }
+        Ok(LoginSnapshot {
+            config_version,
+            user: Some(user),
+            memberships,
+            attributes,
+        })
+    }
+
+    async fn note_session(&self, user_id: i64, until: i64, granularity: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET sessions_until = $2 WHERE id = $1 AND sessions_until < $3")
+            .bind(user_id)
+            .bind(until)
+            .bind(until.saturating_sub(granularity))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_sessions(&self, username: &str, actor: &Actor, now: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE users SET sessions_revoked_before = $2, updated_at = $2 WHERE username = $1",
+        )
+        .bind(username)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("no user named {username:?}")));
+        }
+        insert_audit(
+            &mut tx,
+            now,
+            actor,
+            AuditRow {
+                action: "user.sessions_revoked",
+                username: Some(username),
+                reason: "admin request",
+                ..AuditRow::default()
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn set_manual_membership(
@@ -1376,17 +1484,13 @@ impl UserChange for SqlUserChange {
         Ok(version)
     }
 
-    async fn create_session(&mut self, session: &SessionRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, provider, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(session.id.as_str())
-        .bind(session.user_id)
-        .bind(session.provider.as_str())
-        .bind(session.created_at)
-        .bind(session.expires_at)
-        .execute(&mut *self.tx)
-        .await?;
+    async fn note_session(&mut self, until: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET sessions_until = $2 WHERE id = $1 AND sessions_until < $2")
+            .bind(self.user.id)
+            .bind(until)
+            .execute(&mut *self.tx)
+            .await?;
+        self.user.sessions_until = self.user.sessions_until.max(until);
         Ok(())
     }
 
@@ -1495,6 +1599,42 @@ impl SessionStore for SqlStore {
                 })
             })
             .transpose()
+    }
+
+    async fn revoke_session(
+        &self,
+        session: &SessionRecord,
+        actor: &Actor,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, provider, created_at, expires_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at",
+        )
+        .bind(session.id.as_str())
+        .bind(session.user_id)
+        .bind(session.provider.as_str())
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(
+            &mut tx,
+            now,
+            actor,
+            AuditRow {
+                action: "session.revoke",
+                user_id: Some(session.user_id),
+                reason: "admin request",
+                detail: Some(serde_json::json!({ "session": session.id })),
+                ..AuditRow::default()
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

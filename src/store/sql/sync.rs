@@ -465,6 +465,8 @@ async fn refresh_batch_versions(
         let sql = format!(
             "WITH v (id, digest) AS (VALUES {}) UPDATE users SET \
              permission_version = permission_version + (CASE WHEN permissions_digest = v.digest THEN 0 ELSE 1 END), \
+             permissions_changed_at = (CASE WHEN permissions_digest = v.digest THEN permissions_changed_at \
+             ELSE CAST($1 AS BIGINT) END), \
              permissions_digest = v.digest, updated_at = CAST($1 AS BIGINT) FROM v WHERE users.id = v.id",
             values.join(", ")
         );

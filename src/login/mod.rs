@@ -8,6 +8,10 @@
 
 use serde::Serialize;
 
+mod cache;
+
+pub use cache::{login_cached, ConfigCache};
+
 use std::collections::BTreeMap;
 
 use crate::model::access::{self, EffectiveAccess};
@@ -20,8 +24,8 @@ use crate::model::permissions::{Grant, Permission};
 use crate::model::settings::{self, FileMapping, GroupSettings, SettingValue};
 use crate::signer::Signer;
 use crate::store::{
-    Actor, ConfigStore, GroupRecord, MappingRecord, MembershipStore, SessionRecord, SessionStore,
-    StoreError, UserRecord,
+    Actor, ConfigStore, GroupRecord, MappingRecord, MembershipStore, SessionStore, StoreError,
+    UserRecord,
 };
 use crate::token::{Claims, Session, TokenError, TokenSubject};
 
@@ -214,7 +218,7 @@ where
     run(store, identity, None, now_ms).await
 }
 
-async fn run<S>(
+pub(crate) async fn run<S>(
     store: &S,
     identity: &VerifiedIdentity,
     session: Option<&Session>,
@@ -256,14 +260,7 @@ where
     match session {
         Some(session) => {
             change
-                .create_session(&SessionRecord {
-                    id: session.id.clone(),
-                    user_id: user.id,
-                    provider: provider.name.clone(),
-                    created_at: now_ms,
-                    expires_at: session.expires_at.saturating_mul(1000),
-                    revoked: false,
-                })
+                .note_session(session.expires_at.saturating_mul(1000))
                 .await?;
             change.commit().await?;
         }
@@ -342,7 +339,7 @@ pub fn access_from_records(records: &[GroupRecord]) -> Result<EffectiveAccess, A
     Ok(access::resolve(&groups, &grants, &group_settings))
 }
 
-fn token_subject(user: &UserRecord, access: &EffectiveAccess) -> TokenSubject {
+pub(crate) fn token_subject(user: &UserRecord, access: &EffectiveAccess) -> TokenSubject {
     TokenSubject {
         user_id: user.id.to_string(),
         username: user.username.clone(),
@@ -377,9 +374,15 @@ where
     if user.disabled {
         return Err(LoginError::Disabled(user.username));
     }
-    match store.session(&previous.sid).await? {
-        Some(session) if !session.revoked && session.user_id == user.id => {}
-        _ => return Err(LoginError::SessionRevoked),
+    // A session lives in its tokens; the store keeps only revocations: of this session, or of
+    // every session of the user that began before an instant.
+    if previous.auth_time.saturating_mul(1000) < user.sessions_revoked_before {
+        return Err(LoginError::SessionRevoked);
+    }
+    if let Some(session) = store.session(&previous.sid).await? {
+        if session.revoked || session.user_id != user.id {
+            return Err(LoginError::SessionRevoked);
+        }
     }
     let memberships = store.memberships(user.id).await?;
     let access = load_access(store, &memberships).await?;

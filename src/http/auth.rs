@@ -1,0 +1,251 @@
+//! Who is calling: a bearer token this service issued, or an API key. Every admin route takes a
+//! [`Caller`] and checks the permission table and its special rules against it; there is no
+//! route that changes anything without one.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::model::group::GroupRef;
+use crate::model::permissions::{
+    self, Action, Denied, Grant, GroupFacts, Permission, PermissionSet,
+};
+use crate::store::{Actor, ApiKeyRecord, ApiKeyStore, MembershipStore, SessionStore, UserRecord};
+
+use super::{ApiError, AppState};
+
+/// Prefix of every API key; the rest is `<id>.<secret>`.
+pub const API_KEY_PREFIX: &str = "idsync_";
+
+/// Who the caller is.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A signed-in user (bearer token).
+    User {
+        user: UserRecord,
+        /// The groups the user belongs to now (All Users included).
+        groups: Vec<GroupRef>,
+    },
+    /// An API key.
+    ApiKey { id: String, name: String },
+}
+
+/// An authenticated caller and the permissions it holds now (re-read from the store, never
+/// taken from the token: a permission removed a second ago is gone).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub permissions: PermissionSet,
+}
+
+impl Caller {
+    /// Who to write into audit rows.
+    pub fn actor(&self) -> Actor {
+        Actor::new(match &self.principal {
+            Principal::User { user, .. } => format!("user:{}", user.username),
+            Principal::ApiKey { name, .. } => format!("api_key:{name}"),
+        })
+    }
+
+    /// Refuses unless the caller holds `permission` (Global Admin holds all).
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.permissions.contains(Permission::GlobalAdmin)
+            || self.permissions.satisfies(permission)
+        {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this call requires the permission {:?}, which the caller does not hold",
+                permission.name()
+            ),
+        ))
+    }
+
+    /// Whether the caller (a user) belongs to the group.
+    pub fn is_member_of(&self, group_id: i64) -> bool {
+        match &self.principal {
+            Principal::User { groups, .. } => groups.iter().any(|g| g.id == group_id),
+            Principal::ApiKey { .. } => false,
+        }
+    }
+
+    /// What the special rules need to know about a group this caller acts on.
+    pub fn group_facts(&self, group: &GroupRef) -> GroupFacts {
+        GroupFacts {
+            is_system: group.is_system,
+            caller_is_member: self.is_member_of(group.id),
+        }
+    }
+
+    pub fn check(&self, rule: Result<(), Denied>) -> Result<(), ApiError> {
+        rule.map_err(ApiError::from)
+    }
+
+    pub fn username(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::User { user, .. } => Some(&user.username),
+            Principal::ApiKey { .. } => None,
+        }
+    }
+}
+
+/// A new API key's public id and secret, and the stored record's hash of the secret.
+pub fn new_api_key_secret() -> (String, String, String) {
+    use rand::RngCore;
+    let mut id = [0u8; 8];
+    let mut secret = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut id);
+    rand::thread_rng().fill_bytes(&mut secret);
+    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret);
+    let hash = hash_secret(&secret);
+    (id, secret, hash)
+}
+
+/// The full key a client presents: `idsync_<id>.<secret>`.
+pub fn format_api_key(id: &str, secret: &str) -> String {
+    format!("{API_KEY_PREFIX}{id}.{secret}")
+}
+
+fn hash_secret(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The effective permissions an API key's listed permissions give (requirements applied as
+/// for a group; unknown names grant nothing).
+pub fn api_key_permissions(key: &ApiKeyRecord) -> PermissionSet {
+    let holder = GroupRef {
+        id: -1,
+        name: format!("api key {}", key.name),
+        priority: 0,
+        is_system: false,
+    };
+    let grants: Vec<Grant> = key
+        .permissions
+        .iter()
+        .filter_map(|name| name.parse::<Permission>().ok())
+        .map(|permission| Grant {
+            group: holder.clone(),
+            permission,
+        })
+        .collect();
+    permissions::effective(&grants).effective_set().clone()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks a presented API key against the store.
+pub async fn authenticate_api_key(state: &AppState, presented: &str) -> Result<Caller, ApiError> {
+    let refused = || ApiError::unauthenticated("the API key is unknown, expired or revoked");
+    let rest = presented.strip_prefix(API_KEY_PREFIX).ok_or_else(refused)?;
+    let (id, secret) = rest.split_once('.').ok_or_else(refused)?;
+    if id.len() != 16 || secret.is_empty() || secret.len() > 128 {
+        return Err(refused());
+    }
+    let key = state.store.api_key(id).await?.ok_or_else(refused)?;
+    if !constant_time_eq(hash_secret(secret).as_bytes(), key.secret_hash.as_bytes()) {
+        return Err(refused());
+    }
+    let now = crate::clock::now_ms();
+    if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now) {
+        return Err(refused());
+    }
+    Ok(Caller {
+        permissions: api_key_permissions(&key),
+        principal: Principal::ApiKey {
+            id: key.id,
+            name: key.name,
+        },
+    })
+}
+
+/// Checks a bearer token this service issued, and reads the user's permissions as they are now.
+pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let now_ms = crate::clock::now_ms();
+    let claims = state.signer.verify(token, now_ms / 1000)?;
+    let ended = || ApiError::unauthenticated("the session has ended or was revoked; sign in again");
+    let user_id: i64 = claims.sub.parse().map_err(|_| ended())?;
+    let user = state.store.user_by_id(user_id).await?.ok_or_else(ended)?;
+    if user.disabled || claims.auth_time.saturating_mul(1000) < user.sessions_revoked_before {
+        return Err(ended());
+    }
+    if let Some(session) = state.store.session(&claims.sid).await? {
+        if session.revoked {
+            return Err(ended());
+        }
+    }
+    let memberships = state.store.memberships(user.id).await?;
+    let access = state
+        .cache
+        .current_access(&state.store, &memberships)
+        .await?;
+    Ok(Caller {
+        permissions: access.permissions.effective_set().clone(),
+        principal: Principal::User {
+            user,
+            groups: access.groups.clone(),
+        },
+    })
+}
+
+/// The credential in `Authorization: Bearer …`: an API key when it has the key prefix,
+/// otherwise a token.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+    let value = value.to_str().ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credential.trim())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let credential = bearer(parts).ok_or_else(|| {
+            ApiError::unauthenticated(
+                "this call needs credentials: send Authorization: Bearer <token or API key>",
+            )
+        })?;
+        if credential.starts_with(API_KEY_PREFIX) {
+            authenticate_api_key(state, credential).await
+        } else {
+            authenticate_token(state, credential).await
+        }
+    }
+}
+
+/// An optional caller: routes that anyone may call but that some callers may call with more.
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl FromRequestParts<AppState> for MaybeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if bearer(parts).is_none() {
+            return Ok(MaybeCaller(None));
+        }
+        Caller::from_request_parts(parts, state)
+            .await
+            .map(|caller| MaybeCaller(Some(caller)))
+    }
+}
+
+/// Denied, as the special rules say it.
+pub fn denied(action: Action, missing: Vec<Permission>, reason: &str) -> ApiError {
+    Denied {
+        action,
+        missing,
+        reason: reason.to_owned(),
+    }
+    .into()
+}

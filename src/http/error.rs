@@ -1,0 +1,293 @@
+//! The one HTTP error type: every library error becomes a status, a stable machine-readable
+//! code and a message an admin can act on.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::login::LoginError;
+use crate::model::permissions::Denied;
+use crate::sources::ldap::LdapError;
+use crate::sources::oidc::OidcError;
+use crate::sources::saml::SamlError;
+use crate::sources::SourceError;
+use crate::store::StoreError;
+use crate::token::TokenError;
+
+/// An error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `malformed_json`, `unknown_provider`, `forbidden`, …
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is larger than the service accepts (http.max_body_bytes)",
+                )
+            }
+            JsonRejection::JsonSyntaxError(e) => {
+                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+            }
+            JsonRejection::JsonDataError(e) => ApiError::bad_request(
+                "invalid_request",
+                format!("the JSON does not have the expected fields: {e}"),
+            ),
+            other => ApiError::bad_request("invalid_request", other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::bad_request("invalid_path", rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::FormRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::FormRejection) -> Self {
+        ApiError::bad_request("invalid_form", rejection.body_text())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(message) => ApiError::not_found("not_found", message),
+            StoreError::Refused(message) => ApiError::conflict("refused", message),
+            StoreError::Database(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the database failed: {e}"),
+            ),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string())
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(error: TokenError) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", error.to_string())
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(error: LoginError) -> Self {
+        match error {
+            LoginError::InvalidUsername(_) => {
+                ApiError::bad_request("invalid_username", error.to_string())
+            }
+            LoginError::TooManyGroupValues { .. } => {
+                ApiError::bad_request("too_many_group_values", error.to_string())
+            }
+            LoginError::Disabled(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "user_disabled", error.to_string())
+            }
+            LoginError::UnknownUser | LoginError::SessionRevoked => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "session_ended", error.to_string())
+            }
+            LoginError::InvalidMapping { .. } | LoginError::Access(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid_configuration",
+                error.to_string(),
+            ),
+            LoginError::Token(e) => e.into(),
+            LoginError::Store(StoreError::NotFound(message)) => {
+                ApiError::not_found("unknown_provider", message)
+            }
+            LoginError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<LdapError> for ApiError {
+    fn from(error: LdapError) -> Self {
+        match &error {
+            // One answer for a wrong password and an unknown user: the caller learns nothing
+            // about which accounts exist. The log keeps the difference.
+            LdapError::InvalidCredentials | LdapError::UnknownUser(_) => {
+                tracing::info!(reason = %error, "LDAP sign-in refused");
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_credentials",
+                    "wrong username or password",
+                )
+            }
+            LdapError::EmptyPassword | LdapError::InvalidUsername(_) => {
+                ApiError::bad_request("invalid_credentials_format", error.to_string())
+            }
+            LdapError::AmbiguousUser { .. } => {
+                ApiError::conflict("ambiguous_user", error.to_string())
+            }
+            LdapError::Options(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid_configuration",
+                error.to_string(),
+            ),
+            _ => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "directory_unavailable",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<OidcError> for ApiError {
+    fn from(error: OidcError) -> Self {
+        match &error {
+            OidcError::Options(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid_configuration",
+                error.to_string(),
+            ),
+            OidcError::Unreachable(_) | OidcError::Discovery { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider_unavailable",
+                error.to_string(),
+            ),
+            _ => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_evidence",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<SamlError> for ApiError {
+    fn from(error: SamlError) -> Self {
+        match &error {
+            SamlError::Options(_) | SamlError::Metadata(_) | SamlError::NoSigningCertificate => {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "invalid_configuration",
+                    error.to_string(),
+                )
+            }
+            SamlError::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                error.to_string(),
+            ),
+            _ => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_evidence",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<SourceError> for ApiError {
+    fn from(error: SourceError) -> Self {
+        match error {
+            SourceError::Ldap(e) => e.into(),
+            SourceError::Oidc(e) => e.into(),
+            SourceError::Saml(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::sync::SyncError> for ApiError {
+    fn from(error: crate::sync::SyncError) -> Self {
+        use crate::sync::SyncError;
+        match error {
+            SyncError::Store(e) => e.into(),
+            other => ApiError::conflict("sync_refused", other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The HTTP service: the login hook and tokens, the browser sign-in flows, the admin API, the
+//! operational endpoints. Handlers are thin: they parse, authorise ([`auth::Caller`]) and call
+//! the same library functions the CLI calls; every error leaves through [`ApiError`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::sync::watch;
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod login;
+pub mod mappings;
+pub mod ops;
+pub mod sso;
+pub mod sync;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::login::{ConfigCache, LoginOutcome};
+use crate::signer::Signer;
+use crate::sources::SourceRegistry;
+use crate::store::SqlStore;
+
+/// Everything a request may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: SqlStore,
+    pub signer: Arc<Signer>,
+    pub config: Arc<Config>,
+    pub cache: Arc<ConfigCache>,
+    pub sources: Arc<SourceRegistry>,
+    /// Keys the short-lived browser-flow cookies (OIDC state, SAML request ids).
+    pub state_key: Arc<[u8; 32]>,
+    /// This process, as lease holder and in logs.
+    pub instance_id: Arc<str>,
+}
+
+impl AppState {
+    /// Builds the state: loads (or creates) the signing keys and the browser-flow key.
+    pub async fn new(store: SqlStore, config: Config) -> Result<AppState, ServeError> {
+        let now = crate::clock::now_ms();
+        let signer = Signer::load(&store, &config.tokens, now / 1000).await?;
+        let state_key = match crate::config::read_secret(
+            None,
+            config.http.state_secret_file.as_deref(),
+            "http.state_secret_file",
+        )
+        .map_err(ServeError::Config)?
+        .or_else(|| config.http.state_secret.clone())
+        {
+            Some(secret) if secret.expose().len() >= 16 => {
+                use sha2::Digest;
+                sha2::Sha256::digest(secret.expose().as_bytes()).into()
+            }
+            Some(_) => {
+                return Err(ServeError::Config(
+                    "http.state_secret must be at least 16 characters".into(),
+                ))
+            }
+            None => {
+                use rand::RngCore;
+                let mut key = [0u8; 32];
+                rand::thread_rng().fill_bytes(&mut key);
+                key
+            }
+        };
+        Ok(AppState {
+            store,
+            signer: Arc::new(signer),
+            config: Arc::new(config),
+            cache: Arc::new(ConfigCache::new()),
+            sources: Arc::new(SourceRegistry::new()),
+            state_key: Arc::new(state_key),
+            instance_id: format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "idsync".into()),
+                uuid::Uuid::new_v4().simple()
+            )
+            .into(),
+        })
+    }
+
+    /// A sign-in changed memberships. The webhook reads permission changes from the store (so
+    /// it sees every instance's), so nothing needs doing here beyond the metric.
+    pub fn notify_permissions_changed(&self, outcome: &LoginOutcome) {
+        metrics::counter!("idsync_login_membership_changes_total", "provider" => outcome.provider.name.clone())
+            .increment(outcome.changes_written as u64);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Signer(#[from] crate::signer::SignerError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A JSON body whose rejections are [`ApiError`]s (a clear 4xx with a code, never a bare text).
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
+        Ok(ApiJson(value))
+    }
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::not_found(
+        "unknown_route",
+        "no such route; the API is described at /api/openapi.json",
+    )
+}
+
+/// Every route, with the body limit, tracing and panic guard.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.http.max_body_bytes;
+    Router::new()
+        .merge(login::routes())
+        .merge(sso::routes())
+        .merge(mappings::routes())
+        .merge(admin::routes())
+        .merge(sync::routes())
+        .merge(ops::routes())
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method; see /api/openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| -> Response {
+                ApiError::internal("the request failed unexpectedly; the service log has details")
+                    .into_response()
+            },
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A running server: its address, and a handle to stop it.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serves on a bound listener, with the background work (key reload, scheduler, webhook).
+    pub async fn start(
+        state: AppState,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Server, ServeError> {
+        ops::install_metrics();
+        let addr = listener.local_addr()?;
+        let (shutdown, mut signal) = watch::channel(false);
+        let background = background_tasks(&state, shutdown.subscribe());
+        let app = router(state.clone()).into_make_service();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = signal.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, instance = %state.instance_id, "serving");
+        Ok(Server {
+            addr,
+            state,
+            shutdown,
+            task,
+            background,
+        })
+    }
+
+    /// Stops accepting, lets requests in flight finish and the background work end its
+    /// current transaction.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.shutdown.send(true);
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.task
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Stops at once, as a crash would: nothing is released (tests use it to hand work over).
+    pub fn abort(self) {
+        self.task.abort();
+        for task in self.background {
+            task.abort();
+        }
+    }
+
+    /// Waits until the server ends (after [`Server::stop`] from elsewhere or an error).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        let result = self.task.await;
+        let _ = self.shutdown.send(true);
+        for task in self.background {
+            let _ = task.await;
+        }
+        result.map_err(|e| std::io::Error::other(e.to_string()))??;
+        Ok(())
+    }
+
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+fn background_tasks(
+    state: &AppState,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let reload_every = Duration::from_secs(state.config.http.key_reload_secs.max(1));
+    {
+        let state = state.clone();
+        let mut shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(reload_every) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                let now = crate::clock::now_ms() / 1000;
+                if let Err(e) = state.signer.reload(&state.store, now).await {
+                    tracing::warn!(error = %e, "re-reading the signing keys failed; keeping the current ones");
+                }
+            }
+        }));
+    }
+    if state.config.scheduler.enabled {
+        tasks.push(tokio::spawn(crate::sync::scheduler::run(
+            state.store.clone(),
+            state.config.clone(),
+            state.instance_id.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if state.config.webhook.url.is_some() {
+        tasks.push(tokio::spawn(crate::webhook::run(
+            state.store.clone(),
+            state.config.clone(),
+            state.instance_id.clone(),
+            shutdown,
+        )));
+    }
+    tasks
+}
+
+/// `idsync serve`: listens on `http.listen` until SIGINT or SIGTERM, then shuts down
+/// gracefully.
+pub async fn serve(config: Config, store: SqlStore) -> Result<(), ServeError> {
+    let address = config.http.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|source| ServeError::Listen {
+            address: address.clone(),
+            source,
+        })?;
+    let state = AppState::new(store, config).await?;
+    let server = Server::start(state, listener).await?;
+    let stop = server.shutdown_sender();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests and runs in progress");
+        let _ = stop.send(true);
+    });
+    server.wait().await
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
