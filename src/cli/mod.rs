@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod admin;
+
 use crate::config::{Config, ConfigError};
 use crate::declarative::{self, StateFileError};
 use crate::login::{self, LoginError, VerifiedIdentity};
@@ -66,6 +68,8 @@ pub enum Command {
     /// the HTTP API has no unauthenticated admin route.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
     /// Plan and apply a declarative state file (providers, groups, permissions, settings, mappings).
     Apply {
         file: PathBuf,
@@ -262,6 +266,7 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::ApiKey(command) => api_key_command(&store, command, now).await,
+        Command::Admin(command) => admin::run(&store, command, now).await,
         Command::Apply {
             file,
             dry_run,

@@ -20,6 +20,7 @@ use crate::model::group::GroupRef;
 use crate::model::mapping::{CurrentMembership, Evaluation, ProviderRef};
 use crate::model::sync::{StagedChange, StoredUser};
 
+pub mod admin;
 pub mod sql;
 
 pub use sql::SqlStore;

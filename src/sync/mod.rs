@@ -188,6 +188,7 @@ async fn confirm<S: SyncStore>(
 }
 
 mod incremental;
+pub mod reevaluate;
 pub mod scheduler;
 
 /// Where staged changes go: the store, or memory for a dry run.

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
+mod admin;
 mod api_keys;
 mod lease;
 mod sync;
