@@ -217,7 +217,11 @@ async fn login_applies_the_diff_in_one_transaction_and_signs_a_token(db: Db) {
         .reason
         .contains("none of the 1 group value(s) matches"));
     assert_eq!(t.store.count("user_attributes").await.unwrap(), 1);
-    assert_eq!(t.store.count("sessions").await.unwrap(), 3);
+    // Sessions live in their tokens: the store keeps only revocations and the end of the
+    // user's latest session.
+    assert_eq!(t.store.count("sessions").await.unwrap(), 0);
+    let user = t.store.user_by_name("alice").await.unwrap().unwrap();
+    assert!(user.has_running_sessions(idsync::clock::now_ms()));
 }
 
 async fn a_preview_writes_nothing(db: Db) {
