@@ -174,29 +174,6 @@ pub async fn verify_evidence(
     provider: &str,
     evidence: Evidence,
 ) -> Result<VerifiedIdentity, ApiError> {
-    let record = state.store.provider(provider).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound(_) => ApiError::not_found(
-            "unknown_provider",
-            format!("no provider named {provider:?} is configured"),
-        ),
-        other => other.into(),
-    })?;
-    let kind = record.provider.kind;
-    let wrong = |evidence: &Evidence| {
-        ApiError::bad_request(
-            "wrong_evidence_type",
-            format!(
-                "provider {provider:?} is a {} provider and does not take {:?} evidence; it takes {}",
-                kind.as_str(),
-                evidence.name(),
-                match kind {
-                    ProviderKind::Ldap => "\"password\"",
-                    ProviderKind::Oidc => "\"oidc_code\" or \"id_token\"",
-                    ProviderKind::Saml => "\"saml_response\"",
-                },
-            ),
-        )
-    };
     let now_ms = crate::clock::now_ms();
     if let Evidence::VerifiedAttributes {
         username,
@@ -226,6 +203,29 @@ pub async fn verify_evidence(
             attributes,
         });
     }
+    let record = state.store.provider(provider).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound(_) => ApiError::not_found(
+            "unknown_provider",
+            format!("no provider named {provider:?} is configured"),
+        ),
+        other => other.into(),
+    })?;
+    let kind = record.provider.kind;
+    let wrong = |evidence: &Evidence| {
+        ApiError::bad_request(
+            "wrong_evidence_type",
+            format!(
+                "provider {provider:?} is a {} provider and does not take {:?} evidence; it takes {}",
+                kind.as_str(),
+                evidence.name(),
+                match kind {
+                    ProviderKind::Ldap => "\"password\"",
+                    ProviderKind::Oidc => "\"oidc_code\" or \"id_token\"",
+                    ProviderKind::Saml => "\"saml_response\"",
+                },
+            ),
+        )
+    };
     let takes = matches!(
         (kind, &evidence),
         (ProviderKind::Ldap, Evidence::Password { .. })

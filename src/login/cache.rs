@@ -207,13 +207,13 @@ where
     };
 
     let session = signer.policy().new_session(now_ms / 1000);
-    store
-        .note_session(
-            user.id,
-            session.expires_at.saturating_mul(1000),
-            SESSION_NOTE_GRANULARITY_MS,
-        )
-        .await?;
+    let session_end_ms = session.expires_at.saturating_mul(1000);
+    // Checked here first: even an UPDATE that matches no row takes SQLite's write lock.
+    if user.sessions_until < session_end_ms.saturating_sub(SESSION_NOTE_GRANULARITY_MS) {
+        store
+            .note_session(user.id, session_end_ms, SESSION_NOTE_GRANULARITY_MS)
+            .await?;
+    }
     let subject = token_subject(&user, &access);
     let (token, claims) = signer.issue_in(&subject, &session, now_ms / 1000)?;
     Ok(SignedLogin {
