@@ -29,7 +29,12 @@ pub struct Signer {
     stored_keys: bool,
     rotate_after_secs: i64,
     rotation_overlap_secs: i64,
+    /// When (unix seconds) the keys were last re-read for a token with an unknown key id.
+    last_unknown_key_reload: std::sync::Mutex<i64>,
 }
+
+/// A token with an unknown key id re-reads the stored keys at most this often.
+const UNKNOWN_KEY_RELOAD_COOLDOWN_SECS: i64 = 5;
 
 fn to_material(key: StoredKey) -> KeyMaterial {
     KeyMaterial {
@@ -80,6 +85,7 @@ impl Signer {
             stored_keys: config.key_file.is_none(),
             rotate_after_secs: config.rotate_after_secs,
             rotation_overlap_secs: config.rotation_overlap_secs,
+            last_unknown_key_reload: std::sync::Mutex::new(i64::MIN),
         };
         if let Some(path) = &config.key_file {
             let pem = std::fs::read_to_string(path).map_err(|source| SignerError::KeyFile {
@@ -148,6 +154,37 @@ impl Signer {
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         token::verify(&ring, &self.policy, token, now)
+    }
+
+    /// Verifies like [`Signer::verify`]; a token signed with a key this process has not read
+    /// yet (another instance made or rotated one since) re-reads the stored keys first, at
+    /// most once per few seconds so that forged key ids cannot make every request a read.
+    pub async fn verify_with_reload(
+        &self,
+        store: &dyn KeyStore,
+        token: &str,
+        now: i64,
+    ) -> Result<Claims, TokenError> {
+        match self.verify(token, now) {
+            Err(TokenError::UnknownKey) if self.stored_keys => {
+                {
+                    let mut last = self
+                        .last_unknown_key_reload
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if now.saturating_sub(*last) < UNKNOWN_KEY_RELOAD_COOLDOWN_SECS {
+                        return Err(TokenError::UnknownKey);
+                    }
+                    *last = now;
+                }
+                if let Err(e) = self.reload(store, now).await {
+                    tracing::warn!(error = %e, "re-reading the signing keys failed");
+                    return Err(TokenError::UnknownKey);
+                }
+                self.verify(token, now)
+            }
+            other => other,
+        }
     }
 
     pub fn jwks(&self, now: i64) -> serde_json::Value {

@@ -170,7 +170,10 @@ pub async fn authenticate_api_key(state: &AppState, presented: &str) -> Result<C
 /// Checks a bearer token this service issued, and reads the user's permissions as they are now.
 pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let now_ms = crate::clock::now_ms();
-    let claims = state.signer.verify(token, now_ms / 1000)?;
+    let claims = state
+        .signer
+        .verify_with_reload(&state.store, token, now_ms / 1000)
+        .await?;
     let ended = || ApiError::unauthenticated("the session has ended or was revoked; sign in again");
     let user_id: i64 = claims.sub.parse().map_err(|_| ended())?;
     let user = state.store.user_by_id(user_id).await?.ok_or_else(ended)?;

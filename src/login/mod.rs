@@ -362,10 +362,10 @@ pub async fn refresh<S>(
     now_ms: i64,
 ) -> Result<(String, Claims), LoginError>
 where
-    S: ConfigStore + MembershipStore + SessionStore,
+    S: ConfigStore + MembershipStore + SessionStore + crate::store::KeyStore,
 {
     let now = now_ms / 1000;
-    let previous = signer.verify(token, now)?;
+    let previous = signer.verify_with_reload(store, token, now).await?;
     let user_id: i64 = previous.sub.parse().map_err(|_| LoginError::UnknownUser)?;
     let user = store
         .user_by_id(user_id)
