@@ -249,7 +249,11 @@ impl Config {
         figment = figment.merge(
             Env::prefixed("IDSYNC_")
                 .split("__")
-                .filter(|key| SECTIONS.iter().any(|s| key.as_str().starts_with(s))),
+                .filter(|key| {
+                    // The key is seen as written (`DATABASE.URL`): compare case-insensitively.
+                    let key = key.as_str().to_ascii_lowercase();
+                    SECTIONS.iter().any(|s| key.starts_with(&format!("{s}.")))
+                }),
         );
         let config: Config = figment
             .extract()
@@ -387,6 +391,21 @@ mod tests {
         .unwrap();
         let err = Config::load(Some(file.path())).unwrap_err().to_string();
         assert!(err.contains("rotation_overlap_secs"), "{err}");
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[database]\nurl = \"sqlite://from-file.db\"").unwrap();
+        // The only test that sets this variable; figment reads the process environment.
+        std::env::set_var("IDSYNC_DATABASE__URL", "sqlite://from-env.db");
+        std::env::set_var("IDSYNC_HTTP__MAX_BODY_BYTES", "4096");
+        let config = Config::load(Some(file.path()));
+        std::env::remove_var("IDSYNC_DATABASE__URL");
+        std::env::remove_var("IDSYNC_HTTP__MAX_BODY_BYTES");
+        let config = config.unwrap();
+        assert_eq!(config.database.url, "sqlite://from-env.db");
+        assert_eq!(config.http.max_body_bytes, 4096);
     }
 
     #[test]

@@ -201,6 +201,21 @@ pub struct SampleArgs {
     /// Where the group values are in the claims: a name or a dotted path.
     #[arg(long, default_value = "groups")]
     pub groups_claim: String,
+    /// A file holding an ID token of an OpenID provider (the compact JWT). It is verified
+    /// (signature against the provider's keys, issuer, audience, expiry) before it is used.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["claims", "saml_response", "user"])]
+    pub id_token: Option<PathBuf>,
+    /// The nonce the ID token must carry.
+    #[arg(long, requires = "id_token")]
+    pub nonce: Option<String>,
+    /// A file holding a SAML Response (base64 as posted to an ACS, or the XML). It is verified
+    /// as at a sign-in; a mapping test does not record it as used.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["claims", "id_token", "user"])]
+    pub saml_response: Option<PathBuf>,
+    /// The id of the AuthnRequest the SAML response answers (its InResponseTo). Repeat for
+    /// several.
+    #[arg(long = "request-id", value_name = "ID", requires = "saml_response")]
+    pub request_ids: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -618,33 +633,44 @@ async fn sync_command(
     })
 }
 
-/// The identity a mapping test or a login works on: from a claims file, or from the directory.
+/// The identity a mapping test or a login works on: from a claims file, a verified ID token or
+/// SAML response, or from the directory. `signing_in` is false for a mapping test, which
+/// records nothing (not even a SAML assertion id) and asks for no password.
 async fn resolve_identity(
     store: &SqlStore,
     sample: &SampleArgs,
-    with_password: bool,
+    signing_in: bool,
 ) -> Result<VerifiedIdentity, CliError> {
     if sample.claims.is_some() {
         return read_identity(sample);
+    }
+    if let Some(path) = &sample.id_token {
+        return id_token_identity(store, sample, path).await;
+    }
+    if let Some(path) = &sample.saml_response {
+        return saml_identity(store, sample, path, signing_in).await;
     }
     let input = |message: &str| CliError::Input {
         path: "command line".into(),
         message: message.to_string(),
     };
-    let username = sample
-        .user
-        .as_deref()
-        .ok_or_else(|| input("pass --claims FILE, or --user NAME for an LDAP provider"))?;
+    let username = sample.user.as_deref().ok_or_else(|| {
+        input(
+            "pass --claims FILE, --id-token FILE, --saml-response FILE, or --user NAME for an \
+             LDAP provider",
+        )
+    })?;
     let record = store.provider(&sample.provider).await?;
     if record.provider.kind != model::mapping::ProviderKind::Ldap {
         return Err(input(
-            "without --claims only an LDAP provider can look a user up; pass --claims FILE",
+            "without --claims only an LDAP provider can look a user up; pass --claims FILE, \
+             --id-token FILE or --saml-response FILE",
         ));
     }
     let options = crate::sources::ldap::LdapOptions::from_json(&record.options)
         .map_err(crate::sources::ldap::LdapError::from)?;
     let directory = crate::sources::ldap::Directory::new(options)?;
-    if with_password {
+    if signing_in {
         let password = match std::env::var("IDSYNC_PASSWORD") {
             Ok(p) => p,
             Err(_) => {
@@ -661,6 +687,111 @@ async fn resolve_identity(
         Ok(crate::sources::ldap::lookup(&directory, username)
             .await?
             .into_identity(&sample.provider))
+    }
+}
+
+/// The provider record of a sample, refused unless it is of `kind`.
+async fn sample_provider(
+    store: &SqlStore,
+    sample: &SampleArgs,
+    kind: model::mapping::ProviderKind,
+    flag: &str,
+) -> Result<crate::store::ProviderRecord, CliError> {
+    let record = store.provider(&sample.provider).await?;
+    if record.provider.kind != kind {
+        return Err(CliError::Input {
+            path: flag.into(),
+            message: format!(
+                "provider {:?} is a {} provider; {flag} needs a {} provider",
+                sample.provider,
+                record.provider.kind.as_str(),
+                kind.as_str()
+            ),
+        });
+    }
+    Ok(record)
+}
+
+/// Verifies an ID token against its provider (discovery and keys over the network).
+async fn id_token_identity(
+    store: &SqlStore,
+    sample: &SampleArgs,
+    path: &Path,
+) -> Result<VerifiedIdentity, CliError> {
+    use crate::sources::oidc::{OidcOptions, OidcSource};
+    let record = sample_provider(
+        store,
+        sample,
+        model::mapping::ProviderKind::Oidc,
+        "--id-token",
+    )
+    .await?;
+    let token = read_capped(path, MAX_SAMPLE_BYTES)?;
+    let refused = |message: String| CliError::Input {
+        path: path.display().to_string(),
+        message,
+    };
+    let options = OidcOptions::from_json(&record.options).map_err(|e| refused(e.to_string()))?;
+    let source = OidcSource::discover(&sample.provider, options)
+        .await
+        .map_err(|e| refused(e.to_string()))?;
+    source
+        .verify_id_token(
+            token.trim(),
+            sample.nonce.as_deref(),
+            None,
+            clock::now_secs(),
+        )
+        .await
+        .map_err(|e| refused(e.to_string()))
+}
+
+/// Verifies a SAML response; a sign-in also records its assertion id (a replay is refused),
+/// a mapping test does not.
+async fn saml_identity(
+    store: &SqlStore,
+    sample: &SampleArgs,
+    path: &Path,
+    signing_in: bool,
+) -> Result<VerifiedIdentity, CliError> {
+    use crate::sources::saml::{SamlOptions, SamlSource};
+    let record = sample_provider(
+        store,
+        sample,
+        model::mapping::ProviderKind::Saml,
+        "--saml-response",
+    )
+    .await?;
+    let text = read_capped(path, MAX_SAMPLE_BYTES)?;
+    let refused = |message: String| CliError::Input {
+        path: path.display().to_string(),
+        message,
+    };
+    let options = SamlOptions::from_json(&record.options).map_err(|e| refused(e.to_string()))?;
+    let source = SamlSource::new(&sample.provider, options).map_err(|e| refused(e.to_string()))?;
+    // A saved response may be the XML itself or the base64 form field.
+    let encoded = if text.trim_start().starts_with('<') {
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text.trim())
+    } else {
+        text.split_whitespace().collect()
+    };
+    let now = clock::now_ms();
+    if signing_in {
+        login::accept_saml_response(
+            store,
+            &source,
+            &sample.provider,
+            &encoded,
+            &sample.request_ids,
+            now,
+        )
+        .await
+        .map_err(|e| refused(e.to_string()))
+    } else {
+        source
+            .verify_response(&encoded, &sample.request_ids, now / 1000)
+            .map(|verified| verified.identity)
+            .map_err(|e| refused(e.to_string()))
     }
 }
 
@@ -725,6 +856,16 @@ pub fn identity_from_claims(
             e.column()
         )
     })?;
+    identity_from_claims_value(provider, claims, user, groups_claim)
+}
+
+/// Builds an identity from parsed claims (the HTTP mapping test sends them as JSON). Pure.
+pub fn identity_from_claims_value(
+    provider: &str,
+    claims: serde_json::Value,
+    user: Option<&str>,
+    groups_claim: &str,
+) -> Result<VerifiedIdentity, String> {
     if !claims.is_object() {
         return Err("expected a JSON object of claims, e.g. {\"username\": \"alice\", \"groups\": [\"devs\"]}".into());
     }

@@ -135,7 +135,7 @@ pub fn api_key_permissions(key: &ApiKeyRecord) -> PermissionSet {
             permission,
         })
         .collect();
-    permissions::effective(&grants).effective_set().clone()
+    *permissions::effective(&grants).effective_set()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -191,7 +191,7 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Caller,
         .current_access(&state.store, &memberships)
         .await?;
     Ok(Caller {
-        permissions: access.permissions.effective_set().clone(),
+        permissions: *access.permissions.effective_set(),
         principal: Principal::User {
             user,
             groups: access.groups.clone(),

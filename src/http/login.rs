@@ -328,9 +328,14 @@ pub async fn login_hook(
         Err(e) if e.status.is_server_error() => "error",
         Err(_) => "refused",
     };
+    // A name no provider has must not become a label: each would be a new series.
+    let label = match &result {
+        Err(e) if e.code == "unknown_provider" => "unknown".to_owned(),
+        _ => provider.clone(),
+    };
     metrics::histogram!(
         "idsync_login_duration_seconds",
-        "provider" => provider.clone(),
+        "provider" => label,
         "outcome" => outcome
     )
     .record(started.elapsed().as_secs_f64());

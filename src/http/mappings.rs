@@ -1,13 +1,211 @@
-//! (being written)
+//! The mapping test: what a sign-in with this evidence would do, computed by the very steps of
+//! a login and rolled back. Nothing is written and nobody is signed in.
 
-use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::{OpenApi, ToSchema};
 
-use super::AppState;
+use crate::login::{self, VerifiedIdentity};
+use crate::model::mapping::ProviderKind;
+use crate::model::permissions::Permission;
+use crate::report::IdentityReport;
+use crate::sources::Source;
+use crate::store::{ConfigStore, MembershipStore, StoreError};
+
+use super::auth::Caller;
+use super::login::{verify_evidence, Evidence};
+use super::{ApiError, ApiJson, AppState};
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    Router::new().route("/api/v1/mappings/test", post(test_mappings))
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(test_mappings), components(schemas(MappingTestRequest)))]
+struct ApiDoc;
+
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    utoipa::openapi::OpenApiBuilder::new().build()
+    ApiDoc::openapi()
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+/// What to test: exactly one of `evidence`, `claims` or `ldap_user`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MappingTestRequest {
+    /// The provider whose mappings are tested.
+    pub provider: String,
+    /// Evidence as the login hook takes it (password, oidc_code, id_token, saml_response,
+    /// verified_attributes); it is verified exactly as at a sign-in. A SAML response is not
+    /// recorded as used: it still signs in afterwards.
+    pub evidence: Option<Evidence>,
+    /// A claims document (an ID token's payload, SAML attributes, an LDAP entry as JSON).
+    #[schema(value_type = Option<Object>)]
+    pub claims: Option<serde_json::Value>,
+    /// Where the group values are in `claims`: a name or a dotted path.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// With `claims`: the username, when the claims' username, preferred_username, uid or sub
+    /// is not the one to use.
+    pub username: Option<String>,
+    /// An LDAP provider's user, looked up live in the directory with the service account.
+    pub ldap_user: Option<String>,
+}
+
+/// Shows what a sign-in would do now: the mappings that matched and why, the membership diff,
+/// effective permissions (and grants without effect) and resolved settings. It runs the login's
+/// own steps and rolls them back, so it can never disagree with a real sign-in, and writes
+/// nothing: no user, no membership, no audit row, no replay record.
+///
+/// It needs Auth View, not a Users or Groups permission: what it reveals is the sign-in
+/// configuration (which provider values map to which groups, the patterns that did not match,
+/// what each group grants), which is what Auth View guards. It changes nothing, so no Modify
+/// permission is needed; and unlike the login hook's verified attributes it signs nobody in, so
+/// Users Auth Session is not needed for attributes either.
+#[utoipa::path(
+    post,
+    path = "/api/v1/mappings/test",
+    request_body = MappingTestRequest,
+    responses(
+        (status = 200, description = "The mapping-test document (see the README): decisions with reasons, groups before and after, permissions, settings"),
+        (status = 400, description = "Malformed request, or evidence the provider does not take", body = super::error::ErrorBody),
+        (status = 401, description = "No credentials, or the evidence was refused", body = super::error::ErrorBody),
+        (status = 403, description = "The caller does not hold Auth View", body = super::error::ErrorBody),
+        (status = 404, description = "Unknown provider", body = super::error::ErrorBody),
+        (status = 503, description = "The provider or directory cannot be reached", body = super::error::ErrorBody),
+    ),
+    tag = "mappings"
+)]
+pub async fn test_mappings(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<MappingTestRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Permission::AuthView)?;
+    let identity = identity_for(&state, &caller, request).await?;
+    let exists = state
+        .store
+        .user_by_name(&identity.username)
+        .await?
+        .is_some();
+    let outcome = login::preview(&state.store, &identity, crate::clock::now_ms()).await?;
+    let report = IdentityReport::new(&identity, exists, &outcome);
+    let document = serde_json::to_value(&report)
+        .map_err(|e| ApiError::internal(format!("cannot encode the report: {e}")))?;
+    Ok(Json(document))
+}
+
+async fn identity_for(
+    state: &AppState,
+    caller: &Caller,
+    request: MappingTestRequest,
+) -> Result<VerifiedIdentity, ApiError> {
+    let MappingTestRequest {
+        provider,
+        evidence,
+        claims,
+        groups_claim,
+        username,
+        ldap_user,
+    } = request;
+    let given = [evidence.is_some(), claims.is_some(), ldap_user.is_some()]
+        .iter()
+        .filter(|g| **g)
+        .count();
+    if given != 1 {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "give exactly one of \"evidence\", \"claims\" (with \"groups_claim\") or \"ldap_user\"",
+        ));
+    }
+    if username.is_some() && claims.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "\"username\" goes with \"claims\" only",
+        ));
+    }
+    let record = state.store.provider(&provider).await.map_err(|e| match e {
+        StoreError::NotFound(_) => ApiError::not_found(
+            "unknown_provider",
+            format!("no provider named {provider:?} is configured"),
+        ),
+        other => other.into(),
+    })?;
+    if let Some(claims) = claims {
+        return crate::cli::identity_from_claims_value(
+            &provider,
+            claims,
+            username.as_deref(),
+            &groups_claim,
+        )
+        .map_err(|message| ApiError::bad_request("invalid_claims", message));
+    }
+    if let Some(user) = ldap_user {
+        let Source::Ldap(directory) = state.sources.get(&record).await? else {
+            return Err(ApiError::bad_request(
+                "wrong_evidence_type",
+                format!(
+                    "provider {provider:?} is not an LDAP provider: a live lookup needs a \
+                     directory; send \"claims\" or \"evidence\" instead"
+                ),
+            ));
+        };
+        let found = crate::sources::ldap::lookup(&directory, &user).await?;
+        return Ok(found.into_identity(&provider));
+    }
+    match evidence {
+        Some(Evidence::VerifiedAttributes {
+            username,
+            groups,
+            attributes,
+        }) => {
+            if !attributes.is_object() {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "\"attributes\" must be a JSON object",
+                ));
+            }
+            let mut attributes = attributes;
+            attributes["groups"] = serde_json::json!(groups);
+            Ok(VerifiedIdentity {
+                provider,
+                username,
+                group_values: groups,
+                attributes,
+            })
+        }
+        // Verified like a sign-in, without recording the assertion id: the same response can
+        // still be used to sign in after the test.
+        Some(Evidence::SamlResponse {
+            saml_response,
+            request_ids,
+        }) => {
+            if record.provider.kind != ProviderKind::Saml {
+                return Err(ApiError::bad_request(
+                    "wrong_evidence_type",
+                    format!(
+                        "provider {provider:?} is a {} provider and does not take \
+                         \"saml_response\" evidence",
+                        record.provider.kind.as_str()
+                    ),
+                ));
+            }
+            let Source::Saml(saml) = state.sources.get(&record).await? else {
+                return Err(ApiError::internal("the SAML provider has no SAML adapter"));
+            };
+            let verified =
+                saml.verify_response(&saml_response, &request_ids, crate::clock::now_secs())?;
+            Ok(verified.identity)
+        }
+        Some(evidence) => verify_evidence(state, Some(caller), &provider, evidence).await,
+        None => Err(ApiError::bad_request(
+            "invalid_request",
+            "nothing to test: give \"evidence\", \"claims\" or \"ldap_user\"",
+        )),
+    }
 }

@@ -1,13 +1,825 @@
-//! (being written)
+//! Browser sign-in, so idsync can sit in front of an application by itself: the OpenID Connect
+//! code flow (start → provider → callback) and SAML Web SSO (an AuthnRequest over the
+//! HTTP-Redirect binding, the response posted back to the ACS), plus the SP metadata.
+//!
+//! No sign-in in progress is kept on the server: what the callback must be checked against
+//! (the OIDC state, nonce and PKCE verifier; the SAML request ids) travels in one short-lived
+//! cookie, encrypted and authenticated with the service's browser-flow key. A cookie that does
+//! not authenticate is treated as absent, so the callback fails closed.
 
-use axum::Router;
+use std::time::Instant;
 
-use super::AppState;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::login::{self, VerifiedIdentity};
+use crate::sources::oidc::{OidcOptions, PendingLogin};
+use crate::sources::saml::{SamlError, SamlOptions};
+use crate::sources::Source;
+use crate::store::{ConfigStore, ProviderRecord, StoreError};
+
+use super::login::LoginResponse;
+use super::{ApiError, AppState};
+
+/// The browser-flow cookie.
+pub const FLOW_COOKIE: &str = "idsync_sso";
+/// How long a started sign-in may take before its callback is refused.
+pub const FLOW_TTL_SECS: i64 = 600;
+/// SAML requests kept outstanding per browser (several tabs may sign in at once).
+const MAX_OUTSTANDING_REQUESTS: usize = 4;
+/// A cookie longer than this is not ours (browsers keep cookies of up to 4096 bytes).
+const MAX_COOKIE_CHARS: usize = 3800;
+/// Longest `return_to` accepted.
+const MAX_RETURN_TO: usize = 1024;
+/// SAML bindings limit RelayState to 80 bytes.
+const MAX_RELAY_STATE: usize = 80;
+const SAML_METADATA_TYPE: &str = "application/samlmetadata+xml";
+const HTTP_POST_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
+const HTTP_REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+
+type HmacSha256 = Hmac<sha2::Sha256>;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/sso/{provider}/start", get(start))
+        .route("/sso/{provider}/callback", get(callback))
+        .route("/sso/{provider}/acs", post(acs))
+        .route("/sso/{provider}/metadata", get(metadata))
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(start, callback, acs, metadata), components(schemas(AcsForm)))]
+struct ApiDoc;
+
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    utoipa::openapi::OpenApiBuilder::new().build()
+    ApiDoc::openapi()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The flow cookie
+
+/// A sign-in started in this browser.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Flow {
+    provider: String,
+    /// Unix seconds.
+    expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    oidc: Option<OidcFlow>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    saml: Vec<SamlRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct OidcFlow {
+    state: String,
+    nonce: String,
+    verifier: String,
+    return_to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SamlRequest {
+    id: String,
+    relay_state: String,
+    return_to: Option<String>,
+    /// Unix seconds.
+    expires_at: i64,
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length: this cannot fail.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The keystream of the cookie cipher: HMAC-SHA256 as a PRF in counter mode, under a key
+/// derived for that use only.
+fn apply_keystream(key: &[u8; 32], nonce: &[u8], data: &mut [u8]) {
+    let encryption = hmac(key, &[b"idsync browser flow: encryption"]);
+    for (counter, chunk) in data.chunks_mut(32).enumerate() {
+        let block = hmac(&encryption, &[nonce, &(counter as u64).to_be_bytes()]);
+        for (byte, k) in chunk.iter_mut().zip(block) {
+            *byte ^= k;
+        }
+    }
+}
+
+fn authentication_key(key: &[u8; 32]) -> [u8; 32] {
+    hmac(key, &[b"idsync browser flow: authentication"])
+}
+
+/// Encrypts then authenticates: `base64url(nonce ‖ ciphertext ‖ tag)`. The PKCE verifier and
+/// nonce inside are never readable in the browser.
+fn seal(key: &[u8; 32], plain: &[u8]) -> String {
+    let nonce: [u8; 16] = rand::random();
+    let mut body = Vec::with_capacity(16 + plain.len() + 32);
+    body.extend_from_slice(&nonce);
+    let mut cipher = plain.to_vec();
+    apply_keystream(key, &nonce, &mut cipher);
+    body.extend_from_slice(&cipher);
+    let tag = hmac(&authentication_key(key), &[FLOW_COOKIE.as_bytes(), &body]);
+    body.extend_from_slice(&tag);
+    URL_SAFE_NO_PAD.encode(body)
+}
+
+/// The plain text of a sealed value, or `None` when it was not sealed with this key.
+fn open(key: &[u8; 32], sealed: &str) -> Option<Vec<u8>> {
+    if sealed.len() > MAX_COOKIE_CHARS {
+        return None;
+    }
+    let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+    if raw.len() < 16 + 32 {
+        return None;
+    }
+    let (body, tag) = raw.split_at(raw.len() - 32);
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(&authentication_key(key)).ok()?;
+    mac.update(FLOW_COOKIE.as_bytes());
+    mac.update(body);
+    mac.verify_slice(tag).ok()?;
+    let (nonce, cipher) = body.split_at(16);
+    let mut plain = cipher.to_vec();
+    apply_keystream(key, nonce, &mut plain);
+    Some(plain)
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// The flow this browser started with `provider`, when its cookie authenticates and has not
+/// expired.
+fn read_flow(state: &AppState, headers: &HeaderMap, provider: &str, now: i64) -> Option<Flow> {
+    let sealed = cookie_value(headers, FLOW_COOKIE)?;
+    let plain = open(&state.state_key, sealed)?;
+    let flow: Flow = serde_json::from_slice(&plain).ok()?;
+    (flow.provider == provider && flow.expires_at > now).then_some(flow)
+}
+
+fn secure(state: &AppState) -> bool {
+    state.config.http.public_url.starts_with("https://")
+}
+
+/// `Set-Cookie` for a flow. The SAML response arrives as a cross-site POST from the IdP, which
+/// browsers send Lax cookies with only for top-level GETs: over https the SAML cookie is
+/// `SameSite=None; Secure` so the ACS sees it. The OIDC callback is a top-level GET: Lax.
+fn flow_cookie(state: &AppState, flow: &Flow) -> Result<HeaderValue, ApiError> {
+    let plain = serde_json::to_vec(flow)
+        .map_err(|e| ApiError::internal(format!("cannot encode the sign-in state: {e}")))?;
+    let same_site = if !flow.saml.is_empty() && secure(state) {
+        "None"
+    } else {
+        "Lax"
+    };
+    let mut cookie = format!(
+        "{FLOW_COOKIE}={}; Path=/sso; Max-Age={FLOW_TTL_SECS}; HttpOnly; SameSite={same_site}",
+        seal(&state.state_key, &plain)
+    );
+    if secure(state) {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie)
+        .map_err(|e| ApiError::internal(format!("cannot encode the sign-in cookie: {e}")))
+}
+
+fn clear_cookie(state: &AppState) -> HeaderValue {
+    let mut cookie = format!("{FLOW_COOKIE}=; Path=/sso; Max-Age=0; HttpOnly; SameSite=Lax");
+    if secure(state) {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+async fn provider_record(state: &AppState, provider: &str) -> Result<ProviderRecord, ApiError> {
+    state.store.provider(provider).await.map_err(|e| match e {
+        StoreError::NotFound(_) => ApiError::not_found(
+            "unknown_provider",
+            format!("no provider named {provider:?} is configured"),
+        ),
+        other => other.into(),
+    })
+}
+
+fn invalid_configuration(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "invalid_configuration",
+        message,
+    )
+}
+
+fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `return_to` on this service's own origin (an absolute URL, or a path), or a refusal: any
+/// other target would make the sign-in an open redirect.
+fn checked_return_to(public_url: &str, return_to: &str) -> Result<String, ApiError> {
+    let refused = |why: &str| {
+        ApiError::bad_request(
+            "invalid_return_to",
+            format!(
+                "return_to is refused: {why}; give a path on this service (\"/app\") or a URL \
+                 starting with {public_url}"
+            ),
+        )
+    };
+    if return_to.is_empty() || return_to.len() > MAX_RETURN_TO {
+        return Err(refused(&format!("it must be 1 to {MAX_RETURN_TO} bytes")));
+    }
+    if return_to.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(refused("it contains control characters or backslashes"));
+    }
+    let base = url::Url::parse(public_url)
+        .map_err(|e| invalid_configuration(format!("http.public_url: {e}")))?;
+    let target = if return_to.starts_with('/') {
+        if return_to.starts_with("//") {
+            return Err(refused("\"//\" would name another host"));
+        }
+        base.join(return_to)
+    } else {
+        url::Url::parse(return_to)
+    }
+    .map_err(|e| refused(&e.to_string()))?;
+    if target.origin() != base.origin() {
+        return Err(refused("it is not on this service's origin"));
+    }
+    if !target.username().is_empty() || target.password().is_some() {
+        return Err(refused("it carries credentials"));
+    }
+    let mut target = target;
+    target.set_fragment(None);
+    Ok(target.to_string())
+}
+
+/// The answer to a completed browser sign-in: the login hook's JSON, or a 303 to `return_to`
+/// with the token in the fragment (never sent to a server, never in a Referer).
+fn signed_in(state: &AppState, response: LoginResponse, return_to: Option<&str>) -> Response {
+    let mut answer = match return_to.and_then(|r| url::Url::parse(r).ok()) {
+        Some(mut target) => {
+            let fragment = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("token", &response.token)
+                .append_pair("token_type", response.token_type)
+                .append_pair("expires_at", &response.expires_at.to_string())
+                .finish();
+            target.set_fragment(Some(&fragment));
+            let mut answer = StatusCode::SEE_OTHER.into_response();
+            if let Ok(location) = HeaderValue::from_str(target.as_str()) {
+                answer.headers_mut().insert(header::LOCATION, location);
+            }
+            answer
+        }
+        None => Json(response).into_response(),
+    };
+    let headers = answer.headers_mut();
+    headers.insert(header::SET_COOKIE, clear_cookie(state));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    answer
+}
+
+fn redirect_with_cookie(location: &str, cookie: HeaderValue) -> Result<Response, ApiError> {
+    let location = HeaderValue::from_str(location)
+        .map_err(|e| ApiError::internal(format!("cannot redirect to the provider: {e}")))?;
+    let mut answer = StatusCode::FOUND.into_response();
+    let headers = answer.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::SET_COOKIE, cookie);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(answer)
+}
+
+async fn sign_in(state: &AppState, identity: &VerifiedIdentity) -> Result<LoginResponse, ApiError> {
+    let signed = login::login_cached(
+        &state.store,
+        &state.cache,
+        &state.signer,
+        identity,
+        crate::clock::now_ms(),
+    )
+    .await?;
+    if signed.outcome.changes_written > 0 {
+        state.notify_permissions_changed(&signed.outcome);
+    }
+    Ok(LoginResponse::from_signed(signed))
+}
+
+fn record_latency(provider: &str, started: Instant, result: &Result<Response, ApiError>) {
+    let outcome = match result {
+        Ok(_) => "success",
+        Err(e) if e.status.is_server_error() => "error",
+        Err(_) => "refused",
+    };
+    // Names from the path label a series only once they are known providers: arbitrary names
+    // would grow the metrics without bound.
+    let provider = match result {
+        Err(e) if e.code == "unknown_provider" => "unknown",
+        _ => provider,
+    };
+    metrics::histogram!(
+        "idsync_login_duration_seconds",
+        "provider" => provider.to_owned(),
+        "outcome" => outcome
+    )
+    .record(started.elapsed().as_secs_f64());
+}
+
+fn no_browser_flow(provider: &str, kind: &str) -> ApiError {
+    ApiError::bad_request(
+        "no_browser_flow",
+        format!(
+            "provider {provider:?} is an {kind} provider, which has no browser sign-in: send the \
+             username and password to POST /api/v1/login/{provider}"
+        ),
+    )
+}
+
+/// Text from the provider, made safe to repeat in an error message.
+fn sanitized(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StartQuery {
+    /// Where to send the browser after the sign-in, with the token in the URL fragment: a path
+    /// on this service or a URL on its origin (`http.public_url`). Without it the callback
+    /// answers with the login JSON.
+    pub return_to: Option<String>,
+}
+
+/// Starts a browser sign-in: a redirect to the OpenID provider (code flow with state, nonce and
+/// PKCE) or to the SAML IdP (an AuthnRequest, HTTP-Redirect binding). What the callback is
+/// checked against is kept in a short-lived, encrypted and signed cookie.
+#[utoipa::path(
+    get,
+    path = "/sso/{provider}/start",
+    params(("provider" = String, Path, description = "The provider's name"), StartQuery),
+    responses(
+        (status = 302, description = "To the provider's sign-in, with the flow cookie set"),
+        (status = 400, description = "An LDAP provider (no browser flow) or a return_to on another origin", body = super::error::ErrorBody),
+        (status = 404, description = "Unknown provider", body = super::error::ErrorBody),
+        (status = 503, description = "The provider cannot be reached", body = super::error::ErrorBody),
+    ),
+    tag = "sso"
+)]
+pub async fn start(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    query: Result<Query<StartQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let record = provider_record(&state, &provider).await?;
+    let return_to = query
+        .return_to
+        .as_deref()
+        .map(|r| checked_return_to(&state.config.http.public_url, r))
+        .transpose()?;
+    let now = crate::clock::now_secs();
+    match state.sources.get(&record).await? {
+        Source::Ldap(_) => Err(no_browser_flow(&provider, "LDAP")),
+        Source::Oidc(oidc) => {
+            let options = OidcOptions::from_json(&record.options)
+                .map_err(|e| invalid_configuration(e.to_string()))?;
+            if options.redirect_url.is_none() {
+                return Err(invalid_configuration(format!(
+                    "provider {provider:?} has no redirect_url: set it to {}/sso/{provider}/callback",
+                    state.config.http.public_url.trim_end_matches('/')
+                )));
+            }
+            let pending = oidc.begin_login()?;
+            let flow = Flow {
+                provider: provider.clone(),
+                expires_at: now + FLOW_TTL_SECS,
+                oidc: Some(OidcFlow {
+                    state: pending.state,
+                    nonce: pending.nonce,
+                    verifier: pending.pkce_verifier,
+                    return_to,
+                }),
+                saml: Vec::new(),
+            };
+            redirect_with_cookie(&pending.url, flow_cookie(&state, &flow)?)
+        }
+        Source::Saml(_) => {
+            let options = SamlOptions::from_json(&record.options).map_err(SamlError::from)?;
+            let destination = idp_sso_url(&provider, &options).await?;
+            let request_id = format!("_{}", random_id());
+            let relay_state = random_id();
+            let issue_instant = chrono::DateTime::from_timestamp(now, 0).unwrap_or_default();
+            let request = samael::schema::AuthnRequest {
+                id: request_id.clone(),
+                version: "2.0".into(),
+                issue_instant,
+                destination: Some(destination),
+                issuer: Some(samael::schema::Issuer {
+                    value: Some(options.sp_entity_id.clone()),
+                    ..Default::default()
+                }),
+                assertion_consumer_service_url: Some(options.acs_url.clone()),
+                protocol_binding: Some(HTTP_POST_BINDING.into()),
+                ..Default::default()
+            };
+            let url = request
+                .redirect(&relay_state)
+                .map_err(|e| ApiError::internal(format!("cannot encode the AuthnRequest: {e}")))?
+                .ok_or_else(|| ApiError::internal("the AuthnRequest has no destination"))?;
+            // Requests this browser started earlier stay answerable (another tab).
+            let mut outstanding: Vec<SamlRequest> = read_flow(&state, &headers, &provider, now)
+                .map(|flow| flow.saml)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.expires_at > now)
+                .collect();
+            outstanding.push(SamlRequest {
+                id: request_id,
+                relay_state,
+                return_to,
+                expires_at: now + FLOW_TTL_SECS,
+            });
+            let keep = outstanding.len().saturating_sub(MAX_OUTSTANDING_REQUESTS);
+            outstanding.drain(..keep);
+            let mut flow = Flow {
+                provider: provider.clone(),
+                expires_at: now + FLOW_TTL_SECS,
+                oidc: None,
+                saml: outstanding,
+            };
+            // The oldest requests give way when the cookie would grow past what browsers keep.
+            let cookie = loop {
+                let cookie = flow_cookie(&state, &flow)?;
+                if cookie.len() <= MAX_COOKIE_CHARS || flow.saml.len() <= 1 {
+                    break cookie;
+                }
+                flow.saml.remove(0);
+            };
+            redirect_with_cookie(url.as_str(), cookie)
+        }
+    }
+}
+
+/// Where the IdP takes AuthnRequests over the HTTP-Redirect binding: `idp_sso_url`, or the
+/// IdP metadata's SingleSignOnService for that binding.
+async fn idp_sso_url(provider: &str, options: &SamlOptions) -> Result<String, ApiError> {
+    if let Some(url) = &options.idp_sso_url {
+        return Ok(url.clone());
+    }
+    let xml = match (&options.idp_metadata, &options.idp_metadata_file) {
+        (Some(xml), _) => xml.clone(),
+        (None, Some(path)) => tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| SamlError::Metadata(format!("{}: {e}", path.display())))?,
+        (None, None) => {
+            return Err(invalid_configuration(format!(
+                "provider {provider:?} has no IdP metadata: set idp_sso_url to where the IdP \
+                 takes sign-in requests (HTTP-Redirect binding)"
+            )))
+        }
+    };
+    let lower = xml.to_ascii_lowercase();
+    if lower.contains("<!doctype") || lower.contains("<!entity") {
+        return Err(invalid_configuration(format!(
+            "the IdP metadata of provider {provider:?} contains a DTD or entity declaration, \
+             which is never read"
+        )));
+    }
+    let metadata: samael::metadata::EntityDescriptor = xml
+        .parse()
+        .map_err(|e| SamlError::Metadata(format!("{e}")))?;
+    metadata
+        .idp_sso_descriptors
+        .iter()
+        .flatten()
+        .flat_map(|d| &d.single_sign_on_services)
+        .find(|s| s.binding == HTTP_REDIRECT_BINDING)
+        .map(|s| s.location.clone())
+        .ok_or_else(|| {
+            invalid_configuration(format!(
+                "the IdP metadata of provider {provider:?} has no SingleSignOnService with the \
+                 HTTP-Redirect binding: set idp_sso_url"
+            ))
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// OIDC callback
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallbackQuery {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    /// The issuer (RFC 9207); checked when present.
+    pub iss: Option<String>,
+    /// The provider's refusal (`access_denied`, `login_required`, …).
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+/// The OpenID provider's redirect back: the state is checked against the flow cookie, the code
+/// exchanged with the PKCE verifier, the ID token verified (with the nonce), and the user signed
+/// in. Answers with the login JSON, or a 303 to the `return_to` given at the start with the
+/// token in the fragment.
+#[utoipa::path(
+    get,
+    path = "/sso/{provider}/callback",
+    params(("provider" = String, Path, description = "The provider's name"), CallbackQuery),
+    responses(
+        (status = 200, description = "Signed in", body = LoginResponse),
+        (status = 303, description = "Signed in; to return_to with the token in the fragment"),
+        (status = 400, description = "No sign-in in progress in this browser, or not an OpenID provider", body = super::error::ErrorBody),
+        (status = 401, description = "The provider refused, or the state, code or ID token was refused", body = super::error::ErrorBody),
+        (status = 404, description = "Unknown provider", body = super::error::ErrorBody),
+    ),
+    tag = "sso"
+)]
+pub async fn callback(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let result = oidc_callback(&state, &provider, query, &headers).await;
+    record_latency(&provider, started, &result);
+    result
+}
+
+async fn oidc_callback(
+    state: &AppState,
+    provider: &str,
+    query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let record = provider_record(state, provider).await?;
+    let source = match state.sources.get(&record).await? {
+        Source::Oidc(oidc) => oidc,
+        Source::Ldap(_) => return Err(no_browser_flow(provider, "LDAP")),
+        Source::Saml(_) => {
+            return Err(ApiError::bad_request(
+                "wrong_flow",
+                format!(
+                    "provider {provider:?} is a SAML provider: its IdP posts to /sso/{provider}/acs"
+                ),
+            ))
+        }
+    };
+    if let Some(error) = &query.error {
+        let description = query
+            .error_description
+            .as_deref()
+            .map(|d| format!(" ({})", sanitized(d, 200)))
+            .unwrap_or_default();
+        // The flow cookie is left to expire: the next start replaces it.
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "provider_error",
+            format!(
+                "the OpenID provider ended the sign-in with error {:?}{description}; start again \
+                 at /sso/{provider}/start",
+                sanitized(error, 64)
+            ),
+        ));
+    }
+    let now = crate::clock::now_secs();
+    let flow = read_flow(state, headers, provider, now)
+        .and_then(|flow| flow.oidc)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "no_sign_in_in_progress",
+                format!(
+                    "no sign-in with {provider:?} was started in this browser, or it took longer \
+                     than {} minutes: start again at /sso/{provider}/start",
+                    FLOW_TTL_SECS / 60
+                ),
+            )
+        })?;
+    let (Some(code), Some(callback_state)) = (&query.code, &query.state) else {
+        return Err(ApiError::bad_request(
+            "invalid_callback",
+            "the callback carries no code or no state: it did not come from the provider's \
+             sign-in",
+        ));
+    };
+    let pending = PendingLogin {
+        url: String::new(),
+        state: flow.state,
+        nonce: flow.nonce,
+        pkce_verifier: flow.verifier,
+    };
+    let identity = source
+        .complete_login(&pending, callback_state, code, query.iss.as_deref(), now)
+        .await?;
+    let response = sign_in(state, &identity).await?;
+    Ok(signed_in(state, response, flow.return_to.as_deref()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// SAML ACS
+
+/// What the IdP posts (HTTP-POST binding).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AcsForm {
+    /// The base64 SAML Response.
+    #[serde(rename = "SAMLResponse")]
+    pub saml_response: String,
+    #[serde(rename = "RelayState")]
+    pub relay_state: Option<String>,
+}
+
+/// The assertion consumer service: the response is verified (signature, audience, recipient,
+/// destination, times, InResponseTo against the requests this browser started — unsolicited
+/// only when the provider allows IdP-initiated sign-in), its assertion id recorded so a replay
+/// is refused, and the user signed in.
+#[utoipa::path(
+    post,
+    path = "/sso/{provider}/acs",
+    params(("provider" = String, Path, description = "The provider's name")),
+    request_body(content = AcsForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Signed in", body = LoginResponse),
+        (status = 303, description = "Signed in; to return_to with the token in the fragment"),
+        (status = 400, description = "Not a SAML provider, or a malformed form", body = super::error::ErrorBody),
+        (status = 401, description = "The response was refused (signature, audience, replay, …)", body = super::error::ErrorBody),
+        (status = 404, description = "Unknown provider", body = super::error::ErrorBody),
+        (status = 413, description = "The response is too large", body = super::error::ErrorBody),
+    ),
+    tag = "sso"
+)]
+pub async fn acs(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<AcsForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let result = saml_acs(&state, &provider, &headers, form).await;
+    record_latency(&provider, started, &result);
+    result
+}
+
+async fn saml_acs(
+    state: &AppState,
+    provider: &str,
+    headers: &HeaderMap,
+    form: Result<Form<AcsForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let record = provider_record(state, provider).await?;
+    let Source::Saml(source) = state.sources.get(&record).await? else {
+        return Err(not_saml(provider));
+    };
+    let Form(form) = form?;
+    let relay_state = form.relay_state.unwrap_or_default();
+    if relay_state.len() > MAX_RELAY_STATE {
+        return Err(ApiError::bad_request(
+            "invalid_form",
+            format!("RelayState is longer than the {MAX_RELAY_STATE} bytes SAML allows"),
+        ));
+    }
+    let now_ms = crate::clock::now_ms();
+    let requests: Vec<SamlRequest> = read_flow(state, headers, provider, now_ms / 1000)
+        .map(|flow| flow.saml)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.expires_at > now_ms / 1000)
+        .collect();
+    let outstanding: Vec<String> = requests.iter().map(|r| r.id.clone()).collect();
+    let identity = login::accept_saml_response(
+        &state.store,
+        &source,
+        provider,
+        &form.saml_response,
+        &outstanding,
+        now_ms,
+    )
+    .await?;
+    let response = sign_in(state, &identity).await?;
+    let return_to = requests
+        .iter()
+        .find(|r| !relay_state.is_empty() && r.relay_state == relay_state)
+        .and_then(|r| r.return_to.as_deref());
+    Ok(signed_in(state, response, return_to))
+}
+
+fn not_saml(provider: &str) -> ApiError {
+    ApiError::bad_request(
+        "not_saml_provider",
+        format!("provider {provider:?} is not a SAML provider"),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// SP metadata
+
+/// This service provider's SAML metadata (entity id, ACS), for the IdP's administrator.
+#[utoipa::path(
+    get,
+    path = "/sso/{provider}/metadata",
+    params(("provider" = String, Path, description = "The provider's name")),
+    responses(
+        (status = 200, description = "SAML SP metadata", content_type = "application/samlmetadata+xml", body = String),
+        (status = 400, description = "Not a SAML provider", body = super::error::ErrorBody),
+        (status = 404, description = "Unknown provider", body = super::error::ErrorBody),
+    ),
+    tag = "sso"
+)]
+pub async fn metadata(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = provider_record(&state, &provider).await?;
+    let Source::Saml(source) = state.sources.get(&record).await? else {
+        return Err(not_saml(&provider));
+    };
+    let xml = source.sp_metadata_xml()?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(SAML_METADATA_TYPE),
+        )],
+        xml,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_unaltered() {
+        let key = [7u8; 32];
+        let sealed = seal(&key, b"{\"provider\":\"p\"}");
+        assert_eq!(
+            open(&key, &sealed).as_deref(),
+            Some(&b"{\"provider\":\"p\"}"[..])
+        );
+        assert!(!sealed.contains("provider"), "the content is not readable");
+        assert_eq!(open(&[8u8; 32], &sealed), None);
+        let mut raw = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+        raw[20] ^= 1;
+        assert_eq!(open(&key, &URL_SAFE_NO_PAD.encode(raw)), None);
+        assert_eq!(open(&key, "short"), None);
+    }
+
+    #[test]
+    fn return_to_must_stay_on_the_service_origin() {
+        let base = "https://idsync.example.com";
+        assert_eq!(
+            checked_return_to(base, "/app?x=1#old").unwrap(),
+            "https://idsync.example.com/app?x=1"
+        );
+        assert!(checked_return_to(base, "https://idsync.example.com/ok").is_ok());
+        for bad in [
+            "https://evil.example.com/",
+            "//evil.example.com/",
+            "/\\evil.example.com",
+            "http://idsync.example.com/",
+            "https://idsync.example.com:444/",
+            "javascript:alert(1)",
+            "https://user:pw@idsync.example.com/",
+            "",
+        ] {
+            let err = checked_return_to(base, bad).unwrap_err();
+            assert_eq!(err.code, "invalid_return_to", "{bad}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; idsync_sso=abc"),
+        );
+        assert_eq!(cookie_value(&headers, FLOW_COOKIE), Some("abc"));
+        assert_eq!(cookie_value(&headers, "b"), None);
+    }
 }

@@ -48,6 +48,11 @@ pub struct Dialect {
     begin_write: &'static str,
     /// Appended to the select of a user's row to serialise changes to that user.
     lock_row: &'static str,
+    /// A user's memberships as one JSON text of
+    /// `[group_id, group_name, priority, is_system, source_kind, provider_id, mapping_id]`
+    /// arrays (over `memberships m JOIN groups g`): a sign-in reads them in the same row as the
+    /// user, one round trip.
+    memberships_json: &'static str,
 }
 
 impl Dialect {
@@ -56,10 +61,14 @@ impl Dialect {
             Backend::Sqlite => Dialect {
                 begin_write: "BEGIN IMMEDIATE",
                 lock_row: "",
+                memberships_json: "json_group_array(json_array(g.id, g.name, g.priority, \
+                                   g.is_system, m.source_kind, m.provider_id, m.mapping_id))",
             },
             Backend::Postgres => Dialect {
                 begin_write: "BEGIN",
                 lock_row: " FOR UPDATE",
+                memberships_json: "COALESCE(json_agg(json_build_array(g.id, g.name, g.priority, \
+                                   g.is_system, m.source_kind, m.provider_id, m.mapping_id))::text, '[]')",
             },
         }
     }
@@ -337,6 +346,37 @@ fn membership(row: &AnyRow) -> StoreResult<CurrentMembership> {
         group: group_ref(row)?,
         source,
     })
+}
+
+/// Memberships from the dialect's `memberships_json` aggregate.
+fn memberships_from_json(text: &str) -> StoreResult<Vec<CurrentMembership>> {
+    type Row = (i64, String, i64, i64, String, Option<i64>, Option<i64>);
+    let corrupt = |message: String| StoreError::Corrupt {
+        what: "memberships".into(),
+        message,
+    };
+    let rows: Vec<Row> = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    rows.into_iter()
+        .map(|(id, name, priority, is_system, kind, provider_id, mapping_id)| {
+            let source = match kind.as_str() {
+                "manual" => MembershipSource::Manual,
+                "mapping" => MembershipSource::Mapping {
+                    provider_id: provider_id.unwrap_or(0),
+                    mapping_id: mapping_id.unwrap_or(0),
+                },
+                other => return Err(corrupt(format!("unknown source {other:?}"))),
+            };
+            Ok(CurrentMembership {
+                group: GroupRef {
+                    id,
+                    name,
+                    priority,
+                    is_system: is_system != 0,
+                },
+                source,
+            })
+        })
+        .collect()
 }
 
 fn source_columns(source: &MembershipSource) -> (&'static str, Option<i64>, Option<i64>) {
@@ -1122,26 +1162,26 @@ impl MembershipStore for SqlStore {
     }
 
     async fn login_snapshot(&self, username: &str, provider: &str) -> StoreResult<LoginSnapshot> {
-        let rows = sqlx::query(&format!(
+        let row = sqlx::query(&format!(
             "SELECT c.version AS config_version, u.id, u.username, u.disabled, \
              u.permission_version, u.permissions_digest, u.sessions_until, \
              u.sessions_revoked_before, (SELECT ua.attributes_json FROM user_attributes ua \
              JOIN providers p ON p.id = ua.provider_id WHERE ua.user_id = u.id AND p.name = $2) \
-             AS attributes_json, {GROUP_COLUMNS}, m.source_kind, m.provider_id, m.mapping_id \
-             FROM config_state c LEFT JOIN users u ON u.username = $1 \
-             LEFT JOIN memberships m ON m.user_id = u.id LEFT JOIN groups g ON g.id = m.group_id \
-             WHERE c.id = 1"
+             AS attributes_json, (SELECT {} FROM memberships m JOIN groups g ON g.id = m.group_id \
+             WHERE m.user_id = u.id) AS memberships_json \
+             FROM config_state c LEFT JOIN users u ON u.username = $1 WHERE c.id = 1",
+            self.dialect.memberships_json
         ))
         .bind(username)
         .bind(provider)
-        .fetch_all(&self.pool)
-        .await?;
-        let first = rows.first().ok_or_else(|| StoreError::Corrupt {
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt {
             what: "config_state".into(),
             message: "the configuration version row is missing".into(),
         })?;
-        let config_version = first.try_get("config_version")?;
-        if first.try_get::<Option<i64>, _>("id")?.is_none() {
+        let config_version = row.try_get("config_version")?;
+        if row.try_get::<Option<i64>, _>("id")?.is_none() {
             return Ok(LoginSnapshot {
                 config_version,
                 user: None,
@@ -1149,21 +1189,16 @@ impl MembershipStore for SqlStore {
                 attributes: None,
             });
         }
-        let user = user_record(first)?;
-        let attributes = first
+        let user = user_record(&row)?;
+        let attributes = row
             .try_get::<Option<String>, _>("attributes_json")?
             .map(|text| json("user_attributes.attributes_json", &text))
             .transpose()?;
-        let mut memberships = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if row.try_get::<Option<i64>, _>("group_id")?.is_some() {
-                memberships.push(membership(row)?);
-            }
-        }
+        let text: Option<String> = row.try_get("memberships_json")?;
         Ok(LoginSnapshot {
             config_version,
             user: Some(user),
-            memberships,
+            memberships: memberships_from_json(text.as_deref().unwrap_or("[]"))?,
             attributes,
         })
     }
