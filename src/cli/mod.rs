@@ -371,8 +371,14 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
                     }
                 },
                 TokenCommand::Refresh { token } => {
-                    let (token, claims) =
-                        login::refresh(&store, &signer, token.trim(), now).await?;
+                    let (token, claims) = login::refresh(
+                        &store,
+                        &login::ConfigCache::new(),
+                        &signer,
+                        token.trim(),
+                        now,
+                    )
+                    .await?;
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&claims).unwrap_or_default()

@@ -399,6 +399,7 @@ pub async fn refresh(
 ) -> Result<Json<TokenResponse>, ApiError> {
     let result = login::refresh(
         &state.store,
+        &state.cache,
         &state.signer,
         request.token.trim(),
         crate::clock::now_ms(),

@@ -91,7 +91,7 @@ impl ConfigCache {
 
     /// Resolved access for these memberships (All Users added) as of `version`, or `None` when
     /// the configuration moved on while the groups were read.
-    async fn access<S: ConfigStore>(
+    pub(super) async fn access<S: ConfigStore>(
         &self,
         store: &S,
         memberships: &[CurrentMembership],

@@ -357,6 +357,7 @@ pub(crate) fn token_subject(user: &UserRecord, access: &EffectiveAccess) -> Toke
 /// removed since the old token was issued is absent from the new one.
 pub async fn refresh<S>(
     store: &S,
+    cache: &ConfigCache,
     signer: &Signer,
     token: &str,
     now_ms: i64,
@@ -367,9 +368,12 @@ where
     let now = now_ms / 1000;
     let previous = signer.verify_with_reload(store, token, now).await?;
     let user_id: i64 = previous.sub.parse().map_err(|_| LoginError::UnknownUser)?;
-    let user = store
-        .user_by_id(user_id)
-        .await?
+    // The user, their memberships and the configuration version in one read; no provider's
+    // attributes are needed.
+    let snapshot = store.login_snapshot(&previous.username, "").await?;
+    let user = snapshot
+        .user
+        .filter(|user| user.id == user_id)
         .ok_or(LoginError::UnknownUser)?;
     if user.disabled {
         return Err(LoginError::Disabled(user.username));
@@ -384,8 +388,13 @@ where
             return Err(LoginError::SessionRevoked);
         }
     }
-    let memberships = store.memberships(user.id).await?;
-    let access = load_access(store, &memberships).await?;
+    let access = match cache
+        .access(store, &snapshot.memberships, snapshot.config_version)
+        .await?
+    {
+        Some(access) => access,
+        None => std::sync::Arc::new(load_access(store, &snapshot.memberships).await?),
+    };
     let subject = token_subject(&user, &access);
     Ok(signer.refresh(&previous, &subject, now)?)
 }
