@@ -138,6 +138,64 @@ pub fn api_key_permissions(key: &ApiKeyRecord) -> PermissionSet {
     *permissions::effective(&grants).effective_set()
 }
 
+/// API keys as read from the store, kept for [`API_KEY_CACHE_MS`]: a pipeline presents its key
+/// on every sign-in, and reading it each time would be a database round trip per sign-in. A
+/// revoked key therefore stops working within that time on every instance (at once on the
+/// instance that revoked it, which calls [`ApiKeyCache::clear`]).
+#[derive(Default)]
+pub struct ApiKeyCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Option<ApiKeyRecord>, i64)>>,
+}
+
+/// How long a key read from the store is trusted without reading it again.
+pub const API_KEY_CACHE_MS: i64 = 1000;
+
+/// Most keys (or unknown ids) remembered; beyond, the cache starts over.
+const API_KEY_CACHE_ENTRIES: usize = 10_000;
+
+impl ApiKeyCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    async fn get(
+        &self,
+        store: &crate::store::SqlStore,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Option<ApiKeyRecord>, ApiError> {
+        if let Some((key, read_at)) = self.lock().get(id) {
+            if now_ms.saturating_sub(*read_at) < API_KEY_CACHE_MS && *read_at <= now_ms {
+                return Ok(key.clone());
+            }
+        }
+        let key = store.api_key(id).await?;
+        let mut entries = self.lock();
+        if entries.len() >= API_KEY_CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(id.to_owned(), (key.clone(), now_ms));
+        Ok(key)
+    }
+
+    /// Drops what is known of a key (after it was revoked here).
+    pub fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Drops everything known (after a key was revoked by name).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Option<ApiKeyRecord>, i64)>>
+    {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -150,7 +208,11 @@ pub async fn authenticate_api_key(state: &AppState, presented: &str) -> Result<C
     if id.len() != 16 || secret.is_empty() || secret.len() > 128 {
         return Err(refused());
     }
-    let key = state.store.api_key(id).await?.ok_or_else(refused)?;
+    let key = state
+        .api_keys
+        .get(&state.store, id, crate::clock::now_ms())
+        .await?
+        .ok_or_else(refused)?;
     if !constant_time_eq(hash_secret(secret).as_bytes(), key.secret_hash.as_bytes()) {
         return Err(refused());
     }

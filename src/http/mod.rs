@@ -37,6 +37,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub cache: Arc<ConfigCache>,
     pub sources: Arc<SourceRegistry>,
+    pub api_keys: Arc<auth::ApiKeyCache>,
     /// Keys the short-lived browser-flow cookies (OIDC state, SAML request ids).
     pub state_key: Arc<[u8; 32]>,
     /// This process, as lease holder and in logs.
@@ -78,6 +79,7 @@ impl AppState {
             config: Arc::new(config),
             cache: Arc::new(ConfigCache::new()),
             sources: Arc::new(SourceRegistry::new()),
+            api_keys: Arc::new(auth::ApiKeyCache::new()),
             state_key: Arc::new(state_key),
             instance_id: format!(
                 "{}-{}",

@@ -1347,11 +1347,17 @@ pub fn can_modify_image(
             Action::ModifyImage,
             &[&[ImagesModifyResources]],
             || {
-                format!(
-                    "{} {} resource settings, which require Images Modify Resources",
-                    field_list(&resource),
-                    if resource.len() == 1 { "is a" } else { "are" }
-                )
+                if resource.len() == 1 {
+                    format!(
+                        "{} is a resource setting, which requires Images Modify Resources",
+                        field_list(&resource)
+                    )
+                } else {
+                    format!(
+                        "{} are resource settings, which require Images Modify Resources",
+                        field_list(&resource)
+                    )
+                }
             },
         ),
         (false, false) => check(

@@ -118,6 +118,7 @@ impl SqlStore {
         "config_state",
         "api_keys",
         "leases",
+        "images",
     ];
 
     /// Connects (creating a SQLite file if missing) without migrating.
@@ -357,25 +358,27 @@ fn memberships_from_json(text: &str) -> StoreResult<Vec<CurrentMembership>> {
     };
     let rows: Vec<Row> = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
     rows.into_iter()
-        .map(|(id, name, priority, is_system, kind, provider_id, mapping_id)| {
-            let source = match kind.as_str() {
-                "manual" => MembershipSource::Manual,
-                "mapping" => MembershipSource::Mapping {
-                    provider_id: provider_id.unwrap_or(0),
-                    mapping_id: mapping_id.unwrap_or(0),
-                },
-                other => return Err(corrupt(format!("unknown source {other:?}"))),
-            };
-            Ok(CurrentMembership {
-                group: GroupRef {
-                    id,
-                    name,
-                    priority,
-                    is_system: is_system != 0,
-                },
-                source,
-            })
-        })
+        .map(
+            |(id, name, priority, is_system, kind, provider_id, mapping_id)| {
+                let source = match kind.as_str() {
+                    "manual" => MembershipSource::Manual,
+                    "mapping" => MembershipSource::Mapping {
+                        provider_id: provider_id.unwrap_or(0),
+                        mapping_id: mapping_id.unwrap_or(0),
+                    },
+                    other => return Err(corrupt(format!("unknown source {other:?}"))),
+                };
+                Ok(CurrentMembership {
+                    group: GroupRef {
+                        id,
+                        name,
+                        priority,
+                        is_system: is_system != 0,
+                    },
+                    source,
+                })
+            },
+        )
         .collect()
 }
 

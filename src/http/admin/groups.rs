@@ -1,0 +1,767 @@
+//! Groups: list, show, create, edit, delete; members, settings, permissions and workspaces.
+//!
+//! Viewing follows `can_view_group` (Groups View; Groups View IfMember for a non-system group
+//! the caller belongs to; Groups View System as well for All Users and Administrators), every
+//! change follows `can_modify_group` the same way, deletion `can_delete_group`, creation
+//! `can_create_group`. System groups are never deleted, whoever asks.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::model::permissions::{self, Permission};
+use crate::model::settings;
+use crate::store::admin::AdminStore;
+use crate::store::{ConfigChange, ConfigStore, GroupRecord, MembershipStore};
+
+use super::super::auth::Caller;
+use super::super::error::ErrorBody;
+use super::super::{ApiError, ApiJson, AppState};
+use super::{apply, ensure_holds, group_named, now_ms, parse_permission};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/groups", get(list_groups).post(create_group))
+        .route(
+            "/api/v1/groups/{group}",
+            get(show_group).patch(edit_group).delete(delete_group),
+        )
+        .route(
+            "/api/v1/groups/{group}/members/{username}",
+            put(add_member).delete(remove_member),
+        )
+        .route(
+            "/api/v1/groups/{group}/settings/{setting}",
+            put(set_setting).delete(remove_setting),
+        )
+        .route(
+            "/api/v1/groups/{group}/permissions/{permission}",
+            put(grant_permission).delete(revoke_permission),
+        )
+        .route(
+            "/api/v1/groups/{group}/workspaces/{workspace}",
+            put(add_workspace).delete(remove_workspace),
+        )
+}
+
+/// Longest group name accepted.
+const MAX_NAME_CHARS: usize = 200;
+
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!("the {kind} name must not be blank"),
+        ));
+    }
+    if name.trim() != name {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!("remove the spaces before or after the {kind} name"),
+        ));
+    }
+    if name.chars().any(char::is_control) || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!(
+                "the {kind} name must have at most {MAX_NAME_CHARS} characters and no control \
+                 characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn summary(record: &GroupRecord) -> Value {
+    json!({
+        "id": record.group.id,
+        "name": record.group.name,
+        "description": record.description,
+        "priority": record.group.priority,
+        "is_system": record.group.is_system,
+    })
+}
+
+async fn detail(state: &AppState, record: &GroupRecord) -> Result<Value, ApiError> {
+    let members = if record.group.is_all_users() {
+        Value::String("every user".into())
+    } else {
+        serde_json::to_value(state.store.group_members(record.group.id).await?).unwrap_or_default()
+    };
+    let mut value = summary(record);
+    value["permissions"] = json!(record.permissions);
+    value["settings"] = json!(record.settings);
+    value["file_mappings"] = json!(record.file_mappings);
+    value["workspaces"] = json!(record.workspaces);
+    value["members"] = members;
+    Ok(value)
+}
+
+/// Refuses a caller holding neither the permission nor its IfMember variant before anything
+/// is looked up, so that such a caller cannot even learn which group names exist.
+fn may_at_all(caller: &Caller, base: Permission, if_member: Permission) -> Result<(), ApiError> {
+    let p = &caller.permissions;
+    if p.contains(Permission::GlobalAdmin) || p.satisfies(base) || p.satisfies(if_member) {
+        return Ok(());
+    }
+    caller.require(base)
+}
+
+/// The group, after checking the caller may view it.
+async fn viewable(state: &AppState, caller: &Caller, name: &str) -> Result<GroupRecord, ApiError> {
+    may_at_all(
+        caller,
+        Permission::GroupsView,
+        Permission::GroupsViewIfMember,
+    )?;
+    let record = group_named(state, name).await?;
+    caller.check(permissions::can_view_group(
+        &caller.permissions,
+        &caller.group_facts(&record.group),
+    ))?;
+    Ok(record)
+}
+
+async fn modifiable(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> Result<GroupRecord, ApiError> {
+    may_at_all(
+        caller,
+        Permission::GroupsModify,
+        Permission::GroupsModifyIfMember,
+    )?;
+    let record = group_named(state, name).await?;
+    caller.check(permissions::can_modify_group(
+        &caller.permissions,
+        &caller.group_facts(&record.group),
+    ))?;
+    Ok(record)
+}
+
+/// The groups the caller may view: with Groups View every non-system group, with Groups View
+/// System the system groups as well, with Groups View IfMember the non-system groups the caller
+/// belongs to.
+#[utoipa::path(
+    get,
+    path = "/api/v1/groups",
+    responses(
+        (status = 200, description = "The groups the caller may view, in precedence order", body = Object),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "The caller holds no permission that shows any group", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn list_groups(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    may_at_all(
+        &caller,
+        Permission::GroupsView,
+        Permission::GroupsViewIfMember,
+    )?;
+    let p = &caller.permissions;
+    let config = state.store.load_config().await?;
+    let groups: Vec<Value> = config
+        .groups
+        .iter()
+        .filter(|g| permissions::can_view_group(p, &caller.group_facts(&g.group)).is_ok())
+        .map(summary)
+        .collect();
+    Ok(Json(json!({ "groups": groups })))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Lower wins when groups define the same setting; default 100.
+    #[serde(default = "default_priority")]
+    pub priority: i64,
+}
+
+fn default_priority() -> i64 {
+    100
+}
+
+/// Create a group (Groups Create). New groups are never system groups.
+#[utoipa::path(
+    post,
+    path = "/api/v1/groups",
+    request_body = NewGroup,
+    responses(
+        (status = 201, description = "Created", body = Object),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn create_group(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewGroup>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    caller.check(permissions::can_create_group(&caller.permissions))?;
+    check_name("group", &body.name)?;
+    if state.store.group_id(&body.name).await?.is_some() {
+        return Err(ApiError::conflict(
+            "group_exists",
+            format!(
+                "a group named {:?} exists already; pick another name or edit that group",
+                body.name
+            ),
+        ));
+    }
+    apply(
+        &state,
+        &caller,
+        &[ConfigChange::CreateGroup {
+            name: body.name.clone(),
+            description: body.description,
+            priority: body.priority,
+        }],
+    )
+    .await?;
+    let record = group_named(&state, &body.name).await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(detail(&state, &record).await?),
+    ))
+}
+
+/// A group with its permissions, settings, file mappings, workspaces and members.
+#[utoipa::path(
+    get,
+    path = "/api/v1/groups/{group}",
+    params(("group" = String, Path, description = "The group's name")),
+    responses(
+        (status = 200, body = Object),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn show_group(
+    caller: Caller,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = path?;
+    let record = viewable(&state, &caller, &name).await?;
+    Ok(Json(detail(&state, &record).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupEdit {
+    pub description: Option<String>,
+    pub priority: Option<i64>,
+}
+
+/// Change a group's description or priority.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/groups/{group}",
+    params(("group" = String, Path, description = "The group's name")),
+    request_body = GroupEdit,
+    responses(
+        (status = 200, body = Object),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn edit_group(
+    caller: Caller,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    ApiJson(body): ApiJson<GroupEdit>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = path?;
+    let record = modifiable(&state, &caller, &name).await?;
+    let description = body.description.unwrap_or(record.description.clone());
+    let priority = body.priority.unwrap_or(record.group.priority);
+    if description != record.description || priority != record.group.priority {
+        apply(
+            &state,
+            &caller,
+            &[ConfigChange::UpdateGroup {
+                name: name.clone(),
+                description,
+                priority,
+            }],
+        )
+        .await?;
+    }
+    let record = group_named(&state, &name).await?;
+    Ok(Json(detail(&state, &record).await?))
+}
+
+/// Delete a group (Groups Delete). System groups are never deleted: 409.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/groups/{group}",
+    params(("group" = String, Path, description = "The group's name")),
+    responses(
+        (status = 200, description = "Deleted; the members lost the group, each with an audit row", body = Object),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "A system group", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn delete_group(
+    caller: Caller,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = path?;
+    caller.require(Permission::GroupsDelete)?;
+    let record = group_named(&state, &name).await?;
+    caller.check(permissions::can_delete_group(
+        &caller.permissions,
+        &caller.group_facts(&record.group),
+    ))?;
+    if record.group.is_system {
+        return Err(ApiError::conflict(
+            "system_group",
+            format!(
+                "{name:?} is a system group: All Users and Administrators always exist and can \
+                 never be deleted, not even by a Global Admin; change its members, permissions \
+                 or settings instead"
+            ),
+        ));
+    }
+    apply(
+        &state,
+        &caller,
+        &[ConfigChange::DeleteGroup { name: name.clone() }],
+    )
+    .await?;
+    Ok(Json(json!({ "deleted": name })))
+}
+
+/// Adding someone to a group gives them its permissions, so the caller must hold those too.
+pub(crate) fn ensure_may_hand_out_group(
+    caller: &Caller,
+    record: &GroupRecord,
+) -> Result<(), ApiError> {
+    // Every user holds the default level through All Users already.
+    let granted: Vec<Permission> = record
+        .permissions
+        .iter()
+        .filter_map(|p| p.parse::<Permission>().ok())
+        .filter(|p| *p != Permission::User)
+        .collect();
+    ensure_holds(
+        caller,
+        &granted,
+        &format!("adding a member to {:?}", record.group.name),
+    )
+}
+
+fn member_change_refused(error: crate::store::StoreError) -> ApiError {
+    match error {
+        crate::store::StoreError::Refused(message) => {
+            ApiError::bad_request("all_users_membership", message)
+        }
+        other => other.into(),
+    }
+}
+
+/// Add a user to a group by hand (a manual membership; creates the user when unknown).
+#[utoipa::path(
+    put,
+    path = "/api/v1/groups/{group}/members/{username}",
+    params(
+        ("group" = String, Path, description = "The group's name"),
+        ("username" = String, Path, description = "The user's name"),
+    ),
+    responses(
+        (status = 200, description = "`changed` says whether the user was added just now", body = Object),
+        (status = 400, description = "All Users, of which everyone is always a member", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn add_member(
+    caller: Caller,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((name, username)) = path?;
+    let record = modifiable(&state, &caller, &name).await?;
+    if record.group.is_all_users() {
+        return Err(ApiError::bad_request(
+            "all_users_membership",
+            "every user is always a member of All Users; its membership cannot be changed",
+        ));
+    }
+    ensure_may_hand_out_group(&caller, &record)?;
+    check_name("user", &username)?;
+    let changed = state
+        .store
+        .set_manual_membership(
+            &username,
+            &name,
+            true,
+            &caller.actor(),
+            &crate::model::access::permissions_digest,
+            now_ms(),
+        )
+        .await
+        .map_err(member_change_refused)?;
+    Ok(Json(
+        json!({ "group": name, "username": username, "member": true, "changed": changed }),
+    ))
+}
+
+/// Remove a user from a group, whatever added them.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/groups/{group}/members/{username}",
+    params(
+        ("group" = String, Path, description = "The group's name"),
+        ("username" = String, Path, description = "The user's name"),
+    ),
+    responses(
+        (status = 200, body = Object),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn remove_member(
+    caller: Caller,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((name, username)) = path?;
+    modifiable(&state, &caller, &name).await?;
+    let changed = state
+        .store
+        .set_manual_membership(
+            &username,
+            &name,
+            false,
+            &caller.actor(),
+            &crate::model::access::permissions_digest,
+            now_ms(),
+        )
+        .await
+        .map_err(member_change_refused)?;
+    Ok(Json(
+        json!({ "group": name, "username": username, "member": false, "changed": changed }),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingValueBody {
+    /// The value, as the settings catalogue describes it.
+    #[schema(value_type = Object)]
+    pub value: Value,
+}
+
+/// Set one setting of a group, validated against the settings catalogue.
+#[utoipa::path(
+    put,
+    path = "/api/v1/groups/{group}/settings/{setting}",
+    params(
+        ("group" = String, Path, description = "The group's name"),
+        ("setting" = String, Path, description = "The setting's catalogue name"),
+    ),
+    request_body = SettingValueBody,
+    responses(
+        (status = 200, description = "Saved; `warnings` lists combinations that are allowed but probably unintended", body = Object),
+        (status = 400, description = "Unknown setting or invalid value", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn set_setting(
+    caller: Caller,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    ApiJson(body): ApiJson<SettingValueBody>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((name, setting)) = path?;
+    let record = modifiable(&state, &caller, &name).await?;
+    let spec = settings::lookup(&setting)
+        .map_err(|e| ApiError::bad_request("unknown_setting", e.to_string()))?;
+    settings::parse_value(spec, &body.value)
+        .map_err(|e| ApiError::bad_request("invalid_setting", e.to_string()))?;
+    let mut all: BTreeMap<String, Value> = record.settings.clone();
+    all.insert(spec.name.to_owned(), body.value.clone());
+    let (_, _, warnings) = settings::validate_group_settings(&all);
+    if record.settings.get(spec.name) != Some(&body.value) {
+        apply(
+            &state,
+            &caller,
+            &[ConfigChange::SetSetting {
+                group: name.clone(),
+                name: spec.name.to_owned(),
+                value: body.value.clone(),
+            }],
+        )
+        .await?;
+    }
+    Ok(Json(json!({
+        "group": name,
+        "setting": spec.name,
+        "value": body.value,
+        "warnings": warnings,
+    })))
+}
+
+/// Remove one setting from a group (members then get it from their other groups).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/groups/{group}/settings/{setting}",
+    params(
+        ("group" = String, Path, description = "The group's name"),
+        ("setting" = String, Path, description = "The setting's catalogue name"),
+    ),
+    responses(
+        (status = 200, body = Object),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "Unknown group, or the group does not set it", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn remove_setting(
+    caller: Caller,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((name, setting)) = path?;
+    let record = modifiable(&state, &caller, &name).await?;
+    if !record.settings.contains_key(&setting) {
+        return Err(ApiError::not_found(
+            "setting_not_set",
+            format!("group {name:?} does not set {setting:?}"),
+        ));
+    }
+    apply(
+        &state,
+        &caller,
+        &[ConfigChange::RemoveSetting {
+            group: name.clone(),
+            name: setting.clone(),
+        }],
+    )
+    .await?;
+    Ok(Json(json!({ "group": name, "removed": setting })))
+}
+
+/// Grant a permission to a group. Only a permission the caller holds can be granted.
+#[utoipa::path(
+    put,
+    path = "/api/v1/groups/{group}/permissions/{permission}",
+    params(
+        ("group" = String, Path, description = "The group's name"),
+        ("permission" = String, Path, description = "The permission's documented name"),
+    ),
+    responses(
+        (status = 200, description = "Granted; `lints` says when it has no effect without others", body = Object),
+        (status = 400, description = "Unknown permission", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn grant_permission(
+    caller: Caller,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((name, permission)) = path?;
+    let record = modifiable(&state, &caller, &name).await?;
+    let permission = parse_permission(&permission)?;
+    ensure_holds(
+        &caller,
+        &[permission],
+        &format!("granting {:?} to {name:?}", permission.name()),
+    )?;
+    let changed = !record.permissions.iter().any(|p| p == permission.name());
+    if changed {
+        apply(
+            &state,
+            &caller,
+            &[ConfigChange::GrantPermission {
+                group: name.clone(),
+                permission: permission.name().to_owned(),
+            }],
+        )
+        .await?;
+    }
+    let mut now_granted: Vec<Permission> = record
+        .permissions
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    now_granted.push(permission);
+    let lints = permissions::lint_group(&now_granted);
+    Ok(Json(json!({
+        "group": name,
+        "permission": permission.name(),
+        "changed": changed,
+        "lints": lints,
+    })))
+}
+
+/// Revoke a permission from a group.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/groups/{group}/permissions/{permission}",
+    params(
+        ("group" = String, Path, description = "The group's name"),
+        ("permission" = String, Path, description = "The permission's documented name"),
+    ),
+    responses(
+        (status = 200, body = Object),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "Unknown group, or the group does not hold it", body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn revoke_permission(
+    caller: Caller,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((name, permission)) = path?;
+    let record = modifiable(&state, &caller, &name).await?;
+    // A stored name the catalogue no longer knows can still be revoked by its exact text.
+    let stored = match permission.parse::<Permission>() {
+        Ok(p) => p.name().to_owned(),
+        Err(_) if record.permissions.contains(&permission) => permission.clone(),
+        Err(e) => return Err(ApiError::bad_request("unknown_permission", e.to_string())),
+    };
+    if !record.permissions.contains(&stored) {
+        return Err(ApiError::not_found(
+            "permission_not_granted",
+            format!("group {name:?} does not hold {stored:?}"),
+        ));
+    }
+    apply(
+        &state,
+        &caller,
+        &[ConfigChange::RevokePermission {
+            group: name.clone(),
+            permission: stored.clone(),
+        }],
+    )
+    .await?;
+    Ok(Json(json!({ "group": name, "revoked": stored })))
+}
+
+/// Make a workspace available to a group's members.
+#[utoipa::path(
+    put,
+    path = "/api/v1/groups/{group}/workspaces/{workspace}",
+    params(
+        ("group" = String, Path, description = "The group's name"),
+        ("workspace" = String, Path, description = "The workspace's name"),
+    ),
+    responses(
+        (status = 200, body = Object),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn add_workspace(
+    caller: Caller,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((name, workspace)) = path?;
+    let record = modifiable(&state, &caller, &name).await?;
+    settings::validate_workspace_name(&workspace)
+        .map_err(|e| ApiError::bad_request("invalid_workspace", e.to_string()))?;
+    let changed = !record.workspaces.contains(&workspace);
+    if changed {
+        apply(
+            &state,
+            &caller,
+            &[ConfigChange::AddWorkspace {
+                group: name.clone(),
+                workspace: workspace.clone(),
+            }],
+        )
+        .await?;
+    }
+    Ok(Json(
+        json!({ "group": name, "workspace": workspace, "changed": changed }),
+    ))
+}
+
+/// Take a workspace away from a group.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/groups/{group}/workspaces/{workspace}",
+    params(
+        ("group" = String, Path, description = "The group's name"),
+        ("workspace" = String, Path, description = "The workspace's name"),
+    ),
+    responses(
+        (status = 200, body = Object),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn remove_workspace(
+    caller: Caller,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((name, workspace)) = path?;
+    let record = modifiable(&state, &caller, &name).await?;
+    if !record.workspaces.contains(&workspace) {
+        return Err(ApiError::not_found(
+            "workspace_not_granted",
+            format!("group {name:?} does not grant workspace {workspace:?}"),
+        ));
+    }
+    apply(
+        &state,
+        &caller,
+        &[ConfigChange::RemoveWorkspace {
+            group: name.clone(),
+            workspace: workspace.clone(),
+        }],
+    )
+    .await?;
+    Ok(Json(json!({ "group": name, "removed": workspace })))
+}
