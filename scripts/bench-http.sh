@@ -46,6 +46,8 @@ cargo build --release --bin idsync
 bin=$root/target/release/idsync
 
 work=$(mktemp -d /tmp/idsync-bench-http.XXXXXX)
+# slapd runs as openldap when started by root: it must reach its directory.
+chmod 755 "$work"
 server_pid=""
 pg_db="idsync_bench_http_$$"
 cleanup() {

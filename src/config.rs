@@ -246,15 +246,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(
-            Env::prefixed("IDSYNC_")
-                .split("__")
-                .filter(|key| {
-                    // The key is seen as written (`DATABASE.URL`): compare case-insensitively.
-                    let key = key.as_str().to_ascii_lowercase();
-                    SECTIONS.iter().any(|s| key.starts_with(&format!("{s}.")))
-                }),
-        );
+        figment = figment.merge(Env::prefixed("IDSYNC_").split("__").filter(|key| {
+            // The key is seen as written (`DATABASE.URL`): compare case-insensitively.
+            let key = key.as_str().to_ascii_lowercase();
+            SECTIONS.iter().any(|s| key.starts_with(&format!("{s}.")))
+        }));
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
