@@ -17,6 +17,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -96,42 +98,31 @@ struct SamlRequest {
     expires_at: i64,
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+/// The cookie cipher's key, derived from the service's browser-flow key for this use only.
+fn cookie_cipher(key: &[u8; 32]) -> XChaCha20Poly1305 {
     // HMAC accepts keys of any length: this cannot fail.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
+    mac.update(b"idsync browser flow cookie");
+    let derived: [u8; 32] = mac.finalize().into_bytes().into();
+    XChaCha20Poly1305::new(&derived.into())
 }
 
-/// The keystream of the cookie cipher: HMAC-SHA256 as a PRF in counter mode, under a key
-/// derived for that use only.
-fn apply_keystream(key: &[u8; 32], nonce: &[u8], data: &mut [u8]) {
-    let encryption = hmac(key, &[b"idsync browser flow: encryption"]);
-    for (counter, chunk) in data.chunks_mut(32).enumerate() {
-        let block = hmac(&encryption, &[nonce, &(counter as u64).to_be_bytes()]);
-        for (byte, k) in chunk.iter_mut().zip(block) {
-            *byte ^= k;
-        }
-    }
-}
-
-fn authentication_key(key: &[u8; 32]) -> [u8; 32] {
-    hmac(key, &[b"idsync browser flow: authentication"])
-}
-
-/// Encrypts then authenticates: `base64url(nonce ‖ ciphertext ‖ tag)`. The PKCE verifier and
-/// nonce inside are never readable in the browser.
+/// Encrypts and authenticates (XChaCha20-Poly1305, the cookie name as associated data):
+/// `base64url(nonce ‖ ciphertext ‖ tag)`. The PKCE verifier and nonce inside are never
+/// readable in the browser, and an altered cookie does not open.
 fn seal(key: &[u8; 32], plain: &[u8]) -> String {
-    let nonce: [u8; 16] = rand::random();
-    let mut body = Vec::with_capacity(16 + plain.len() + 32);
+    let nonce: [u8; 24] = rand::random();
+    let payload = Payload {
+        msg: plain,
+        aad: FLOW_COOKIE.as_bytes(),
+    };
+    // Encryption fails only for inputs of gigabytes; a flow cookie is a few hundred bytes.
+    let cipher = cookie_cipher(key)
+        .encrypt(&XNonce::from(nonce), payload)
+        .unwrap_or_default();
+    let mut body = Vec::with_capacity(nonce.len() + cipher.len());
     body.extend_from_slice(&nonce);
-    let mut cipher = plain.to_vec();
-    apply_keystream(key, &nonce, &mut cipher);
     body.extend_from_slice(&cipher);
-    let tag = hmac(&authentication_key(key), &[FLOW_COOKIE.as_bytes(), &body]);
-    body.extend_from_slice(&tag);
     URL_SAFE_NO_PAD.encode(body)
 }
 
@@ -141,18 +132,20 @@ fn open(key: &[u8; 32], sealed: &str) -> Option<Vec<u8>> {
         return None;
     }
     let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
-    if raw.len() < 16 + 32 {
+    if raw.len() < 24 + 16 {
         return None;
     }
-    let (body, tag) = raw.split_at(raw.len() - 32);
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(&authentication_key(key)).ok()?;
-    mac.update(FLOW_COOKIE.as_bytes());
-    mac.update(body);
-    mac.verify_slice(tag).ok()?;
-    let (nonce, cipher) = body.split_at(16);
-    let mut plain = cipher.to_vec();
-    apply_keystream(key, nonce, &mut plain);
-    Some(plain)
+    let (nonce, cipher) = raw.split_at(24);
+    let nonce: [u8; 24] = nonce.try_into().ok()?;
+    cookie_cipher(key)
+        .decrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: cipher,
+                aad: FLOW_COOKIE.as_bytes(),
+            },
+        )
+        .ok()
 }
 
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
