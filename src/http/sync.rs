@@ -1,13 +1,361 @@
-//! (being written)
+//! Directory syncs and re-evaluations on request, and the run history.
+//!
+//! A requested sync takes the provider's lease like a scheduled one, so it never runs next to
+//! a scheduled run of the same provider on any instance. A run that stops at the removal
+//! threshold answers 409 with its diff and the run id to confirm.
 
-use axum::Router;
+use std::sync::Arc;
 
-use super::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::model::permissions::Permission;
+use crate::model::sync::StagedChange;
+use crate::store::{ConfigStore, StoreError, SyncRun, SyncStore};
+use crate::sync::reevaluate::{reevaluate_provider, ReevaluateRequest};
+use crate::sync::scheduler::{observed_sync, with_provider_lease, Leased};
+use crate::sync::{SyncError, SyncOutcome, SyncRequest};
+
+use super::auth::Caller;
+use super::error::ErrorBody;
+use super::{ApiError, ApiJson, AppState};
+
+/// Changes listed in one answer; the rest are counted.
+const MAX_LISTED_CHANGES: usize = 10_000;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/providers/{provider}/sync", post(sync_provider))
+        .route("/api/v1/providers/{provider}/reevaluate", post(reevaluate))
+        .route("/api/v1/providers/{provider}/runs", get(provider_runs))
+        .route("/api/v1/sync/runs/{id}", get(sync_run))
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    paths(sync_provider, reevaluate, provider_runs, sync_run),
+    components(schemas(SyncBody, ReevaluateBody, RunAnswer, RunsAnswer))
+)]
+struct ApiDoc;
+
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    utoipa::openapi::OpenApiBuilder::new().build()
+    ApiDoc::openapi()
+}
+
+/// A directory sync of an LDAP provider.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncBody {
+    /// Compute and return the diff; write nothing.
+    pub dry_run: bool,
+    /// The id of a run stopped at the removal threshold: apply its diff.
+    pub confirm: Option<String>,
+    /// Read only what changed since the last successful run (a full run when there is none).
+    pub incremental: bool,
+}
+
+/// A re-evaluation of an OpenID Connect or SAML provider's users from their last-seen
+/// attributes.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReevaluateBody {
+    pub dry_run: bool,
+    pub confirm: Option<String>,
+}
+
+/// A run and its diff (listed for dry runs and runs waiting for confirmation).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunAnswer {
+    /// The run as recorded: id, provider, kind, status, counts, error.
+    #[schema(value_type = Object)]
+    pub run: SyncRun,
+    #[schema(value_type = Vec<Object>)]
+    pub changes: Vec<StagedChange>,
+    /// How many changes the diff holds (more than listed when it is very long).
+    pub changes_total: usize,
+}
+
+impl RunAnswer {
+    fn new(run: SyncRun, mut changes: Vec<StagedChange>) -> RunAnswer {
+        let changes_total = changes.len();
+        changes.truncate(MAX_LISTED_CHANGES);
+        RunAnswer {
+            run,
+            changes,
+            changes_total,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunsAnswer {
+    /// Newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub runs: Vec<SyncRun>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    /// At most this many runs (default 20, at most 1000).
+    pub limit: Option<i64>,
+}
+
+/// The answer for an outcome: 200 when it ran (or was previewed), 409 with the diff and the
+/// run id to confirm when it stopped at the threshold, 503 when the directory failed.
+fn answer(outcome: SyncOutcome, confirm_hint: &str) -> Response {
+    let run = outcome.run;
+    match run.status.as_str() {
+        "needs_confirmation" => {
+            let message = format!(
+                "{} Send {{\"confirm\": \"{}\"}} to {confirm_hint} to apply it.",
+                run.error
+                    .as_deref()
+                    .unwrap_or("the run stopped at the removal threshold."),
+                run.id
+            );
+            let body = RunAnswer::new(run, outcome.changes);
+            let mut json = serde_json::to_value(&body).unwrap_or_default();
+            json["error"] = serde_json::json!({"code": "needs_confirmation", "message": message});
+            json["confirm"] = serde_json::json!(body.run.id);
+            (StatusCode::CONFLICT, Json(json)).into_response()
+        }
+        "failed" => {
+            let message = format!(
+                "the run failed and applied nothing: {}",
+                run.error.as_deref().unwrap_or("no reason recorded")
+            );
+            let mut json =
+                serde_json::to_value(RunAnswer::new(run, Vec::new())).unwrap_or_default();
+            json["error"] = serde_json::json!({"code": "sync_failed", "message": message});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json)).into_response()
+        }
+        _ => Json(RunAnswer::new(run, outcome.changes)).into_response(),
+    }
+}
+
+fn sync_error(provider: &str, error: SyncError) -> ApiError {
+    match error {
+        SyncError::NotLdap(_) | SyncError::NotReevaluated(_) => {
+            ApiError::conflict("wrong_provider_kind", error.to_string())
+        }
+        SyncError::UnknownRun(_) => ApiError::not_found("unknown_run", error.to_string()),
+        SyncError::NotPending { .. } => ApiError::conflict("not_pending", error.to_string()),
+        SyncError::InvalidRequest(message) => ApiError::bad_request("invalid_request", message),
+        SyncError::Busy(_) => ApiError::conflict("sync_in_progress", error.to_string()),
+        SyncError::Store(e) => store_error(provider, e),
+        SyncError::Ldap(e) => e.into(),
+        SyncError::Mapping(e) => e.into(),
+    }
+}
+
+fn store_error(provider: &str, error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound(_) => ApiError::not_found(
+            "unknown_provider",
+            format!("no provider named {provider:?} is configured"),
+        ),
+        other => other.into(),
+    }
+}
+
+/// Sync an LDAP provider now (or preview it, or confirm a run stopped at the threshold).
+#[utoipa::path(
+    post,
+    path = "/api/v1/providers/{provider}/sync",
+    params(("provider" = String, Path, description = "The LDAP provider's name")),
+    request_body = SyncBody,
+    responses(
+        (status = 200, description = "The run (and the diff for a dry run)", body = RunAnswer),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The caller lacks Auth Modify", body = ErrorBody),
+        (status = 404, description = "Unknown provider or run", body = ErrorBody),
+        (status = 409, description = "Stopped at the removal threshold (the diff and the run id to confirm), a run already in progress, or not an LDAP provider", body = RunAnswer),
+        (status = 503, description = "The directory failed; nothing was applied", body = RunAnswer),
+    ),
+    tag = "sync"
+)]
+pub async fn sync_provider(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(provider): Path<String>,
+    ApiJson(body): ApiJson<SyncBody>,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::AuthModify)?;
+    let record = state
+        .store
+        .provider(&provider)
+        .await
+        .map_err(|e| store_error(&provider, e))?;
+    if record.provider.kind != crate::model::mapping::ProviderKind::Ldap {
+        return Err(sync_error(&provider, SyncError::NotLdap(provider.clone())));
+    }
+    let request = SyncRequest {
+        provider: provider.clone(),
+        dry_run: body.dry_run,
+        confirm: body.confirm.filter(|c| !c.is_empty()),
+        incremental: body.incremental,
+        ..SyncRequest::default()
+    };
+    if request.dry_run && request.confirm.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "dry_run and confirm exclude each other: a confirmation applies a computed diff",
+        ));
+    }
+    tracing::info!(provider = %provider, actor = %caller.actor().name, dry_run = request.dry_run, confirm = request.confirm.is_some(), "sync requested");
+    // The run goes on in a task of its own: a client that disconnects does not cut it short.
+    let store = state.store.clone();
+    let task = if request.dry_run {
+        // A dry run writes nothing and needs no lease.
+        tokio::spawn(async move {
+            Ok(Leased::Done(
+                observed_sync(&store, &request, "request").await,
+            ))
+        })
+    } else {
+        // Anything else runs only where no other run of the provider is in progress.
+        let holder: Arc<str> = format!("{}/request", state.instance_id).into();
+        let ttl_ms = (state.config.scheduler.lease_ttl_secs.max(1) * 1000) as i64;
+        let name = provider.clone();
+        tokio::spawn(async move {
+            with_provider_lease(&store, &name, &holder, ttl_ms, || {
+                observed_sync(&store, &request, "request")
+            })
+            .await
+        })
+    };
+    let leased = task.await.map_err(|_| {
+        ApiError::internal("the sync run ended unexpectedly; the service log has details")
+    })??;
+    match leased {
+        Leased::Done(outcome) => {
+            let outcome = outcome.map_err(|e| sync_error(&provider, e))?;
+            Ok(answer(
+                outcome,
+                &format!("POST /api/v1/providers/{provider}/sync"),
+            ))
+        }
+        Leased::Busy(holder) => Err(ApiError::conflict(
+            "sync_in_progress",
+            format!(
+                "a run of provider {provider:?} is in progress ({}); try again when it has finished",
+                holder.map_or_else(|| "held elsewhere".to_string(), |h| format!("on {h}"))
+            ),
+        )),
+    }
+}
+
+/// Re-evaluate an OpenID Connect or SAML provider's users from their last-seen attributes
+/// (after a mapping change), or preview it, or confirm a run stopped at the threshold.
+#[utoipa::path(
+    post,
+    path = "/api/v1/providers/{provider}/reevaluate",
+    params(("provider" = String, Path, description = "The OpenID Connect or SAML provider's name")),
+    request_body = ReevaluateBody,
+    responses(
+        (status = 200, description = "The run (and the diff for a dry run)", body = RunAnswer),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The caller lacks Auth Modify", body = ErrorBody),
+        (status = 404, description = "Unknown provider or run", body = ErrorBody),
+        (status = 409, description = "Stopped at the removal threshold (the diff and the run id to confirm), or an LDAP provider", body = RunAnswer),
+    ),
+    tag = "sync"
+)]
+pub async fn reevaluate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(provider): Path<String>,
+    ApiJson(body): ApiJson<ReevaluateBody>,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::AuthModify)?;
+    let request = ReevaluateRequest {
+        provider: provider.clone(),
+        proposed: Vec::new(),
+        dry_run: body.dry_run,
+        confirm: body.confirm.filter(|c| !c.is_empty()),
+        actor: caller.actor(),
+    };
+    let outcome = reevaluate_provider(&state.store, &request, crate::clock::now_ms())
+        .await
+        .map_err(|e| sync_error(&provider, e))?;
+    Ok(answer(
+        outcome,
+        &format!("POST /api/v1/providers/{provider}/reevaluate"),
+    ))
+}
+
+/// A provider's runs, newest first: syncs, re-evaluations, their status and counts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/providers/{provider}/runs",
+    params(("provider" = String, Path, description = "The provider's name"), RunsQuery),
+    responses(
+        (status = 200, body = RunsAnswer),
+        (status = 401, description = "No or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The caller lacks Auth View", body = ErrorBody),
+        (status = 404, description = "Unknown provider", body = ErrorBody),
+    ),
+    tag = "sync"
+)]
+pub async fn provider_runs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(provider): Path<String>,
+    Query(query): Query<RunsQuery>,
+) -> Result<Json<RunsAnswer>, ApiError> {
+    caller.require(Permission::AuthView)?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let record = state
+        .store
+        .provider(&provider)
+        .await
+        .map_err(|e| store_error(&provider, e))?;
+    let runs = state.store.sync_runs(record.provider.id, limit).await?;
+    Ok(Json(RunsAnswer { runs }))
+}
+
+/// One run, with its diff when it waits for confirmation.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sync/runs/{id}",
+    params(("id" = String, Path, description = "The run id")),
+    responses(
+        (status = 200, body = RunAnswer),
+        (status = 401, description = "No or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The caller lacks Auth View", body = ErrorBody),
+        (status = 404, description = "Unknown run", body = ErrorBody),
+    ),
+    tag = "sync"
+)]
+pub async fn sync_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RunAnswer>, ApiError> {
+    caller.require(Permission::AuthView)?;
+    let run = state
+        .store
+        .sync_run(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("unknown_run", format!("no sync run {id:?}")))?;
+    let changes = if run.status == "needs_confirmation" {
+        state.store.staged_changes(&run.id).await?
+    } else {
+        Vec::new()
+    };
+    Ok(Json(RunAnswer::new(run, changes)))
 }

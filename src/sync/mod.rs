@@ -43,7 +43,16 @@ pub enum SyncError {
     UnknownRun(String),
     #[error("sync run {id} is {status}, not waiting for confirmation; only a run stopped by the removal threshold can be confirmed")]
     NotPending { id: String, status: String },
+    #[error("provider {0:?} is an LDAP provider: its users are brought in line by a directory sync, not re-evaluated from last-seen attributes")]
+    NotReevaluated(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("another run of provider {0:?} is in progress; try again when it has finished")]
+    Busy(String),
 }
+
+/// The run kind of a re-evaluation from last-seen attributes (OpenID Connect and SAML).
+pub const REEVALUATE_KIND: &str = "reevaluate";
 
 /// What to do.
 #[derive(Debug, Clone, Default)]

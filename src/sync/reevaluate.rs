@@ -1,9 +1,33 @@
-//! (being written) Re-evaluating an OpenID Connect or SAML provider's users from their
-//! last-seen attributes after a mapping change.
+//! Re-evaluating an OpenID Connect or SAML provider's users from their last-seen attributes
+//! after a mapping change.
+//!
+//! Those providers cannot be asked about a user between sign-ins, but every sign-in leaves the
+//! group values it carried (`user_attributes`). A re-evaluation runs the provider's mappings —
+//! the saved ones, or the saved ones with unsaved changes laid over them for a preview —
+//! against those values, exactly as a directory sync runs them against directory entries: the
+//! diff is staged with its reasons, held back when it removes more than the provider's removal
+//! threshold, and applied in batched transactions with an audit row per change.
 
-use crate::store::{Actor, ConfigChange, SqlStore};
+use std::collections::HashMap;
 
-use super::{SyncError, SyncOutcome};
+use crate::login::compile_mappings;
+use crate::model::access::permissions_digest;
+use crate::model::claims;
+use crate::model::group::GroupRef;
+use crate::model::mapping::{MappingSet, ProviderKind, ProviderRef};
+use crate::model::sync::{diff_present_user, ChangeKind, DirectoryUser, StagedChange};
+use crate::store::{
+    Actor, ConfigChange, ConfigStore, LeaseStore, MappingRecord, SqlStore, StoreError, SyncRun,
+    SyncStore,
+};
+
+use super::{confirm, Sink, SyncError, SyncOutcome, APPLY_BATCH_ROWS, REEVALUATE_KIND};
+
+/// Users read and evaluated at a time.
+const USERS_PER_PAGE: usize = 500;
+
+/// The claim path under which every sign-in records the group values it carried.
+const GROUPS_PATH: &str = "groups";
 
 /// What to re-evaluate.
 #[derive(Debug, Clone)]
@@ -18,11 +42,416 @@ pub struct ReevaluateRequest {
     pub actor: Actor,
 }
 
+/// The removal threshold of a provider: max(`max_removals`, `max_removal_percent` % of the
+/// memberships its mappings granted), from its options when they carry it, else the defaults
+/// a directory sync uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RemovalThreshold {
+    pub max_removals: u64,
+    pub max_removal_percent: f64,
+}
+
+impl RemovalThreshold {
+    pub fn from_options(options: &serde_json::Value) -> RemovalThreshold {
+        RemovalThreshold {
+            max_removals: options
+                .get("max_removals")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(10),
+            max_removal_percent: options
+                .get("max_removal_percent")
+                .and_then(|v| v.as_f64())
+                .filter(|p| (0.0..=100.0).contains(p))
+                .unwrap_or(10.0),
+        }
+    }
+
+    pub fn limit(&self, memberships: u64) -> u64 {
+        let share = (memberships as f64 * self.max_removal_percent / 100.0).floor() as u64;
+        self.max_removals.max(share)
+    }
+}
+
 /// Re-evaluates every user the provider has reported, from their last-seen attributes.
 pub async fn reevaluate_provider(
-    _store: &SqlStore,
+    store: &SqlStore,
     request: &ReevaluateRequest,
-    _now_ms: i64,
+    now_ms: i64,
 ) -> Result<SyncOutcome, SyncError> {
-    Err(SyncError::NotLdap(request.provider.clone()))
+    let record = store.provider(&request.provider).await?;
+    if record.provider.kind == ProviderKind::Ldap {
+        return Err(SyncError::NotReevaluated(request.provider.clone()));
+    }
+    let now = move || now_ms.max(crate::clock::now_ms());
+    // Runs that write take the provider's lease, waiting their turn: a re-evaluation started
+    // after a second mapping change reads that change, so the last one applied is the newest.
+    let _lease = if request.dry_run {
+        None
+    } else {
+        Some(ProviderLease::wait_for(store, &record.provider.name).await?)
+    };
+    if let Some(id) = &request.confirm {
+        if request.dry_run || !request.proposed.is_empty() {
+            return Err(SyncError::InvalidRequest(
+                "confirm applies a run that was already computed: send it without dry_run and \
+                 without proposed changes"
+                    .into(),
+            ));
+        }
+        return confirm(store, &record.provider, id, &|_| {}, &now).await;
+    }
+    if !request.dry_run && !request.proposed.is_empty() {
+        return Err(SyncError::InvalidRequest(
+            "unsaved changes can only be previewed (dry_run); save them first, then re-evaluate"
+                .into(),
+        ));
+    }
+
+    let mut provider = record.provider.clone();
+    let mut options = record.options.clone();
+    let mut mappings = store.mappings_of_provider(provider.id).await?;
+    let overlay = Overlay::build(
+        store,
+        &request.proposed,
+        &mut provider,
+        &mut options,
+        &mut mappings,
+    )
+    .await?;
+    let compiled = compile_mappings(&provider, &mappings)?;
+    let set = MappingSet::new(&provider, &compiled);
+
+    let mut run = SyncRun {
+        id: uuid::Uuid::new_v4().to_string(),
+        provider_id: provider.id,
+        provider: provider.name.clone(),
+        kind: REEVALUATE_KIND.into(),
+        status: "running".into(),
+        dry_run: request.dry_run,
+        started_at: now_ms,
+        finished_at: None,
+        users_seen: 0,
+        additions: 0,
+        removals: 0,
+        removal_limit: 0,
+        high_water: None,
+        error: None,
+    };
+    if !request.dry_run {
+        store.save_sync_run(&run).await?;
+    }
+    tracing::info!(provider = %provider.name, run = %run.id, actor = %request.actor.name, dry_run = request.dry_run, "re-evaluating users from their last-seen attributes");
+
+    let mut sink = Sink {
+        store,
+        run_id: run.id.clone(),
+        dry_run: request.dry_run,
+        next_seq: 0,
+        memory: Vec::new(),
+        additions: 0,
+        removals: 0,
+    };
+    let collected = collect(store, &set, &overlay, &request.actor, &mut sink).await;
+    let (seen, skipped) = match collected {
+        Ok(counts) => counts,
+        Err(e) => {
+            if !request.dry_run {
+                run.status = "failed".into();
+                run.error = Some(e.to_string());
+                run.finished_at = Some(now());
+                let _ = store.save_sync_run(&run).await;
+            }
+            return Err(e.into());
+        }
+    };
+    run.users_seen = seen;
+    run.additions = sink.additions;
+    run.removals = sink.removals;
+    let held = store.provider_membership_count(provider.id).await?;
+    let threshold = RemovalThreshold::from_options(&options);
+    run.removal_limit = threshold.limit(held.max(0) as u64) as i64;
+    let skipped_note = (skipped > 0)
+        .then(|| format!("{skipped} user(s) skipped: their last-seen group values are unreadable"));
+
+    let finish = |mut run: SyncRun, status: &str, error: Option<String>| {
+        run.status = status.to_string();
+        run.error = error;
+        run.finished_at = Some(now());
+        run
+    };
+    if run.removals > run.removal_limit {
+        let message = format!(
+            "the re-evaluation would remove {} memberships, more than the limit of {} (max({}, {}% of {held})); nothing was applied. Review the diff, then confirm run {}",
+            run.removals,
+            run.removal_limit,
+            threshold.max_removals,
+            threshold.max_removal_percent,
+            run.id
+        );
+        let status = if request.dry_run {
+            "dry_run"
+        } else {
+            "needs_confirmation"
+        };
+        let run = finish(run, status, Some(message));
+        if !request.dry_run {
+            store.save_sync_run(&run).await?;
+        }
+        let changes = if request.dry_run {
+            sink.memory
+        } else {
+            store.staged_changes(&run.id).await?
+        };
+        return Ok(SyncOutcome { run, changes });
+    }
+    if request.dry_run {
+        let run = finish(run, "dry_run", skipped_note);
+        return Ok(SyncOutcome {
+            run,
+            changes: sink.memory,
+        });
+    }
+    let applied = store
+        .apply_staged(&run, APPLY_BATCH_ROWS, &permissions_digest, now())
+        .await?;
+    let run = finish(run, "succeeded", skipped_note);
+    store.save_sync_run(&run).await?;
+    tracing::info!(provider = %provider.name, run = %run.id, applied, "re-evaluation applied");
+    Ok(SyncOutcome {
+        run,
+        changes: Vec::new(),
+    })
+}
+
+/// How long a lease taken for a re-evaluation lasts without renewal.
+const LEASE_TTL_MS: i64 = 30_000;
+/// How long a re-evaluation waits for another run of the provider to end.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The provider's lease, held for a re-evaluation and given up when dropped.
+struct ProviderLease {
+    store: SqlStore,
+    holder: std::sync::Arc<str>,
+    provider: String,
+    _renewal: super::scheduler::LeaseRenewal,
+}
+
+impl ProviderLease {
+    async fn wait_for(store: &SqlStore, provider: &str) -> Result<ProviderLease, SyncError> {
+        let holder: std::sync::Arc<str> =
+            format!("reevaluate/{}", uuid::Uuid::new_v4().simple()).into();
+        let lease = super::scheduler::lease_name(provider);
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(50);
+        while !store
+            .try_acquire_lease(&lease, &holder, LEASE_TTL_MS, crate::clock::now_ms())
+            .await?
+        {
+            if started.elapsed() >= LEASE_WAIT {
+                return Err(SyncError::Busy(provider.to_string()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(1));
+        }
+        Ok(ProviderLease {
+            store: store.clone(),
+            holder: holder.clone(),
+            provider: provider.to_string(),
+            _renewal: super::scheduler::keep_lease(store.clone(), lease, holder, LEASE_TTL_MS),
+        })
+    }
+}
+
+impl Drop for ProviderLease {
+    fn drop(&mut self) {
+        let store = self.store.clone();
+        let holder = self.holder.clone();
+        let lease = super::scheduler::lease_name(&self.provider);
+        tokio::spawn(async move {
+            if let Err(e) = store.release_lease(&lease, &holder).await {
+                tracing::warn!(%lease, error = %e, "releasing the lease failed; it expires by itself");
+            }
+        });
+    }
+}
+
+/// Evaluates every user with last-seen attributes, a page at a time; returns how many were
+/// evaluated and how many skipped.
+async fn collect(
+    store: &SqlStore,
+    set: &MappingSet<'_>,
+    overlay: &Overlay,
+    actor: &Actor,
+    sink: &mut Sink<'_, SqlStore>,
+) -> Result<(i64, i64), StoreError> {
+    let provider = set.provider();
+    let names = store.provider_usernames(provider.id).await?;
+    let (mut seen, mut skipped) = (0i64, 0i64);
+    for chunk in names.chunks(USERS_PER_PAGE) {
+        let attributes = store.provider_attributes(provider.id, chunk).await?;
+        let mut stored = store.stored_users(provider.id, chunk).await?;
+        let mut changes: Vec<StagedChange> = Vec::new();
+        for name in chunk {
+            let Some(attrs) = attributes.get(name) else {
+                continue;
+            };
+            // Unreadable values are not "no groups": that would remove every membership.
+            let group_values = match claims::group_values(attrs, GROUPS_PATH) {
+                Ok(values) => values,
+                Err(e) => {
+                    tracing::warn!(provider = %provider.name, user = %name, error = %e, "last-seen group values unreadable; user skipped");
+                    skipped += 1;
+                    continue;
+                }
+            };
+            seen += 1;
+            let mut state = stored.remove(name).unwrap_or_default();
+            overlay.adjust(&mut state.memberships);
+            let user = DirectoryUser {
+                username: name.clone(),
+                dn: String::new(),
+                group_values,
+            };
+            changes.extend(
+                diff_present_user(set, &user, Some(&state))
+                    .into_iter()
+                    .filter(|c| c.kind != ChangeKind::Attributes)
+                    .map(|mut c| {
+                        c.reason = format!(
+                            "{} (re-evaluated from the last-seen attributes, requested by {})",
+                            c.reason, actor.name
+                        );
+                        c
+                    }),
+            );
+        }
+        sink.stage(changes).await?;
+    }
+    Ok((seen, skipped))
+}
+
+/// Unsaved changes laid over the stored configuration, in memory.
+#[derive(Default)]
+struct Overlay {
+    /// Groups the changes delete: their memberships go with them, nothing to evaluate.
+    deleted_groups: Vec<String>,
+    /// New priorities of existing groups.
+    priorities: HashMap<String, i64>,
+}
+
+impl Overlay {
+    async fn build(
+        store: &SqlStore,
+        changes: &[ConfigChange],
+        provider: &mut ProviderRef,
+        options: &mut serde_json::Value,
+        mappings: &mut Vec<MappingRecord>,
+    ) -> Result<Overlay, SyncError> {
+        let mut overlay = Overlay::default();
+        // Groups created by the changes get ids no stored group has.
+        let mut new_groups: HashMap<String, GroupRef> = HashMap::new();
+        let mut next_id = -1i64;
+        for change in changes {
+            match change {
+                ConfigChange::CreateGroup { name, priority, .. } => {
+                    new_groups.insert(
+                        name.clone(),
+                        GroupRef {
+                            id: next_id,
+                            name: name.clone(),
+                            priority: *priority,
+                            is_system: false,
+                        },
+                    );
+                    next_id -= 1;
+                }
+                ConfigChange::UpdateGroup { name, priority, .. } => {
+                    overlay.priorities.insert(name.clone(), *priority);
+                    if let Some(g) = new_groups.get_mut(name) {
+                        g.priority = *priority;
+                    }
+                }
+                ConfigChange::DeleteGroup { name } => {
+                    new_groups.remove(name);
+                    overlay.deleted_groups.push(name.clone());
+                    mappings.retain(|m| &m.group.name != name);
+                }
+                ConfigChange::UpdateProvider {
+                    name,
+                    remove_manual_memberships,
+                    options: new_options,
+                    ..
+                } if *name == provider.name => {
+                    provider.remove_manual_memberships = *remove_manual_memberships;
+                    *options = new_options.clone();
+                }
+                ConfigChange::DeleteProvider { name } if *name == provider.name => {
+                    return Err(SyncError::InvalidRequest(format!(
+                        "the changes delete provider {name:?}: there is nothing to re-evaluate"
+                    )));
+                }
+                ConfigChange::CreateMapping {
+                    provider: p,
+                    group,
+                    assign_all_users,
+                    attributes,
+                } if *p == provider.name => {
+                    let group = match new_groups.get(group) {
+                        Some(g) => g.clone(),
+                        None => store
+                            .group_by_name(group)
+                            .await?
+                            .filter(|_| !overlay.deleted_groups.contains(group))
+                            .ok_or_else(|| {
+                                SyncError::InvalidRequest(format!(
+                                    "a proposed mapping targets group {group:?}, which does not exist"
+                                ))
+                            })?
+                            .group,
+                    };
+                    mappings.push(MappingRecord {
+                        id: next_id,
+                        provider_id: provider.id,
+                        provider: provider.name.clone(),
+                        group,
+                        assign_all_users: *assign_all_users,
+                        attributes: attributes.clone(),
+                    });
+                    next_id -= 1;
+                }
+                ConfigChange::UpdateMapping {
+                    id,
+                    assign_all_users,
+                    attributes,
+                    ..
+                } => {
+                    if let Some(m) = mappings.iter_mut().find(|m| m.id == *id) {
+                        m.assign_all_users = *assign_all_users;
+                        m.attributes = attributes.clone();
+                    }
+                }
+                ConfigChange::DeleteMapping { id, .. } => mappings.retain(|m| m.id != *id),
+                _ => {}
+            }
+        }
+        for m in mappings.iter_mut() {
+            if let Some(p) = overlay.priorities.get(&m.group.name) {
+                m.group.priority = *p;
+            }
+        }
+        Ok(overlay)
+    }
+
+    /// The memberships as they would be once the changes are saved.
+    fn adjust(&self, memberships: &mut Vec<crate::model::mapping::CurrentMembership>) {
+        if self.deleted_groups.is_empty() && self.priorities.is_empty() {
+            return;
+        }
+        memberships.retain(|m| !self.deleted_groups.contains(&m.group.name));
+        for m in memberships.iter_mut() {
+            if let Some(p) = self.priorities.get(&m.group.name) {
+                m.group.priority = *p;
+            }
+        }
+    }
 }

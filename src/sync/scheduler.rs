@@ -1,17 +1,556 @@
-//! (being written)
+//! Scheduled directory syncs, shared by every instance on one database.
+//!
+//! Each instance looks for due work every `scheduler.poll_secs`. A provider's run happens only
+//! on the holder of its lease `sync:<provider>` (a row with an expiry, taken by one conditional
+//! upsert): taken for the run, renewed from a separate task at a third of the TTL while the run
+//! is in progress, given up at the end. Whether a run is due is read from the recorded runs —
+//! and read again once the lease is held — never from memory, so every instance agrees and a
+//! run happens once whichever instance takes it. A crashed holder stops renewing; its lease
+//! expires after `scheduler.lease_ttl_secs` and another instance takes the next run.
+//!
+//! On shutdown the instance takes no new work and lets the runs in progress finish (each batch
+//! commits or rolls back as a whole), giving their leases up as they end.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::store::SqlStore;
+use crate::model::mapping::ProviderKind;
+use crate::sources::ldap::LdapOptions;
+use crate::store::{ConfigStore, LeaseStore, SqlStore, StoreResult, SyncRun, SyncStore};
 
+use super::{run_sync, SyncOutcome, SyncRequest};
+
+/// First delay after a failed run; it doubles with each consecutive failure.
+const BACKOFF_BASE: Duration = Duration::from_secs(5);
+/// Retries are never further apart than this (nor than the provider's own cadence).
+const BACKOFF_CAP: Duration = Duration::from_secs(3600);
+/// Runs read back to find the last of each kind and the failures in a row.
+const HISTORY: i64 = 50;
+
+/// The lease held by whichever run of a provider is in progress: scheduled, requested over
+/// HTTP, or a re-evaluation.
+pub fn lease_name(provider: &str) -> String {
+    format!("sync:{provider}")
+}
+
+/// Which run is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    Full,
+    Incremental,
+}
+
+impl Due {
+    fn kind(self) -> &'static str {
+        match self {
+            Due::Full => "full",
+            Due::Incremental => "incremental",
+        }
+    }
+}
+
+/// A provider's cadence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Schedule {
+    pub full: Option<Duration>,
+    pub incremental: Option<Duration>,
+}
+
+impl Schedule {
+    pub fn of(options: &LdapOptions) -> Schedule {
+        Schedule {
+            full: options.full_sync_interval_secs.map(Duration::from_secs),
+            incremental: options
+                .incremental_sync_interval_secs
+                .map(Duration::from_secs),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.full.is_none() && self.incremental.is_none()
+    }
+}
+
+/// The delay before retrying after `failures` failed runs in a row.
+pub fn backoff(failures: u32, cadence: Duration) -> Duration {
+    let cap = cadence.clamp(BACKOFF_BASE, BACKOFF_CAP);
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
+    BACKOFF_BASE.saturating_mul(factor).min(cap)
+}
+
+/// What is due at `now_ms`, from the provider's recorded runs (newest first). A full run is
+/// due a cadence after the last full run began; an incremental one a cadence after the last
+/// run of either kind began (a full run covers it). After failures in a row the next attempt
+/// waits [`backoff`] from the end of the last failure instead. A full run wins when both are
+/// due.
+pub fn due(schedule: &Schedule, runs: &[SyncRun], now_ms: i64) -> Option<Due> {
+    let real: Vec<&SyncRun> = runs
+        .iter()
+        .filter(|r| !r.dry_run && matches!(r.kind.as_str(), "full" | "incremental"))
+        .collect();
+    let is_due = |cadence: Duration, runs: &[&SyncRun]| -> bool {
+        let Some(last) = runs.first() else {
+            return true;
+        };
+        let failures = runs.iter().take_while(|r| r.status == "failed").count() as u32;
+        let at = if failures > 0 {
+            last.finished_at.unwrap_or(last.started_at)
+                + backoff(failures, cadence).as_millis() as i64
+        } else {
+            last.started_at + cadence.as_millis() as i64
+        };
+        now_ms >= at
+    };
+    if let Some(cadence) = schedule.full {
+        let fulls: Vec<&SyncRun> = real.iter().copied().filter(|r| r.kind == "full").collect();
+        if is_due(cadence, &fulls) {
+            return Some(Due::Full);
+        }
+    }
+    if let Some(cadence) = schedule.incremental {
+        if is_due(cadence, &real) {
+            return Some(Due::Incremental);
+        }
+    }
+    None
+}
+
+/// Renews a lease until dropped. Dropping aborts the renewal task, so that nothing a scheduler
+/// started outlives it (a crash must leave the lease to expire, not be renewed by an orphan).
+pub struct LeaseRenewal(tokio::task::JoinHandle<()>);
+
+impl Drop for LeaseRenewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps `lease` for `holder` while the returned guard lives: renewed at a third of the TTL
+/// from a task of its own, so a long run in progress never loses it.
+pub fn keep_lease(store: SqlStore, lease: String, holder: Arc<str>, ttl_ms: i64) -> LeaseRenewal {
+    let every = Duration::from_millis((ttl_ms / 3).max(100) as u64);
+    LeaseRenewal(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match store
+                .try_acquire_lease(&lease, &holder, ttl_ms, crate::clock::now_ms())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!(%lease, "the lease was taken over while a run was in progress; the run finishes, its batches are each one transaction");
+                }
+                Err(e) => tracing::warn!(%lease, error = %e, "renewing the lease failed"),
+            }
+        }
+    }))
+}
+
+/// Runs one sync with the metrics and log lines of a scheduled or requested run.
+pub async fn observed_sync(
+    store: &SqlStore,
+    request: &SyncRequest,
+    trigger: &str,
+) -> Result<SyncOutcome, super::SyncError> {
+    let started = Instant::now();
+    let requested = if request.confirm.is_some() {
+        "confirm"
+    } else if request.incremental {
+        "incremental"
+    } else {
+        "full"
+    };
+    tracing::info!(provider = %request.provider, kind = requested, trigger, dry_run = request.dry_run, "sync run starting");
+    let result = run_sync(store, request, &|_| {}, &crate::clock::now_ms).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let provider = request.provider.clone();
+    match &result {
+        Ok(outcome) => {
+            let run = &outcome.run;
+            let kind = if request.confirm.is_some() {
+                "confirm".to_string()
+            } else {
+                run.kind.clone()
+            };
+            metrics::counter!("idsync_sync_runs_total", "provider" => provider.clone(), "kind" => kind.clone(), "status" => run.status.clone()).increment(1);
+            metrics::histogram!("idsync_sync_duration_seconds", "provider" => provider.clone(), "kind" => kind.clone()).record(elapsed);
+            if run.status == "succeeded" && !request.dry_run {
+                metrics::counter!("idsync_sync_changes_total", "provider" => provider.clone(), "action" => "add").increment(run.additions.max(0) as u64);
+                metrics::counter!("idsync_sync_changes_total", "provider" => provider.clone(), "action" => "remove").increment(run.removals.max(0) as u64);
+            }
+            match run.status.as_str() {
+                "failed" => {
+                    metrics::counter!("idsync_sync_failures_total", "provider" => provider.clone())
+                        .increment(1);
+                    tracing::warn!(provider = %provider, run = %run.id, kind = %kind, error = run.error.as_deref().unwrap_or(""), "sync run failed; nothing was applied");
+                }
+                "needs_confirmation" => {
+                    tracing::warn!(provider = %provider, run = %run.id, removals = run.removals, limit = run.removal_limit, "sync run stopped at the removal threshold; it waits for confirmation")
+                }
+                status => {
+                    tracing::info!(provider = %provider, run = %run.id, kind = %kind, status, users = run.users_seen, additions = run.additions, removals = run.removals, seconds = elapsed, "sync run finished")
+                }
+            }
+        }
+        Err(e) => {
+            metrics::counter!("idsync_sync_runs_total", "provider" => provider.clone(), "kind" => requested, "status" => "error").increment(1);
+            metrics::counter!("idsync_sync_failures_total", "provider" => provider.clone())
+                .increment(1);
+            tracing::warn!(provider = %provider, error = %e, "sync run could not start or finish");
+        }
+    }
+    result
+}
+
+/// The status of a run whose instance stopped before it finished.
+pub const ABANDONED: &str = "abandoned";
+
+/// Records as abandoned the runs still marked running that began before the lease was taken:
+/// every scheduled or requested run holds the lease until it ends, so theirs stopped (a crash)
+/// without finishing. What their committed batches applied stays applied; nothing else was.
+/// (A run started from the command line takes no lease; its own end records its status again.)
+async fn mark_abandoned(store: &SqlStore, runs: &[SyncRun], leased_at: i64) -> StoreResult<()> {
+    for run in runs
+        .iter()
+        .filter(|r| r.status == "running" && !r.dry_run && r.started_at < leased_at)
+    {
+        let mut run = run.clone();
+        run.status = ABANDONED.into();
+        run.error = Some(
+            "the instance running it stopped before it finished; batches it committed stay applied, nothing else was"
+                .into(),
+        );
+        tracing::warn!(provider = %run.provider, run = %run.id, "a run left unfinished by a stopped instance is recorded as abandoned");
+        store.save_sync_run(&run).await?;
+    }
+    Ok(())
+}
+
+/// The outcome of work under a provider's lease.
+#[derive(Debug)]
+pub enum Leased<T> {
+    /// The lease was taken, the work done, the lease given up.
+    Done(T),
+    /// Someone else holds the lease (the holder, when still known).
+    Busy(Option<String>),
+}
+
+/// Does `work` as the holder of the provider's lease: taken by one conditional upsert, renewed
+/// from a task of its own while the work runs, given up at the end. When the lease is held
+/// elsewhere nothing is done.
+pub async fn with_provider_lease<F, Fut, T>(
+    store: &SqlStore,
+    provider: &str,
+    holder: &Arc<str>,
+    ttl_ms: i64,
+    work: F,
+) -> StoreResult<Leased<T>>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let lease = lease_name(provider);
+    let now = crate::clock::now_ms();
+    if !store.try_acquire_lease(&lease, holder, ttl_ms, now).await? {
+        let current = store.lease_holder(&lease, now).await?.map(|(h, _)| h);
+        return Ok(Leased::Busy(current));
+    }
+    let renewal = keep_lease(store.clone(), lease.clone(), holder.clone(), ttl_ms);
+    let result = work().await;
+    drop(renewal);
+    if let Err(e) = store.release_lease(&lease, holder).await {
+        tracing::warn!(%lease, error = %e, "releasing the lease failed; it expires by itself");
+    }
+    Ok(Leased::Done(result))
+}
+
+/// Work that could not start (no run recorded: invalid mappings, an unreachable database):
+/// the provider waits before the next attempt, doubling, so it does not fail at every poll.
+#[derive(Default)]
+struct Errors {
+    by_provider: HashMap<String, (u32, Instant)>,
+}
+
+impl Errors {
+    fn waiting(&self, provider: &str) -> bool {
+        self.by_provider
+            .get(provider)
+            .is_some_and(|(_, until)| Instant::now() < *until)
+    }
+
+    fn failed(&mut self, provider: &str, cadence: Duration) {
+        let entry = self
+            .by_provider
+            .entry(provider.to_string())
+            .or_insert((0, Instant::now()));
+        entry.0 += 1;
+        entry.1 = Instant::now() + backoff(entry.0, cadence);
+    }
+
+    fn succeeded(&mut self, provider: &str) {
+        self.by_provider.remove(provider);
+    }
+}
+
+/// What a spawned run reports back.
+struct Finished {
+    provider: String,
+    cadence: Duration,
+    error: bool,
+}
+
+/// The scheduler of one instance; returns after a graceful shutdown.
 pub async fn run(
-    _store: SqlStore,
-    _config: Arc<Config>,
-    _instance: Arc<str>,
+    store: SqlStore,
+    config: Arc<Config>,
+    instance: Arc<str>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
+    let poll = Duration::from_secs(config.scheduler.poll_secs.max(1));
+    let ttl_ms = (config.scheduler.lease_ttl_secs.max(1) * 1000) as i64;
+    tracing::info!(%instance, poll_secs = poll.as_secs(), lease_ttl_secs = ttl_ms / 1000, "scheduler started");
+    // Dropping the set (a crash, an abort) aborts the runs and their lease renewals with it.
+    let mut running: JoinSet<Finished> = JoinSet::new();
+    let mut in_progress: HashSet<String> = HashSet::new();
+    let mut errors = Errors::default();
+    let mut plan = Plan::default();
+    loop {
+        while let Some(done) = running.try_join_next() {
+            if let Ok(done) = done {
+                in_progress.remove(&done.provider);
+                if done.error {
+                    errors.failed(&done.provider, done.cadence);
+                } else {
+                    errors.succeeded(&done.provider);
+                }
+            }
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        if let Err(e) = tick(
+            &store,
+            &instance,
+            ttl_ms,
+            &mut plan,
+            &mut running,
+            &mut in_progress,
+            &errors,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "the scheduler could not read its work; trying again at the next poll");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    }
+    if !running.is_empty() {
+        tracing::info!(
+            runs = running.len(),
+            "shutting down: waiting for the runs in progress to finish"
+        );
+    }
+    while running.join_next().await.is_some() {}
+    tracing::info!(%instance, "scheduler stopped");
+}
+
+/// The scheduled providers, read again only when the configuration version moves.
+#[derive(Default)]
+struct Plan {
+    version: Option<i64>,
+    providers: Vec<(String, i64, Schedule)>,
+}
+
+impl Plan {
+    async fn refresh(&mut self, store: &SqlStore) -> StoreResult<()> {
+        let version = store.config_version().await?;
+        if self.version == Some(version) {
+            return Ok(());
+        }
+        let config = store.load_config().await?;
+        self.providers.clear();
+        for record in config
+            .providers
+            .iter()
+            .filter(|p| p.provider.kind == ProviderKind::Ldap)
+        {
+            let name = &record.provider.name;
+            match LdapOptions::from_json(&record.options) {
+                Ok(options) => {
+                    let schedule = Schedule::of(&options);
+                    if !schedule.is_empty() {
+                        self.providers
+                            .push((name.clone(), record.provider.id, schedule));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(provider = %name, error = %e, "provider not scheduled: its options are invalid");
+                }
+            }
+        }
+        self.version = Some(version);
+        tracing::debug!(
+            providers = self.providers.len(),
+            version,
+            "scheduled providers read"
+        );
+        Ok(())
+    }
+}
+
+async fn tick(
+    store: &SqlStore,
+    instance: &Arc<str>,
+    ttl_ms: i64,
+    plan: &mut Plan,
+    running: &mut JoinSet<Finished>,
+    in_progress: &mut HashSet<String>,
+    errors: &Errors,
+) -> StoreResult<()> {
+    plan.refresh(store).await?;
+    for (name, provider_id, schedule) in &plan.providers {
+        let (name, provider_id, schedule) = (name.clone(), *provider_id, *schedule);
+        if in_progress.contains(&name) || errors.waiting(&name) {
+            continue;
+        }
+        // A cheap look first; decided again under the lease, where no other run can start.
+        let runs = store.sync_runs(provider_id, HISTORY).await?;
+        if due(&schedule, &runs, crate::clock::now_ms()).is_none() {
+            continue;
+        }
+        in_progress.insert(name.clone());
+        let store = store.clone();
+        let instance = instance.clone();
+        let cadence = schedule
+            .full
+            .into_iter()
+            .chain(schedule.incremental)
+            .min()
+            .unwrap_or(BACKOFF_BASE);
+        running.spawn(async move {
+            let leased = with_provider_lease(&store, &name, &instance, ttl_ms, || async {
+                let runs = store.sync_runs(provider_id, HISTORY).await?;
+                mark_abandoned(&store, &runs, crate::clock::now_ms()).await?;
+                let Some(due) = due(&schedule, &runs, crate::clock::now_ms()) else {
+                    return Ok(None);
+                };
+                tracing::debug!(provider = %name, kind = due.kind(), "scheduled run due");
+                let request = SyncRequest {
+                    provider: name.clone(),
+                    incremental: due == Due::Incremental,
+                    ..SyncRequest::default()
+                };
+                Ok::<_, super::SyncError>(Some(observed_sync(&store, &request, "schedule").await?))
+            })
+            .await;
+            let error = match leased {
+                Ok(Leased::Done(Ok(_))) | Ok(Leased::Busy(_)) => false,
+                Ok(Leased::Done(Err(e))) => {
+                    tracing::warn!(provider = %name, error = %e, "scheduled run could not run");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(provider = %name, error = %e, "the provider's lease could not be taken");
+                    true
+                }
+            };
+            Finished {
+                provider: name,
+                cadence,
+                error,
+            }
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(kind: &str, status: &str, started_at: i64, finished_at: i64) -> SyncRun {
+        SyncRun {
+            id: format!("{kind}-{started_at}"),
+            provider_id: 1,
+            provider: "corp".into(),
+            kind: kind.into(),
+            status: status.into(),
+            dry_run: false,
+            started_at,
+            finished_at: Some(finished_at),
+            users_seen: 0,
+            additions: 0,
+            removals: 0,
+            removal_limit: 0,
+            high_water: None,
+            error: None,
+        }
+    }
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn nothing_recorded_means_due_now() {
+        let s = Schedule {
+            full: Some(Duration::from_secs(3600)),
+            incremental: None,
+        };
+        assert_eq!(due(&s, &[], 0), Some(Due::Full));
+        assert_eq!(due(&Schedule::default(), &[], 0), None);
+    }
+
+    #[test]
+    fn cadence_counts_from_the_last_start() {
+        let s = Schedule {
+            full: Some(Duration::from_secs(3600)),
+            incremental: Some(Duration::from_secs(300)),
+        };
+        let runs = vec![run("full", "succeeded", 0, MIN)];
+        assert_eq!(due(&s, &runs, 4 * MIN), None);
+        assert_eq!(due(&s, &runs, 5 * MIN), Some(Due::Incremental));
+        let runs = vec![
+            run("incremental", "succeeded", 55 * MIN, 56 * MIN),
+            run("full", "succeeded", 0, MIN),
+        ];
+        assert_eq!(due(&s, &runs, 59 * MIN), None);
+        assert_eq!(due(&s, &runs, 60 * MIN), Some(Due::Full));
+        // Dry runs and re-evaluations are not scheduled runs.
+        let mut dry = run("full", "dry_run", 59 * MIN, 59 * MIN);
+        dry.dry_run = true;
+        let runs = vec![dry, run("full", "succeeded", 0, MIN)];
+        assert_eq!(due(&s, &runs, 60 * MIN), Some(Due::Full));
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_a_cap() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(backoff(1, day), Duration::from_secs(5));
+        assert_eq!(backoff(2, day), Duration::from_secs(10));
+        assert_eq!(backoff(4, day), Duration::from_secs(40));
+        assert_eq!(backoff(30, day), Duration::from_secs(3600));
+        assert_eq!(
+            backoff(30, Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
+        let s = Schedule {
+            full: Some(day),
+            incremental: None,
+        };
+        let runs = vec![
+            run("full", "failed", 100_000, 100_000),
+            run("full", "failed", 50_000, 50_000),
+            run("full", "succeeded", 0, 1_000),
+        ];
+        assert_eq!(due(&s, &runs, 100_000 + 9_999), None);
+        assert_eq!(due(&s, &runs, 100_000 + 10_000), Some(Due::Full));
+    }
 }

@@ -125,6 +125,13 @@ pub struct LdapOptions {
     /// covering clock differences between idsync and the directory.
     #[serde(default = "default_incremental_overlap")]
     pub incremental_overlap_secs: u64,
+    /// How often the scheduler runs a full sync of this provider; not scheduled when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_sync_interval_secs: Option<u64>,
+    /// How often the scheduler runs an incremental sync between full ones; not scheduled when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental_sync_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -226,6 +233,19 @@ impl LdapOptions {
                 "max_removal_percent must be between 0 and 100".into(),
             ));
         }
+        for (name, interval) in [
+            ("full_sync_interval_secs", self.full_sync_interval_secs),
+            (
+                "incremental_sync_interval_secs",
+                self.incremental_sync_interval_secs,
+            ),
+        ] {
+            if interval == Some(0) {
+                return Err(OptionsError(format!(
+                    "{name} must be at least 1 second; leave it out to not schedule the run"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -284,6 +304,11 @@ mod tests {
         assert!(o.tls_verify);
         assert_eq!(o.removal_limit(50), 10);
         assert_eq!(o.removal_limit(1_000), 100);
+        assert_eq!(o.full_sync_interval_secs, None);
+        let o = options(serde_json::json!({"full_sync_interval_secs": 3600, "incremental_sync_interval_secs": 300}))
+            .unwrap();
+        assert_eq!(o.full_sync_interval_secs, Some(3600));
+        assert_eq!(o.incremental_sync_interval_secs, Some(300));
     }
 
     #[test]
@@ -303,6 +328,10 @@ mod tests {
             (serde_json::json!({"bind_dn": "not a dn"}), "bind_dn"),
             (serde_json::json!({"user_filter": "uid=*"}), "parenthesised"),
             (serde_json::json!({"page_size": 0}), "page_size"),
+            (
+                serde_json::json!({"full_sync_interval_secs": 0}),
+                "full_sync_interval_secs",
+            ),
             (serde_json::json!({"colour": "blue"}), "unknown field"),
             (
                 serde_json::json!({"bind_password_env": null}),

@@ -287,7 +287,12 @@ impl SyncStore for SqlStore {
         .fetch_one(self.pool())
         .await?
         .try_get("last")?;
-        let actor = format!("sync:{}", run.provider);
+        // Re-evaluations and directory syncs apply the same way; the audit trail says which.
+        let actor = if run.kind == "reevaluate" {
+            format!("reevaluate:{}", run.provider)
+        } else {
+            format!("sync:{}", run.provider)
+        };
         let batch_rows = batch_rows.max(1);
         let mut written = 0;
         let mut lo = 0;
@@ -297,6 +302,37 @@ impl SyncStore for SqlStore {
             lo = hi + 1;
         }
         Ok(written)
+    }
+}
+
+impl SqlStore {
+    /// The last-seen attributes these users have from the provider (users without are absent).
+    pub async fn provider_attributes(
+        &self,
+        provider_id: i64,
+        usernames: &[String],
+    ) -> StoreResult<HashMap<String, serde_json::Value>> {
+        let mut found = HashMap::new();
+        for chunk in usernames.chunks(NAME_CHUNK) {
+            let sql = format!(
+                "SELECT u.username, a.attributes_json FROM users u JOIN user_attributes a \
+                 ON a.user_id = u.id AND a.provider_id = $1 WHERE u.username IN ({})",
+                placeholders(2, chunk.len())
+            );
+            for row in with_names(&sql, Some(provider_id), chunk)
+                .fetch_all(self.pool())
+                .await?
+            {
+                let name: String = row.try_get("username")?;
+                let text: String = row.try_get("attributes_json")?;
+                let value = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    what: format!("user_attributes of {name:?}"),
+                    message: e.to_string(),
+                })?;
+                found.insert(name, value);
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -342,12 +378,35 @@ impl SqlStore {
             .fetch_all(&mut *tx)
             .await?;
         }
+        // The diff was computed from the state read when the run staged it; a sign-in may
+        // have changed a user since. A staged change applies only where it still changes
+        // something (an add where the user is not a member, a removal or a source change where
+        // they are), and only what applies gets an audit row, so the audit log replays to the
+        // memberships. The audit rows are written first, against the state before the batch.
+        sqlx::query(&format!(
+            "INSERT INTO audit_log (at, actor, action, user_id, username, group_name, provider, \
+             mapping_id, run_id, reason, detail_json) \
+             SELECT $4, $5, 'membership.' || c.action, u.id, c.username, c.group_name, $6, c.mapping_id, \
+             c.run_id, c.reason, '{{}}' {BATCH} AND (\
+             (c.action = 'add' AND c.group_id IN (SELECT id FROM groups) AND NOT EXISTS \
+              (SELECT 1 FROM memberships m WHERE m.user_id = u.id AND m.group_id = c.group_id)) \
+             OR (c.action IN ('remove', 'source') AND EXISTS \
+              (SELECT 1 FROM memberships m WHERE m.user_id = u.id AND m.group_id = c.group_id))) \
+             ORDER BY c.seq"
+        ))
+        .bind(id)
+        .bind(lo)
+        .bind(hi)
+        .bind(now)
+        .bind(actor)
+        .bind(run.provider.as_str())
+        .execute(&mut *tx)
+        .await?;
         let added = sqlx::query(&format!(
             "INSERT INTO memberships (user_id, group_id, source_kind, provider_id, mapping_id, created_at, updated_at) \
              SELECT u.id, c.group_id, 'mapping', $4, c.mapping_id, $5, $5 {BATCH} \
-             AND c.action IN ('add', 'source') AND c.group_id IN (SELECT id FROM groups) \
-             ON CONFLICT (user_id, group_id) DO UPDATE SET source_kind = excluded.source_kind, \
-             provider_id = excluded.provider_id, mapping_id = excluded.mapping_id, updated_at = excluded.updated_at"
+             AND c.action = 'add' AND c.group_id IN (SELECT id FROM groups) \
+             ON CONFLICT (user_id, group_id) DO NOTHING"
         ))
         .bind(id)
         .bind(lo)
@@ -357,6 +416,22 @@ impl SqlStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        sqlx::query(
+            "UPDATE memberships SET source_kind = 'mapping', provider_id = $4, updated_at = $5, \
+             mapping_id = (SELECT c.mapping_id FROM sync_changes c JOIN users u ON u.username = c.username \
+             WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3 AND c.action = 'source' \
+             AND u.id = memberships.user_id AND c.group_id = memberships.group_id ORDER BY c.seq DESC LIMIT 1) \
+             WHERE (user_id, group_id) IN (SELECT u.id, c.group_id FROM sync_changes c \
+             JOIN users u ON u.username = c.username WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3 \
+             AND c.action = 'source')",
+        )
+        .bind(id)
+        .bind(lo)
+        .bind(hi)
+        .bind(run.provider_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         // The pairs to remove are computed once; a correlated EXISTS would run per membership.
         let removed = sqlx::query(
             "DELETE FROM memberships WHERE (user_id, group_id) IN (SELECT u.id, c.group_id \
@@ -369,20 +444,6 @@ impl SqlStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query(&format!(
-            "INSERT INTO audit_log (at, actor, action, user_id, username, group_name, provider, \
-             mapping_id, run_id, reason, detail_json) \
-             SELECT $4, $5, 'membership.' || c.action, u.id, c.username, c.group_name, $6, c.mapping_id, \
-             c.run_id, c.reason, '{{}}' {BATCH} AND c.action IN ('add', 'remove', 'source') ORDER BY c.seq"
-        ))
-        .bind(id)
-        .bind(lo)
-        .bind(hi)
-        .bind(now)
-        .bind(actor)
-        .bind(run.provider.as_str())
-        .execute(&mut *tx)
-        .await?;
         sqlx::query(&format!(
             "INSERT INTO user_attributes (user_id, provider_id, attributes_json, seen_at, digest) \
              SELECT u.id, $4, c.attributes_json, $5, c.attributes_digest {BATCH} \
