@@ -306,6 +306,16 @@ impl Config {
                 self.scheduler.lease_ttl_secs, self.scheduler.poll_secs
             )));
         }
+        if self.webhook.url.is_some()
+            && self.webhook.secret.is_none()
+            && self.webhook.secret_file.is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "webhook.url is set but neither webhook.secret nor webhook.secret_file: the \
+                 receiver could not tell our posts from anyone's"
+                    .into(),
+            ));
+        }
         if let Some(url) = &self.webhook.url {
             let parsed = url::Url::parse(url)
                 .map_err(|e| ConfigError::Invalid(format!("webhook.url: {e}")))?;

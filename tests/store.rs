@@ -337,9 +337,15 @@ async fn refresh_reflects_current_memberships_and_refuses_what_it_must(db: Db) {
         )
         .await
         .unwrap();
-    let (token, claims) = login::refresh(&t.store, &login::ConfigCache::new(), &signer, &admin.token, now + 1000)
-        .await
-        .unwrap();
+    let (token, claims) = login::refresh(
+        &t.store,
+        &login::ConfigCache::new(),
+        &signer,
+        &admin.token,
+        now + 1000,
+    )
+    .await
+    .unwrap();
     assert!(!claims.permissions.contains(&"Global Admin".to_string()));
     assert_eq!(claims.permissions, vec!["User".to_string()]);
     assert!(claims.pv > admin.claims.pv);
@@ -350,7 +356,14 @@ async fn refresh_reflects_current_memberships_and_refuses_what_it_must(db: Db) {
     let mut tampered = admin.token.clone();
     tampered.replace_range(tampered.len() - 4.., "AAAA");
     assert!(matches!(
-        login::refresh(&t.store, &login::ConfigCache::new(), &signer, &tampered, now + 1000).await,
+        login::refresh(
+            &t.store,
+            &login::ConfigCache::new(),
+            &signer,
+            &tampered,
+            now + 1000
+        )
+        .await,
         Err(LoginError::Token(_))
     ));
 
@@ -360,7 +373,14 @@ async fn refresh_reflects_current_memberships_and_refuses_what_it_must(db: Db) {
         .await
         .unwrap();
     assert!(matches!(
-        login::refresh(&t.store, &login::ConfigCache::new(), &signer, &token, now + 2000).await,
+        login::refresh(
+            &t.store,
+            &login::ConfigCache::new(),
+            &signer,
+            &token,
+            now + 2000
+        )
+        .await,
         Err(LoginError::Disabled(_))
     ));
     let before = support::row_counts(&t.store).await;

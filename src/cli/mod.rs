@@ -578,6 +578,9 @@ async fn api_key_command(
     }
 }
 
+/// How long the command line's hold on a provider's sync lease lasts between renewals.
+const CLI_SYNC_LEASE_TTL_MS: i64 = 30_000;
+
 async fn sync_command(
     store: &SqlStore,
     request: crate::sync::SyncRequest,
@@ -620,7 +623,28 @@ async fn sync_command(
             }
         }
     };
-    let outcome = run_sync(store, &request, &progress, &clock::now_ms).await?;
+    // The same lease as scheduled and requested runs: one run of a provider at a time, on any
+    // instance or command line.
+    let holder: std::sync::Arc<str> = format!("cli-{}", std::process::id()).into();
+    let leased = crate::sync::scheduler::with_provider_lease(
+        store,
+        &request.provider,
+        &holder,
+        CLI_SYNC_LEASE_TTL_MS,
+        || run_sync(store, &request, &progress, &clock::now_ms),
+    )
+    .await?;
+    let outcome = match leased {
+        crate::sync::scheduler::Leased::Done(outcome) => outcome?,
+        crate::sync::scheduler::Leased::Busy(holder) => {
+            eprintln!(
+                "error: another run of provider {:?} is in progress ({}); try again when it has finished",
+                request.provider,
+                holder.unwrap_or_else(|| "held by another instance".into())
+            );
+            return Ok(1);
+        }
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

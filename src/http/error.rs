@@ -287,6 +287,16 @@ impl From<crate::sync::SyncError> for ApiError {
         use crate::sync::SyncError;
         match error {
             SyncError::Store(e) => e.into(),
+            SyncError::InvalidRequest(_) => {
+                ApiError::bad_request("invalid_request", error.to_string())
+            }
+            SyncError::NotLdap(_) | SyncError::NotReevaluated(_) => {
+                ApiError::conflict("wrong_provider_kind", error.to_string())
+            }
+            SyncError::UnknownRun(_) => ApiError::not_found("unknown_run", error.to_string()),
+            SyncError::NotPending { .. } => ApiError::conflict("not_pending", error.to_string()),
+            SyncError::Busy(_) => ApiError::conflict("sync_in_progress", error.to_string()),
+            SyncError::Ldap(e) => e.into(),
             other => ApiError::conflict("sync_refused", other.to_string()),
         }
     }

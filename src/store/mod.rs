@@ -412,9 +412,10 @@ pub struct SyncRun {
     pub id: String,
     pub provider_id: i64,
     pub provider: String,
-    /// `full` or `incremental`.
+    /// `full`, `incremental` or `reevaluate` (OIDC/SAML users from last-seen attributes).
     pub kind: String,
-    /// `running`, `succeeded`, `failed` or `needs_confirmation`.
+    /// `running`, `succeeded`, `failed`, `needs_confirmation`, `dry_run`, or `abandoned` (left
+    /// running by an instance that stopped; recorded by the instance that took over).
     pub status: String,
     pub dry_run: bool,
     pub started_at: i64,

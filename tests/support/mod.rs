@@ -40,8 +40,9 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
-/// Drops the databases earlier runs left behind, once per test binary. Test binaries run one
-/// after another, so none of these belongs to a running test.
+/// Drops the databases earlier runs left behind, once per test binary: those named after a
+/// process that no longer runs (the name carries the test process's id), so that test binaries
+/// run side by side never drop each other's.
 async fn clean_stale_databases() {
     static CLEANED: OnceCell<()> = OnceCell::const_new();
     CLEANED
@@ -54,6 +55,13 @@ async fn clean_stale_databases() {
             .await
             .expect("list test databases");
             for (name,) in rows {
+                let owner = name
+                    .strip_prefix(PREFIX)
+                    .and_then(|rest| rest.split('_').next())
+                    .and_then(|pid| pid.parse::<u32>().ok());
+                if owner.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+                    continue;
+                }
                 let _ = admin
                     .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
                     .await;

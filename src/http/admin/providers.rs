@@ -489,6 +489,18 @@ async fn save_mapping_change(
     if reevaluated {
         match reevaluate_provider(&state.store, &request(Vec::new(), false), now_ms()).await {
             Ok(outcome) => {
+                if outcome.run.status == "needs_confirmation" {
+                    answer["note"] = json!(format!(
+                        "the mapping is saved, but re-evaluating the provider's users would remove \
+                         {} memberships, more than the limit of {}: nothing was changed for them. \
+                         Review the diff, then POST /api/v1/providers/{}/reevaluate with \
+                         {{\"confirm\": \"{}\"}} to apply it",
+                        outcome.run.removals,
+                        outcome.run.removal_limit,
+                        provider.provider.name,
+                        outcome.run.id
+                    ));
+                }
                 answer["reevaluation"] = serde_json::to_value(outcome).unwrap_or_default();
             }
             Err(e) => {

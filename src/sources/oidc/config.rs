@@ -58,6 +58,10 @@ pub struct OidcOptions {
     pub jwks_refetch_cooldown_secs: u64,
     #[serde(default = "default_timeout")]
     pub http_timeout_secs: u64,
+    /// Re-evaluation after a mapping change stops for confirmation when it would remove more
+    /// memberships than the larger of these (default 10 and 10 %), as a directory sync does.
+    pub max_removals: Option<u64>,
+    pub max_removal_percent: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

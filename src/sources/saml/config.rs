@@ -48,6 +48,10 @@ pub struct SamlOptions {
     /// Largest response accepted, before and after base64 decoding.
     #[serde(default = "default_max_bytes")]
     pub max_response_bytes: usize,
+    /// Re-evaluation after a mapping change stops for confirmation when it would remove more
+    /// memberships than the larger of these (default 10 and 10 %), as a directory sync does.
+    pub max_removals: Option<u64>,
+    pub max_removal_percent: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
