@@ -373,44 +373,82 @@ where
     let held = store.provider_membership_count(provider.id).await?;
     run.removal_limit = options.removal_limit(held.max(0) as u64) as i64;
 
-    if run.removals > run.removal_limit {
-        let message = format!(
+    let over_threshold = {
+        format!(
             "the run would remove {} memberships, more than the limit of {} (max({}, {}% of {held})); nothing was applied. Review the diff, then confirm with: idsync sync --provider {} --confirm {}",
             run.removals, run.removal_limit, options.max_removals, options.max_removal_percent, provider.name, run.id
-        );
-        let status = if request.dry_run {
+        )
+    };
+    let (outcome, applied) = conclude(
+        store,
+        run,
+        sink.memory,
+        request.dry_run,
+        over_threshold,
+        None,
+        now_ms,
+    )
+    .await?;
+    if applied > 0 {
+        progress(Progress::Applied(applied));
+    }
+    Ok(outcome)
+}
+
+/// How every run ends once its diff is staged: over the removal threshold it stops and keeps
+/// the staged diff for confirmation (a dry run only reports it), a dry run reports the diff,
+/// and otherwise the staged diff is applied in batched transactions. Returns the outcome and
+/// the number of changes applied.
+pub(crate) async fn conclude<S: SyncStore>(
+    store: &S,
+    run: SyncRun,
+    staged_in_memory: Vec<StagedChange>,
+    dry_run: bool,
+    over_threshold: String,
+    note: Option<String>,
+    now_ms: &(dyn Fn() -> i64 + Send + Sync),
+) -> Result<(SyncOutcome, i64), SyncError> {
+    let finish = |mut run: SyncRun, status: &str, error: Option<String>| {
+        run.status = status.to_string();
+        run.error = error;
+        run.finished_at = Some(now_ms());
+        run
+    };
+    if run.removals > run.removal_limit {
+        let status = if dry_run {
             "dry_run"
         } else {
             "needs_confirmation"
         };
-        let run = finish(run, status, Some(message));
-        if !request.dry_run {
+        let run = finish(run, status, Some(over_threshold));
+        if !dry_run {
             store.save_sync_run(&run).await?;
         }
-        let changes = if request.dry_run {
-            sink.memory
+        let changes = if dry_run {
+            staged_in_memory
         } else {
             store.staged_changes(&run.id).await?
         };
-        return Ok(SyncOutcome { run, changes });
+        return Ok((SyncOutcome { run, changes }, 0));
     }
-    if request.dry_run {
-        let run = finish(run, "dry_run", None);
-        return Ok(SyncOutcome {
+    if dry_run {
+        let run = finish(run, "dry_run", note);
+        let outcome = SyncOutcome {
             run,
-            changes: sink.memory,
-        });
+            changes: staged_in_memory,
+        };
+        return Ok((outcome, 0));
     }
     let applied = store
         .apply_staged(&run, APPLY_BATCH_ROWS, &permissions_digest, now_ms())
         .await?;
-    progress(Progress::Applied(applied));
-    let run = finish(run, "succeeded", None);
+    let run = finish(run, "succeeded", note);
     store.save_sync_run(&run).await?;
-    Ok(SyncOutcome {
+    let outcome = SyncOutcome {
         run,
         changes: Vec::new(),
-    })
+    };
+    Ok((outcome, applied))
 }
 
 pub(crate) enum CollectError {

@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 
 use crate::login::compile_mappings;
-use crate::model::access::permissions_digest;
 use crate::model::claims;
 use crate::model::group::GroupRef;
 use crate::model::mapping::{MappingSet, ProviderKind, ProviderRef};
@@ -21,7 +20,7 @@ use crate::store::{
     SyncStore,
 };
 
-use super::{confirm, Sink, SyncError, SyncOutcome, APPLY_BATCH_ROWS, REEVALUATE_KIND};
+use super::{confirm, Sink, SyncError, SyncOutcome, REEVALUATE_KIND};
 
 /// Users read and evaluated at a time.
 const USERS_PER_PAGE: usize = 500;
@@ -173,14 +172,7 @@ pub async fn reevaluate_provider(
     let skipped_note = (skipped > 0)
         .then(|| format!("{skipped} user(s) skipped: their last-seen group values are unreadable"));
 
-    let finish = |mut run: SyncRun, status: &str, error: Option<String>| {
-        run.status = status.to_string();
-        run.error = error;
-        run.finished_at = Some(now());
-        run
-    };
-    if run.removals > run.removal_limit {
-        let message = format!(
+    let over_threshold = format!(
             "the re-evaluation would remove {} memberships, more than the limit of {} (max({}, {}% of {held})); nothing was applied. Review the diff, then confirm run {}",
             run.removals,
             run.removal_limit,
@@ -188,39 +180,21 @@ pub async fn reevaluate_provider(
             threshold.max_removal_percent,
             run.id
         );
-        let status = if request.dry_run {
-            "dry_run"
-        } else {
-            "needs_confirmation"
-        };
-        let run = finish(run, status, Some(message));
-        if !request.dry_run {
-            store.save_sync_run(&run).await?;
-        }
-        let changes = if request.dry_run {
-            sink.memory
-        } else {
-            store.staged_changes(&run.id).await?
-        };
-        return Ok(SyncOutcome { run, changes });
-    }
-    if request.dry_run {
-        let run = finish(run, "dry_run", skipped_note);
-        return Ok(SyncOutcome {
-            run,
-            changes: sink.memory,
-        });
-    }
-    let applied = store
-        .apply_staged(&run, APPLY_BATCH_ROWS, &permissions_digest, now())
-        .await?;
-    let run = finish(run, "succeeded", skipped_note);
-    store.save_sync_run(&run).await?;
-    tracing::info!(provider = %provider.name, run = %run.id, applied, "re-evaluation applied");
-    Ok(SyncOutcome {
+    let dry_run = request.dry_run;
+    let (outcome, applied) = super::conclude(
+        store,
         run,
-        changes: Vec::new(),
-    })
+        sink.memory,
+        dry_run,
+        over_threshold,
+        skipped_note,
+        &now,
+    )
+    .await?;
+    if outcome.run.status == "succeeded" {
+        tracing::info!(provider = %provider.name, run = %outcome.run.id, applied, "re-evaluation applied");
+    }
+    Ok(outcome)
 }
 
 /// How long a lease taken for a re-evaluation lasts without renewal.
