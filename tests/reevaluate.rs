@@ -544,7 +544,79 @@ async fn reevaluations_take_turns(db: Db) {
     );
 }
 
+/// A confirmed run applies the diff it computed when it read the users. A user whose
+/// memberships changed since (here an admin re-added a membership by hand) is left as they are
+/// now, for the next run to reconsider, rather than having the stale diff undo that change.
+async fn a_user_changed_since_the_run_read_them_is_left_for_the_next_run(db: Db) {
+    let t = TestDb::new(db).await;
+    apply_state(&t.store, STATE).await;
+    let names: Vec<String> = (0..14).map(|i| format!("user{i:02}")).collect();
+    let users: Vec<(&str, &[&str])> = names
+        .iter()
+        .map(|n| (n.as_str(), &["engineering"][..]))
+        .collect();
+    sign_in(&t.store, &users).await;
+    change_developers_mapping(&t.store, &["nobody-has-this"]).await;
+    let stopped = reevaluate_provider(
+        &t.store,
+        &request(vec![], false, None),
+        idsync::clock::now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stopped.run.status, "needs_confirmation");
+
+    // After the run read them, an admin makes user00's Developers membership a manual one.
+    let admin = Actor::new("user:admin");
+    let now = idsync::clock::now_ms();
+    for member in [false, true] {
+        assert!(t
+            .store
+            .set_manual_membership(
+                "user00",
+                "Developers",
+                member,
+                &admin,
+                &permissions_digest,
+                now
+            )
+            .await
+            .unwrap());
+    }
+
+    let confirmed = reevaluate_provider(
+        &t.store,
+        &request(vec![], false, Some(stopped.run.id.clone())),
+        idsync::clock::now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(confirmed.run.status, "succeeded");
+    assert_eq!(
+        group_names(&t.store, "user00").await,
+        set(&["Developers", "Support"]),
+        "the stale diff must not undo the later change"
+    );
+    for name in &names[1..] {
+        assert_eq!(group_names(&t.store, name).await, set(&["Support"]));
+    }
+    let audit = t
+        .store
+        .audit(&AuditQuery {
+            run_id: Some(stopped.run.id.clone()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 13, "only the changes that applied are audited");
+    assert!(audit
+        .iter()
+        .all(|e| e.username.as_deref() != Some("user00")));
+}
+
 on_both_databases!(
+    a_user_changed_since_the_run_read_them_is_left_for_the_next_run,
     reevaluations_take_turns,
     a_mapping_change_is_applied_to_signed_in_users,
     a_dry_run_of_unsaved_changes_writes_nothing_and_shows_the_diff,

@@ -30,6 +30,9 @@ pub struct StoredUser {
     pub memberships: Vec<CurrentMembership>,
     /// Digest of the last-seen attributes from this provider ("" when never seen).
     pub attributes_digest: String,
+    /// The user's membership version when read (0 for a user not stored yet): the changes
+    /// staged from this state apply only while it is unchanged.
+    pub membership_version: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,6 +81,8 @@ pub struct StagedChange {
     /// The new last-seen attributes and their digest (attributes changes only).
     pub attributes: Option<serde_json::Value>,
     pub attributes_digest: Option<String>,
+    /// The user's membership version the change was computed against.
+    pub user_version: i64,
 }
 
 /// A stable digest of the attributes a sync compares (the entry DN and its group values, in
@@ -129,6 +134,7 @@ pub fn diff_present_user(
                 reason: d.reason.to_string(),
                 attributes: None,
                 attributes_digest: None,
+                user_version: stored.membership_version,
             })
         })
         .collect();
@@ -142,6 +148,7 @@ pub fn diff_present_user(
             reason: "directory entry changed".into(),
             attributes: Some(user.attributes()),
             attributes_digest: Some(digest),
+            user_version: stored.membership_version,
         });
     }
     changes
@@ -170,6 +177,7 @@ pub fn diff_missing_user(
                 reason: format!("the user is no longer in the {} directory", provider.name),
                 attributes: None,
                 attributes_digest: None,
+                user_version: stored.membership_version,
             }),
             _ => None,
         })
@@ -248,6 +256,7 @@ mod tests {
                 "cn=other,dc=example",
                 "cn=devs,dc=example",
             ])),
+            membership_version: 4,
         };
         let (p, m) = (provider(), mappings());
         assert!(diff_present_user(&MappingSet::new(&p, &m), &u, Some(&stored)).is_empty());
@@ -277,9 +286,11 @@ mod tests {
                 },
             ],
             attributes_digest: "x".into(),
+            membership_version: 4,
         };
         let changes = diff_missing_user(&provider(), "alice", &stored);
         assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].user_version, 4);
         assert_eq!(changes[0].kind, ChangeKind::Remove);
         assert_eq!(changes[0].group.as_ref().unwrap().name, "Devs");
         assert!(changes[0]

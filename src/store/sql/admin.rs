@@ -86,7 +86,7 @@ impl AdminStore for SqlStore {
             self.dialect.lock_row
         ))
         .bind(username)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?
         else {
             return Err(StoreError::NotFound(format!("no user named {username:?}")));
@@ -105,7 +105,7 @@ impl AdminStore for SqlStore {
         .bind(user.id)
         .bind(username)
         .bind(actor.run_id.as_deref())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         insert_audit(
             &mut tx,
@@ -123,12 +123,12 @@ impl AdminStore for SqlStore {
         for table in ["memberships", "user_attributes", "sessions"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
                 .bind(user.id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(user.id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -169,7 +169,7 @@ impl AdminStore for SqlStore {
         .bind(description)
         .bind(settings_text(settings))
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if inserted == 0 {
@@ -217,7 +217,7 @@ impl AdminStore for SqlStore {
         .bind(description)
         .bind(settings_text(settings))
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if updated == 0 {
@@ -247,7 +247,7 @@ impl AdminStore for SqlStore {
         let mut tx = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM images WHERE name = $1")
             .bind(name)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         if deleted == 0 {

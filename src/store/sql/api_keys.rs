@@ -34,7 +34,7 @@ impl ApiKeyStore for SqlStore {
         .bind(key.created_by.as_str())
         .bind(key.created_at)
         .bind(key.expires_at)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if inserted == 0 {
@@ -89,7 +89,7 @@ impl ApiKeyStore for SqlStore {
         )
         .bind(name)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if revoked == 0 {

@@ -83,6 +83,37 @@ pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
     dialect: Dialect,
+    /// SQLite only: this process's writers take turns here (see [`SqlStore::begin_write`]).
+    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction, holding this process's turn to write (SQLite) until it ends.
+pub(crate) struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = Transaction<'static, Any>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 /// Removes a password from a database URL before it is shown anywhere.
@@ -165,6 +196,8 @@ impl SqlStore {
             pool,
             backend,
             dialect: Dialect::of(backend),
+            write_gate: (backend == Backend::Sqlite)
+                .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(()))),
         })
     }
 
@@ -200,8 +233,16 @@ impl SqlStore {
         self.ensure_system_groups(crate::clock::now_ms()).await
     }
 
-    async fn begin_write(&self) -> StoreResult<Transaction<'static, Any>> {
-        Ok(self.pool.begin_with(self.dialect.begin_write).await?)
+    async fn begin_write(&self) -> StoreResult<WriteTx> {
+        // SQLite has one writer at a time. Writers of this process queue here, in order, rather
+        // than on SQLite's busy handler, which polls with sleeps of up to 100 ms and makes a
+        // crowd of writers wait far longer than the writes take.
+        let gate = match &self.write_gate {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = self.pool.begin_with(self.dialect.begin_write).await?;
+        Ok(WriteTx { tx, _gate: gate })
     }
 
     /// Creates All Users and Administrators with their permissions and default settings when
@@ -217,7 +258,7 @@ impl SqlStore {
             .bind(system.description)
             .bind(system.priority)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
             if inserted == 0 {
@@ -225,14 +266,14 @@ impl SqlStore {
             }
             let id: i64 = sqlx::query("SELECT id FROM groups WHERE name = $1")
                 .bind(system.name)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?
                 .try_get("id")?;
             for permission in system.permissions {
                 sqlx::query("INSERT INTO group_permissions (group_id, permission) VALUES ($1, $2)")
                     .bind(id)
                     .bind(*permission)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
             for (name, value) in &system.settings {
@@ -242,7 +283,7 @@ impl SqlStore {
                 .bind(id)
                 .bind(name.as_str())
                 .bind(value.to_string())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
             insert_audit(
@@ -725,7 +766,7 @@ impl ConfigStore for SqlStore {
         refresh_permission_versions(&mut tx, &permissions_touched, digest, now).await?;
         if !changes.is_empty() {
             sqlx::query("UPDATE config_state SET version = version + 1 WHERE id = 1")
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         tx.commit().await?;
@@ -1103,7 +1144,7 @@ async fn refresh_permission_versions(
 // Memberships
 
 struct SqlUserChange {
-    tx: Transaction<'static, Any>,
+    tx: WriteTx,
     user: UserRecord,
     created: bool,
 }
@@ -1122,7 +1163,7 @@ impl MembershipStore for SqlStore {
         )
         .bind(username)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected()
             == 1;
@@ -1131,7 +1172,7 @@ impl MembershipStore for SqlStore {
             self.dialect.lock_row
         ))
         .bind(username)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         Ok(Box::new(SqlUserChange {
             tx,
@@ -1223,7 +1264,7 @@ impl MembershipStore for SqlStore {
         )
         .bind(username)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if changed == 0 {
@@ -1271,7 +1312,7 @@ impl MembershipStore for SqlStore {
                 .bind(username)
                 .bind(i64::from(disabled))
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?
                 .rows_affected();
         if changed == 0 {
@@ -1311,7 +1352,7 @@ impl SqlStore {
         let mut tx = self.begin_write().await?;
         let group_row = sqlx::query("SELECT id, name, is_system FROM groups WHERE name = $1")
             .bind(group)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no group named {group:?}")))?;
         if flag(&group_row, "is_system")? && group == ALL_USERS {
@@ -1328,7 +1369,7 @@ impl SqlStore {
             )
             .bind(username)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         let Some(user_row) = sqlx::query(&format!(
@@ -1336,7 +1377,7 @@ impl SqlStore {
             self.dialect.lock_row
         ))
         .bind(username)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?
         else {
             return Err(StoreError::NotFound(format!("no user named {username:?}")));
@@ -1350,18 +1391,19 @@ impl SqlStore {
             .bind(user.id)
             .bind(group_id)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected()
         } else {
             sqlx::query("DELETE FROM memberships WHERE user_id = $1 AND group_id = $2")
                 .bind(user.id)
                 .bind(group_id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?
                 .rows_affected()
         } > 0;
         if changed {
+            bump_membership_version(&mut tx, user.id).await?;
             insert_audit(
                 &mut tx,
                 now,
@@ -1392,6 +1434,18 @@ impl SqlStore {
     }
 }
 
+/// Raises the user's membership version: staged sync changes computed before no longer apply.
+async fn bump_membership_version(
+    tx: &mut Transaction<'static, Any>,
+    user_id: i64,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE users SET membership_version = membership_version + 1 WHERE id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 async fn memberships_of(
     executor: impl Executor<'_, Database = Any>,
     user_id: i64,
@@ -1419,7 +1473,7 @@ impl UserChange for SqlUserChange {
     }
 
     async fn memberships(&mut self) -> StoreResult<Vec<CurrentMembership>> {
-        memberships_of(&mut *self.tx, self.user.id).await
+        memberships_of(&mut **self.tx, self.user.id).await
     }
 
     async fn apply_evaluation(
@@ -1437,7 +1491,7 @@ impl UserChange for SqlUserChange {
                     sqlx::query("DELETE FROM memberships WHERE user_id = $1 AND group_id = $2")
                         .bind(self.user.id)
                         .bind(decision.group.id)
-                        .execute(&mut *self.tx)
+                        .execute(&mut **self.tx)
                         .await?;
                     let mapping_id = match decision.source_before {
                         Some(MembershipSource::Mapping { mapping_id, .. }) => Some(mapping_id),
@@ -1460,7 +1514,7 @@ impl UserChange for SqlUserChange {
                     .bind(provider_id)
                     .bind(mapping_id)
                     .bind(now)
-                    .execute(&mut *self.tx)
+                    .execute(&mut **self.tx)
                     .await?;
                     let action = if decision.action == Action::Add {
                         "membership.add"
@@ -1489,6 +1543,9 @@ impl UserChange for SqlUserChange {
             .await?;
             written += 1;
         }
+        if written > 0 {
+            bump_membership_version(&mut self.tx, self.user.id).await?;
+        }
         Ok(written)
     }
 
@@ -1507,7 +1564,7 @@ impl UserChange for SqlUserChange {
         .bind(provider_id)
         .bind(attributes.to_string())
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(&mut **self.tx)
         .await?;
         Ok(())
     }
@@ -1527,7 +1584,7 @@ impl UserChange for SqlUserChange {
         sqlx::query("UPDATE users SET sessions_until = $2 WHERE id = $1 AND sessions_until < $2")
             .bind(self.user.id)
             .bind(until)
-            .execute(&mut *self.tx)
+            .execute(&mut **self.tx)
             .await?;
         self.user.sessions_until = self.user.sessions_until.max(until);
         Ok(())
@@ -1603,7 +1660,7 @@ impl ReplayStore for SqlStore {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM saml_assertions WHERE expires_at < $1")
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         let inserted = sqlx::query(
             "INSERT INTO saml_assertions (provider, assertion_id, expires_at) VALUES ($1, $2, $3) \
@@ -1612,7 +1669,7 @@ impl ReplayStore for SqlStore {
         .bind(provider)
         .bind(assertion_id)
         .bind(expires_at)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         tx.commit().await?;
@@ -1657,7 +1714,7 @@ impl SessionStore for SqlStore {
         .bind(session.created_at)
         .bind(session.expires_at)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         insert_audit(
             &mut tx,

@@ -112,19 +112,21 @@ impl SyncStore for SqlStore {
     ) -> StoreResult<HashMap<String, StoredUser>> {
         let mut users: HashMap<String, StoredUser> = HashMap::new();
         for chunk in usernames.chunks(NAME_CHUNK) {
+            // Every stored user is in the map, with or without memberships: the version read
+            // here is what the staged changes apply against.
             let sql = format!(
-                "SELECT u.username, {GROUP_COLUMNS}, m.source_kind, m.provider_id, m.mapping_id \
-                 FROM users u JOIN memberships m ON m.user_id = u.id JOIN groups g ON g.id = m.group_id \
-                 WHERE u.username IN ({})",
+                "SELECT u.username, u.membership_version, {GROUP_COLUMNS}, m.source_kind, \
+                 m.provider_id, m.mapping_id FROM users u LEFT JOIN memberships m ON m.user_id = u.id \
+                 LEFT JOIN groups g ON g.id = m.group_id WHERE u.username IN ({})",
                 placeholders(1, chunk.len())
             );
             for row in with_names(&sql, None, chunk).fetch_all(self.pool()).await? {
                 let name: String = row.try_get("username")?;
-                users
-                    .entry(name)
-                    .or_default()
-                    .memberships
-                    .push(membership(&row)?);
+                let stored = users.entry(name).or_default();
+                stored.membership_version = row.try_get("membership_version")?;
+                if row.try_get::<Option<i64>, _>("group_id")?.is_some() {
+                    stored.memberships.push(membership(&row)?);
+                }
             }
             let sql = format!(
                 "SELECT u.username, a.digest FROM users u JOIN user_attributes a ON a.user_id = u.id \
@@ -201,11 +203,11 @@ impl SyncStore for SqlStore {
         let mut seq = first_seq;
         for chunk in changes.chunks(STAGE_CHUNK) {
             let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(1 + i * 10, 10)))
+                .map(|i| format!("({})", placeholders(1 + i * 11, 11)))
                 .collect();
             let sql = format!(
                 "INSERT INTO sync_changes (run_id, seq, username, group_id, group_name, action, \
-                 mapping_id, reason, attributes_json, attributes_digest) VALUES {}",
+                 mapping_id, reason, attributes_json, attributes_digest, user_version) VALUES {}",
                 rows.join(", ")
             );
             let mut query = sqlx::query(&sql);
@@ -220,10 +222,11 @@ impl SyncStore for SqlStore {
                     .bind(change.mapping_id)
                     .bind(change.reason.as_str())
                     .bind(change.attributes.as_ref().map(|a| a.to_string()))
-                    .bind(change.attributes_digest.as_deref());
+                    .bind(change.attributes_digest.as_deref())
+                    .bind(change.user_version);
                 seq += 1;
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -259,6 +262,7 @@ impl SyncStore for SqlStore {
                 })
                 .transpose()?,
                 mapping_id: row.try_get("mapping_id")?,
+                user_version: row.try_get("user_version")?,
                 reason: row.try_get("reason")?,
                 attributes: attributes
                     .map(|a| serde_json::from_str(&a))
@@ -336,9 +340,10 @@ impl SqlStore {
     }
 }
 
-/// The staged rows of one batch: `c` joined to the user `u` and the (still existing) group.
+/// The staged rows of one batch that still apply: `c` joined to the user `u`, whose
+/// memberships have not changed since the run read them (same membership version).
 const BATCH: &str = "FROM sync_changes c JOIN users u ON u.username = c.username \
-     WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3";
+     AND u.membership_version = c.user_version WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3";
 
 impl SqlStore {
     async fn apply_batch(
@@ -362,7 +367,7 @@ impl SqlStore {
         .bind(lo)
         .bind(hi)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         // Logins of these users wait for this batch (PostgreSQL; SQLite serialises writers).
         let lock = self.dialect.lock_row;
@@ -375,7 +380,7 @@ impl SqlStore {
             .bind(id)
             .bind(lo)
             .bind(hi)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
         }
         // The diff was computed from the state read when the run staged it; a sign-in may
@@ -400,7 +405,7 @@ impl SqlStore {
         .bind(now)
         .bind(actor)
         .bind(run.provider.as_str())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         let added = sqlx::query(&format!(
             "INSERT INTO memberships (user_id, group_id, source_kind, provider_id, mapping_id, created_at, updated_at) \
@@ -413,7 +418,7 @@ impl SqlStore {
         .bind(hi)
         .bind(run.provider_id)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         sqlx::query(
@@ -422,26 +427,27 @@ impl SqlStore {
              WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3 AND c.action = 'source' \
              AND u.id = memberships.user_id AND c.group_id = memberships.group_id ORDER BY c.seq DESC LIMIT 1) \
              WHERE (user_id, group_id) IN (SELECT u.id, c.group_id FROM sync_changes c \
-             JOIN users u ON u.username = c.username WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3 \
-             AND c.action = 'source')",
+             JOIN users u ON u.username = c.username AND u.membership_version = c.user_version \
+             WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3 AND c.action = 'source')",
         )
         .bind(id)
         .bind(lo)
         .bind(hi)
         .bind(run.provider_id)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         // The pairs to remove are computed once; a correlated EXISTS would run per membership.
         let removed = sqlx::query(
             "DELETE FROM memberships WHERE (user_id, group_id) IN (SELECT u.id, c.group_id \
-             FROM sync_changes c JOIN users u ON u.username = c.username WHERE c.run_id = $1 \
+             FROM sync_changes c JOIN users u ON u.username = c.username \
+             AND u.membership_version = c.user_version WHERE c.run_id = $1 \
              AND c.seq BETWEEN $2 AND $3 AND c.action = 'remove')",
         )
         .bind(id)
         .bind(lo)
         .bind(hi)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         sqlx::query(&format!(
@@ -456,9 +462,30 @@ impl SqlStore {
         .bind(hi)
         .bind(run.provider_id)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         refresh_batch_versions(&mut tx, id, lo, hi, digest, now).await?;
+        // The users this batch changed move to a new membership version. Their rows in later
+        // batches of this run follow (they were computed against the same read), then the
+        // users themselves: a run staged elsewhere against the old version no longer applies.
+        sqlx::query(&format!(
+            "UPDATE sync_changes SET user_version = user_version + 1 WHERE run_id = $1 AND seq > $3 \
+             AND username IN (SELECT c.username {BATCH} AND c.action IN ('add', 'remove', 'source'))"
+        ))
+        .bind(id)
+        .bind(lo)
+        .bind(hi)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(&format!(
+            "UPDATE users SET membership_version = membership_version + 1 WHERE id IN \
+             (SELECT u.id {BATCH} AND c.action IN ('add', 'remove', 'source'))"
+        ))
+        .bind(id)
+        .bind(lo)
+        .bind(hi)
+        .execute(&mut **tx)
+        .await?;
         tx.commit().await?;
         Ok((added + removed) as i64)
     }
