@@ -263,7 +263,7 @@ d = {n: json.load(open(f"{work}/{n}.json")) for n in
 base = d["baseline"]["rps"]
 def row(label, name, target=""):
     x = d[name]
-    return f"| {label} | {x['rps']:,.0f}/s | {x['p50']:.2f} ms | {x['p99']:.2f} ms | {x['rps']/base:.2f} | {target} |"
+    return f"| {label} | {x['rps']:,.0f}/s | {x['p50']:.2f} ms | {x['p99']:.2f} ms | {x['rps']/base:.3f} | {target} |"
 att = d["attributes-sqlite"]
 met = att["rps"] >= 5000 and att["p99"] <= 10
 print(f"""## Login hook under load (`scripts/bench-http.sh`)
@@ -279,7 +279,7 @@ permission version, one write transaction). Ratio: throughput over the same serv
 
 | Mode | Throughput | p50 | p99 | Ratio to /healthz | Target |
 |---|---|---|---|---|---|
-| `GET /healthz` (baseline) | {base:,.0f}/s | {d['baseline']['p50']:.2f} ms | {d['baseline']['p99']:.2f} ms | 1.00 | |
+| `GET /healthz` (baseline) | {base:,.0f}/s | {d['baseline']['p50']:.2f} ms | {d['baseline']['p99']:.2f} ms | 1.000 | |
 {row("Verified attributes, SQLite", "attributes-sqlite", "≥ 5,000/s, p99 ≤ 10 ms: " + ("**met**" if met else "**not met**"))}
 {row("Verified attributes, each sign-in changing a membership, SQLite", "changing-sqlite")}
 {row("Verified attributes, PostgreSQL", "attributes-postgres")}
