@@ -163,7 +163,18 @@ pub fn router(state: AppState) -> Router {
                     .into_response()
             },
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // The span names the path only: query strings carry authorization codes and state.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |request: &axum::http::Request<axum::body::Body>| {
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                },
+            ),
+        )
         .with_state(state)
 }
 
