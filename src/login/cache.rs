@@ -27,15 +27,15 @@ use super::{
 
 /// A recorded session end is moved forward at most this often per user (it tells admins
 /// whether a user has sessions running; a minute of imprecision is fine there).
-const SESSION_NOTE_GRANULARITY_MS: i64 = 60_000;
+pub(super) const SESSION_NOTE_GRANULARITY_MS: i64 = 60_000;
 
 /// Most distinct group sets whose resolved access is kept.
 const MAX_ACCESS_ENTRIES: usize = 4096;
 
-struct CompiledProvider {
+pub(super) struct CompiledProvider {
     version: i64,
-    provider: ProviderRef,
-    mappings: Vec<Mapping>,
+    pub(super) provider: ProviderRef,
+    pub(super) mappings: Vec<Mapping>,
 }
 
 /// Compiled mappings per provider and resolved access per group set, for one configuration
@@ -136,6 +136,17 @@ impl ConfigCache {
 }
 
 impl ConfigCache {
+    /// The provider's compiled mappings as the configuration stands now, or `None` when it moved
+    /// on while they were read.
+    pub(super) async fn current_provider<S: ConfigStore>(
+        &self,
+        store: &S,
+        name: &str,
+    ) -> Result<Option<Arc<CompiledProvider>>, LoginError> {
+        let version = store.config_version().await?;
+        self.provider(store, name, version).await
+    }
+
     /// Resolved access for these memberships as the configuration stands now.
     pub async fn current_access<S: ConfigStore>(
         &self,
@@ -179,16 +190,16 @@ where
         .login_snapshot(&identity.username, &identity.provider)
         .await?;
     let Some(user) = snapshot.user.filter(|user| !user.disabled) else {
-        return super::login(store, signer, identity, now_ms).await;
+        return super::login_resolving_with(store, Some(cache), signer, identity, now_ms).await;
     };
     if snapshot.attributes.as_ref() != Some(&identity.attributes) {
-        return super::login(store, signer, identity, now_ms).await;
+        return super::login_resolving_with(store, Some(cache), signer, identity, now_ms).await;
     }
     let Some(compiled) = cache
         .provider(store, &identity.provider, snapshot.config_version)
         .await?
     else {
-        return super::login(store, signer, identity, now_ms).await;
+        return super::login_resolving_with(store, Some(cache), signer, identity, now_ms).await;
     };
     let evaluation = mapping::evaluate(
         &compiled.provider,
@@ -197,13 +208,13 @@ where
         &snapshot.memberships,
     );
     if !evaluation.is_noop() {
-        return super::login(store, signer, identity, now_ms).await;
+        return super::login_resolving_with(store, Some(cache), signer, identity, now_ms).await;
     }
     let Some(access) = cache
         .access(store, &snapshot.memberships, snapshot.config_version)
         .await?
     else {
-        return super::login(store, signer, identity, now_ms).await;
+        return super::login_resolving_with(store, Some(cache), signer, identity, now_ms).await;
     };
 
     let session = signer.policy().new_session(now_ms / 1000);

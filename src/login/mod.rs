@@ -195,8 +195,22 @@ pub async fn login<S>(
 where
     S: ConfigStore + MembershipStore,
 {
+    login_resolving_with(store, None, signer, identity, now_ms).await
+}
+
+/// [`login`], resolving the user's access through `cache` when given.
+pub(crate) async fn login_resolving_with<S>(
+    store: &S,
+    cache: Option<&ConfigCache>,
+    signer: &Signer,
+    identity: &VerifiedIdentity,
+    now_ms: i64,
+) -> Result<SignedLogin, LoginError>
+where
+    S: ConfigStore + MembershipStore,
+{
     let session = signer.policy().new_session(now_ms / 1000);
-    let outcome = run(store, identity, Some(&session), now_ms).await?;
+    let outcome = run(store, identity, Some(&session), cache, now_ms).await?;
     let subject = token_subject(&outcome.user, &outcome.access);
     let (token, claims) = signer.issue_in(&subject, &session, now_ms / 1000)?;
     Ok(SignedLogin {
@@ -215,13 +229,14 @@ pub async fn preview<S>(
 where
     S: ConfigStore + MembershipStore,
 {
-    run(store, identity, None, now_ms).await
+    run(store, identity, None, None, now_ms).await
 }
 
 pub(crate) async fn run<S>(
     store: &S,
     identity: &VerifiedIdentity,
     session: Option<&Session>,
+    cache: Option<&ConfigCache>,
     now_ms: i64,
 ) -> Result<LoginOutcome, LoginError>
 where
@@ -233,8 +248,19 @@ where
             count: identity.group_values.len(),
         });
     }
-    let provider = store.provider(&identity.provider).await?.provider;
-    let mappings = compile_mappings(&provider, &store.mappings_of_provider(provider.id).await?)?;
+    let compiled = match cache {
+        Some(cache) => cache.current_provider(store, &identity.provider).await?,
+        None => None,
+    };
+    let (provider, mappings) = match compiled {
+        Some(compiled) => (compiled.provider.clone(), compiled.mappings.clone()),
+        None => {
+            let provider = store.provider(&identity.provider).await?.provider;
+            let records = store.mappings_of_provider(provider.id).await?;
+            let mappings = compile_mappings(&provider, &records)?;
+            (provider, mappings)
+        }
+    };
     let actor = Actor::new(format!("login:{}", provider.name));
 
     let mut change = store.begin_user_change(&identity.username, now_ms).await?;
@@ -260,14 +286,20 @@ where
     match session {
         Some(session) => {
             change
-                .note_session(session.expires_at.saturating_mul(1000))
+                .note_session(
+                    session.expires_at.saturating_mul(1000),
+                    cache::SESSION_NOTE_GRANULARITY_MS,
+                )
                 .await?;
             change.commit().await?;
         }
         None => change.rollback().await?,
     }
 
-    let access = load_access(store, &after).await?;
+    let access = match cache {
+        Some(cache) => (*cache.current_access(store, &after).await?).clone(),
+        None => load_access(store, &after).await?,
+    };
     Ok(LoginOutcome {
         user,
         provider,

@@ -400,8 +400,9 @@ pub trait UserChange: Send {
     async fn current_grants(&mut self) -> StoreResult<Vec<(GroupRef, String)>>;
     /// Records the effective permissions; bumps the version when they differ from the last.
     async fn set_permissions_digest(&mut self, digest: &str, now_ms: i64) -> StoreResult<i64>;
-    /// Records that a session of the user runs until `until_ms` (when later than recorded).
-    async fn note_session(&mut self, until_ms: i64) -> StoreResult<()>;
+    /// Records that a session of the user runs until `until_ms`, when that moves the recorded
+    /// end forward by more than `granularity_ms`.
+    async fn note_session(&mut self, until_ms: i64, granularity_ms: i64) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
     async fn rollback(self: Box<Self>) -> StoreResult<()>;
 }

@@ -1580,7 +1580,11 @@ impl UserChange for SqlUserChange {
         Ok(version)
     }
 
-    async fn note_session(&mut self, until: i64) -> StoreResult<()> {
+    async fn note_session(&mut self, until: i64, granularity: i64) -> StoreResult<()> {
+        // The user's row was read under this change's lock: its value is current.
+        if self.user.sessions_until >= until.saturating_sub(granularity) {
+            return Ok(());
+        }
         sqlx::query("UPDATE users SET sessions_until = $2 WHERE id = $1 AND sessions_until < $2")
             .bind(self.user.id)
             .bind(until)
