@@ -71,6 +71,26 @@ fn example(path: &str) -> String {
     repo("examples").join(path).display().to_string()
 }
 
+/// Output into a pipe whose reader has gone (`idsync apply … | head -1`) ends the command
+/// quietly, without a panic.
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    let env = Env::sqlite();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idsync"))
+        .arg("--config")
+        .arg(&env.config)
+        .args(["apply", &example("state.toml"), "--dry-run"])
+        .env_remove("IDSYNC_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn apply_plans_then_applies_then_has_nothing_to_do() {
     let env = Env::sqlite();
