@@ -24,8 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::login::{self, VerifiedIdentity};
-use crate::sources::oidc::{OidcOptions, PendingLogin};
-use crate::sources::saml::{SamlError, SamlOptions};
+use crate::sources::oidc::PendingLogin;
 use crate::sources::Source;
 use crate::store::{ConfigStore, ProviderRecord, StoreError};
 
@@ -45,8 +44,6 @@ const MAX_RETURN_TO: usize = 1024;
 /// SAML bindings limit RelayState to 80 bytes.
 const MAX_RELAY_STATE: usize = 80;
 const SAML_METADATA_TYPE: &str = "application/samlmetadata+xml";
-const HTTP_POST_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
-const HTTP_REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
 
 type HmacSha256 = Hmac<sha2::Sha256>;
 
@@ -398,9 +395,7 @@ pub async fn start(
     match state.sources.get(&record).await? {
         Source::Ldap(_) => Err(no_browser_flow(&provider, "LDAP")),
         Source::Oidc(oidc) => {
-            let options = OidcOptions::from_json(&record.options)
-                .map_err(|e| invalid_configuration(e.to_string()))?;
-            if options.redirect_url.is_none() {
+            if oidc.redirect_url().is_none() {
                 return Err(invalid_configuration(format!(
                     "provider {provider:?} has no redirect_url: set it to {}/sso/{provider}/callback",
                     state.config.http.public_url.trim_end_matches('/')
@@ -420,29 +415,10 @@ pub async fn start(
             };
             redirect_with_cookie(&pending.url, flow_cookie(&state, &flow)?)
         }
-        Source::Saml(_) => {
-            let options = SamlOptions::from_json(&record.options).map_err(SamlError::from)?;
-            let destination = idp_sso_url(&provider, &options).await?;
+        Source::Saml(saml) => {
             let request_id = format!("_{}", random_id());
             let relay_state = random_id();
-            let issue_instant = chrono::DateTime::from_timestamp(now, 0).unwrap_or_default();
-            let request = samael::schema::AuthnRequest {
-                id: request_id.clone(),
-                version: "2.0".into(),
-                issue_instant,
-                destination: Some(destination),
-                issuer: Some(samael::schema::Issuer {
-                    value: Some(options.sp_entity_id.clone()),
-                    ..Default::default()
-                }),
-                assertion_consumer_service_url: Some(options.acs_url.clone()),
-                protocol_binding: Some(HTTP_POST_BINDING.into()),
-                ..Default::default()
-            };
-            let url = request
-                .redirect(&relay_state)
-                .map_err(|e| ApiError::internal(format!("cannot encode the AuthnRequest: {e}")))?
-                .ok_or_else(|| ApiError::internal("the AuthnRequest has no destination"))?;
+            let url = saml.authn_request_redirect(&request_id, &relay_state, now)?;
             // Requests this browser started earlier stay answerable (another tab).
             let mut outstanding: Vec<SamlRequest> = read_flow(&state, &headers, &provider, now)
                 .map(|flow| flow.saml)
@@ -472,52 +448,9 @@ pub async fn start(
                 }
                 flow.saml.remove(0);
             };
-            redirect_with_cookie(url.as_str(), cookie)
+            redirect_with_cookie(&url, cookie)
         }
     }
-}
-
-/// Where the IdP takes AuthnRequests over the HTTP-Redirect binding: `idp_sso_url`, or the
-/// IdP metadata's SingleSignOnService for that binding.
-async fn idp_sso_url(provider: &str, options: &SamlOptions) -> Result<String, ApiError> {
-    if let Some(url) = &options.idp_sso_url {
-        return Ok(url.clone());
-    }
-    let xml = match (&options.idp_metadata, &options.idp_metadata_file) {
-        (Some(xml), _) => xml.clone(),
-        (None, Some(path)) => tokio::fs::read_to_string(path)
-            .await
-            .map_err(|e| SamlError::Metadata(format!("{}: {e}", path.display())))?,
-        (None, None) => {
-            return Err(invalid_configuration(format!(
-                "provider {provider:?} has no IdP metadata: set idp_sso_url to where the IdP \
-                 takes sign-in requests (HTTP-Redirect binding)"
-            )))
-        }
-    };
-    let lower = xml.to_ascii_lowercase();
-    if lower.contains("<!doctype") || lower.contains("<!entity") {
-        return Err(invalid_configuration(format!(
-            "the IdP metadata of provider {provider:?} contains a DTD or entity declaration, \
-             which is never read"
-        )));
-    }
-    let metadata: samael::metadata::EntityDescriptor = xml
-        .parse()
-        .map_err(|e| SamlError::Metadata(format!("{e}")))?;
-    metadata
-        .idp_sso_descriptors
-        .iter()
-        .flatten()
-        .flat_map(|d| &d.single_sign_on_services)
-        .find(|s| s.binding == HTTP_REDIRECT_BINDING)
-        .map(|s| s.location.clone())
-        .ok_or_else(|| {
-            invalid_configuration(format!(
-                "the IdP metadata of provider {provider:?} has no SingleSignOnService with the \
-                 HTTP-Redirect binding: set idp_sso_url"
-            ))
-        })
 }
 
 // ---------------------------------------------------------------------------------------------

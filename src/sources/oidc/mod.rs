@@ -233,6 +233,11 @@ impl OidcSource {
     }
 
     /// How many times the keys were fetched (discovery included).
+    /// Where the provider sends the browser back with the code, when configured.
+    pub fn redirect_url(&self) -> Option<&str> {
+        self.options.redirect_url.as_deref()
+    }
+
     pub fn jwks_fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
     }

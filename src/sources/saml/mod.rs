@@ -117,6 +117,9 @@ impl std::fmt::Debug for SamlSource {
     }
 }
 
+const HTTP_POST_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
+const HTTP_REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+
 fn refuse_dtd(xml: &str) -> Result<(), SamlError> {
     let lower = xml.to_ascii_lowercase();
     if lower.contains("<!doctype") || lower.contains("<!entity") {
@@ -199,6 +202,64 @@ impl SamlSource {
             sp,
             idp_entity_id,
         })
+    }
+
+    /// Where the IdP takes sign-in requests over the HTTP-Redirect binding: `idp_sso_url`, or
+    /// the IdP metadata's SingleSignOnService for that binding.
+    fn sso_redirect_location(&self) -> Result<String, SamlError> {
+        if let Some(url) = &self.options.idp_sso_url {
+            return Ok(url.clone());
+        }
+        if self.options.idp_metadata.is_none() && self.options.idp_metadata_file.is_none() {
+            return Err(SamlError::Metadata(
+                "there is no IdP metadata to take the sign-in address from: set idp_sso_url to \
+                 where the IdP takes sign-in requests (HTTP-Redirect binding)"
+                    .into(),
+            ));
+        }
+        self.sp
+            .idp_metadata
+            .idp_sso_descriptors
+            .iter()
+            .flatten()
+            .flat_map(|d| &d.single_sign_on_services)
+            .find(|s| s.binding == HTTP_REDIRECT_BINDING)
+            .map(|s| s.location.clone())
+            .ok_or_else(|| {
+                SamlError::Metadata(
+                    "the IdP metadata has no SingleSignOnService with the HTTP-Redirect \
+                     binding: set idp_sso_url"
+                        .into(),
+                )
+            })
+    }
+
+    /// A sign-in request (AuthnRequest) with this id, as the URL to send the browser to over
+    /// the HTTP-Redirect binding; the response is to be posted to our ACS.
+    pub fn authn_request_redirect(
+        &self,
+        request_id: &str,
+        relay_state: &str,
+        now: i64,
+    ) -> Result<String, SamlError> {
+        let request = samael::schema::AuthnRequest {
+            id: request_id.to_owned(),
+            version: "2.0".into(),
+            issue_instant: chrono::DateTime::from_timestamp(now, 0).unwrap_or_default(),
+            destination: Some(self.sso_redirect_location()?),
+            issuer: Some(samael::schema::Issuer {
+                value: Some(self.options.sp_entity_id.clone()),
+                ..Default::default()
+            }),
+            assertion_consumer_service_url: Some(self.options.acs_url.clone()),
+            protocol_binding: Some(HTTP_POST_BINDING.into()),
+            ..Default::default()
+        };
+        let url = request
+            .redirect(relay_state)
+            .map_err(|e| SamlError::Metadata(format!("cannot encode the AuthnRequest: {e}")))?
+            .ok_or_else(|| SamlError::Metadata("the AuthnRequest has no destination".into()))?;
+        Ok(url.to_string())
     }
 
     /// This service provider's metadata, for the IdP's administrator.
