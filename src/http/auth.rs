@@ -5,6 +5,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::model::group::GroupRef;
 use crate::model::permissions::{
@@ -99,7 +100,7 @@ pub fn new_api_key_secret() -> (String, String, String) {
     let mut secret = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut id);
     rand::thread_rng().fill_bytes(&mut secret);
-    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let id = hex::encode(id);
     let secret = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret);
     let hash = hash_secret(&secret);
     (id, secret, hash)
@@ -111,10 +112,7 @@ pub fn format_api_key(id: &str, secret: &str) -> String {
 }
 
 fn hash_secret(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// The effective permissions an API key's listed permissions give (requirements applied as
@@ -196,10 +194,6 @@ impl ApiKeyCache {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Checks a presented API key against the store.
 pub async fn authenticate_api_key(state: &AppState, presented: &str) -> Result<Caller, ApiError> {
     let refused = || ApiError::unauthenticated("the API key is unknown, expired or revoked");
@@ -213,7 +207,11 @@ pub async fn authenticate_api_key(state: &AppState, presented: &str) -> Result<C
         .get(&state.store, id, crate::clock::now_ms())
         .await?
         .ok_or_else(refused)?;
-    if !constant_time_eq(hash_secret(secret).as_bytes(), key.secret_hash.as_bytes()) {
+    if !bool::from(
+        hash_secret(secret)
+            .as_bytes()
+            .ct_eq(key.secret_hash.as_bytes()),
+    ) {
         return Err(refused());
     }
     let now = crate::clock::now_ms();

@@ -358,7 +358,7 @@ async fn sign_in(
     )
     .await?;
     if signed.outcome.changes_written > 0 {
-        state.notify_permissions_changed(&signed.outcome);
+        state.count_membership_changes(&signed.outcome);
     }
     Ok(LoginResponse::from_signed(signed))
 }

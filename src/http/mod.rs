@@ -90,9 +90,9 @@ impl AppState {
         })
     }
 
-    /// A sign-in changed memberships. The webhook reads permission changes from the store (so
-    /// it sees every instance's), so nothing needs doing here beyond the metric.
-    pub fn notify_permissions_changed(&self, outcome: &LoginOutcome) {
+    /// Counts a sign-in's membership changes. Nothing else is needed here: the webhook reads
+    /// permission changes from the store, so it sees every instance's.
+    pub fn count_membership_changes(&self, outcome: &LoginOutcome) {
         metrics::counter!("idsync_login_membership_changes_total", "provider" => outcome.provider.name.clone())
             .increment(outcome.changes_written as u64);
     }

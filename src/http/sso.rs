@@ -221,8 +221,7 @@ fn invalid_configuration(message: String) -> ApiError {
 }
 
 fn random_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// A `return_to` on this service's own origin (an absolute URL, or a path), or a refusal: any
@@ -311,7 +310,7 @@ async fn sign_in(state: &AppState, identity: &VerifiedIdentity) -> Result<LoginR
     )
     .await?;
     if signed.outcome.changes_written > 0 {
-        state.notify_permissions_changed(&signed.outcome);
+        state.count_membership_changes(&signed.outcome);
     }
     Ok(LoginResponse::from_signed(signed))
 }

@@ -97,8 +97,7 @@ pub fn attributes_digest(user: &DirectoryUser) -> String {
         hasher.update([0u8]);
         hasher.update(v.as_bytes());
     }
-    let digest = hasher.finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hasher.finalize())
 }
 
 /// The changes one directory entry brings: the mapping evaluation a login would do, plus the
