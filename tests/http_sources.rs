@@ -1181,6 +1181,47 @@ async fn the_openapi_document_lists_the_browser_routes(db: Db) {
     assert_eq!(body["error"]["code"], "unknown_provider");
 }
 
+/// A SAML provider configured by entity id and certificate alone has no address to send
+/// sign-in requests to: the browser start says to set `idp_sso_url`, sets no cookie and writes
+/// nothing.
+async fn saml_start_without_a_sign_in_address_is_refused(db: Db) {
+    let app = TestApp::start(db).await;
+    let idp = Idp::new("https://idp.example.test/metadata");
+    let options = json!({
+        "idp_entity_id": idp.entity_id,
+        "idp_certificate": idp.cert_pem,
+        "sp_entity_id": app.url("/sso/bare-saml/metadata"),
+        "acs_url": app.url("/sso/bare-saml/acs"),
+    });
+    apply_state(
+        app.store(),
+        &format!(
+            "[[providers]]\nname = \"bare-saml\"\nkind = \"saml\"\n[providers.options]\n{}\n",
+            options_toml(&options)
+        ),
+    )
+    .await;
+    let before = row_counts(app.store()).await;
+    let response = app
+        .client
+        .get(app.url("/sso/bare-saml/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 500);
+    assert!(response.headers().get("set-cookie").is_none());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_configuration", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("idp_sso_url"),
+        "{body}"
+    );
+    assert_eq!(row_counts(app.store()).await, before);
+}
+
 macro_rules! on_sqlite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1202,6 +1243,7 @@ on_sqlite!(
     oidc_mapping_test_over_http,
     saml_login_hook_replay_and_metadata,
     saml_acs_after_start,
+    saml_start_without_a_sign_in_address_is_refused,
     saml_signature_wrapping_is_refused,
     saml_mapping_test_records_nothing,
     the_openapi_document_lists_the_browser_routes,
