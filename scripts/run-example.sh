@@ -189,22 +189,11 @@ r = json.load(open(sys.argv[1]))
 def short(names, n=8):
     return ", ".join(names[:n]) + (f", … ({len(names)} in all)" if len(names) > n else "")
 
-def reason(text):
-    try:
-        d = json.loads(text)
-    except ValueError:
-        return text
-    if d.get("kind") == "attribute_matched":
-        return f"mapping #{d['mapping_id']}: {d['value']!r} matches {d['pattern']!r}"
-    if d.get("kind") == "assign_all_users":
-        return f"mapping #{d['mapping_id']} assigns all users"
-    return text
-
 print(f"user {r['user']['username']} (id {r['user']['id']}, permission version {r['user']['permission_version']})")
 print("  groups:      " + ", ".join(r["groups"]))
 print("  permissions: " + short(r["permissions"]))
 for c in r["changes"]:
-    print(f"  change:      {c['action']} {c['group']}: {reason(c['reason'])}")
+    print(f"  change:      {c['action']} {c['group']}: {c['reason']}")
 if not r["changes"]:
     print("  change:      none (the memberships already matched)")
 print(f"  token:       {len(r['token'])} bytes, expires at {r['expires_at']}")

@@ -37,6 +37,13 @@ async fn verified_attributes_login_applies_mappings_and_signs(db: Db) {
     assert!(groups.contains(&"Support".to_owned()), "{groups:?}");
     assert!(groups.contains(&"All Users".to_owned()), "{groups:?}");
     assert_eq!(body["changes"].as_array().unwrap().len(), 2, "{body}");
+    let change = &body["changes"][0];
+    assert_eq!(change["action"], "add", "{body}");
+    assert!(
+        change["reason"].as_str().unwrap().contains("mapping #"),
+        "{body}"
+    );
+    assert!(change["reason_detail"]["kind"].is_string(), "{body}");
     assert!(names(&body["permissions"]).contains(&"Images Modify".to_owned()));
     assert_eq!(body["token_type"], "Bearer");
     let token = body["token"].as_str().unwrap().to_owned();

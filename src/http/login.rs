@@ -92,7 +92,11 @@ pub struct ChangeSummary {
     pub group: String,
     /// `add` or `remove` (or `keep` when only the recorded source changed).
     pub action: String,
+    /// Why, in words (as in the audit log).
     pub reason: String,
+    /// The same reason, structured: `kind`, the mapping, the value and pattern that matched.
+    #[schema(value_type = Object)]
+    pub reason_detail: serde_json::Value,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -130,16 +134,9 @@ impl LoginResponse {
             .changes()
             .map(|decision| ChangeSummary {
                 group: decision.group.name.clone(),
-                action: serde_json::to_value(decision.action)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                reason: serde_json::to_value(&decision.reason)
-                    .map(|v| match v {
-                        serde_json::Value::String(s) => s,
-                        other => other.to_string(),
-                    })
-                    .unwrap_or_default(),
+                action: decision.action.as_str().to_owned(),
+                reason: decision.reason.to_string(),
+                reason_detail: serde_json::to_value(&decision.reason).unwrap_or_default(),
             })
             .collect();
         LoginResponse {

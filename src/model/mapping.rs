@@ -128,6 +128,17 @@ pub enum Action {
 }
 
 impl Action {
+    /// The name used in reports and answers (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Add => "add",
+            Action::Remove => "remove",
+            Action::Keep => "keep",
+            Action::KeepManual => "keep_manual",
+            Action::StayOut => "stay_out",
+        }
+    }
+
     /// Whether applying this decision writes a membership change.
     pub fn changes_membership(self) -> bool {
         matches!(self, Action::Add | Action::Remove)

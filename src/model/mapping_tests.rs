@@ -1714,3 +1714,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn action_names_are_their_serialised_names() {
+    for action in [
+        Action::Add,
+        Action::Remove,
+        Action::Keep,
+        Action::KeepManual,
+        Action::StayOut,
+    ] {
+        assert_eq!(
+            serde_json::to_value(action).unwrap(),
+            serde_json::json!(action.as_str())
+        );
+    }
+}
