@@ -7,11 +7,12 @@ use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::login::LoginError;
 use crate::model::group::GroupRef;
 use crate::model::permissions::{
     self, Action, Denied, Grant, GroupFacts, Permission, PermissionSet,
 };
-use crate::store::{Actor, ApiKeyRecord, ApiKeyStore, MembershipStore, SessionStore, UserRecord};
+use crate::store::{Actor, ApiKeyRecord, ApiKeyStore, UserRecord};
 
 use super::{ApiError, AppState};
 
@@ -235,21 +236,15 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Caller,
         .verify_with_reload(&state.store, token, now_ms / 1000)
         .await?;
     let ended = || ApiError::unauthenticated("the session has ended or was revoked; sign in again");
-    let user_id: i64 = claims.sub.parse().map_err(|_| ended())?;
-    let user = state.store.user_by_id(user_id).await?.ok_or_else(ended)?;
-    if user.disabled || claims.auth_time.saturating_mul(1000) < user.sessions_revoked_before {
-        return Err(ended());
-    }
-    if let Some(session) = state.store.session(&claims.sid).await? {
-        if session.revoked {
-            return Err(ended());
-        }
-    }
-    let memberships = state.store.memberships(user.id).await?;
-    let access = state
-        .cache
-        .current_access(&state.store, &memberships)
-        .await?;
+    let (user, access) = crate::login::session_access(&state.store, &state.cache, &claims)
+        .await
+        .map_err(|e| match e {
+            // A disabled or deleted user, or a revoked session: the token no longer counts.
+            LoginError::Disabled(_) | LoginError::UnknownUser | LoginError::SessionRevoked => {
+                ended()
+            }
+            other => other.into(),
+        })?;
     Ok(Caller {
         permissions: *access.permissions.effective_set(),
         principal: Principal::User {

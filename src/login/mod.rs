@@ -399,10 +399,26 @@ where
 {
     let now = now_ms / 1000;
     let previous = signer.verify_with_reload(store, token, now).await?;
-    let user_id: i64 = previous.sub.parse().map_err(|_| LoginError::UnknownUser)?;
+    let (user, access) = session_access(store, cache, &previous).await?;
+    let subject = token_subject(&user, &access);
+    Ok(signer.refresh(&previous, &subject, now)?)
+}
+
+/// The user of a verified token and their access as it stands now, provided the token's session
+/// still runs: the user exists and is enabled, and neither this session nor all of the user's
+/// sessions were revoked. Used by refresh and by every call made with a token.
+pub async fn session_access<S>(
+    store: &S,
+    cache: &ConfigCache,
+    claims: &Claims,
+) -> Result<(UserRecord, std::sync::Arc<EffectiveAccess>), LoginError>
+where
+    S: ConfigStore + MembershipStore + SessionStore,
+{
+    let user_id: i64 = claims.sub.parse().map_err(|_| LoginError::UnknownUser)?;
     // The user, their memberships and the configuration version in one read; no provider's
     // attributes are needed.
-    let snapshot = store.login_snapshot(&previous.username, "").await?;
+    let snapshot = store.login_snapshot(&claims.username, "").await?;
     let user = snapshot
         .user
         .filter(|user| user.id == user_id)
@@ -412,10 +428,10 @@ where
     }
     // A session lives in its tokens; the store keeps only revocations: of this session, or of
     // every session of the user that began before an instant.
-    if previous.auth_time.saturating_mul(1000) < user.sessions_revoked_before {
+    if claims.auth_time.saturating_mul(1000) < user.sessions_revoked_before {
         return Err(LoginError::SessionRevoked);
     }
-    if let Some(session) = store.session(&previous.sid).await? {
+    if let Some(session) = store.session(&claims.sid).await? {
         if session.revoked || session.user_id != user.id {
             return Err(LoginError::SessionRevoked);
         }
@@ -427,6 +443,5 @@ where
         Some(access) => access,
         None => std::sync::Arc::new(load_access(store, &snapshot.memberships).await?),
     };
-    let subject = token_subject(&user, &access);
-    Ok(signer.refresh(&previous, &subject, now)?)
+    Ok((user, access))
 }
