@@ -96,14 +96,14 @@ step "idsync apply examples/state.toml"
 idsync apply "$work/state.toml"
 step "idsync mappings test --provider corp-ldap --claims examples/claims/alice-ldap.json"
 idsync mappings test --provider corp-ldap --claims examples/claims/alice-ldap.json
-step "idsync login --provider corp-ldap --claims examples/claims/alice-ldap.json"
-token=$(idsync login --provider corp-ldap --claims examples/claims/alice-ldap.json --json |
+step "idsync login --provider okta --claims examples/claims/bob-okta.json (attributes verified by the pipeline)"
+token=$(idsync login --provider okta --claims examples/claims/bob-okta.json --json |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
 echo "signed in; token of ${#token} bytes"
 step "idsync token verify TOKEN"
 idsync token verify "$token"
-step "idsync audit --user alice --limit 5"
-idsync audit --user alice --limit 5
+step "idsync audit --user bob --limit 5"
+idsync audit --user bob --limit 5
 
 # ---- 2. the identity providers -------------------------------------------------------------
 

@@ -11,7 +11,15 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// Sections an environment variable may override (`IDSYNC_DATABASE__URL` → `database.url`).
-const SECTIONS: &[&str] = &["database", "tokens", "http", "log", "scheduler", "webhook"];
+const SECTIONS: &[&str] = &[
+    "database",
+    "tokens",
+    "http",
+    "log",
+    "scheduler",
+    "webhook",
+    "security",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -92,6 +100,32 @@ pub struct Config {
     pub log: LogConfig,
     pub scheduler: SchedulerConfig,
     pub webhook: WebhookConfig,
+    pub security: SecurityConfig,
+}
+
+/// Brute-force protection and the record of refused sign-ins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Lockouts after repeated failed password sign-ins, per username and per client address.
+    pub lockout: crate::model::lockout::LockoutPolicy,
+    /// How long refused sign-ins are kept (days).
+    pub event_retention_days: u64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            lockout: crate::model::lockout::LockoutPolicy::default(),
+            event_retention_days: 30,
+        }
+    }
+}
+
+impl SecurityConfig {
+    pub fn retention_ms(&self) -> i64 {
+        i64::try_from(self.event_retention_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +201,12 @@ pub struct HttpConfig {
     pub state_secret_file: Option<PathBuf>,
     /// How often the signing keys are re-read from the store (another instance may rotate).
     pub key_reload_secs: u64,
+    /// Peers (reverse proxies, or a login pipeline that relays its users' sign-ins) whose
+    /// `X-Forwarded-For` names the client; from anyone else the header is ignored. The client
+    /// address is what brute-force protection counts per address and what refusals record.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How long a request body may take to arrive (a slow sender holds a connection).
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -178,6 +218,8 @@ impl Default for HttpConfig {
             state_secret: None,
             state_secret_file: None,
             key_reload_secs: 60,
+            trusted_proxies: Vec::new(),
+            body_read_timeout_secs: 10,
         }
     }
 }

@@ -206,7 +206,7 @@ attributes = ["engineering"]
         "--id-token",
         &token_file,
     ]);
-    assert!(err.contains("needs a oidc provider"), "{err}");
+    assert!(err.contains("does not take \"id_token\" evidence"), "{err}");
 }
 
 #[tokio::test]

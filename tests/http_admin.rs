@@ -17,6 +17,7 @@ const STATE: &str = r#"
 [[providers]]
 name = "sso"
 kind = "oidc"
+options = { accept_verified_attributes = true }
 
 [[providers]]
 name = "corp"

@@ -71,6 +71,10 @@ fn location(response: &reqwest::Response) -> String {
         .to_string()
 }
 
+async fn refusal(app: &TestApp, answer: &Value) -> idsync::store::SecurityEvent {
+    app.refusal(answer).await
+}
+
 async fn json_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
@@ -265,8 +269,15 @@ async fn ldap_password_login_over_http(db: Db) {
         .await;
     assert_eq!(status, 401, "{unknown}");
     assert_eq!(
-        unknown["error"], wrong["error"],
+        (&unknown["error"]["code"], &unknown["error"]["message"]),
+        (&wrong["error"]["code"], &wrong["error"]["message"]),
         "an unknown user and a wrong password get one answer"
+    );
+    // The reason is on record, under the correlation id the caller was given.
+    let event = refusal(app, &wrong).await;
+    assert_eq!(
+        (event.reason.as_str(), event.username.as_deref()),
+        ("invalid_credentials", Some("u01"))
     );
     let (status, empty) = app
         .post("/api/v1/login/corp", None, &password("u01", ""))
@@ -601,10 +612,7 @@ async fn oidc_browser_flow(db: Db) {
     )
     .await;
     assert_eq!(status, 401, "{tampered}");
-    assert!(tampered["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("state"));
+    assert_eq!(refusal(app, &tampered).await.reason, "oidc_state");
     let (status, no_cookie) =
         json_of(browser.get(callback_url(&state)).send().await.unwrap()).await;
     assert_eq!(status, 400, "{no_cookie}");
@@ -674,6 +682,25 @@ async fn oidc_browser_flow(db: Db) {
     url.query_pairs_mut()
         .append_pair("code", &callback.code)
         .append_pair("state", callback.state.as_deref().unwrap());
+    // The provider announces RFC 9207: a callback without its `iss` may come from another
+    // provider (a mix-up) and is refused before the code is spent.
+    let before = row_counts(app.store()).await;
+    let (status, mixed_up) = json_of(
+        browser
+            .get(url.as_str())
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401, "{mixed_up}");
+    assert_eq!(refusal(app, &mixed_up).await.reason, "oidc_callback_issuer");
+    assert_eq!(row_counts(app.store()).await, before);
+    url.query_pairs_mut().append_pair(
+        "iss",
+        callback.iss.as_deref().expect("the provider sends iss"),
+    );
     let (status, body) = json_of(
         browser
             .get(url.as_str())
@@ -697,10 +724,9 @@ async fn oidc_browser_flow(db: Db) {
     .await;
     assert_eq!(status, 401, "{denied}");
     assert_eq!(denied["error"]["code"], "provider_error");
-    assert!(denied["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("access_denied"));
+    let event = refusal(app, &denied).await;
+    assert_eq!(event.reason, "provider_error");
+    assert!(event.detail.contains("access_denied"), "{}", event.detail);
 
     // An OpenID provider has no SAML metadata.
     let (status, body) = app.get("/sso/idp/metadata", None).await;
@@ -751,12 +777,23 @@ async fn oidc_mapping_test_over_http(db: Db) {
     .await;
     assert_eq!(names(&report["groups_after"]), ["Sales", "All Users"]);
 
-    // Attributes and claims: Auth View is enough (nobody is signed in).
+    // Evidence is verified by the sign-in's own rules: verified attributes are refused for a
+    // provider that verifies its own evidence, even in a test. Claims are for trying values.
+    let (status, body) = app
+        .post(
+            "/api/v1/mappings/test",
+            Some(&admin),
+            &json!({"provider": "idp", "evidence": {
+                "type": "verified_attributes", "username": "carol", "groups": ["sales"],
+            }}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
     let report = mapping_test(
         app,
         &admin,
-        &json!({"provider": "idp", "evidence": {
-            "type": "verified_attributes", "username": "carol", "groups": ["sales", "engineering"],
+        &json!({"provider": "idp", "claims": {
+            "username": "carol", "groups": ["sales", "engineering"],
         }}),
     )
     .await;
@@ -884,10 +921,7 @@ async fn saml_login_hook_replay_and_metadata(db: Db) {
         .await;
     assert_eq!(status, 401, "{replay}");
     assert_eq!(replay["error"]["code"], "invalid_evidence");
-    assert!(replay["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("replay"));
+    assert_eq!(refusal(app, &replay).await.reason, "replay");
     let (status, unknown) = app
         .post(
             &path,
@@ -1017,10 +1051,7 @@ async fn saml_acs_after_start(db: Db) {
     let before = row_counts(app.store()).await;
     let (status, replay) = json_of(post(Some(&cookie), &encoded).await.unwrap()).await;
     assert_eq!(status, 401, "{replay}");
-    assert!(replay["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("replay"));
+    assert_eq!(refusal(app, &replay).await.reason, "replay");
 
     // An XSW variant through the ACS, with a valid cookie: refused, nothing written.
     let mut fresh = spec.clone().with_fresh_ids();
@@ -1212,8 +1243,10 @@ async fn saml_start_without_a_sign_in_address_is_refused(db: Db) {
     assert!(response.headers().get("set-cookie").is_none());
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_configuration", "{body}");
+    // The browser is not told the server's configuration; the log is (under this id).
+    assert!(body["error"]["correlation_id"].is_string(), "{body}");
     assert!(
-        body["error"]["message"]
+        !body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("idp_sso_url"),

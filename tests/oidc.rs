@@ -172,7 +172,13 @@ async fn the_code_flow_with_pkce_signs_the_user_in() {
     // The code is single-use.
     let again = env
         .source
-        .complete_login(&pending, &pending.state, &callback.code, None, now())
+        .complete_login(
+            &pending,
+            &pending.state,
+            &callback.code,
+            callback.iss.as_deref(),
+            now(),
+        )
         .await;
     assert!(matches!(again, Err(OidcError::Exchange(_))), "{again:?}");
 }
@@ -320,9 +326,10 @@ async fn forged_and_altered_tokens_are_refused_without_writes() {
 }
 
 #[tokio::test]
-async fn unknown_key_ids_cause_at_most_one_refetch_per_cooldown() {
+async fn unknown_key_ids_are_read_again_sparingly_and_answered_with_retry() {
     let env = env().await;
     env.provider.reset_jwks_fetches().await;
+    let t0 = now();
     for i in 0..40 {
         let token = env
             .provider
@@ -330,30 +337,88 @@ async fn unknown_key_ids_cause_at_most_one_refetch_per_cooldown() {
             .await;
         let err = env
             .source
-            .verify_id_token(&token, None, None, now())
+            .verify_id_token(&token, None, None, t0)
             .await
             .unwrap_err();
-        assert!(matches!(err, OidcError::UnknownKey), "{err}");
+        // The first made-up key id causes a read, after which the provider has said it does
+        // not publish the key; the rest cannot be judged until keys may be read again, and
+        // are told to come back rather than told something false.
+        if i == 0 {
+            assert!(matches!(err, OidcError::UnknownKey), "{err}");
+        } else {
+            assert!(
+                matches!(err, OidcError::KeysUnavailable { retry_after_secs, .. } if retry_after_secs <= 5),
+                "{err}"
+            );
+        }
     }
     assert_eq!(
         env.provider.jwks_fetches().await,
         1,
-        "one refetch for the whole flood"
+        "one read for the whole flood"
     );
     // Valid tokens keep working meanwhile.
     let good = env.provider.sign(&claims(&env), None).await;
     env.source
-        .verify_id_token(&good, None, None, now())
+        .verify_id_token(&good, None, None, t0)
         .await
         .unwrap();
-    // After the cooldown another refetch is allowed.
-    let later = now() + 31;
-    let token = env
+
+    // A genuine rotation right after the made-up key id is accepted within 5 s.
+    env.provider.rotate_keys().await;
+    let rotated = env.provider.sign(&claims(&env), None).await;
+    let err = env
+        .source
+        .verify_id_token(&rotated, None, None, t0 + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OidcError::KeysUnavailable { .. }), "{err}");
+    env.source
+        .verify_id_token(&rotated, None, None, t0 + 5)
+        .await
+        .unwrap();
+
+    // A sustained flood costs one read per cooldown (30 s) on average.
+    env.provider.reset_jwks_fetches().await;
+    let bogus = env
         .provider
-        .sign(&claims(&env), Some(&json!({"kid": "bogus-late"})))
+        .sign(&claims(&env), Some(&json!({"kid": "bogus-flood"})))
         .await;
-    let _ = env.source.verify_id_token(&token, None, None, later).await;
-    assert_eq!(env.provider.jwks_fetches().await, 2);
+    for second in 0..300 {
+        for _ in 0..5 {
+            let _ = env
+                .source
+                .verify_id_token(&bogus, None, None, t0 + 10 + second)
+                .await;
+        }
+    }
+    let fetches = env.provider.jwks_fetches().await;
+    assert!(fetches <= 300 / 30 + 2, "{fetches} reads in 300 s");
+}
+
+#[tokio::test]
+async fn a_key_the_provider_stopped_publishing_stops_verifying_after_the_next_read() {
+    let env = env().await;
+    let old = env.provider.sign(&claims(&env), None).await;
+    env.source
+        .verify_id_token(&old, None, None, now())
+        .await
+        .unwrap();
+    env.provider.rotate_keys().await;
+    env.provider.drop_older_keys().await;
+    // Within the keys' allowed age the old key still verifies: nothing was read yet.
+    env.source
+        .verify_id_token(&old, None, None, now() + 60)
+        .await
+        .unwrap();
+    // Past it (oidc-provider sends no Cache-Control: the option's 10 minutes), the keys are
+    // read again and the dropped key no longer verifies.
+    let err = env
+        .source
+        .verify_id_token(&old, None, None, now() + 601)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OidcError::UnknownKey), "{err}");
 }
 
 #[tokio::test]

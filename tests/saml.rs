@@ -7,8 +7,9 @@ mod saml;
 mod support;
 
 use base64::Engine as _;
-use idsync::login;
+use idsync::login::{self, SignInError, SignInRequest};
 use idsync::sources::saml::{SamlError, SamlOptions, SamlSource};
+use idsync::sources::{Evidence, Purpose, SourceRegistry, VerifyContext, VerifyError};
 use saml::{attacks, Idp, ResponseSpec};
 use support::{apply_state, Db, TestDb};
 
@@ -20,13 +21,14 @@ struct Env {
     idp: Idp,
     source: SamlSource,
     db: TestDb,
+    signer: idsync::signer::Signer,
 }
 
 fn now() -> i64 {
     idsync::clock::now_secs()
 }
 
-fn options(idp: &Idp, extra: serde_json::Value) -> SamlOptions {
+fn options_json(idp: &Idp, extra: &serde_json::Value) -> serde_json::Value {
     let mut options = serde_json::json!({
         "idp_metadata": idp.metadata_xml,
         "sp_entity_id": SP,
@@ -36,19 +38,34 @@ fn options(idp: &Idp, extra: serde_json::Value) -> SamlOptions {
     for (k, v) in extra.as_object().unwrap() {
         options[k] = v.clone();
     }
-    SamlOptions::from_json(&options).unwrap()
+    options
+}
+
+fn options(idp: &Idp, extra: serde_json::Value) -> SamlOptions {
+    SamlOptions::from_json(&options_json(idp, &extra)).unwrap()
 }
 
 async fn env_with(extra: serde_json::Value) -> Env {
     let idp = Idp::new("https://idp.example.com/metadata");
-    let source = SamlSource::new(PROVIDER, options(&idp, extra)).unwrap();
+    let source = SamlSource::new(PROVIDER, options(&idp, extra.clone())).unwrap();
     let db = TestDb::new(Db::Sqlite).await;
+    // The provider as stored, with the same options: sign-ins build their adapter from it.
+    let options: toml::Value = serde_json::from_value(options_json(&idp, &extra)).unwrap();
+    let mut provider = toml::map::Map::new();
+    provider.insert("name".into(), PROVIDER.into());
+    provider.insert("kind".into(), "saml".into());
+    provider.insert("options".into(), options);
+    let mut state = toml::map::Map::new();
+    state.insert(
+        "providers".into(),
+        toml::Value::Array(vec![toml::Value::Table(provider)]),
+    );
     apply_state(
         &db.store,
-        r#"
-[[providers]]
-name = "corp-saml"
-kind = "saml"
+        &format!(
+            "{}{}",
+            toml::to_string(&state).unwrap(),
+            r#"
 
 [[groups]]
 name = "Engineering"
@@ -64,10 +81,17 @@ permissions = ["Global Admin"]
 [[groups.mappings]]
 provider = "corp-saml"
 attributes = ["Domain Admins", "admins"]
-"#,
+"#
+        ),
     )
     .await;
-    Env { idp, source, db }
+    let signer = support::signer(&db.store).await;
+    Env {
+        idp,
+        source,
+        db,
+        signer,
+    }
 }
 
 async fn env() -> Env {
@@ -82,30 +106,35 @@ fn b64(xml: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(xml)
 }
 
-/// Verifies, records the assertion id and signs the user in.
-async fn accept(env: &Env, encoded: &str, requests: &[String]) -> Result<Vec<String>, SamlError> {
-    let identity = login::accept_saml_response(
+/// Signs the user in through the one sign-in path (verification, single use, login).
+async fn accept(env: &Env, encoded: &str, requests: &[String]) -> Result<Vec<String>, SignInError> {
+    let request = SignInRequest {
+        provider: PROVIDER.into(),
+        evidence: Evidence::SamlResponse {
+            saml_response: encoded.into(),
+            request_ids: requests.to_vec(),
+        },
+        context: VerifyContext::new(idsync::clock::now_ms(), Purpose::SignIn),
+    };
+    let (identity, signed) = login::sign_in(
         &env.db.store,
-        &env.source,
-        PROVIDER,
-        encoded,
-        requests,
-        idsync::clock::now_ms(),
+        &login::ConfigCache::new(),
+        &env.signer,
+        &SourceRegistry::new(),
+        request,
+        &login::RefusalLog::default(),
     )
     .await?;
     assert_eq!(
         identity.username, "alice@example.com",
         "never a forged identity"
     );
-    let signer = support::signer(&env.db.store).await;
-    let signed = login::login(&env.db.store, &signer, &identity, idsync::clock::now_ms())
-        .await
-        .unwrap();
     Ok(signed.claims.groups)
 }
 
 async fn assert_refused(env: &Env, name: &str, encoded: &str, requests: &[String]) {
     let before = support::row_counts(&env.db.store).await;
+    let events = support::security_events(&env.db.store).await.len();
     let err = accept(env, encoded, requests)
         .await
         .expect_err(&format!("{name} must be refused"));
@@ -113,7 +142,14 @@ async fn assert_refused(env: &Env, name: &str, encoded: &str, requests: &[String
     assert_eq!(
         support::row_counts(&env.db.store).await,
         before,
-        "{name}: a refusal writes nothing ({err})"
+        "{name}: a refusal writes nothing but its record ({err})"
+    );
+    let recorded = support::security_events(&env.db.store).await;
+    assert_eq!(recorded.len(), events + 1, "{name}: one security event");
+    assert_eq!(recorded[0].reason, err.reason(), "{name}");
+    assert!(
+        !recorded[0].detail.contains(encoded) && !recorded[0].detail.contains("<samlp:"),
+        "{name}: the record never holds the response"
     );
 }
 
@@ -141,7 +177,10 @@ async fn a_replayed_assertion_is_refused() {
     let err = accept(&env, &encoded, &outstanding(&spec))
         .await
         .unwrap_err();
-    assert!(matches!(err, SamlError::Replay(_)), "{err}");
+    assert!(
+        matches!(err, SignInError::Verify(VerifyError::Replay { .. })),
+        "{err}"
+    );
     assert_eq!(support::row_counts(&env.db.store).await, before);
 }
 
@@ -221,7 +260,11 @@ async fn specific_refusals_name_the_problem() {
 
     let mut spec = valid.clone().with_fresh_ids();
     spec.algorithm = saml::SigAlg::RsaSha1;
-    assert!(matches!(check(&spec), Err(SamlError::InvalidSignature)));
+    let err = check(&spec).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "SHA-1 signatures are refused (the response uses http://www.w3.org/2000/09/xmldsig#rsa-sha1)"
+    );
 
     let oversized = "A".repeat(400 * 1024);
     assert!(matches!(

@@ -31,6 +31,7 @@ kind = "ldap"
 [providers.options]
 url = "{url}"
 allow_plain = true
+accept_verified_attributes = true
 bind_dn = "{bind_dn}"
 bind_password_file = "{password}"
 user_base_dn = "ou=People,{BASE}"

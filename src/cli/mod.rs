@@ -12,6 +12,7 @@ use crate::declarative::{self, StateFileError};
 use crate::login::{self, LoginError, VerifiedIdentity};
 use crate::report::{self, IdentityReport};
 use crate::signer::{Signer, SignerError};
+use crate::sources::{Evidence, Purpose, SourceRegistry, VerifyContext};
 use crate::store::{
     Actor, AuditQuery, AuditStore, ConfigStore, MembershipStore, SqlStore, StoreError,
 };
@@ -34,6 +35,10 @@ pub enum CliError {
     Signer(#[from] SignerError),
     #[error(transparent)]
     Ldap(#[from] crate::sources::ldap::LdapError),
+    #[error(transparent)]
+    Verify(#[from] crate::sources::VerifyError),
+    #[error(transparent)]
+    SignIn(#[from] crate::login::SignInError),
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
     #[error("{path}: {message}")]
@@ -327,7 +332,22 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Mappings(MappingsCommand::Test { sample, json }) => {
-            let identity = resolve_identity(&store, &sample, false).await?;
+            let identity = match sample_evidence(&sample, Purpose::Test)? {
+                Sample::Claims(identity) => identity,
+                Sample::Evidence(evidence, file) => {
+                    let record = store.provider(&sample.provider).await?;
+                    let context = VerifyContext::new(now, Purpose::Test);
+                    crate::sources::verify(
+                        &store,
+                        &SourceRegistry::new(),
+                        &record,
+                        evidence,
+                        &context,
+                    )
+                    .await
+                    .map_err(|e| refused_sample(file, e))?
+                }
+            };
             let exists = store.user_by_name(&identity.username).await?.is_some();
             let outcome = login::preview(&store, &identity, now).await?;
             let report = IdentityReport::new(&identity, exists, &outcome);
@@ -335,10 +355,52 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Login { sample, json } => {
-            let identity = resolve_identity(&store, &sample, true).await?;
+            let (evidence, file) = match sample_evidence(&sample, Purpose::SignIn)? {
+                Sample::Evidence(evidence, file) => (evidence, file),
+                Sample::Claims(identity) => (
+                    Evidence::VerifiedAttributes {
+                        username: identity.username,
+                        groups: identity.group_values,
+                        attributes: identity.attributes,
+                    },
+                    sample.claims.clone(),
+                ),
+            };
             let signer = Signer::load(&store, &config.tokens, now / 1000).await?;
-            let exists = store.user_by_name(&identity.username).await?.is_some();
-            let signed = login::login(&store, &signer, &identity, now).await?;
+            // Whether the sign-in creates the user, as far as the evidence names them before it
+            // is verified (an ID token or SAML response names nobody until then).
+            let exists = match evidence.claimed_username() {
+                Some(name) => store.user_by_name(name).await?.is_some(),
+                None => false,
+            };
+            // Whoever runs the command line holds the database: a trusted pipeline. The
+            // evidence goes through the same checks and the same record of refusals as over
+            // HTTP.
+            let context = VerifyContext {
+                authenticated: true,
+                trusted_pipeline: true,
+                lockout: config.security.lockout,
+                ..VerifyContext::new(now, Purpose::SignIn)
+            };
+            let request = login::SignInRequest {
+                provider: sample.provider.clone(),
+                evidence,
+                context,
+            };
+            let log = login::RefusalLog {
+                retention_ms: config.security.retention_ms(),
+                correlation_id: None,
+            };
+            let (identity, signed) = login::sign_in(
+                &store,
+                &login::ConfigCache::new(),
+                &signer,
+                &SourceRegistry::new(),
+                request,
+                &log,
+            )
+            .await
+            .map_err(|e| refused_sample(file, e))?;
             let report = IdentityReport::new(&identity, exists, &signed.outcome);
             if json {
                 let mut doc = serde_json::to_value(&report).unwrap_or_default();
@@ -663,166 +725,80 @@ async fn sync_command(
     })
 }
 
-/// The identity a mapping test or a login works on: from a claims file, a verified ID token or
-/// SAML response, or from the directory. `signing_in` is false for a mapping test, which
-/// records nothing (not even a SAML assertion id) and asks for no password.
-async fn resolve_identity(
-    store: &SqlStore,
-    sample: &SampleArgs,
-    signing_in: bool,
-) -> Result<VerifiedIdentity, CliError> {
+/// What a sample names: a claims document (an identity as the admin says a provider would
+/// send it) or evidence to verify.
+enum Sample {
+    Claims(VerifiedIdentity),
+    /// Evidence, and the file it was read from (named in a refusal).
+    Evidence(Evidence, Option<PathBuf>),
+}
+
+/// A refusal of a sample's evidence, naming the file it came from.
+fn refused_sample(file: Option<PathBuf>, error: impl std::fmt::Display) -> CliError {
+    CliError::Input {
+        path: file.map_or_else(|| "command line".into(), |f| f.display().to_string()),
+        message: error.to_string(),
+    }
+}
+
+/// The evidence of a mapping test or a command-line sign-in: a claims file, an ID token or
+/// SAML response file, or an LDAP username (a sign-in reads the password from standard input
+/// or IDSYNC_PASSWORD; a test looks the user up without one).
+fn sample_evidence(sample: &SampleArgs, purpose: Purpose) -> Result<Sample, CliError> {
     if sample.claims.is_some() {
-        return read_identity(sample);
+        return Ok(Sample::Claims(read_identity(sample)?));
     }
     if let Some(path) = &sample.id_token {
-        return id_token_identity(store, sample, path).await;
-    }
-    if let Some(path) = &sample.saml_response {
-        return saml_identity(store, sample, path, signing_in).await;
-    }
-    let input = |message: &str| CliError::Input {
-        path: "command line".into(),
-        message: message.to_string(),
-    };
-    let username = sample.user.as_deref().ok_or_else(|| {
-        input(
-            "pass --claims FILE, --id-token FILE, --saml-response FILE, or --user NAME for an \
-             LDAP provider",
-        )
-    })?;
-    let record = store.provider(&sample.provider).await?;
-    if record.provider.kind != model::mapping::ProviderKind::Ldap {
-        return Err(input(
-            "without --claims only an LDAP provider can look a user up; pass --claims FILE, \
-             --id-token FILE or --saml-response FILE",
+        let token = read_capped(path, MAX_SAMPLE_BYTES)?;
+        return Ok(Sample::Evidence(
+            Evidence::IdToken {
+                id_token: token.trim().to_owned(),
+                nonce: sample.nonce.clone(),
+                access_token: None,
+            },
+            Some(path.clone()),
         ));
     }
-    let options = crate::sources::ldap::LdapOptions::from_json(&record.options)
-        .map_err(crate::sources::ldap::LdapError::from)?;
-    let directory = crate::sources::ldap::Directory::new(options)?;
-    if signing_in {
-        let password = match std::env::var("IDSYNC_PASSWORD") {
-            Ok(p) => p,
-            Err(_) => {
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line)?;
-                line.trim_end_matches(['\r', '\n']).to_string()
-            }
+    if let Some(path) = &sample.saml_response {
+        let text = read_capped(path, MAX_SAMPLE_BYTES)?;
+        // A saved response may be the XML itself or the base64 form field.
+        let encoded = if text.trim_start().starts_with('<') {
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text.trim())
+        } else {
+            text.split_whitespace().collect()
         };
-        Ok(
-            crate::sources::ldap::authenticate(&directory, &sample.provider, username, &password)
-                .await?,
-        )
-    } else {
-        Ok(crate::sources::ldap::lookup(&directory, username)
-            .await?
-            .into_identity(&sample.provider))
+        return Ok(Sample::Evidence(
+            Evidence::SamlResponse {
+                saml_response: encoded,
+                request_ids: sample.request_ids.clone(),
+            },
+            Some(path.clone()),
+        ));
     }
-}
-
-/// The provider record of a sample, refused unless it is of `kind`.
-async fn sample_provider(
-    store: &SqlStore,
-    sample: &SampleArgs,
-    kind: model::mapping::ProviderKind,
-    flag: &str,
-) -> Result<crate::store::ProviderRecord, CliError> {
-    let record = store.provider(&sample.provider).await?;
-    if record.provider.kind != kind {
-        return Err(CliError::Input {
-            path: flag.into(),
-            message: format!(
-                "provider {:?} is a {} provider; {flag} needs a {} provider",
-                sample.provider,
-                record.provider.kind.as_str(),
-                kind.as_str()
-            ),
-        });
-    }
-    Ok(record)
-}
-
-/// Verifies an ID token against its provider (discovery and keys over the network).
-async fn id_token_identity(
-    store: &SqlStore,
-    sample: &SampleArgs,
-    path: &Path,
-) -> Result<VerifiedIdentity, CliError> {
-    use crate::sources::oidc::{OidcOptions, OidcSource};
-    let record = sample_provider(
-        store,
-        sample,
-        model::mapping::ProviderKind::Oidc,
-        "--id-token",
-    )
-    .await?;
-    let token = read_capped(path, MAX_SAMPLE_BYTES)?;
-    let refused = |message: String| CliError::Input {
-        path: path.display().to_string(),
-        message,
-    };
-    let options = OidcOptions::from_json(&record.options).map_err(|e| refused(e.to_string()))?;
-    let source = OidcSource::discover(&sample.provider, options)
-        .await
-        .map_err(|e| refused(e.to_string()))?;
-    source
-        .verify_id_token(
-            token.trim(),
-            sample.nonce.as_deref(),
+    let username = sample.user.clone().ok_or_else(|| CliError::Input {
+        path: "command line".into(),
+        message: "pass --claims FILE, --id-token FILE, --saml-response FILE, or --user NAME for \
+                  an LDAP provider"
+            .into(),
+    })?;
+    if purpose == Purpose::Test {
+        return Ok(Sample::Evidence(
+            Evidence::DirectoryLookup { username },
             None,
-            clock::now_secs(),
-        )
-        .await
-        .map_err(|e| refused(e.to_string()))
-}
-
-/// Verifies a SAML response; a sign-in also records its assertion id (a replay is refused),
-/// a mapping test does not.
-async fn saml_identity(
-    store: &SqlStore,
-    sample: &SampleArgs,
-    path: &Path,
-    signing_in: bool,
-) -> Result<VerifiedIdentity, CliError> {
-    use crate::sources::saml::{SamlOptions, SamlSource};
-    let record = sample_provider(
-        store,
-        sample,
-        model::mapping::ProviderKind::Saml,
-        "--saml-response",
-    )
-    .await?;
-    let text = read_capped(path, MAX_SAMPLE_BYTES)?;
-    let refused = |message: String| CliError::Input {
-        path: path.display().to_string(),
-        message,
-    };
-    let options = SamlOptions::from_json(&record.options).map_err(|e| refused(e.to_string()))?;
-    let source = SamlSource::new(&sample.provider, options).map_err(|e| refused(e.to_string()))?;
-    // A saved response may be the XML itself or the base64 form field.
-    let encoded = if text.trim_start().starts_with('<') {
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text.trim())
-    } else {
-        text.split_whitespace().collect()
-    };
-    let now = clock::now_ms();
-    if signing_in {
-        login::accept_saml_response(
-            store,
-            &source,
-            &sample.provider,
-            &encoded,
-            &sample.request_ids,
-            now,
-        )
-        .await
-        .map_err(|e| refused(e.to_string()))
-    } else {
-        source
-            .verify_response(&encoded, &sample.request_ids, now / 1000)
-            .map(|verified| verified.identity)
-            .map_err(|e| refused(e.to_string()))
+        ));
     }
+    let password = match std::env::var("IDSYNC_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    Ok(Sample::Evidence(
+        Evidence::Password { username, password },
+        None,
+    ))
 }
 
 fn print_report(report: &IdentityReport, json: bool) {
@@ -860,7 +836,7 @@ pub fn read_identity(sample: &SampleArgs) -> Result<VerifiedIdentity, CliError> 
         });
     };
     let text = read_capped(claims, MAX_SAMPLE_BYTES)?;
-    identity_from_claims(
+    crate::sources::identity_from_claims(
         &sample.provider,
         &text,
         sample.user.as_deref(),
@@ -869,50 +845,5 @@ pub fn read_identity(sample: &SampleArgs) -> Result<VerifiedIdentity, CliError> 
     .map_err(|message| CliError::Input {
         path: claims.display().to_string(),
         message,
-    })
-}
-
-/// Builds an identity from a claims JSON document. Pure.
-pub fn identity_from_claims(
-    provider: &str,
-    text: &str,
-    user: Option<&str>,
-    groups_claim: &str,
-) -> Result<VerifiedIdentity, String> {
-    let claims: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        format!(
-            "not valid JSON at line {} column {}: {e}",
-            e.line(),
-            e.column()
-        )
-    })?;
-    identity_from_claims_value(provider, claims, user, groups_claim)
-}
-
-/// Builds an identity from parsed claims (the HTTP mapping test sends them as JSON). Pure.
-pub fn identity_from_claims_value(
-    provider: &str,
-    claims: serde_json::Value,
-    user: Option<&str>,
-    groups_claim: &str,
-) -> Result<VerifiedIdentity, String> {
-    if !claims.is_object() {
-        return Err("expected a JSON object of claims, e.g. {\"username\": \"alice\", \"groups\": [\"devs\"]}".into());
-    }
-    let username = match user {
-        Some(u) => u.to_string(),
-        None => ["username", "preferred_username", "uid", "sub"]
-            .iter()
-            .find_map(|k| claims.get(*k).and_then(|v| v.as_str()))
-            .map(str::to_string)
-            .ok_or("no username: pass --user or put \"username\" in the claims")?,
-    };
-    let group_values =
-        crate::model::claims::group_values(&claims, groups_claim).map_err(|e| e.to_string())?;
-    Ok(VerifiedIdentity {
-        provider: provider.to_string(),
-        username,
-        group_values,
-        attributes: claims,
     })
 }

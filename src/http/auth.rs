@@ -49,11 +49,14 @@ impl Caller {
         })
     }
 
+    /// Whether the caller holds `permission` (Global Admin holds all).
+    pub fn holds(&self, permission: Permission) -> bool {
+        self.permissions.contains(Permission::GlobalAdmin) || self.permissions.satisfies(permission)
+    }
+
     /// Refuses unless the caller holds `permission` (Global Admin holds all).
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
-        if self.permissions.contains(Permission::GlobalAdmin)
-            || self.permissions.satisfies(permission)
-        {
+        if self.holds(permission) {
             return Ok(());
         }
         Err(ApiError::new(

@@ -1,26 +1,37 @@
 //! The one HTTP error type: every library error becomes a status, a stable machine-readable
 //! code and a message an admin can act on.
+//!
+//! What a caller may read depends on who it is. An unauthenticated caller — anyone who can
+//! reach the sign-in routes — never reads the detail of a refusal or a failure (the reason a
+//! token was refused, directory addresses, file paths, database messages): it gets a stable
+//! code, a generic message and a correlation id ([`ApiError::public`]), and the detail goes to
+//! the log under that id (and, for a refused sign-in, to the security events). Authenticated
+//! admins read the detail.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::login::LoginError;
+use crate::login::{LoginError, SignInError};
 use crate::model::permissions::Denied;
 use crate::sources::ldap::LdapError;
 use crate::sources::oidc::OidcError;
 use crate::sources::saml::SamlError;
-use crate::sources::SourceError;
+use crate::sources::{SourceError, VerifyError};
 use crate::store::StoreError;
 use crate::token::TokenError;
 
-/// An error answer: `{"error": {"code": "...", "message": "..."}}`.
+/// An error answer: `{"error": {"code": "...", "message": "...", "correlation_id": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Ties the answer to the log line (and security event) that holds the detail.
+    pub correlation_id: Option<String>,
+    /// Seconds, for `Retry-After` (429 and 503).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -33,6 +44,24 @@ pub struct ErrorDetail {
     /// Stable, machine-readable: `malformed_json`, `unknown_provider`, `forbidden`, …
     pub code: String,
     pub message: String,
+    /// Present when the detail was kept out of the answer: quote it to the service's operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+}
+
+/// A fresh correlation id.
+pub fn correlation_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// What an answer says instead of the detail it keeps to the log.
+fn generic_message(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 | 403 => "the request was refused; the service's operator can look up why with the correlation id",
+        429 => "too many failed attempts; try again after the time in Retry-After",
+        503 => "a service this request depends on is unavailable; try again later",
+        _ => "the request failed on the server; the service's operator can look up why with the correlation id",
+    }
 }
 
 impl ApiError {
@@ -41,7 +70,38 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            correlation_id: None,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, secs: Option<u64>) -> Self {
+        self.retry_after = secs;
+        self
+    }
+
+    pub fn with_correlation_id(mut self, id: &str) -> Self {
+        self.correlation_id = Some(id.to_owned());
+        self
+    }
+
+    /// The answer for an unauthenticated caller: refusals (401, 403, 429) and failures (5xx)
+    /// say only their code and a generic message; the detail is logged under the correlation
+    /// id. Answers about the request itself (400, 404, 413, …) keep their words: they describe
+    /// what the caller sent.
+    pub fn public(mut self, correlation_id: &str) -> Self {
+        self.correlation_id = Some(correlation_id.to_owned());
+        if matches!(self.status.as_u16(), 401 | 403 | 429) || self.status.is_server_error() {
+            tracing::info!(
+                correlation_id,
+                status = self.status.as_u16(),
+                code = self.code,
+                detail = %self.message,
+                "refusal answered without its detail"
+            );
+            self.message = generic_message(self.status).to_owned();
+        }
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -79,16 +139,25 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        if self.status.is_server_error() && self.correlation_id.is_none() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
+                correlation_id: self.correlation_id,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            if let Ok(value) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 
@@ -239,6 +308,12 @@ impl From<OidcError> for ApiError {
                 "provider_unavailable",
                 error.to_string(),
             ),
+            OidcError::KeysUnavailable { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider_unavailable",
+                error.to_string(),
+            )
+            .with_retry_after(error.retry_after_secs()),
             _ => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_evidence",
@@ -278,6 +353,70 @@ impl From<SourceError> for ApiError {
             SourceError::Ldap(e) => e.into(),
             SourceError::Oidc(e) => e.into(),
             SourceError::Saml(e) => e.into(),
+            SourceError::BackingOff {
+                retry_after_secs, ..
+            } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider_unavailable",
+                error.to_string(),
+            )
+            .with_retry_after(Some(retry_after_secs)),
+        }
+    }
+}
+
+impl From<VerifyError> for ApiError {
+    fn from(error: VerifyError) -> Self {
+        match error {
+            VerifyError::WrongEvidence { .. } => {
+                ApiError::bad_request("wrong_evidence_type", error.to_string())
+            }
+            VerifyError::AttributesNotObject => {
+                ApiError::bad_request("invalid_request", error.to_string())
+            }
+            VerifyError::PipelineOnly { authenticated, .. } => {
+                if authenticated {
+                    ApiError::new(StatusCode::FORBIDDEN, "forbidden", error.to_string())
+                } else {
+                    ApiError::unauthenticated(error.to_string())
+                }
+            }
+            VerifyError::AttributesNotAccepted { .. } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "verified_attributes_not_accepted",
+                error.to_string(),
+            ),
+            VerifyError::NonceRequired => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_evidence",
+                error.to_string(),
+            ),
+            VerifyError::Replay { .. } => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_evidence",
+                error.to_string(),
+            ),
+            VerifyError::LockedOut { retry_after_secs } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                error.to_string(),
+            )
+            .with_retry_after(Some(retry_after_secs)),
+            VerifyError::Source(e) => e.into(),
+            VerifyError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<SignInError> for ApiError {
+    fn from(error: SignInError) -> Self {
+        match error {
+            SignInError::UnknownProvider(provider) => ApiError::not_found(
+                "unknown_provider",
+                format!("no provider named {provider:?} is configured"),
+            ),
+            SignInError::Verify(e) => e.into(),
+            SignInError::Login(e) => e.into(),
         }
     }
 }

@@ -8,14 +8,11 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::login::{self, SignedLogin, VerifiedIdentity};
-use crate::model::mapping::ProviderKind;
-use crate::model::permissions::Permission;
-use crate::sources::oidc::PendingLogin;
-use crate::sources::Source;
-use crate::store::ConfigStore;
+use crate::login::{self, SignInRequest, SignedLogin};
+use crate::sources::{self, Purpose};
 
 use super::auth::MaybeCaller;
+use super::client::RequestMeta;
 use super::{ApiError, ApiJson, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -48,6 +45,8 @@ pub enum Evidence {
     /// OpenID Connect: an ID token the caller already holds.
     IdToken {
         id_token: String,
+        /// The nonce of the sign-in that asked for the token. Required, unless the provider's
+        /// options set `id_token_without_nonce` and the caller holds Users Auth Session.
         nonce: Option<String>,
         access_token: Option<String>,
     },
@@ -59,7 +58,7 @@ pub enum Evidence {
         request_ids: Vec<String>,
     },
     /// Attributes a trusted pipeline already verified: needs an API key or token holding
-    /// Users Auth Session.
+    /// Users Auth Session, and a provider whose options set `accept_verified_attributes`.
     VerifiedAttributes {
         username: String,
         #[serde(default)]
@@ -74,14 +73,46 @@ fn empty_object() -> serde_json::Value {
     serde_json::json!({})
 }
 
-impl Evidence {
-    fn name(&self) -> &'static str {
-        match self {
-            Evidence::Password { .. } => "password",
-            Evidence::OidcCode { .. } => "oidc_code",
-            Evidence::IdToken { .. } => "id_token",
-            Evidence::SamlResponse { .. } => "saml_response",
-            Evidence::VerifiedAttributes { .. } => "verified_attributes",
+impl From<Evidence> for sources::Evidence {
+    fn from(evidence: Evidence) -> Self {
+        match evidence {
+            Evidence::Password { username, password } => {
+                sources::Evidence::Password { username, password }
+            }
+            Evidence::OidcCode {
+                code,
+                code_verifier,
+                nonce,
+            } => sources::Evidence::OidcCode {
+                code,
+                code_verifier,
+                nonce,
+            },
+            Evidence::IdToken {
+                id_token,
+                nonce,
+                access_token,
+            } => sources::Evidence::IdToken {
+                id_token,
+                nonce,
+                access_token,
+            },
+            Evidence::SamlResponse {
+                saml_response,
+                request_ids,
+            } => sources::Evidence::SamlResponse {
+                saml_response,
+                request_ids,
+            },
+            Evidence::VerifiedAttributes {
+                username,
+                groups,
+                attributes,
+            } => sources::Evidence::VerifiedAttributes {
+                username,
+                groups,
+                attributes,
+            },
         }
     }
 }
@@ -163,140 +194,6 @@ impl LoginResponse {
     }
 }
 
-/// Turns evidence into a verified identity with the provider's adapter. Shared by the login
-/// hook and the mapping test.
-pub async fn verify_evidence(
-    state: &AppState,
-    caller: Option<&super::auth::Caller>,
-    provider: &str,
-    evidence: Evidence,
-) -> Result<VerifiedIdentity, ApiError> {
-    let now_ms = crate::clock::now_ms();
-    if let Evidence::VerifiedAttributes {
-        username,
-        groups,
-        attributes,
-    } = evidence
-    {
-        let caller = caller.ok_or_else(|| {
-            ApiError::unauthenticated(
-                "verified attributes are accepted only from a caller holding Users Auth Session: \
-                 send Authorization: Bearer <API key>",
-            )
-        })?;
-        caller.require(Permission::UsersAuthSession)?;
-        if !attributes.is_object() {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "\"attributes\" must be a JSON object",
-            ));
-        }
-        let mut attributes = attributes;
-        attributes["groups"] = serde_json::json!(groups);
-        return Ok(VerifiedIdentity {
-            provider: provider.to_owned(),
-            username,
-            group_values: groups,
-            attributes,
-        });
-    }
-    let record = state.store.provider(provider).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound(_) => ApiError::not_found(
-            "unknown_provider",
-            format!("no provider named {provider:?} is configured"),
-        ),
-        other => other.into(),
-    })?;
-    let kind = record.provider.kind;
-    let wrong = |evidence: &Evidence| {
-        ApiError::bad_request(
-            "wrong_evidence_type",
-            format!(
-                "provider {provider:?} is a {} provider and does not take {:?} evidence; it takes {}",
-                kind.as_str(),
-                evidence.name(),
-                match kind {
-                    ProviderKind::Ldap => "\"password\"",
-                    ProviderKind::Oidc => "\"oidc_code\" or \"id_token\"",
-                    ProviderKind::Saml => "\"saml_response\"",
-                },
-            ),
-        )
-    };
-    let takes = matches!(
-        (kind, &evidence),
-        (ProviderKind::Ldap, Evidence::Password { .. })
-            | (
-                ProviderKind::Oidc,
-                Evidence::OidcCode { .. } | Evidence::IdToken { .. }
-            )
-            | (ProviderKind::Saml, Evidence::SamlResponse { .. })
-    );
-    if !takes {
-        return Err(wrong(&evidence));
-    }
-    let source = state.sources.get(&record).await?;
-    let identity = match (source, evidence) {
-        (Source::Ldap(directory), Evidence::Password { username, password }) => {
-            crate::sources::ldap::authenticate(&directory, provider, &username, &password).await?
-        }
-        (
-            Source::Oidc(oidc),
-            Evidence::OidcCode {
-                code,
-                code_verifier,
-                nonce,
-            },
-        ) => {
-            // The caller ran the redirect itself: it holds the verifier and nonce, and has
-            // already checked its state, so the pending sign-in is rebuilt from them.
-            let pending = PendingLogin {
-                url: String::new(),
-                state: String::new(),
-                nonce,
-                pkce_verifier: code_verifier,
-            };
-            oidc.complete_login(&pending, "", &code, None, now_ms / 1000)
-                .await?
-        }
-        (
-            Source::Oidc(oidc),
-            Evidence::IdToken {
-                id_token,
-                nonce,
-                access_token,
-            },
-        ) => {
-            oidc.verify_id_token(
-                &id_token,
-                nonce.as_deref(),
-                access_token.as_deref(),
-                now_ms / 1000,
-            )
-            .await?
-        }
-        (
-            Source::Saml(saml),
-            Evidence::SamlResponse {
-                saml_response,
-                request_ids,
-            },
-        ) => {
-            login::accept_saml_response(
-                &state.store,
-                &saml,
-                provider,
-                &saml_response,
-                &request_ids,
-                now_ms,
-            )
-            .await?
-        }
-        (_, evidence) => return Err(wrong(&evidence)),
-    };
-    Ok(identity)
-}
-
 /// Sign a user in with the evidence their provider takes.
 #[utoipa::path(
     post,
@@ -307,19 +204,35 @@ pub async fn verify_evidence(
         (status = 200, description = "Signed in: groups, permissions, settings and a token", body = LoginResponse),
         (status = 400, description = "Malformed body or wrong evidence type", body = super::error::ErrorBody),
         (status = 401, description = "The evidence was refused", body = super::error::ErrorBody),
-        (status = 403, description = "The user is disabled", body = super::error::ErrorBody),
+        (status = 403, description = "The user is disabled, or the provider does not accept verified attributes", body = super::error::ErrorBody),
         (status = 404, description = "Unknown provider", body = super::error::ErrorBody),
+        (status = 429, description = "Too many failed password sign-ins for this username or client address; see Retry-After", body = super::error::ErrorBody),
+        (status = 503, description = "The provider cannot be reached now; see Retry-After when given", body = super::error::ErrorBody),
     ),
     tag = "login"
 )]
 pub async fn login_hook(
     State(state): State<AppState>,
     MaybeCaller(caller): MaybeCaller,
+    meta: RequestMeta,
     Path(provider): Path<String>,
     ApiJson(evidence): ApiJson<Evidence>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     let started = Instant::now();
-    let result = sign_in(&state, caller.as_ref(), &provider, evidence).await;
+    let context = state.verify_context(Purpose::SignIn, caller.as_ref(), &meta);
+    let request = SignInRequest {
+        provider: provider.clone(),
+        evidence: evidence.into(),
+        context,
+    };
+    let result = sign_in(&state, request, &meta).await.map_err(|e| {
+        // Only a caller that authenticated reads why a sign-in was refused.
+        if caller.is_some() {
+            e.with_correlation_id(&meta.correlation_id)
+        } else {
+            e.public(&meta.correlation_id)
+        }
+    });
     let outcome = match &result {
         Ok(_) => "success",
         Err(e) if e.status.is_server_error() => "error",
@@ -339,19 +252,20 @@ pub async fn login_hook(
     result.map(Json)
 }
 
-async fn sign_in(
+/// A sign-in through the one path (verification, login, the record of a refusal), as the
+/// login hook and the browser flows make it.
+pub(super) async fn sign_in(
     state: &AppState,
-    caller: Option<&super::auth::Caller>,
-    provider: &str,
-    evidence: Evidence,
+    request: SignInRequest,
+    meta: &RequestMeta,
 ) -> Result<LoginResponse, ApiError> {
-    let identity = verify_evidence(state, caller, provider, evidence).await?;
-    let signed = login::login_cached(
+    let (_, signed) = login::sign_in(
         &state.store,
         &state.cache,
         &state.signer,
-        &identity,
-        crate::clock::now_ms(),
+        &state.sources,
+        request,
+        &state.refusal_log(meta),
     )
     .await?;
     if signed.outcome.changes_written > 0 {
@@ -392,6 +306,7 @@ pub struct TokenResponse {
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    meta: RequestMeta,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let result = login::refresh(
@@ -407,7 +322,7 @@ pub async fn refresh(
         "outcome" => if result.is_ok() { "success" } else { "refused" }
     )
     .increment(1);
-    let (token, claims) = result?;
+    let (token, claims) = result.map_err(|e| ApiError::from(e).public(&meta.correlation_id))?;
     Ok(Json(TokenResponse {
         token,
         token_type: "Bearer",

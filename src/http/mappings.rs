@@ -7,15 +7,15 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::login::{self, VerifiedIdentity};
-use crate::model::mapping::ProviderKind;
+use crate::login;
 use crate::model::permissions::Permission;
 use crate::report::IdentityReport;
-use crate::sources::Source;
+use crate::sources::{self, Purpose, VerifiedIdentity};
 use crate::store::{ConfigStore, MembershipStore, StoreError};
 
 use super::auth::Caller;
-use super::login::{verify_evidence, Evidence};
+use super::client::RequestMeta;
+use super::login::Evidence;
 use super::{ApiError, ApiJson, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -41,8 +41,8 @@ pub struct MappingTestRequest {
     /// The provider whose mappings are tested.
     pub provider: String,
     /// Evidence as the login hook takes it (password, oidc_code, id_token, saml_response,
-    /// verified_attributes); it is verified exactly as at a sign-in. A SAML response is not
-    /// recorded as used: it still signs in afterwards.
+    /// verified_attributes); it is verified exactly as at a sign-in, by the same code. Nothing
+    /// is recorded as used: a tested SAML response or ID token still signs in afterwards.
     pub evidence: Option<Evidence>,
     /// A claims document (an ID token's payload, SAML attributes, an LDAP entry as JSON).
     #[schema(value_type = Option<Object>)]
@@ -65,8 +65,9 @@ pub struct MappingTestRequest {
 /// It needs Auth View, not a Users or Groups permission: what it reveals is the sign-in
 /// configuration (which provider values map to which groups, the patterns that did not match,
 /// what each group grants), which is what Auth View guards. It changes nothing, so no Modify
-/// permission is needed; and unlike the login hook's verified attributes it signs nobody in, so
-/// Users Auth Session is not needed for attributes either.
+/// permission is needed. Evidence goes through the sign-in's own verification, rules included:
+/// `verified_attributes` need Users Auth Session and a provider that accepts them, as at a
+/// sign-in; to try attributes freely, send them as `claims`.
 #[utoipa::path(
     post,
     path = "/api/v1/mappings/test",
@@ -84,10 +85,11 @@ pub struct MappingTestRequest {
 pub async fn test_mappings(
     State(state): State<AppState>,
     caller: Caller,
+    meta: RequestMeta,
     ApiJson(request): ApiJson<MappingTestRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Permission::AuthView)?;
-    let identity = identity_for(&state, &caller, request).await?;
+    let identity = identity_for(&state, &caller, &meta, request).await?;
     let exists = state
         .store
         .user_by_name(&identity.username)
@@ -103,6 +105,7 @@ pub async fn test_mappings(
 async fn identity_for(
     state: &AppState,
     caller: &Caller,
+    meta: &RequestMeta,
     request: MappingTestRequest,
 ) -> Result<VerifiedIdentity, ApiError> {
     let MappingTestRequest {
@@ -137,7 +140,8 @@ async fn identity_for(
         other => other.into(),
     })?;
     if let Some(claims) = claims {
-        return crate::cli::identity_from_claims_value(
+        // Claims are what the admin says a provider would send: nothing to verify.
+        return sources::identity_from_claims_value(
             &provider,
             claims,
             username.as_deref(),
@@ -145,67 +149,17 @@ async fn identity_for(
         )
         .map_err(|message| ApiError::bad_request("invalid_claims", message));
     }
-    if let Some(user) = ldap_user {
-        let Source::Ldap(directory) = state.sources.get(&record).await? else {
+    let evidence = match (ldap_user, evidence) {
+        (Some(username), _) => sources::Evidence::DirectoryLookup { username },
+        (None, Some(evidence)) => evidence.into(),
+        (None, None) => {
             return Err(ApiError::bad_request(
-                "wrong_evidence_type",
-                format!(
-                    "provider {provider:?} is not an LDAP provider: a live lookup needs a \
-                     directory; send \"claims\" or \"evidence\" instead"
-                ),
-            ));
-        };
-        let found = crate::sources::ldap::lookup(&directory, &user).await?;
-        return Ok(found.into_identity(&provider));
-    }
-    match evidence {
-        Some(Evidence::VerifiedAttributes {
-            username,
-            groups,
-            attributes,
-        }) => {
-            if !attributes.is_object() {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    "\"attributes\" must be a JSON object",
-                ));
-            }
-            let mut attributes = attributes;
-            attributes["groups"] = serde_json::json!(groups);
-            Ok(VerifiedIdentity {
-                provider,
-                username,
-                group_values: groups,
-                attributes,
-            })
+                "invalid_request",
+                "nothing to test: give \"evidence\", \"claims\" or \"ldap_user\"",
+            ))
         }
-        // Verified like a sign-in, without recording the assertion id: the same response can
-        // still be used to sign in after the test.
-        Some(Evidence::SamlResponse {
-            saml_response,
-            request_ids,
-        }) => {
-            if record.provider.kind != ProviderKind::Saml {
-                return Err(ApiError::bad_request(
-                    "wrong_evidence_type",
-                    format!(
-                        "provider {provider:?} is a {} provider and does not take \
-                         \"saml_response\" evidence",
-                        record.provider.kind.as_str()
-                    ),
-                ));
-            }
-            let Source::Saml(saml) = state.sources.get(&record).await? else {
-                return Err(ApiError::internal("the SAML provider has no SAML adapter"));
-            };
-            let verified =
-                saml.verify_response(&saml_response, &request_ids, crate::clock::now_secs())?;
-            Ok(verified.identity)
-        }
-        Some(evidence) => verify_evidence(state, Some(caller), &provider, evidence).await,
-        None => Err(ApiError::bad_request(
-            "invalid_request",
-            "nothing to test: give \"evidence\", \"claims\" or \"ldap_user\"",
-        )),
-    }
+    };
+    // The sign-in's own verification, with nothing recorded as used.
+    let context = state.verify_context(Purpose::Test, Some(caller), meta);
+    Ok(sources::verify(&state.store, &state.sources, &record, evidence, &context).await?)
 }

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 pub mod admin;
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod login;
 pub mod mappings;
@@ -88,6 +89,33 @@ impl AppState {
             )
             .into(),
         })
+    }
+
+    /// How evidence from this caller is verified: a caller holding Users Auth Session is a
+    /// trusted pipeline.
+    pub fn verify_context(
+        &self,
+        purpose: crate::sources::Purpose,
+        caller: Option<&auth::Caller>,
+        meta: &client::RequestMeta,
+    ) -> crate::sources::VerifyContext {
+        crate::sources::VerifyContext {
+            now_ms: crate::clock::now_ms(),
+            purpose,
+            authenticated: caller.is_some(),
+            trusted_pipeline: caller
+                .is_some_and(|c| c.holds(crate::model::permissions::Permission::UsersAuthSession)),
+            client_address: meta.client_address,
+            lockout: self.config.security.lockout,
+        }
+    }
+
+    /// Where this request's refused sign-ins are recorded.
+    pub fn refusal_log(&self, meta: &client::RequestMeta) -> crate::login::RefusalLog {
+        crate::login::RefusalLog {
+            retention_ms: self.config.security.retention_ms(),
+            correlation_id: Some(meta.correlation_id.clone()),
+        }
     }
 
     /// Counts a sign-in's membership changes. Nothing else is needed here: the webhook reads
@@ -197,7 +225,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let (shutdown, mut signal) = watch::channel(false);
         let background = background_tasks(&state, shutdown.subscribe());
-        let app = router(state.clone()).into_make_service();
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

@@ -23,11 +23,12 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::login::{self, VerifiedIdentity};
+use crate::login::{self, Refusal, SignInRequest};
 use crate::sources::oidc::PendingLogin;
-use crate::sources::Source;
+use crate::sources::{Evidence, Purpose, Source};
 use crate::store::{ConfigStore, ProviderRecord, StoreError};
 
+use super::client::RequestMeta;
 use super::login::LoginResponse;
 use super::{ApiError, AppState};
 
@@ -300,19 +301,26 @@ fn redirect_with_cookie(location: &str, cookie: HeaderValue) -> Result<Response,
     Ok(answer)
 }
 
-async fn sign_in(state: &AppState, identity: &VerifiedIdentity) -> Result<LoginResponse, ApiError> {
-    let signed = login::login_cached(
-        &state.store,
-        &state.cache,
-        &state.signer,
-        identity,
-        crate::clock::now_ms(),
-    )
-    .await?;
-    if signed.outcome.changes_written > 0 {
-        state.count_membership_changes(&signed.outcome);
-    }
-    Ok(LoginResponse::from_signed(signed))
+/// Records a browser sign-in refused before there was evidence to verify (the provider
+/// answered with an error, no sign-in was started in this browser).
+async fn refused_before_evidence(
+    state: &AppState,
+    meta: &RequestMeta,
+    provider: &str,
+    evidence: &str,
+    error: &ApiError,
+) {
+    let refusal = Refusal {
+        provider,
+        known_provider: true,
+        evidence,
+        reason: error.code,
+        detail: &error.message,
+        username: None,
+        client_address: meta.client_address,
+        now_ms: crate::clock::now_ms(),
+    };
+    login::record_refusal(&state.store, &refusal, &state.refusal_log(meta)).await;
 }
 
 fn record_latency(provider: &str, started: Instant, result: &Result<Response, ApiError>) {
@@ -379,12 +387,25 @@ pub struct StartQuery {
 )]
 pub async fn start(
     State(state): State<AppState>,
+    meta: RequestMeta,
     Path(provider): Path<String>,
     query: Result<Query<StartQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    begin(&state, &provider, query, &headers)
+        .await
+        .map_err(|e| e.public(&meta.correlation_id))
+}
+
+async fn begin(
+    state: &AppState,
+    provider: &str,
+    query: Result<Query<StartQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let provider = provider.to_owned();
     let Query(query) = query?;
-    let record = provider_record(&state, &provider).await?;
+    let record = provider_record(state, &provider).await?;
     let return_to = query
         .return_to
         .as_deref()
@@ -412,14 +433,14 @@ pub async fn start(
                 }),
                 saml: Vec::new(),
             };
-            redirect_with_cookie(&pending.url, flow_cookie(&state, &flow)?)
+            redirect_with_cookie(&pending.url, flow_cookie(state, &flow)?)
         }
         Source::Saml(saml) => {
             let request_id = format!("_{}", random_id());
             let relay_state = random_id();
             let url = saml.authn_request_redirect(&request_id, &relay_state, now)?;
             // Requests this browser started earlier stay answerable (another tab).
-            let mut outstanding: Vec<SamlRequest> = read_flow(&state, &headers, &provider, now)
+            let mut outstanding: Vec<SamlRequest> = read_flow(state, headers, &provider, now)
                 .map(|flow| flow.saml)
                 .unwrap_or_default()
                 .into_iter()
@@ -441,7 +462,7 @@ pub async fn start(
             };
             // The oldest requests give way when the cookie would grow past what browsers keep.
             let cookie = loop {
-                let cookie = flow_cookie(&state, &flow)?;
+                let cookie = flow_cookie(state, &flow)?;
                 if cookie.len() <= MAX_COOKIE_CHARS || flow.saml.len() <= 1 {
                     break cookie;
                 }
@@ -486,18 +507,22 @@ pub struct CallbackQuery {
 )]
 pub async fn callback(
     State(state): State<AppState>,
+    meta: RequestMeta,
     Path(provider): Path<String>,
     query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let result = oidc_callback(&state, &provider, query, &headers).await;
+    let result = oidc_callback(&state, &meta, &provider, query, &headers)
+        .await
+        .map_err(|e| e.public(&meta.correlation_id));
     record_latency(&provider, started, &result);
     result
 }
 
 async fn oidc_callback(
     state: &AppState,
+    meta: &RequestMeta,
     provider: &str,
     query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
     headers: &HeaderMap,
@@ -523,7 +548,7 @@ async fn oidc_callback(
             .map(|d| format!(" ({})", sanitized(d, 200)))
             .unwrap_or_default();
         // The flow cookie is left to expire: the next start replaces it.
-        return Err(ApiError::new(
+        let error = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "provider_error",
             format!(
@@ -531,38 +556,50 @@ async fn oidc_callback(
                  at /sso/{provider}/start",
                 sanitized(error, 64)
             ),
-        ));
+        );
+        refused_before_evidence(state, meta, provider, "oidc_callback", &error).await;
+        return Err(error);
     }
     let now = crate::clock::now_secs();
-    let flow = read_flow(state, headers, provider, now)
-        .and_then(|flow| flow.oidc)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "no_sign_in_in_progress",
-                format!(
-                    "no sign-in with {provider:?} was started in this browser, or it took longer \
-                     than {} minutes: start again at /sso/{provider}/start",
-                    FLOW_TTL_SECS / 60
-                ),
-            )
-        })?;
+    let Some(flow) = read_flow(state, headers, provider, now).and_then(|flow| flow.oidc) else {
+        let error = ApiError::bad_request(
+            "no_sign_in_in_progress",
+            format!(
+                "no sign-in with {provider:?} was started in this browser, or it took longer \
+                 than {} minutes: start again at /sso/{provider}/start",
+                FLOW_TTL_SECS / 60
+            ),
+        );
+        refused_before_evidence(state, meta, provider, "oidc_callback", &error).await;
+        return Err(error);
+    };
     let (Some(code), Some(callback_state)) = (&query.code, &query.state) else {
-        return Err(ApiError::bad_request(
+        let error = ApiError::bad_request(
             "invalid_callback",
             "the callback carries no code or no state: it did not come from the provider's \
              sign-in",
-        ));
+        );
+        refused_before_evidence(state, meta, provider, "oidc_callback", &error).await;
+        return Err(error);
     };
-    let pending = PendingLogin {
-        url: String::new(),
-        state: flow.state,
-        nonce: flow.nonce,
-        pkce_verifier: flow.verifier,
+    drop(source);
+    let evidence = Evidence::OidcCallback {
+        code: code.clone(),
+        state: callback_state.clone(),
+        issuer: query.iss.clone(),
+        pending: PendingLogin {
+            url: String::new(),
+            state: flow.state,
+            nonce: flow.nonce,
+            pkce_verifier: flow.verifier,
+        },
     };
-    let identity = source
-        .complete_login(&pending, callback_state, code, query.iss.as_deref(), now)
-        .await?;
-    let response = sign_in(state, &identity).await?;
+    let request = SignInRequest {
+        provider: provider.to_owned(),
+        evidence,
+        context: state.verify_context(Purpose::SignIn, None, meta),
+    };
+    let response = super::login::sign_in(state, request, meta).await?;
     Ok(signed_in(state, response, flow.return_to.as_deref()))
 }
 
@@ -600,26 +637,30 @@ pub struct AcsForm {
 )]
 pub async fn acs(
     State(state): State<AppState>,
+    meta: RequestMeta,
     Path(provider): Path<String>,
     headers: HeaderMap,
     form: Result<Form<AcsForm>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let result = saml_acs(&state, &provider, &headers, form).await;
+    let result = saml_acs(&state, &meta, &provider, &headers, form)
+        .await
+        .map_err(|e| e.public(&meta.correlation_id));
     record_latency(&provider, started, &result);
     result
 }
 
 async fn saml_acs(
     state: &AppState,
+    meta: &RequestMeta,
     provider: &str,
     headers: &HeaderMap,
     form: Result<Form<AcsForm>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let record = provider_record(state, provider).await?;
-    let Source::Saml(source) = state.sources.get(&record).await? else {
+    if !matches!(state.sources.get(&record).await?, Source::Saml(_)) {
         return Err(not_saml(provider));
-    };
+    }
     let Form(form) = form?;
     let relay_state = form.relay_state.unwrap_or_default();
     if relay_state.len() > MAX_RELAY_STATE {
@@ -636,16 +677,15 @@ async fn saml_acs(
         .filter(|r| r.expires_at > now_ms / 1000)
         .collect();
     let outstanding: Vec<String> = requests.iter().map(|r| r.id.clone()).collect();
-    let identity = login::accept_saml_response(
-        &state.store,
-        &source,
-        provider,
-        &form.saml_response,
-        &outstanding,
-        now_ms,
-    )
-    .await?;
-    let response = sign_in(state, &identity).await?;
+    let request = SignInRequest {
+        provider: provider.to_owned(),
+        evidence: Evidence::SamlResponse {
+            saml_response: form.saml_response,
+            request_ids: outstanding,
+        },
+        context: state.verify_context(Purpose::SignIn, None, meta),
+    };
+    let response = super::login::sign_in(state, request, meta).await?;
     let return_to = requests
         .iter()
         .find(|r| !relay_state.is_empty() && r.relay_state == relay_state)
@@ -677,9 +717,17 @@ fn not_saml(provider: &str) -> ApiError {
 )]
 pub async fn metadata(
     State(state): State<AppState>,
+    meta: RequestMeta,
     Path(provider): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = provider_record(&state, &provider).await?;
+    sp_metadata(&state, &provider)
+        .await
+        .map_err(|e| e.public(&meta.correlation_id))
+}
+
+async fn sp_metadata(state: &AppState, provider: &str) -> Result<Response, ApiError> {
+    let provider = provider.to_owned();
+    let record = provider_record(state, &provider).await?;
     let Source::Saml(source) = state.sources.get(&record).await? else {
         return Err(not_saml(&provider));
     };

@@ -1,16 +1,20 @@
 //! The login path: verified identity → mapping evaluation → one transaction → signed token.
 //!
-//! Sources (LDAP, OpenID Connect, SAML) turn their evidence into a [`VerifiedIdentity`]; from
-//! there everything is the same: the provider's mappings are evaluated against the user's group
-//! values (pure), the diff, its audit rows, the last-seen attributes and the permission version
-//! are written in one transaction, and a token is signed from the memberships that transaction
-//! left. [`preview`] runs the very same steps and rolls back, which is what `mappings test` shows.
+//! Sources (LDAP, OpenID Connect, SAML) turn their evidence into a [`VerifiedIdentity`]
+//! ([`crate::sources::verify`]); [`sign_in`] joins that to the steps below and keeps a record of
+//! every refusal. From there everything is the same: the provider's mappings are evaluated
+//! against the user's group values (pure), the diff, its audit rows, the last-seen attributes
+//! and the permission version are written in one transaction, and a token is signed from the
+//! memberships that transaction left. [`preview`] runs the very same steps and rolls back, which is what `mappings test` shows.
 
 use serde::Serialize;
 
 mod cache;
+mod sign_in;
 
+pub use crate::sources::VerifiedIdentity;
 pub use cache::{login_cached, ConfigCache};
+pub use sign_in::{record_refusal, sign_in, Refusal, RefusalLog, SignInError, SignInRequest};
 
 use std::collections::BTreeMap;
 
@@ -29,48 +33,8 @@ use crate::store::{
 };
 use crate::token::{Claims, Session, TokenError, TokenSubject};
 
-/// Verifies a SAML response and records its assertion id, refusing a replay; the identity is
-/// then signed in like any other.
-pub async fn accept_saml_response<S: crate::store::ReplayStore>(
-    store: &S,
-    source: &crate::sources::saml::SamlSource,
-    provider: &str,
-    encoded_response: &str,
-    outstanding_requests: &[String],
-    now_ms: i64,
-) -> Result<VerifiedIdentity, crate::sources::saml::SamlError> {
-    let verified = source.verify_response(encoded_response, outstanding_requests, now_ms / 1000)?;
-    let fresh = store
-        .remember_assertion(
-            provider,
-            &verified.assertion_id,
-            verified.not_on_or_after.saturating_mul(1000),
-            now_ms,
-        )
-        .await
-        .map_err(|e| crate::sources::saml::SamlError::Rejected(e.to_string()))?;
-    if !fresh {
-        return Err(crate::sources::saml::SamlError::Replay(
-            verified.assertion_id,
-        ));
-    }
-    Ok(verified.identity)
-}
-
 /// Longest username accepted.
 pub const MAX_USERNAME_LEN: usize = 256;
-
-/// An identity whose evidence a source has verified.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct VerifiedIdentity {
-    pub provider: String,
-    pub username: String,
-    /// The group values the provider sent (LDAP group DNs, OIDC groups claim, SAML attribute).
-    pub group_values: Vec<String>,
-    /// What the provider said about the user, kept as the last-seen attributes so that mapping
-    /// changes can be re-applied without a new sign-in.
-    pub attributes: serde_json::Value,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
@@ -102,6 +66,22 @@ pub enum LoginError {
     Token(#[from] TokenError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl LoginError {
+    /// A stable code for the record of a refused sign-in.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoginError::InvalidUsername(_) => "invalid_username",
+            LoginError::TooManyGroupValues { .. } => "too_many_group_values",
+            LoginError::Disabled(_) => "user_disabled",
+            LoginError::UnknownUser | LoginError::SessionRevoked => "session_ended",
+            LoginError::InvalidMapping { .. } | LoginError::Access(_) => "invalid_configuration",
+            LoginError::Token(_) => "token",
+            LoginError::Store(StoreError::NotFound(_)) => "unknown_provider",
+            LoginError::Store(_) => "store_unavailable",
+        }
+    }
 }
 
 /// Checks a username before it reaches storage or a token.

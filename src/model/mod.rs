@@ -8,6 +8,7 @@ pub mod claims;
 pub mod defaults;
 pub mod dn;
 pub mod group;
+pub mod lockout;
 pub mod mapping;
 pub mod matcher;
 pub mod permissions;

@@ -1,11 +1,16 @@
-//! Identity sources: adapters that turn a provider's evidence into a
-//! [`VerifiedIdentity`](crate::login::VerifiedIdentity). Each speaks its protocol and trusts
-//! nothing it has not verified; none of them decides memberships.
+//! Identity sources: adapters that turn a provider's evidence into a [`VerifiedIdentity`]. Each
+//! speaks its protocol and trusts nothing it has not verified; none of them decides
+//! memberships. [`verify`] is the one entry every caller goes through.
 
+pub mod evidence;
 pub mod ldap;
 pub mod oidc;
 pub mod saml;
 
 mod registry;
 
+pub use evidence::{
+    identity_from_claims, identity_from_claims_value, verify, Evidence, Purpose, VerifiedIdentity,
+    VerifyContext, VerifyError,
+};
 pub use registry::{Source, SourceError, SourceRegistry};

@@ -20,6 +20,39 @@ pub enum SourceError {
     Oidc(#[from] OidcError),
     #[error(transparent)]
     Saml(#[from] SamlError),
+    #[error("provider {provider:?} could not be set up a moment ago ({reason}); trying again in {retry_after_secs} s")]
+    BackingOff {
+        provider: String,
+        reason: String,
+        retry_after_secs: u64,
+    },
+}
+
+impl SourceError {
+    /// A stable code for the record of a refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SourceError::Ldap(e) => e.reason(),
+            SourceError::Oidc(e) => e.reason(),
+            SourceError::Saml(e) => e.reason(),
+            SourceError::BackingOff { .. } => "provider_unavailable",
+        }
+    }
+}
+
+/// The first pause after a provider's adapter failed to build, doubled after each further
+/// failure up to [`MAX_SETUP_BACKOFF_SECS`].
+const FIRST_SETUP_BACKOFF_SECS: i64 = 2;
+const MAX_SETUP_BACKOFF_SECS: i64 = 60;
+
+/// A provider whose adapter could not be built (an OpenID provider whose discovery failed):
+/// requests are answered "try again later" until `retry_at` instead of each trying again.
+#[derive(Debug, Clone)]
+struct SetupFailure {
+    options: serde_json::Value,
+    reason: String,
+    failures: u32,
+    retry_at: i64,
 }
 
 /// One provider's adapter.
@@ -34,6 +67,7 @@ pub enum Source {
 #[derive(Default)]
 pub struct SourceRegistry {
     built: Mutex<HashMap<String, (serde_json::Value, Source)>>,
+    failed: Mutex<HashMap<String, SetupFailure>>,
 }
 
 impl SourceRegistry {
@@ -50,6 +84,53 @@ impl SourceRegistry {
                 return Ok(source.clone());
             }
         }
+        let now = crate::clock::now_secs();
+        let previous = self.failures().get(name).cloned();
+        if let Some(failure) = &previous {
+            if failure.options == record.options && now < failure.retry_at {
+                return Err(SourceError::BackingOff {
+                    provider: name.clone(),
+                    reason: failure.reason.clone(),
+                    retry_after_secs: (failure.retry_at - now).max(1) as u64,
+                });
+            }
+        }
+        let source = match self.build(record).await {
+            Ok(source) => source,
+            Err(e) => {
+                // Only failures of reaching the provider back off; a configuration error is
+                // reported at once every time.
+                if matches!(
+                    e,
+                    SourceError::Oidc(OidcError::Discovery { .. } | OidcError::Unreachable(_))
+                ) {
+                    let failures = previous
+                        .filter(|f| f.options == record.options)
+                        .map_or(1, |f| f.failures.saturating_add(1));
+                    let pause = FIRST_SETUP_BACKOFF_SECS
+                        .saturating_mul(1 << failures.saturating_sub(1).min(8))
+                        .min(MAX_SETUP_BACKOFF_SECS);
+                    self.failures().insert(
+                        name.clone(),
+                        SetupFailure {
+                            options: record.options.clone(),
+                            reason: e.to_string(),
+                            failures,
+                            retry_at: now + pause,
+                        },
+                    );
+                }
+                return Err(e);
+            }
+        };
+        self.failures().remove(name);
+        self.lock()
+            .insert(name.clone(), (record.options.clone(), source.clone()));
+        Ok(source)
+    }
+
+    async fn build(&self, record: &ProviderRecord) -> Result<Source, SourceError> {
+        let name = &record.provider.name;
         let source = match record.provider.kind {
             ProviderKind::Ldap => {
                 let options = LdapOptions::from_json(&record.options).map_err(LdapError::from)?;
@@ -64,9 +145,11 @@ impl SourceRegistry {
                 Source::Saml(Arc::new(SamlSource::new(name, options)?))
             }
         };
-        self.lock()
-            .insert(name.clone(), (record.options.clone(), source.clone()));
         Ok(source)
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, SetupFailure>> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (serde_json::Value, Source)>> {

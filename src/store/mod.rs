@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::model::group::GroupRef;
+use crate::model::lockout::FailureRecord;
 use crate::model::mapping::{CurrentMembership, Evaluation, ProviderRef};
 use crate::model::sync::{StagedChange, StoredUser};
 
@@ -472,18 +473,82 @@ pub trait SyncStore: Send + Sync {
     ) -> StoreResult<i64>;
 }
 
-/// Replay protection for SAML assertions.
+/// Single use of evidence: SAML assertion ids and ID tokens seen, each kept until the evidence
+/// could no longer be accepted anyway.
 #[async_trait]
 pub trait ReplayStore: Send + Sync {
-    /// Records an assertion id until `expires_at_ms`; false when it was already recorded (a
-    /// replay). Expired records are dropped on the way.
-    async fn remember_assertion(
+    /// Records evidence (`kind` is `saml` or `id_token`; `id` an assertion id, a `jti` or a
+    /// hash of the token) until `expires_at_ms`; false when it was already recorded (a replay).
+    /// Expired records are dropped on the way.
+    async fn remember_evidence(
         &self,
         provider: &str,
-        assertion_id: &str,
+        kind: &str,
+        id: &str,
         expires_at_ms: i64,
         now_ms: i64,
     ) -> StoreResult<bool>;
+}
+
+/// Failed password sign-ins by key (a username at a provider, a client address), for
+/// brute-force protection. The rule deciding lockouts is `model::lockout`'s.
+#[async_trait]
+pub trait ThrottleStore: Send + Sync {
+    /// The failures recorded for these keys (absent keys have none).
+    async fn failures(&self, keys: &[String]) -> StoreResult<Vec<(String, FailureRecord)>>;
+    /// Stores a key's failure count after one more failure at `now_ms`: `count` is what the
+    /// rule computed from the record read before, so concurrent failures may undercount by
+    /// the few that raced, never lock anyone out wrongly.
+    async fn record_failure(&self, key: &str, count: u32, now_ms: i64) -> StoreResult<()>;
+    /// Forgets a key's failures (after a successful sign-in).
+    async fn clear_failures(&self, key: &str) -> StoreResult<()>;
+}
+
+/// One refused sign-in, as recorded: never the password, the token or the assertion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SecurityEvent {
+    #[serde(default)]
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub provider: String,
+    /// The kind of evidence: password, id_token, oidc_code, oidc_callback, saml_response,
+    /// verified_attributes.
+    pub evidence: String,
+    /// A stable code: `saml_replay`, `id_token_expired`, `invalid_credentials`, …
+    pub reason: String,
+    /// What was wrong, in words.
+    pub detail: String,
+    pub client_address: Option<String>,
+    /// The username, when the evidence named one before it was refused.
+    pub username: Option<String>,
+    /// The request's correlation id, as given to the caller.
+    pub correlation_id: Option<String>,
+}
+
+/// Which security events to read, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityEventQuery {
+    pub provider: Option<String>,
+    pub reason: Option<String>,
+    pub username: Option<String>,
+    pub client_address: Option<String>,
+    pub since_ms: Option<i64>,
+    /// Only events with an id below this (paging back).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// The record of refused sign-ins, kept for a bounded time.
+#[async_trait]
+pub trait SecurityEventStore: Send + Sync {
+    /// Records one event and drops those older than `keep_after_ms`.
+    async fn record_security_event(
+        &self,
+        event: &SecurityEvent,
+        keep_after_ms: i64,
+    ) -> StoreResult<()>;
+    async fn security_events(&self, query: &SecurityEventQuery) -> StoreResult<Vec<SecurityEvent>>;
 }
 
 /// Signing keys.

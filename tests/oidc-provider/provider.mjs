@@ -37,6 +37,8 @@
 // Test-only endpoints on the same port:
 //   POST /__test/rotate-keys       new RS256 key, made the signing key; older keys stay in
 //                                  the JWKS. Answers {"kid": new, "kids": [all, newest first]}
+//   POST /__test/drop-keys         keeps only the active signing key in the JWKS (a provider
+//                                  that stopped publishing its older keys). Answers {"kids"}
 //   POST /__test/accounts          JSON {sub, groups?, email?, preferred_username?, claims?}:
 //                                  changes that account (creates it when new). Answers it.
 //   GET  /__test/jwks-fetches      {"count": n}: how many times /jwks was fetched
@@ -377,6 +379,12 @@ async function testEndpoint(req, res, path) {
     current = buildProvider();
     log(`rotated keys: signing with ${kid}`);
     return sendJson(res, 200, { kid, kids: signingKeys.map((key) => key.kid) });
+  }
+  if (req.method === 'POST' && path === '/__test/drop-keys') {
+    signingKeys.splice(1);
+    current = buildProvider();
+    log(`dropped older keys: publishing ${signingKeys[0].kid} only`);
+    return sendJson(res, 200, { kids: signingKeys.map((key) => key.kid) });
   }
   if (req.method === 'POST' && path === '/__test/accounts') {
     let input;

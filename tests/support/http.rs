@@ -140,4 +140,17 @@ impl TestApp {
         )
         .await
     }
+
+    /// The security event recorded for a refused request, found by the correlation id its
+    /// error answer carries.
+    pub async fn refusal(&self, answer: &Value) -> idsync::store::SecurityEvent {
+        let id = answer["error"]["correlation_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no correlation id in {answer}"));
+        super::security_events(self.store())
+            .await
+            .into_iter()
+            .find(|e| e.correlation_id.as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("no security event for {answer}"))
+    }
 }

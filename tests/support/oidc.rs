@@ -579,6 +579,13 @@ impl OidcProvider {
         answer["kid"].as_str().expect("kid").to_string()
     }
 
+    /// Stops publishing every key but the active one (as a provider does some time after a
+    /// rotation).
+    pub async fn drop_older_keys(&self) {
+        self.post_json(&format!("{}/__test/drop-keys", self.issuer), &json!({}))
+            .await;
+    }
+
     /// Sets the groups of the account `sub`; tokens issued from now on carry them.
     pub async fn set_groups(&self, sub: &str, groups: &[&str]) {
         self.post_json(

@@ -132,6 +132,10 @@ pub struct LdapOptions {
     /// unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental_sync_interval_secs: Option<u64>,
+    /// Whether a trusted pipeline may sign users of this provider in with attributes it
+    /// verified itself (`verified_attributes` evidence) instead of a password checked here.
+    #[serde(default)]
+    pub accept_verified_attributes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

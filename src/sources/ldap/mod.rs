@@ -15,7 +15,7 @@ pub mod groups;
 pub use client::Directory;
 pub use config::{GroupSource, LdapOptions, OptionsError};
 
-use crate::login::VerifiedIdentity;
+use super::VerifiedIdentity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LdapError {
@@ -50,6 +50,23 @@ pub enum LdapError {
 }
 
 impl LdapError {
+    /// A stable code for the record of a refusal. A wrong password and an unknown user share
+    /// one, as they do in every answer.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LdapError::Options(_) => "invalid_configuration",
+            LdapError::EmptyPassword => "empty_password",
+            LdapError::InvalidCredentials | LdapError::UnknownUser(_) => "invalid_credentials",
+            LdapError::AmbiguousUser { .. } => "ambiguous_user",
+            LdapError::InvalidUsername(_) => "invalid_username",
+            LdapError::Unreachable { .. }
+            | LdapError::Timeout { .. }
+            | LdapError::ServiceBind { .. }
+            | LdapError::Directory { .. }
+            | LdapError::Incomplete { .. } => "directory_unavailable",
+        }
+    }
+
     /// Whether the directory (not the user) is at fault: such an error never changes
     /// memberships.
     pub fn is_directory_failure(&self) -> bool {

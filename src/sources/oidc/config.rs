@@ -25,6 +25,12 @@ fn default_cooldown() -> u64 {
 fn default_timeout() -> u64 {
     10
 }
+fn default_jwks_max_age() -> u64 {
+    600
+}
+fn default_max_id_token_lifetime() -> u64 {
+    86_400
+}
 
 /// The shortest pause between two JWKS fetches caused by unknown key ids.
 pub const MIN_JWKS_COOLDOWN_SECS: u64 = 30;
@@ -62,6 +68,23 @@ pub struct OidcOptions {
     /// memberships than the larger of these (default 10 and 10 %), as a directory sync does.
     pub max_removals: Option<u64>,
     pub max_removal_percent: Option<f64>,
+    /// The longest the provider's keys are used before they are read again; a shorter
+    /// `Cache-Control: max-age` from the provider wins (but never below a minute).
+    #[serde(default = "default_jwks_max_age")]
+    pub jwks_max_age_secs: u64,
+    /// An ID token posted as evidence must carry the nonce of the sign-in that asked for it.
+    /// Set this when the login pipeline has no nonce to give; such tokens are then accepted only
+    /// from a caller holding Users Auth Session (an API key of the pipeline), and still once.
+    #[serde(default)]
+    pub id_token_without_nonce: bool,
+    /// ID tokens that stay valid longer than this are refused: a used token is remembered until
+    /// it expires, and this bounds how long that is.
+    #[serde(default = "default_max_id_token_lifetime")]
+    pub max_id_token_lifetime_secs: u64,
+    /// Whether a trusted pipeline may sign users of this provider in with attributes it
+    /// verified itself (`verified_attributes` evidence), skipping ID token verification here.
+    #[serde(default)]
+    pub accept_verified_attributes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +128,16 @@ impl OidcOptions {
         if !(0..=300).contains(&self.leeway_secs) {
             return Err(OidcOptionsError(
                 "leeway_secs must be between 0 and 300".into(),
+            ));
+        }
+        if !(60..=86_400).contains(&self.jwks_max_age_secs) {
+            return Err(OidcOptionsError(
+                "jwks_max_age_secs must be between 60 and 86400".into(),
+            ));
+        }
+        if !(60..=30 * 86_400).contains(&self.max_id_token_lifetime_secs) {
+            return Err(OidcOptionsError(
+                "max_id_token_lifetime_secs must be between 60 and 2592000".into(),
             ));
         }
         if self.jwks_refetch_cooldown_secs < MIN_JWKS_COOLDOWN_SECS {

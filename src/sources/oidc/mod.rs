@@ -14,27 +14,33 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
+
+use keys::{KeyCache, RefreshDecision};
 use std::time::Duration;
 
 use base64::Engine as _;
 use openidconnect::core::{
-    CoreClient, CoreGenderClaim, CoreJsonWebKey, CoreJsonWebKeySet,
-    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
+    CoreGenderClaim, CoreGrantType, CoreJsonWebKey, CoreJsonWebKeySet,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
-    AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
-    CsrfToken, IdToken, IdTokenVerifier, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError, TokenResponse,
+    AdditionalClaims, AdditionalProviderMetadata, AuthorizationCode, ClaimsVerificationError,
+    ClientId, ClientSecret, CsrfToken, IdToken, IdTokenVerifier, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl, Scope,
+    SignatureVerificationError, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 pub mod config;
+mod keys;
 
 pub use config::{OidcOptions, OidcOptionsError};
 
+use super::VerifiedIdentity;
 use crate::config::Secret;
-use crate::login::VerifiedIdentity;
 use crate::model::claims::{self, ClaimError};
 use crate::model::mapping::MAX_ATTRIBUTE_VALUES;
 
@@ -70,6 +76,13 @@ pub enum OidcError {
     WrongAlgorithm(String),
     #[error("the ID token was signed with a key the provider does not publish")]
     UnknownKey,
+    #[error("the OpenID provider's signing keys cannot be read now: {reason}; try again in {retry_after_secs} s")]
+    KeysUnavailable {
+        reason: String,
+        retry_after_secs: u64,
+    },
+    #[error("the ID token stays valid for {lifetime_secs} s; tokens valid longer than {max_secs} s are refused (max_id_token_lifetime_secs)")]
+    LifetimeTooLong { lifetime_secs: i64, max_secs: u64 },
     #[error("the ID token's signature is invalid")]
     InvalidSignature,
     #[error("the ID token was issued by another issuer: {0}")]
@@ -92,6 +105,8 @@ pub enum OidcError {
     StateMismatch,
     #[error("the callback names issuer {found:?}, not {expected:?} (RFC 9207)")]
     CallbackIssuerMismatch { found: String, expected: String },
+    #[error("the callback carries no iss parameter, though the provider announces it sends one (RFC 9207): the response may come from another provider")]
+    CallbackIssuerMissing,
     #[error("the code exchange failed: {0}")]
     Exchange(String),
     #[error("the token response has no ID token")]
@@ -104,6 +119,48 @@ pub enum OidcError {
     TooManyGroups { count: usize },
     #[error("the ID token names no usable user: {0}")]
     NoUser(String),
+}
+
+impl OidcError {
+    /// A stable code for the record of a refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            OidcError::Options(_) => "invalid_configuration",
+            OidcError::Discovery { .. } | OidcError::Unreachable(_) => "provider_unavailable",
+            OidcError::KeysUnavailable { .. } => "provider_keys_unavailable",
+            OidcError::TooLong { .. } | OidcError::Malformed(_) => "id_token_malformed",
+            OidcError::WrongAlgorithm(_) => "id_token_algorithm",
+            OidcError::UnknownKey => "id_token_unknown_key",
+            OidcError::InvalidSignature => "id_token_signature",
+            OidcError::WrongIssuer(_) => "id_token_issuer",
+            OidcError::WrongAudience(_) | OidcError::WrongAuthorizedParty(_) => "id_token_audience",
+            OidcError::Expired(_) => "id_token_expired",
+            OidcError::NotYetValid { .. } => "id_token_not_yet_valid",
+            OidcError::LifetimeTooLong { .. } => "id_token_lifetime",
+            OidcError::NonceMismatch(_) => "id_token_nonce",
+            OidcError::AccessTokenHashMismatch => "id_token_at_hash",
+            OidcError::Invalid(_) => "id_token_invalid",
+            OidcError::StateMismatch => "oidc_state",
+            OidcError::CallbackIssuerMismatch { .. } | OidcError::CallbackIssuerMissing => {
+                "oidc_callback_issuer"
+            }
+            OidcError::Exchange(_) | OidcError::NoIdToken => "oidc_code_exchange",
+            OidcError::GroupOverage { .. }
+            | OidcError::GroupsClaimType { .. }
+            | OidcError::TooManyGroups { .. } => "oidc_groups",
+            OidcError::NoUser(_) => "oidc_no_user",
+        }
+    }
+
+    /// Seconds to tell the caller to wait before trying again, when waiting helps.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            OidcError::KeysUnavailable {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
 }
 
 /// Claims beyond the standard ones, kept as JSON.
@@ -122,6 +179,42 @@ type VerifiableIdToken = IdToken<
     CoreJwsSigningAlgorithm,
 >;
 
+/// Discovery fields beyond the core ones that idsync acts on.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ExtraProviderMetadata {
+    /// RFC 9207: the provider adds `iss` to its authorization responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_response_iss_parameter_supported: Option<bool>,
+}
+
+impl AdditionalProviderMetadata for ExtraProviderMetadata {}
+
+/// The discovery document.
+pub type ProviderDocument = ProviderMetadata<
+    ExtraProviderMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+/// A verified ID token: the identity, and what single use needs.
+#[derive(Debug, Clone)]
+pub struct VerifiedIdToken {
+    pub identity: VerifiedIdentity,
+    /// `jti:<jti>` when the token has one, else `sha256:<hash of the token>`.
+    pub replay_id: String,
+    /// Unix seconds: the token's `exp` plus the leeway, after which it is refused anyway.
+    pub acceptable_until: i64,
+}
+
 /// A sign-in started with [`OidcSource::begin_login`]: what the callback must be checked
 /// against. Kept by the caller (server-side) until the callback arrives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,11 +231,12 @@ pub struct OidcSource {
     provider: String,
     options: OidcOptions,
     client_secret: Option<Secret>,
-    metadata: CoreProviderMetadata,
+    metadata: ProviderDocument,
     http: openidconnect::reqwest::Client,
     jwks: RwLock<CoreJsonWebKeySet>,
-    /// When (unix seconds) the keys were last fetched because of an unknown key id.
-    last_refetch: Mutex<Option<i64>>,
+    /// When the keys were read, how long they may be used, and the budget for reading them
+    /// again because a token named an unknown key.
+    key_cache: Mutex<KeyCache>,
     fetches: AtomicU64,
 }
 
@@ -166,7 +260,7 @@ fn http_client(options: &OidcOptions) -> Result<openidconnect::reqwest::Client, 
 }
 
 impl OidcSource {
-    /// Reads the provider's discovery document and keys.
+    /// Reads the provider's discovery document and keys. `now` is unix seconds.
     pub async fn discover(provider: &str, options: OidcOptions) -> Result<OidcSource, OidcError> {
         options.validate()?;
         let client_secret = options.client_secret()?;
@@ -175,13 +269,14 @@ impl OidcSource {
             issuer: options.issuer.clone(),
             reason: e.to_string(),
         })?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &http)
+        let metadata = ProviderDocument::discover_async(issuer, &http)
             .await
             .map_err(|e| OidcError::Discovery {
                 issuer: options.issuer.clone(),
                 reason: error_chain(&e),
             })?;
         let jwks = metadata.jwks().clone();
+        let key_cache = KeyCache::new(&options, crate::clock::now_secs());
         Ok(OidcSource {
             provider: provider.to_string(),
             options,
@@ -189,7 +284,7 @@ impl OidcSource {
             metadata,
             http,
             jwks: RwLock::new(jwks),
-            last_refetch: Mutex::new(None),
+            key_cache: Mutex::new(key_cache),
             fetches: AtomicU64::new(1),
         })
     }
@@ -210,7 +305,7 @@ impl OidcSource {
             issuer: options.issuer.clone(),
             reason,
         };
-        let metadata: CoreProviderMetadata =
+        let metadata: ProviderDocument =
             serde_json::from_str(discovery_json).map_err(|e| discovery_error(e.to_string()))?;
         if metadata.issuer().as_str() != options.issuer {
             return Err(discovery_error(format!(
@@ -220,6 +315,7 @@ impl OidcSource {
         }
         let jwks: CoreJsonWebKeySet =
             serde_json::from_str(jwks_json).map_err(|e| discovery_error(e.to_string()))?;
+        let key_cache = KeyCache::new(&options, crate::clock::now_secs());
         Ok(OidcSource {
             provider: provider.to_string(),
             options,
@@ -227,17 +323,29 @@ impl OidcSource {
             metadata,
             http,
             jwks: RwLock::new(jwks),
-            last_refetch: Mutex::new(None),
+            key_cache: Mutex::new(key_cache),
             fetches: AtomicU64::new(0),
         })
     }
 
-    /// How many times the keys were fetched (discovery included).
     /// Where the provider sends the browser back with the code, when configured.
     pub fn redirect_url(&self) -> Option<&str> {
         self.options.redirect_url.as_deref()
     }
 
+    pub fn options(&self) -> &OidcOptions {
+        &self.options
+    }
+
+    /// Whether the provider announces RFC 9207 `iss` on its authorization responses.
+    pub fn announces_callback_issuer(&self) -> bool {
+        self.metadata
+            .additional_metadata()
+            .authorization_response_iss_parameter_supported
+            == Some(true)
+    }
+
+    /// How many times the keys were fetched (discovery included).
     pub fn jwks_fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
     }
@@ -306,26 +414,44 @@ impl OidcSource {
         {
             return Err(OidcError::StateMismatch);
         }
-        if let Some(found) = callback_issuer {
-            if found != self.metadata.issuer().as_str() {
+        match callback_issuer {
+            Some(found) if found != self.metadata.issuer().as_str() => {
                 return Err(OidcError::CallbackIssuerMismatch {
                     found: found.to_string(),
                     expected: self.metadata.issuer().to_string(),
                 });
             }
+            None if self.announces_callback_issuer() => {
+                return Err(OidcError::CallbackIssuerMissing)
+            }
+            _ => {}
         }
+        self.redeem_code(code, &pending.pkce_verifier, &pending.nonce, now)
+            .await
+    }
+
+    /// Exchanges an authorization code with its PKCE verifier and verifies the ID token that
+    /// comes back against the nonce of the sign-in that asked for the code. The caller has
+    /// checked the callback (state, issuer), or ran the redirect itself.
+    pub async fn redeem_code(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+        now: i64,
+    ) -> Result<VerifiedIdentity, OidcError> {
         let client = self.client()?;
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| OidcError::Exchange(e.to_string()))?
-            .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
             .request_async(&self.http)
             .await
             .map_err(|e| OidcError::Exchange(error_chain(&e)))?;
         let id_token = response.id_token().ok_or(OidcError::NoIdToken)?.to_string();
         let access_token = response.access_token().secret().clone();
         let mut identity = self
-            .verify_id_token(&id_token, Some(&pending.nonce), Some(&access_token), now)
+            .verify_id_token(&id_token, Some(nonce), Some(&access_token), now)
             .await?;
         if self.options.userinfo {
             self.merge_userinfo(&mut identity, &access_token).await?;
@@ -397,6 +523,19 @@ impl OidcSource {
         access_token: Option<&str>,
         now: i64,
     ) -> Result<VerifiedIdentity, OidcError> {
+        self.verify_id_token_once(id_token, nonce, access_token, now)
+            .await
+            .map(|verified| verified.identity)
+    }
+
+    /// [`Self::verify_id_token`], with what the caller needs to accept the token only once.
+    pub async fn verify_id_token_once(
+        &self,
+        id_token: &str,
+        nonce: Option<&str>,
+        access_token: Option<&str>,
+        now: i64,
+    ) -> Result<VerifiedIdToken, OidcError> {
         if id_token.len() > MAX_ID_TOKEN_BYTES {
             return Err(OidcError::TooLong {
                 len: id_token.len(),
@@ -405,16 +544,83 @@ impl OidcSource {
         let token: VerifiableIdToken = id_token
             .parse()
             .map_err(|e: serde_json::Error| OidcError::Malformed(e.to_string()))?;
+        self.ensure_fresh_keys(now).await?;
         match self.check(&token, nonce, now) {
-            Err(OidcError::UnknownKey) if self.refetch_allowed(now) => {
-                self.refetch_keys().await?;
-                self.check(&token, nonce, now)?;
+            Err(OidcError::UnknownKey) => {
+                let decision = self.lock_keys().unknown_key(now);
+                match decision {
+                    RefreshDecision::Fetch => {
+                        self.refresh_keys(now).await?;
+                        self.check(&token, nonce, now)?;
+                    }
+                    RefreshDecision::Wait { retry_after_secs } => {
+                        return Err(OidcError::KeysUnavailable {
+                            reason: "a token names a key id not among the provider's keys, and \
+                                     they were read again moments ago"
+                                .into(),
+                            retry_after_secs,
+                        })
+                    }
+                }
             }
             other => other?,
         }
         let payload = raw_payload(id_token)?;
         self.extra_checks(&token, &payload, access_token, now)?;
-        self.identity(&payload)
+        let identity = self.identity(&payload)?;
+        let exp = payload.get("exp").and_then(|v| v.as_i64()).unwrap_or(now);
+        let replay_id = match payload.get("jti").and_then(|v| v.as_str()) {
+            Some(jti) if !jti.is_empty() && jti.len() <= 256 => format!("jti:{jti}"),
+            _ => format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(id_token.as_bytes()))
+            ),
+        };
+        Ok(VerifiedIdToken {
+            identity,
+            replay_id,
+            acceptable_until: exp.saturating_add(self.options.leeway_secs),
+        })
+    }
+
+    fn lock_keys(&self) -> std::sync::MutexGuard<'_, KeyCache> {
+        self.key_cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the keys again when they are older than their allowed age. When that fails the
+    /// answer is "try again", never a verdict on the token: the keys in hand may no longer be
+    /// the provider's.
+    async fn ensure_fresh_keys(&self, now: i64) -> Result<(), OidcError> {
+        let decision = self.lock_keys().expiry(now);
+        match decision {
+            None => Ok(()),
+            Some(RefreshDecision::Fetch) => self.refresh_keys(now).await,
+            Some(RefreshDecision::Wait { retry_after_secs }) => Err(OidcError::KeysUnavailable {
+                reason: "the provider's keys are past their allowed age and reading them \
+                             again failed"
+                    .into(),
+                retry_after_secs,
+            }),
+        }
+    }
+
+    async fn refresh_keys(&self, now: i64) -> Result<(), OidcError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        match keys::fetch(&self.http, self.metadata.jwks_uri().url().as_str()).await {
+            Ok((keys, max_age)) => {
+                *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = keys;
+                self.lock_keys().fetched(now, max_age);
+                Ok(())
+            }
+            Err(reason) => {
+                let retry_after_secs = self.lock_keys().failed(now);
+                tracing::warn!(provider = %self.provider, %reason, "reading the OpenID provider's keys failed");
+                Err(OidcError::KeysUnavailable {
+                    reason,
+                    retry_after_secs,
+                })
+            }
+        }
     }
 
     /// Signature, issuer, audience, expiry (with leeway) and nonce, against the cached keys.
@@ -457,27 +663,6 @@ impl OidcSource {
         result.map_err(map_claims_error)
     }
 
-    fn refetch_allowed(&self, now: i64) -> bool {
-        let mut last = self.last_refetch.lock().unwrap_or_else(|e| e.into_inner());
-        let cooldown = self.options.jwks_refetch_cooldown_secs as i64;
-        match *last {
-            Some(at) if now - at < cooldown => false,
-            _ => {
-                *last = Some(now);
-                true
-            }
-        }
-    }
-
-    async fn refetch_keys(&self) -> Result<(), OidcError> {
-        self.fetches.fetch_add(1, Ordering::Relaxed);
-        let keys = CoreJsonWebKeySet::fetch_async(self.metadata.jwks_uri(), &self.http)
-            .await
-            .map_err(|e| OidcError::Unreachable(error_chain(&e)))?;
-        *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = keys;
-        Ok(())
-    }
-
     /// What the crate leaves to the application.
     fn extra_checks(
         &self,
@@ -487,6 +672,15 @@ impl OidcSource {
         now: i64,
     ) -> Result<(), OidcError> {
         let leeway = self.options.leeway_secs;
+        if let Some(exp) = payload.get("exp").and_then(|v| v.as_i64()) {
+            let lifetime = exp.saturating_sub(now);
+            if lifetime > self.options.max_id_token_lifetime_secs as i64 {
+                return Err(OidcError::LifetimeTooLong {
+                    lifetime_secs: lifetime,
+                    max_secs: self.options.max_id_token_lifetime_secs,
+                });
+            }
+        }
         for claim in ["nbf", "iat"] {
             if let Some(at) = payload.get(claim).and_then(|v| v.as_i64()) {
                 if at > now + leeway {

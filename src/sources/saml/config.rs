@@ -52,6 +52,28 @@ pub struct SamlOptions {
     /// memberships than the larger of these (default 10 and 10 %), as a directory sync does.
     pub max_removals: Option<u64>,
     pub max_removal_percent: Option<f64>,
+    /// Caps on a response's parsed structure, checked before its signature: elements, XML
+    /// attributes (namespace declarations included) and nesting depth.
+    #[serde(default = "default_max_elements")]
+    pub max_xml_elements: usize,
+    #[serde(default = "default_max_attributes")]
+    pub max_xml_attributes: usize,
+    #[serde(default = "default_max_depth")]
+    pub max_xml_depth: usize,
+    /// Whether a trusted pipeline may sign users of this provider in with attributes it
+    /// verified itself (`verified_attributes` evidence), skipping the SAML verification here.
+    #[serde(default)]
+    pub accept_verified_attributes: bool,
+}
+
+fn default_max_elements() -> usize {
+    super::document::DEFAULT_MAX_ELEMENTS
+}
+fn default_max_attributes() -> usize {
+    super::document::DEFAULT_MAX_ATTRIBUTES
+}
+fn default_max_depth() -> usize {
+    super::document::DEFAULT_MAX_DEPTH
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +81,14 @@ pub struct SamlOptions {
 pub struct SamlOptionsError(pub String);
 
 impl SamlOptions {
+    pub fn document_limits(&self) -> super::DocumentLimits {
+        super::DocumentLimits {
+            max_elements: self.max_xml_elements,
+            max_attributes: self.max_xml_attributes,
+            max_depth: self.max_xml_depth,
+        }
+    }
+
     pub fn from_json(value: &serde_json::Value) -> Result<SamlOptions, SamlOptionsError> {
         let options: SamlOptions =
             serde_json::from_value(value.clone()).map_err(|e| SamlOptionsError(e.to_string()))?;
@@ -96,6 +126,21 @@ impl SamlOptions {
         if !(0..=600).contains(&self.max_clock_skew_secs) {
             return Err(SamlOptionsError(
                 "max_clock_skew_secs must be between 0 and 600".into(),
+            ));
+        }
+        if !(16..=1_000_000).contains(&self.max_xml_elements)
+            || !(16..=1_000_000).contains(&self.max_xml_attributes)
+            || !(12..=256).contains(&self.max_xml_depth)
+        {
+            return Err(SamlOptionsError(
+                "max_xml_elements and max_xml_attributes must be between 16 and 1000000, \
+                 max_xml_depth between 12 and 256"
+                    .into(),
+            ));
+        }
+        if !(0..=86_400).contains(&self.max_issue_delay_secs) {
+            return Err(SamlOptionsError(
+                "max_issue_delay_secs must be between 0 and 86400".into(),
             ));
         }
         if self.max_response_bytes == 0 || self.max_response_bytes > 16 * 1024 * 1024 {

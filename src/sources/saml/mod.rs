@@ -20,17 +20,17 @@
 use base64::Engine as _;
 use samael::crypto::AllowedSignatureAlgorithm;
 use samael::metadata::EntityDescriptor;
-use samael::schema::{Assertion, Response};
+use samael::schema::Assertion;
 use samael::service_provider::{Error as SpError, ServiceProvider};
 
 pub mod config;
+pub mod document;
 
 pub use config::{SamlOptions, SamlOptionsError};
+pub use document::DocumentLimits;
 
-use crate::login::VerifiedIdentity;
+use super::VerifiedIdentity;
 use crate::model::mapping::MAX_ATTRIBUTE_VALUES;
-
-const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SamlError {
@@ -42,10 +42,22 @@ pub enum SamlError {
     NoSigningCertificate,
     #[error("the SAML response is {len} bytes; the limit is {max}")]
     TooLarge { len: usize, max: usize },
-    #[error("the SAML response is not valid base64 or UTF-8")]
+    #[error("the SAML response is not valid base64")]
     NotDecodable,
-    #[error("the SAML response contains a DTD or entity declaration, which is never accepted")]
+    #[error("the SAML response is not UTF-8: {0}")]
+    Encoding(String),
+    #[error("the SAML response is not well-formed XML: {0}")]
+    NotWellFormed(String),
+    #[error("the SAML response is too complex to be checked: {0}")]
+    TooComplex(String),
+    #[error(
+        "the SAML response contains a document type declaration (DTD), which is never accepted"
+    )]
     Dtd,
+    #[error("SHA-1 signatures are refused (the response uses {0})")]
+    WeakAlgorithm(String),
+    #[error("the SAML response carries an encrypted assertion but no decryption key is configured: ask the IdP to send the assertion signed, not encrypted")]
+    EncryptedAssertion,
     #[error("the SAML response's signature could not be verified against the IdP certificate")]
     InvalidSignature,
     #[error("the assertion names no audience, or not this service provider ({expected})")]
@@ -65,7 +77,7 @@ pub enum SamlError {
         found: Option<String>,
         expected: String,
     },
-    #[error("the IdP reports a failed sign-in: {0}")]
+    #[error("the IdP answered status {0}")]
     NotSuccess(String),
     #[error("the response answers no request of ours and IdP-initiated sign-in is disabled")]
     Unsolicited,
@@ -75,14 +87,14 @@ pub enum SamlError {
     Expired(String),
     #[error("the assertion is not valid yet ({0})")]
     NotYetValid(String),
+    #[error("the assertion was issued at {0}, in the future beyond the allowed clock skew")]
+    IssuedInFuture(String),
     #[error(
         "a comment inside NameID or an attribute value is refused: it can truncate the identity"
     )]
     CommentInValue,
     #[error("the assertion names no subject")]
     NoSubject,
-    #[error("assertion {0} was already used: a replay is refused")]
-    Replay(String),
     #[error("the assertion carries {count} group values; the limit is {MAX_ATTRIBUTE_VALUES}")]
     TooManyGroups { count: usize },
     #[error("the SAML response's structure is refused: {0}")]
@@ -91,13 +103,48 @@ pub enum SamlError {
     Rejected(String),
 }
 
+impl SamlError {
+    /// A stable code for the record of a refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SamlError::Options(_) | SamlError::Metadata(_) | SamlError::NoSigningCertificate => {
+                "invalid_configuration"
+            }
+            SamlError::TooLarge { .. } => "saml_too_large",
+            SamlError::NotDecodable | SamlError::Encoding(_) | SamlError::NotWellFormed(_) => {
+                "saml_malformed"
+            }
+            SamlError::TooComplex(_) => "saml_too_complex",
+            SamlError::Dtd => "saml_dtd",
+            SamlError::WeakAlgorithm(_) => "saml_weak_algorithm",
+            SamlError::EncryptedAssertion => "saml_encrypted",
+            SamlError::InvalidSignature => "saml_signature",
+            SamlError::WrongAudience { .. } => "saml_audience",
+            SamlError::WrongRecipient { .. } => "saml_recipient",
+            SamlError::WrongDestination { .. } => "saml_destination",
+            SamlError::WrongIssuer { .. } => "saml_issuer",
+            SamlError::NotSuccess(_) => "saml_status",
+            SamlError::Unsolicited | SamlError::UnknownRequest(_) => "saml_in_response_to",
+            SamlError::Expired(_) => "saml_expired",
+            SamlError::NotYetValid(_) | SamlError::IssuedInFuture(_) => "saml_not_yet_valid",
+            SamlError::CommentInValue => "saml_comment",
+            SamlError::NoSubject => "saml_no_subject",
+            SamlError::TooManyGroups { .. } => "saml_groups",
+            SamlError::Structure(_) => "saml_structure",
+            SamlError::Rejected(_) => "saml_rejected",
+        }
+    }
+}
+
 /// A verified assertion: the identity, and what replay protection needs.
 #[derive(Debug, Clone)]
 pub struct VerifiedAssertion {
     pub identity: VerifiedIdentity,
     pub assertion_id: String,
-    /// Unix seconds; the assertion id must be remembered until then.
-    pub not_on_or_after: i64,
+    /// Unix seconds: the last instant at which this response could still be accepted (its
+    /// earliest NotOnOrAfter, or IssueInstant plus the allowed issue delay, plus the clock
+    /// skew). Its assertion id must be remembered until then, and no longer is needed.
+    pub acceptable_until: i64,
 }
 
 /// One configured SAML identity provider.
@@ -119,14 +166,6 @@ impl std::fmt::Debug for SamlSource {
 
 const HTTP_POST_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
 const HTTP_REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
-
-fn refuse_dtd(xml: &str) -> Result<(), SamlError> {
-    let lower = xml.to_ascii_lowercase();
-    if lower.contains("<!doctype") || lower.contains("<!entity") {
-        return Err(SamlError::Dtd);
-    }
-    Ok(())
-}
 
 fn pem_body(pem: &str) -> String {
     pem.lines()
@@ -164,7 +203,7 @@ impl SamlSource {
                 sso = xml_escape(&sso),
             )
         };
-        refuse_dtd(&metadata_xml)?;
+        document::check_metadata(&metadata_xml)?;
         let idp_metadata: EntityDescriptor = metadata_xml
             .parse()
             .map_err(|e| SamlError::Metadata(format!("{e}")))?;
@@ -303,7 +342,12 @@ impl SamlSource {
                 max,
             });
         }
-        let xml = String::from_utf8(bytes).map_err(|_| SamlError::NotDecodable)?;
+        let xml = String::from_utf8(bytes).map_err(|e| {
+            SamlError::Encoding(format!(
+                "byte {} is not UTF-8",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
         self.verify_xml(&xml, outstanding, now)
     }
 
@@ -319,42 +363,18 @@ impl SamlSource {
                 max: self.options.max_response_bytes,
             });
         }
-        refuse_dtd(xml)?;
-        // A response carries one Response and one Assertion. Signature-wrapping attacks add
-        // copies (inside Signature, Object or Extensions, or beside the signed one); samael
-        // would read the signed one, but such a document is an attack, refused as one.
-        for element in ["Response", "Assertion"] {
-            let count = element_count(xml, element);
-            if count != 1 {
-                return Err(SamlError::Structure(format!(
-                    "{count} {element} elements where one is expected (signature wrapping?)"
-                )));
-            }
+        // The structure is judged on the parsed document, within caps, before the signature
+        // check; the envelope it reads only ever refuses.
+        let facts = document::inspect_response(xml, &self.options.document_limits())?;
+        if facts.destination.as_deref() != Some(self.options.acs_url.as_str()) {
+            return Err(SamlError::WrongDestination {
+                found: facts.destination,
+                expected: self.options.acs_url.clone(),
+            });
         }
-        if comment_inside(xml, "NameID") || comment_inside(xml, "AttributeValue") {
-            return Err(SamlError::CommentInValue);
-        }
-        // Fields outside the signed assertion are read only to refuse more, never to accept.
-        if let Ok(response) = xml.parse::<Response>() {
-            if response.destination.as_deref() != Some(self.options.acs_url.as_str()) {
-                return Err(SamlError::WrongDestination {
-                    found: response.destination.clone(),
-                    expected: self.options.acs_url.clone(),
-                });
-            }
-            if let Some(code) = response
-                .status
-                .as_ref()
-                .and_then(|s| s.status_code.value.clone())
-            {
-                if code != SUCCESS {
-                    return Err(SamlError::NotSuccess(code));
-                }
-            }
-            if let Some(id) = &response.in_response_to {
-                if !outstanding.contains(id) {
-                    return Err(SamlError::UnknownRequest(id.clone()));
-                }
+        if let Some(id) = &facts.in_response_to {
+            if !outstanding.contains(id) {
+                return Err(SamlError::UnknownRequest(id.clone()));
             }
         }
         let ids: Vec<&str> = outstanding.iter().map(String::as_str).collect();
@@ -403,6 +423,23 @@ impl SamlSource {
         if now - skew >= not_on_or_after.timestamp() {
             return Err(SamlError::Expired(not_on_or_after.to_rfc3339()));
         }
+        let issued = assertion.issue_instant.timestamp();
+        if issued > now + skew {
+            return Err(SamlError::IssuedInFuture(
+                assertion.issue_instant.to_rfc3339(),
+            ));
+        }
+        let issue_limit = issued.saturating_add(self.options.max_issue_delay_secs);
+        if now - skew >= issue_limit {
+            return Err(SamlError::Expired(format!(
+                "issued at {}, more than {} s ago",
+                assertion.issue_instant.to_rfc3339(),
+                self.options.max_issue_delay_secs
+            )));
+        }
+        // The earliest of the limits below, plus the skew, is when this response stops being
+        // acceptable; its id is remembered until then.
+        let mut last_acceptable = not_on_or_after.timestamp().min(issue_limit);
         let subject = assertion.subject.as_ref().ok_or(SamlError::NoSubject)?;
         let bearer = subject
             .subject_confirmations
@@ -433,6 +470,7 @@ impl SamlSource {
                 if now - skew >= limit.timestamp() {
                     return Err(SamlError::Expired(limit.to_rfc3339()));
                 }
+                last_acceptable = last_acceptable.min(limit.timestamp());
             }
         }
         let username = subject
@@ -470,7 +508,7 @@ impl SamlSource {
                 group_values: groups,
             },
             assertion_id: assertion.id.clone(),
-            not_on_or_after: not_on_or_after.timestamp(),
+            acceptable_until: last_acceptable.saturating_add(skew),
         })
     }
 }
@@ -517,63 +555,9 @@ fn map_sp_error(e: SpError) -> SamlError {
     }
 }
 
-/// The expressions the structural checks use, compiled once per element name.
-fn cached_regex(pattern: String) -> Option<std::sync::Arc<regex::Regex>> {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<regex::Regex>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(re) = cache.get(&pattern) {
-        return Some(re.clone());
-    }
-    let re = Arc::new(regex::Regex::new(&pattern).ok()?);
-    cache.insert(pattern, re.clone());
-    Some(re)
-}
-
-/// How many `NAME` elements (any namespace prefix) the document opens.
-fn element_count(xml: &str, name: &str) -> usize {
-    cached_regex(format!(r"<(?:[A-Za-z_][\w.-]*:)?{name}[\s/>]"))
-        .map(|re| re.find_iter(xml).count())
-        .unwrap_or(usize::MAX)
-}
-
-/// Whether any `<…:NAME …>…</…:NAME>` element holds an XML comment.
-fn comment_inside(xml: &str, name: &str) -> bool {
-    cached_regex(format!(
-        r"(?s)<(?:[A-Za-z_][\w.-]*:)?{name}\b[^>]*>(.*?)</(?:[A-Za-z_][\w.-]*:)?{name}\s*>"
-    ))
-    .map(|re| re.captures_iter(xml).any(|c| c[1].contains("<!--")))
-    .unwrap_or(true)
-}
-
 fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn comments_inside_values_are_found() {
-        assert!(comment_inside(
-            "<saml:NameID Format=\"x\">admin<!---->.evil.com</saml:NameID>",
-            "NameID"
-        ));
-        assert!(!comment_inside("<NameID>admin@evil.com</NameID>", "NameID"));
-        assert!(!comment_inside("<!-- c --><NameID>a</NameID>", "NameID"));
-    }
-
-    #[test]
-    fn a_dtd_is_refused_in_any_case() {
-        assert!(matches!(refuse_dtd("<!DOCTYPE x>"), Err(SamlError::Dtd)));
-        assert!(matches!(refuse_dtd("<!doctype x>"), Err(SamlError::Dtd)));
-        assert!(matches!(refuse_dtd("<!ENTITY y 'z'>"), Err(SamlError::Dtd)));
-        assert!(refuse_dtd("<Response/>").is_ok());
-    }
 }

@@ -14,6 +14,7 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 mod admin;
 mod api_keys;
 mod lease;
+mod security;
 mod sync;
 
 use super::*;
@@ -145,7 +146,9 @@ impl SqlStore {
         "audit_log",
         "sync_runs",
         "sync_changes",
-        "saml_assertions",
+        "used_evidence",
+        "login_failures",
+        "security_events",
         "config_state",
         "api_keys",
         "leases",
@@ -1649,35 +1652,6 @@ impl KeyStore for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-}
-
-#[async_trait]
-impl ReplayStore for SqlStore {
-    async fn remember_assertion(
-        &self,
-        provider: &str,
-        assertion_id: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM saml_assertions WHERE expires_at < $1")
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-        let inserted = sqlx::query(
-            "INSERT INTO saml_assertions (provider, assertion_id, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (provider, assertion_id) DO NOTHING",
-        )
-        .bind(provider)
-        .bind(assertion_id)
-        .bind(expires_at)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(inserted == 1)
     }
 }
 
