@@ -261,6 +261,30 @@ pub fn plan_json(plan: &Plan, dry_run: bool) -> serde_json::Value {
 }
 
 /// One audit entry on one line.
+/// One refused sign-in, on one line.
+pub fn security_event_line(e: &crate::store::SecurityEvent) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at.max(0) as u64);
+    let mut parts = vec![format!(
+        "#{} {} {} {} via {}",
+        e.id,
+        humantime::format_rfc3339_millis(at),
+        e.reason,
+        e.provider,
+        e.evidence
+    )];
+    if let Some(u) = &e.username {
+        parts.push(format!("user={u}"));
+    }
+    if let Some(c) = &e.client_address {
+        parts.push(format!("client={c}"));
+    }
+    if let Some(id) = &e.correlation_id {
+        parts.push(format!("correlation={id}"));
+    }
+    parts.push(format!("— {}", e.detail));
+    parts.join(" ")
+}
+
 pub fn audit_line(e: &AuditEntry) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at.max(0) as u64);
     let mut parts = vec![format!(

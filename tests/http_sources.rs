@@ -7,6 +7,8 @@
 mod oidc;
 #[path = "support/saml.rs"]
 mod saml;
+#[path = "support/sources.rs"]
+mod sources;
 mod support;
 
 use std::io::Write as _;
@@ -14,29 +16,12 @@ use std::process::{Command, Stdio};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use oidc::{ClientAuth, OidcProvider, ProviderOptions, TestAccount, TestClient};
 use saml::{attacks, Idp};
 use serde_json::{json, Value};
+use sources::*;
 use support::http::TestApp;
-use support::slapd::{group_dn, group_of_names_ldif, user_dn, user_ldif, Slapd};
+use support::slapd::group_dn;
 use support::{apply_state, row_counts, Db};
-
-const BASE: &str = "dc=example,dc=com";
-
-fn names(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn options_toml(options: &Value) -> String {
-    toml::to_string(&serde_json::from_value::<toml::Table>(options.clone()).unwrap()).unwrap()
-}
 
 /// A browser without a cookie jar: the flow cookie is carried by hand, so a test can replay or
 /// alter it.
@@ -69,16 +54,6 @@ fn location(response: &reqwest::Response) -> String {
         .to_str()
         .unwrap()
         .to_string()
-}
-
-async fn refusal(app: &TestApp, answer: &Value) -> idsync::store::SecurityEvent {
-    app.refusal(answer).await
-}
-
-async fn json_of(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 fn query_param(url: &str, name: &str) -> Option<String> {
@@ -162,83 +137,6 @@ fn decision<'a>(report: &'a Value, group: &str) -> &'a Value {
 
 // ---------------------------------------------------------------------------------------------
 // LDAP
-
-struct LdapEnv {
-    app: TestApp,
-    slapd: Slapd,
-    _secret: tempfile::TempDir,
-}
-
-/// slapd with u01..u04 (password pw-uNN); devs = u01, u02; ops = u02. Provider "corp".
-async fn ldap_env(db: Db) -> LdapEnv {
-    let slapd = Slapd::start();
-    let mut ldif = String::new();
-    for i in 1..=4 {
-        let uid = format!("u{i:02}");
-        ldif.push_str(&user_ldif(BASE, &uid, &format!("pw-{uid}")));
-    }
-    ldif.push_str(&group_of_names_ldif(
-        BASE,
-        "devs",
-        &[user_dn(BASE, "u01"), user_dn(BASE, "u02")],
-    ));
-    ldif.push_str(&group_of_names_ldif(BASE, "ops", &[user_dn(BASE, "u02")]));
-    slapd.add_ldif(&ldif);
-    let secret = tempfile::tempdir().unwrap();
-    let password_file = secret.path().join("bind-password");
-    std::fs::write(&password_file, &slapd.service_password).unwrap();
-    let options = json!({
-        "url": slapd.url,
-        "allow_plain": true,
-        "bind_dn": slapd.service_dn,
-        "bind_password_file": password_file.display().to_string(),
-        "user_base_dn": format!("ou=People,{BASE}"),
-        "group_base_dn": format!("ou=Groups,{BASE}"),
-        "user_filter": "(objectClass=inetOrgPerson)",
-        "connect_timeout_secs": 3,
-        "operation_timeout_secs": 10,
-    });
-    let app = TestApp::start(db).await;
-    apply_state(
-        app.store(),
-        &format!(
-            r#"
-[[providers]]
-name = "corp"
-kind = "ldap"
-[providers.options]
-{}
-
-[[groups]]
-name = "Developers"
-priority = 100
-permissions = ["Images View"]
-[[groups.mappings]]
-provider = "corp"
-attributes = ["CN=Devs, OU=Groups, DC=Example, DC=Com"]
-
-[[groups]]
-name = "Operators"
-priority = 110
-[[groups.mappings]]
-provider = "corp"
-attributes = ["{}"]
-"#,
-            options_toml(&options),
-            group_dn(BASE, "ops")
-        ),
-    )
-    .await;
-    LdapEnv {
-        app,
-        slapd,
-        _secret: secret,
-    }
-}
-
-fn password(username: &str, password: &str) -> Value {
-    json!({"type": "password", "username": username, "password": password})
-}
 
 async fn ldap_password_login_over_http(db: Db) {
     let mut env = ldap_env(db).await;
@@ -412,76 +310,6 @@ async fn ldap_mapping_test_over_http(db: Db) {
 
 // ---------------------------------------------------------------------------------------------
 // OpenID Connect
-
-struct OidcEnv {
-    app: TestApp,
-    provider: OidcProvider,
-    _secret: tempfile::TempDir,
-}
-
-/// The service first (its callback is the client's redirect URI), then the provider with
-/// alice (engineering, staff) and bob (sales); provider "idp".
-async fn oidc_env(db: Db) -> OidcEnv {
-    let app = TestApp::start(db).await;
-    let mut client = TestClient::new("idsync", "idsync-secret-0123456789", ClientAuth::Basic);
-    client.redirect_uri = app.url("/sso/idp/callback");
-    let provider = OidcProvider::start_with(
-        &[
-            TestAccount::named("alice", &["engineering", "staff"]),
-            TestAccount::named("bob", &["sales"]),
-        ],
-        ProviderOptions {
-            client,
-            ..ProviderOptions::default()
-        },
-    )
-    .await;
-    let secret = tempfile::tempdir().unwrap();
-    let secret_file = secret.path().join("client-secret");
-    std::fs::write(&secret_file, &provider.client_secret).unwrap();
-    let options = json!({
-        "issuer": provider.issuer,
-        "client_id": provider.client_id,
-        "client_secret_file": secret_file.display().to_string(),
-        "redirect_url": provider.redirect_uri,
-        "scopes": ["openid", "profile", "email", "groups"],
-        "groups_claim": "groups",
-    });
-    apply_state(
-        app.store(),
-        &format!(
-            r#"
-[[providers]]
-name = "idp"
-kind = "oidc"
-[providers.options]
-{}
-
-[[groups]]
-name = "Engineering"
-priority = 100
-permissions = ["Images View"]
-[[groups.mappings]]
-provider = "idp"
-attributes = ["engineering"]
-
-[[groups]]
-name = "Sales"
-priority = 110
-[[groups.mappings]]
-provider = "idp"
-attributes = ["sales"]
-"#,
-            options_toml(&options)
-        ),
-    )
-    .await;
-    OidcEnv {
-        app,
-        provider,
-        _secret: secret,
-    }
-}
 
 async fn oidc_login_hook_with_id_token_and_code(db: Db) {
     let env = oidc_env(db).await;
@@ -843,63 +671,6 @@ async fn oidc_mapping_test_over_http(db: Db) {
 
 // ---------------------------------------------------------------------------------------------
 // SAML
-
-const SAML_PROVIDER: &str = "corp-saml";
-
-struct SamlEnv {
-    app: TestApp,
-    idp: Idp,
-    sp: String,
-    acs: String,
-}
-
-async fn saml_env(db: Db) -> SamlEnv {
-    let app = TestApp::start(db).await;
-    let idp = Idp::new("https://idp.example.test/metadata");
-    let sp = app.url(&format!("/sso/{SAML_PROVIDER}/metadata"));
-    let acs = app.url(&format!("/sso/{SAML_PROVIDER}/acs"));
-    let options = json!({
-        "idp_metadata": idp.metadata_xml,
-        "sp_entity_id": sp,
-        "acs_url": acs,
-        "group_attribute": "groups",
-    });
-    apply_state(
-        app.store(),
-        &format!(
-            r#"
-[[providers]]
-name = "{SAML_PROVIDER}"
-kind = "saml"
-[providers.options]
-{}
-
-[[groups]]
-name = "Engineering"
-priority = 100
-permissions = ["Images View"]
-[[groups.mappings]]
-provider = "{SAML_PROVIDER}"
-attributes = ["engineering"]
-
-[[groups]]
-name = "Domain Admins"
-priority = 10
-permissions = ["Global Admin"]
-[[groups.mappings]]
-provider = "{SAML_PROVIDER}"
-attributes = ["admins"]
-"#,
-            options_toml(&options)
-        ),
-    )
-    .await;
-    SamlEnv { app, idp, sp, acs }
-}
-
-fn saml_evidence(encoded: &str, request_ids: &[&str]) -> Value {
-    json!({"type": "saml_response", "saml_response": encoded, "request_ids": request_ids})
-}
 
 async fn saml_login_hook_replay_and_metadata(db: Db) {
     let env = saml_env(db).await;

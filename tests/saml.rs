@@ -2,6 +2,8 @@
 //! with the right identity and groups; every attack and every bad variant is refused with a
 //! clear error and no database writes.
 
+#[path = "support/pysaml2.rs"]
+mod pysaml2;
 #[path = "support/saml.rs"]
 mod saml;
 mod support;
@@ -108,13 +110,23 @@ fn b64(xml: &str) -> String {
 
 /// Signs the user in through the one sign-in path (verification, single use, login).
 async fn accept(env: &Env, encoded: &str, requests: &[String]) -> Result<Vec<String>, SignInError> {
+    accept_at(env, encoded, requests, idsync::clock::now_ms()).await
+}
+
+/// [`accept`] with idsync's clock at `now_ms`.
+async fn accept_at(
+    env: &Env,
+    encoded: &str,
+    requests: &[String],
+    now_ms: i64,
+) -> Result<Vec<String>, SignInError> {
     let request = SignInRequest {
         provider: PROVIDER.into(),
         evidence: Evidence::SamlResponse {
             saml_response: encoded.into(),
             request_ids: requests.to_vec(),
         },
-        context: VerifyContext::new(idsync::clock::now_ms(), Purpose::SignIn),
+        context: VerifyContext::new(now_ms, Purpose::SignIn),
     };
     let (identity, signed) = login::sign_in(
         &env.db.store,
@@ -312,4 +324,101 @@ fn an_entity_id_and_certificate_are_enough_and_sp_metadata_is_exported() {
     let metadata = source.sp_metadata_xml().unwrap();
     assert!(metadata.contains(SP), "{metadata}");
     assert!(metadata.contains(ACS), "{metadata}");
+}
+
+#[tokio::test]
+async fn a_response_stays_refused_as_a_replay_as_long_as_it_could_be_accepted() {
+    // A 60 s assertion with the default 120 s skew can be accepted until 180 s after issue: its
+    // id must be remembered that long (it used to be dropped at NotOnOrAfter, and the response
+    // was accepted again at 75, 120 and 175 s).
+    let env = env().await;
+    let issued = now();
+    let mut spec = env.idp.spec(SP, ACS, issued);
+    spec.not_before = issued;
+    spec.not_on_or_after = issued + 60;
+    let encoded = env.idp.sign_b64(&spec);
+    let requests = outstanding(&spec);
+    accept_at(&env, &encoded, &requests, issued * 1000)
+        .await
+        .unwrap();
+    for later in [75, 120, 175, 179] {
+        let err = accept_at(&env, &encoded, &requests, (issued + later) * 1000)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "replay", "{later} s after issue: {err}");
+    }
+    let err = accept_at(&env, &encoded, &requests, (issued + 181) * 1000)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "saml_expired", "{err}");
+}
+
+#[tokio::test]
+async fn an_issue_instant_beyond_the_skew_is_refused_in_both_directions() {
+    let env = env().await;
+    let t = now();
+    let mut future = env.idp.spec(SP, ACS, t + 300);
+    future.not_before = t - 60;
+    future.not_on_or_after = t + 600;
+    let err = accept(&env, &env.idp.sign_b64(&future), &outstanding(&future))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "saml_not_yet_valid", "{err}");
+    assert!(err.to_string().contains("in the future"), "{err}");
+    // Within the skew (120 s) it is accepted.
+    let mut near = env.idp.spec(SP, ACS, t + 100);
+    near.not_before = t - 60;
+    accept(&env, &env.idp.sign_b64(&near), &outstanding(&near))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn responses_signed_by_pysaml2_are_accepted_once_and_refused_when_altered() {
+    let env = env().await;
+    for sign in [
+        pysaml2::Sign::Assertion,
+        pysaml2::Sign::Response,
+        pysaml2::Sign::Both,
+    ] {
+        let request = saml::new_id("request");
+        let signed = pysaml2::sign(
+            &env.idp,
+            SP,
+            ACS,
+            &["engineering", "staff"],
+            Some(&request),
+            sign,
+            now(),
+            300,
+        );
+        let requests = vec![request.clone()];
+        let groups = accept(&env, &signed.b64, &requests)
+            .await
+            .unwrap_or_else(|e| panic!("{sign:?}: {e}"));
+        assert_eq!(groups, vec!["Engineering", "All Users"], "{sign:?}");
+        let replay = accept(&env, &signed.b64, &requests).await.unwrap_err();
+        assert_eq!(replay.reason(), "replay", "{sign:?}");
+
+        // The same response with the signed group value changed.
+        let fresh = pysaml2::sign(
+            &env.idp,
+            SP,
+            ACS,
+            &["engineering"],
+            Some(&request),
+            sign,
+            now(),
+            300,
+        );
+        let altered = fresh.xml.replace(">engineering<", ">admins<");
+        assert_ne!(altered, fresh.xml);
+        assert_refused(
+            &env,
+            &format!("pysaml2 {sign:?}, group value altered"),
+            &b64(&altered),
+            &requests,
+        )
+        .await;
+    }
 }

@@ -125,12 +125,22 @@ pub enum Command {
     Audit {
         #[arg(long)]
         user: Option<String>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "security")]
         group: Option<String>,
         #[arg(long)]
         provider: Option<String>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "security")]
         run: Option<String>,
+        /// Show refused sign-ins (security events) instead of membership and configuration
+        /// changes.
+        #[arg(long)]
+        security: bool,
+        /// With --security: refusals for this reason code (replay, invalid_credentials, …).
+        #[arg(long, requires = "security")]
+        reason: Option<String>,
+        /// With --security: refusals from this client address.
+        #[arg(long, requires = "security")]
+        client: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[arg(long)]
@@ -483,11 +493,45 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Audit {
             user,
+            provider,
+            security: true,
+            reason,
+            client,
+            limit,
+            json,
+            ..
+        } => {
+            use crate::store::SecurityEventStore;
+            let events = store
+                .security_events(&crate::store::SecurityEventQuery {
+                    provider,
+                    reason,
+                    username: user,
+                    client_address: client,
+                    limit,
+                    ..Default::default()
+                })
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&events).unwrap_or_default()
+                );
+            } else {
+                for e in &events {
+                    println!("{}", report::security_event_line(e));
+                }
+            }
+            Ok(0)
+        }
+        Command::Audit {
+            user,
             group,
             provider,
             run,
             limit,
             json,
+            ..
         } => {
             let entries = store
                 .audit(&AuditQuery {

@@ -161,8 +161,31 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Whether an error (or one of its causes) is a request body that did not arrive in time.
+fn body_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+fn body_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request body did not arrive in time (http.body_read_timeout_secs)",
+    )
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        if body_timed_out(&rejection) {
+            return body_timeout();
+        }
         match rejection {
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -202,6 +225,9 @@ impl From<QueryRejection> for ApiError {
 
 impl From<axum::extract::rejection::FormRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::FormRejection) -> Self {
+        if body_timed_out(&rejection) {
+            return body_timeout();
+        }
         ApiError::bad_request("invalid_form", rejection.body_text())
     }
 }

@@ -126,6 +126,21 @@ impl AppState {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_found_raw_or_percent_encoded() {
+        use super::has_control_character as bad;
+        assert!(bad("/sso/a%00b/start"));
+        assert!(bad("/api/v1/groups/x%0A"));
+        assert!(bad("/api/v1/groups/x%7f"));
+        assert!(!bad("/api/v1/groups/Eng%20Team"));
+        assert!(!bad("/api/v1/groups/%E2%9C%93"));
+        assert!(!bad("/api/v1/groups/100%"));
+        assert!(!bad("/api/v1/groups/%zz"));
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("invalid configuration: {0}")]
@@ -159,6 +174,46 @@ where
     }
 }
 
+/// Refuses a request whose path holds a control character once percent-decoded (`%00`, a
+/// newline): no name in idsync contains one, and each database would otherwise answer such a
+/// name differently (PostgreSQL refuses NUL in text; SQLite stores it).
+async fn refuse_control_characters(request: Request, next: axum::middleware::Next) -> Response {
+    if has_control_character(request.uri().path()) {
+        return ApiError::bad_request(
+            "invalid_path",
+            "the path holds a control character (such as %00); no name contains one",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether a path, percent-decoded, holds a control character.
+fn has_control_character(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(decoded) => {
+                        i += 2;
+                        decoded
+                    }
+                    Err(_) => b'%',
+                }
+            }
+            other => other,
+        };
+        if byte < 0x20 || byte == 0x7f {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
 async fn unknown_route() -> ApiError {
     ApiError::not_found(
         "unknown_route",
@@ -185,6 +240,11 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit))
+        // A body that trickles in holds a connection: it must arrive within the limit.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            Duration::from_secs(state.config.http.body_read_timeout_secs.max(1)),
+        ))
+        .layer(axum::middleware::from_fn(refuse_control_characters))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| -> Response {
                 ApiError::internal("the request failed unexpectedly; the service log has details")

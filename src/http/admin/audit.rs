@@ -1,4 +1,4 @@
-//! The audit log, newest first.
+//! The audit log and the record of refused sign-ins (security events), newest first.
 //!
 //! Reading it needs **Reports View** ("View system reports and logging", with the catalogue's
 //! warning that logs carry sensitive information): the audit log is the service's log of who
@@ -13,14 +13,73 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::model::permissions::Permission;
-use crate::store::{AuditQuery, AuditStore};
+use crate::store::{AuditQuery, AuditStore, SecurityEventQuery, SecurityEventStore};
 
 use super::super::auth::Caller;
 use super::super::error::ErrorBody;
 use super::super::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/audit", get(query_audit))
+    Router::new()
+        .route("/api/v1/audit", get(query_audit))
+        .route("/api/v1/security-events", get(query_security_events))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityEventParams {
+    /// Refusals at this provider (as named in the request, known or not).
+    pub provider: Option<String>,
+    /// Refusals for this reason code (`replay`, `invalid_credentials`, `saml_signature`, …).
+    pub reason: Option<String>,
+    /// Refusals naming this username.
+    pub user: Option<String>,
+    /// Refusals from this client address.
+    pub client: Option<String>,
+    /// Events at or after this instant (unix milliseconds).
+    pub since: Option<i64>,
+    /// Events older than this id (the next page: the smallest id of the last one).
+    pub before: Option<i64>,
+    /// At most this many events (default 100, at most 10,000).
+    pub limit: Option<i64>,
+}
+
+/// The record of refused sign-ins (Reports View): provider, evidence kind, reason code and
+/// words, client address, username when the evidence named one, and the correlation id the
+/// caller was given. Never a password, token or assertion.
+#[utoipa::path(
+    get,
+    path = "/api/v1/security-events",
+    params(SecurityEventParams),
+    responses(
+        (status = 200, body = Object),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    ),
+    tag = "admin"
+)]
+pub async fn query_security_events(
+    caller: Caller,
+    State(state): State<AppState>,
+    query: Result<Query<SecurityEventParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::ReportsView)?;
+    let Query(params) = query?;
+    let events = state
+        .store
+        .security_events(&SecurityEventQuery {
+            provider: params.provider,
+            reason: params.reason,
+            username: params.user,
+            client_address: params.client,
+            since_ms: params.since,
+            before_id: params.before,
+            limit: params.limit.unwrap_or(100).clamp(1, 10_000),
+        })
+        .await?;
+    let next = events.last().map(|e| e.id);
+    Ok(Json(json!({ "events": events, "next_before": next })))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

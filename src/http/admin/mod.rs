@@ -70,6 +70,7 @@ pub fn routes() -> Router<AppState> {
         api_keys::create_api_key,
         api_keys::revoke_api_key,
         audit::query_audit,
+        audit::query_security_events,
         images::list_images,
         images::create_image,
         images::show_image,

@@ -2,7 +2,8 @@
 //!
 //! Signature checking is the expensive part of accepting a response, and libxml2 (under samael
 //! and xmlsec) is a large parser to expose to anyone who can post a form. So a response first
-//! goes through a small, strict parser (`roxmltree`) and is refused here unless:
+//! goes through a tokenizer (`xmlparser`, one linear pass that stops at the first cap passed)
+//! and then a small, strict tree parser (`roxmltree`), and is refused here unless:
 //!
 //! - it is UTF-8: the bytes hold no NUL (UTF-16 without a byte-order mark is valid UTF-8 with
 //!   NULs between the characters, which libxml2 would then read as UTF-16) and the XML
@@ -98,143 +99,116 @@ impl ResponseFacts {
     }
 }
 
-/// Parses a document strictly: UTF-8 only, no DTD, at most `max_nodes` nodes.
-fn parse(xml: &str, max_nodes: usize) -> Result<roxmltree::Document<'_>, SamlError> {
+/// Caps on each element's attributes: a tree builder checks every attribute of an element
+/// against the others (quadratic), so none may have many. SAML elements carry a handful.
+const MAX_ATTRIBUTES_PER_ELEMENT: usize = 256;
+
+/// One pass of the tokenizer over the whole document, linear in its length, before any tree is
+/// built: refuses a document type declaration (even an empty one), an XML declaration naming
+/// an encoding other than UTF-8, and a document beyond the caps, at the first token that
+/// passes one.
+fn check_tokens(xml: &str, limits: &DocumentLimits) -> Result<(), SamlError> {
+    let (mut elements, mut attributes, mut on_element, mut depth) =
+        (0usize, 0usize, 0usize, 0usize);
+    for token in xmlparser::Tokenizer::from(xml) {
+        let token = token.map_err(|e| SamlError::NotWellFormed(e.to_string()))?;
+        match token {
+            xmlparser::Token::Declaration {
+                encoding: Some(encoding),
+                ..
+            } if !encoding.as_str().eq_ignore_ascii_case("utf-8") => {
+                return Err(SamlError::Encoding(format!(
+                    "its XML declaration names encoding {:?}; only UTF-8 is accepted",
+                    encoding.as_str().chars().take(40).collect::<String>()
+                )));
+            }
+            xmlparser::Token::DtdStart { .. }
+            | xmlparser::Token::EmptyDtd { .. }
+            | xmlparser::Token::EntityDeclaration { .. } => return Err(SamlError::Dtd),
+            xmlparser::Token::ElementStart { .. } => {
+                elements += 1;
+                depth += 1;
+                on_element = 0;
+                if elements > limits.max_elements {
+                    return Err(SamlError::TooComplex(format!(
+                        "it has more than {} elements",
+                        limits.max_elements
+                    )));
+                }
+                if depth > limits.max_depth {
+                    return Err(SamlError::TooComplex(format!(
+                        "its elements are nested more than {} deep",
+                        limits.max_depth
+                    )));
+                }
+            }
+            xmlparser::Token::Attribute { .. } => {
+                attributes += 1;
+                on_element += 1;
+                if attributes > limits.max_attributes {
+                    return Err(SamlError::TooComplex(format!(
+                        "it has more than {} XML attributes",
+                        limits.max_attributes
+                    )));
+                }
+                if on_element > MAX_ATTRIBUTES_PER_ELEMENT {
+                    return Err(SamlError::TooComplex(format!(
+                        "an element has more than {MAX_ATTRIBUTES_PER_ELEMENT} XML attributes"
+                    )));
+                }
+            }
+            xmlparser::Token::ElementEnd {
+                end: xmlparser::ElementEnd::Close(..) | xmlparser::ElementEnd::Empty,
+                ..
+            } => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Parses a document strictly: UTF-8 only, no DTD, within the caps, then as a tree.
+fn parse<'a>(xml: &'a str, limits: &DocumentLimits) -> Result<roxmltree::Document<'a>, SamlError> {
     if xml.contains('\0') {
         return Err(SamlError::Encoding(
             "it holds NUL characters (UTF-16 or another multi-byte encoding?)".into(),
         ));
     }
+    check_tokens(xml, limits)?;
+    // Text nodes and comments sit between elements: the tree may hold about three nodes per
+    // element.
+    let max_nodes = limits.max_elements.saturating_mul(3).saturating_add(16);
     let options = roxmltree::ParsingOptions {
         allow_dtd: false,
         nodes_limit: u32::try_from(max_nodes).unwrap_or(u32::MAX),
         ..roxmltree::ParsingOptions::default()
     };
-    let document = roxmltree::Document::parse_with_options(xml, options).map_err(|e| match e {
+    roxmltree::Document::parse_with_options(xml, options).map_err(|e| match e {
         roxmltree::Error::DtdDetected => SamlError::Dtd,
         roxmltree::Error::NodesLimitReached => SamlError::TooComplex(format!(
             "it has more than {max_nodes} nodes (elements, text and comments)"
         )),
         other => SamlError::NotWellFormed(other.to_string()),
-    })?;
-    check_prolog(xml, &document)?;
-    Ok(document)
-}
-
-/// Refuses a document type declaration (even an empty one, which the parser lets through) and
-/// an XML declaration naming an encoding other than UTF-8. What precedes the root element may
-/// hold only the XML declaration, comments, processing instructions and white space; the
-/// parser has located the comments and instructions, and whatever else is left is judged here.
-fn check_prolog(xml: &str, document: &roxmltree::Document<'_>) -> Result<(), SamlError> {
-    let root_start = document.root_element().range().start;
-    let mut rest = String::with_capacity(root_start);
-    let mut at = 0;
-    for node in document.root().children() {
-        if node.is_element() {
-            break;
-        }
-        if node.is_comment() || node.is_pi() {
-            let range = node.range();
-            if range.start >= at && range.end <= root_start {
-                rest.push_str(&xml[at..range.start]);
-                at = range.end;
-            }
-        }
-    }
-    rest.push_str(&xml[at.min(root_start)..root_start]);
-    let rest = rest.trim_start_matches('\u{feff}').trim();
-    let rest = match rest.strip_prefix("<?xml") {
-        Some(after) => {
-            let end = after
-                .find("?>")
-                .ok_or_else(|| SamlError::NotWellFormed("unterminated XML declaration".into()))?;
-            check_declaration(&after[..end])?;
-            after[end + 2..].trim()
-        }
-        None => rest,
-    };
-    if rest.is_empty() {
-        Ok(())
-    } else {
-        Err(SamlError::Dtd)
-    }
-}
-
-/// The pseudo-attributes of an XML declaration: `encoding`, when present, must be UTF-8.
-fn check_declaration(body: &str) -> Result<(), SamlError> {
-    let mut text = body.trim();
-    while !text.is_empty() {
-        let (name, after) = text
-            .split_once('=')
-            .ok_or_else(|| SamlError::NotWellFormed("malformed XML declaration".into()))?;
-        let after = after.trim_start();
-        let quote = after
-            .chars()
-            .next()
-            .filter(|q| *q == '"' || *q == '\'')
-            .ok_or_else(|| SamlError::NotWellFormed("malformed XML declaration".into()))?;
-        let value_end = after[1..]
-            .find(quote)
-            .ok_or_else(|| SamlError::NotWellFormed("malformed XML declaration".into()))?;
-        let value = &after[1..1 + value_end];
-        if name.trim() == "encoding" && !value.eq_ignore_ascii_case("utf-8") {
-            return Err(SamlError::Encoding(format!(
-                "its XML declaration names encoding {:?}; only UTF-8 is accepted",
-                value.chars().take(40).collect::<String>()
-            )));
-        }
-        text = after[value_end + 2..].trim_start();
-    }
-    Ok(())
+    })
 }
 
 /// Checks a metadata document (configured by an admin, but still XML that libxml2 will read):
 /// UTF-8, no DTD, well formed.
 pub fn check_metadata(xml: &str) -> Result<(), SamlError> {
-    parse(xml, 1_000_000).map(|_| ())
+    let limits = DocumentLimits {
+        max_elements: 1_000_000,
+        max_attributes: 1_000_000,
+        max_depth: 256,
+    };
+    parse(xml, &limits).map(|_| ())
 }
 
 /// Judges a response's structure and reads its envelope. Runs in one pass over a tree of
 /// bounded size; nothing here checks or trusts a signature.
 pub fn inspect_response(xml: &str, limits: &DocumentLimits) -> Result<ResponseFacts, SamlError> {
-    // Text nodes and comments sit between elements: allow for them in the parser's node cap,
-    // then count elements exactly below.
-    let document = parse(
-        xml,
-        limits.max_elements.saturating_mul(3).saturating_add(16),
-    )?;
-    let mut depth = vec![0usize; document.descendants().count() + 1];
-    let (mut elements, mut attributes) = (0usize, 0usize);
+    let document = parse(xml, limits)?;
     let (mut responses, mut assertions, mut encrypted) = (0usize, 0usize, 0usize);
-    for node in document.descendants() {
-        let level = node
-            .parent()
-            .map(|p| depth[p.id().get_usize()] + 1)
-            .unwrap_or(0);
-        depth[node.id().get_usize()] = level;
-        if !node.is_element() {
-            continue;
-        }
-        elements += 1;
-        attributes += node.attributes().len() + node.namespaces().len();
-        if elements > limits.max_elements {
-            return Err(SamlError::TooComplex(format!(
-                "it has more than {} elements",
-                limits.max_elements
-            )));
-        }
-        if attributes > limits.max_attributes {
-            return Err(SamlError::TooComplex(format!(
-                "it has more than {} XML attributes",
-                limits.max_attributes
-            )));
-        }
-        if level > limits.max_depth {
-            return Err(SamlError::TooComplex(format!(
-                "its elements are nested more than {} deep",
-                limits.max_depth
-            )));
-        }
+    for node in document.descendants().filter(|n| n.is_element()) {
         let name = node.tag_name();
         match (name.namespace(), name.name()) {
             (Some(NS_PROTOCOL), "Response") => responses += 1,
@@ -412,6 +386,16 @@ mod tests {
             assertion(),
             (0..41).map(|i| format!("a{i}=\"v\" ")).collect::<String>()
         ));
+        let one_element = response(&format!(
+            "{}<samlp:Extensions><x {}/></samlp:Extensions>",
+            assertion(),
+            (0..300).map(|i| format!("a{i}=\"v\" ")).collect::<String>()
+        ));
+        let err = inspect_response(&one_element, &DocumentLimits::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("an element has more than"),
+            "{err}"
+        );
         assert!(matches!(
             inspect_response(&wide, &limits),
             Err(SamlError::TooComplex(_))

@@ -25,6 +25,7 @@ use samael::service_provider::{Error as SpError, ServiceProvider};
 
 pub mod config;
 pub mod document;
+mod native_log;
 
 pub use config::{SamlOptions, SamlOptionsError};
 pub use document::DocumentLimits;
@@ -378,6 +379,7 @@ impl SamlSource {
             }
         }
         let ids: Vec<&str> = outstanding.iter().map(String::as_str).collect();
+        native_log::capture();
         let assertion = self
             .sp
             .parse_xml_response(xml, Some(&ids))
