@@ -111,6 +111,8 @@ pub struct SecurityConfig {
     pub lockout: crate::model::lockout::LockoutPolicy,
     /// How long refused sign-ins are kept (days).
     pub event_retention_days: u64,
+    /// The most refused sign-ins kept: under a flood the oldest go first.
+    pub max_events: u64,
 }
 
 impl Default for SecurityConfig {
@@ -118,6 +120,7 @@ impl Default for SecurityConfig {
         SecurityConfig {
             lockout: crate::model::lockout::LockoutPolicy::default(),
             event_retention_days: 30,
+            max_events: 1_000_000,
         }
     }
 }

@@ -159,6 +159,26 @@ attributes = ["engineering"]
         env.mapping_test(&args).await;
     }
 
+    // A response whose signed content was altered is refused, and xmlsec's own complaint goes
+    // to the log (at info, below the command line's default level), not to standard error.
+    let altered = env.write(
+        "altered.xml",
+        &idp.sign(&spec.clone().with_fresh_ids())
+            .replace(">engineering<", ">admins<"),
+    );
+    let err = env.fails(&[
+        "mappings",
+        "test",
+        "--provider",
+        "corp-saml",
+        "--saml-response",
+        &altered,
+        "--request-id",
+        &request_id,
+    ]);
+    assert!(err.contains("signature"), "{err}");
+    assert!(!err.contains("func=xmlSec"), "{err}");
+
     // Verified as at a sign-in: without the request it answers, it is refused.
     let err = env.fails(&[
         "mappings",

@@ -564,7 +564,54 @@ async fn repeated_password_failures_lock_out_without_revealing_accounts(db: Db) 
     assert_eq!((status, event.reason.as_str()), (429, "locked_out"));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Clients that go away
+
+async fn clients_that_go_away_mid_request_leave_no_transaction_open(db: Db) {
+    let env = saml_env(db).await;
+    let app = &env.app;
+    // A document refused quickly, each refusal a write (its security event).
+    let many: String = "<x/>".repeat(6_000);
+    let xml = format!(
+        r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" Destination="{}"><samlp:Extensions>{many}</samlp:Extensions></samlp:Response>"#,
+        env.acs
+    );
+    let form = [("SAMLResponse", STANDARD.encode(xml))];
+    let url = app.url(&format!("/sso/{SAML_PROVIDER}/acs"));
+    // Clients that give up after a few milliseconds, at every point of the request's work.
+    let mut tasks = Vec::new();
+    for worker in 0..8u64 {
+        let (url, form) = (url.clone(), form.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40u64 {
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_millis(1 + (worker + i) % 7))
+                    .build()
+                    .unwrap();
+                let _ = client.post(&url).form(&form).send().await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // A write still goes through: no connection came back to the pool inside a transaction
+    // (on SQLite it would hold the write lock, and this would fail with "database is locked"
+    // once the busy timeout ran out).
+    app.api_key("after-the-storm", &["Reports View"]).await;
+    // And so does every request that writes (on PostgreSQL a connection left inside a
+    // transaction refuses the next one's BEGIN).
+    let events = security_events(app.store()).await.len();
+    for _ in 0..20 {
+        let response = app.client.post(&url).form(&form).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401);
+    }
+    // (Work the gone clients started may still be finishing: at least these 20 were recorded.)
+    assert!(security_events(app.store()).await.len() >= events + 20);
+}
+
 on_both_databases!(
+    clients_that_go_away_mid_request_leave_no_transaction_open,
     an_id_token_is_accepted_once,
     an_id_token_needs_the_nonce_of_its_sign_in,
     a_pipeline_without_nonces_is_trusted_only_with_its_key_and_once,

@@ -397,10 +397,7 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
                 evidence,
                 context,
             };
-            let log = login::RefusalLog {
-                retention_ms: config.security.retention_ms(),
-                correlation_id: None,
-            };
+            let log = login::RefusalLog::new(&config.security, None);
             let (identity, signed) = login::sign_in(
                 &store,
                 &login::ConfigCache::new(),

@@ -112,10 +112,7 @@ impl AppState {
 
     /// Where this request's refused sign-ins are recorded.
     pub fn refusal_log(&self, meta: &client::RequestMeta) -> crate::login::RefusalLog {
-        crate::login::RefusalLog {
-            retention_ms: self.config.security.retention_ms(),
-            correlation_id: Some(meta.correlation_id.clone()),
-        }
+        crate::login::RefusalLog::new(&self.config.security, Some(meta.correlation_id.clone()))
     }
 
     /// Counts a sign-in's membership changes. Nothing else is needed here: the webhook reads
@@ -171,6 +168,23 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
         Ok(ApiJson(value))
+    }
+}
+
+/// Runs each request to its end on a task of its own. When a client goes away, the server drops
+/// the request's future; dropped between two statements of a write transaction (or inside
+/// `BEGIN`), the connection would go back to the pool inside the transaction, and on SQLite keep
+/// the write lock for good. A spawned task is not dropped with the connection: the work ends as
+/// it would have, and only its answer is lost.
+async fn run_to_completion(request: Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument as _;
+    match tokio::spawn(next.run(request).in_current_span()).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "a request's task failed");
+            ApiError::internal("the request failed unexpectedly; the service log has details")
+                .into_response()
+        }
     }
 }
 
@@ -245,6 +259,7 @@ pub fn router(state: AppState) -> Router {
             Duration::from_secs(state.config.http.body_read_timeout_secs.max(1)),
         ))
         .layer(axum::middleware::from_fn(refuse_control_characters))
+        .layer(axum::middleware::from_fn(run_to_completion))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| -> Response {
                 ApiError::internal("the request failed unexpectedly; the service log has details")

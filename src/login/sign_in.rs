@@ -50,10 +50,30 @@ pub struct SignInRequest {
 
 /// Where refusals go: how long the store keeps them, and the id that ties a record to the
 /// answer the caller saw.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RefusalLog {
     pub retention_ms: i64,
+    /// The most security events kept.
+    pub max_events: i64,
     pub correlation_id: Option<String>,
+}
+
+impl Default for RefusalLog {
+    /// The default configuration's retention, no correlation id.
+    fn default() -> Self {
+        RefusalLog::new(&crate::config::SecurityConfig::default(), None)
+    }
+}
+
+impl RefusalLog {
+    /// Where refusals go under this configuration.
+    pub fn new(config: &crate::config::SecurityConfig, correlation_id: Option<String>) -> Self {
+        RefusalLog {
+            retention_ms: config.retention_ms(),
+            max_events: i64::try_from(config.max_events).unwrap_or(i64::MAX),
+            correlation_id,
+        }
+    }
 }
 
 /// Verifies the evidence and signs the user in; a refusal of any kind — unknown provider,
@@ -137,7 +157,7 @@ pub async fn record_refusal<S: SecurityEventStore>(
     let provider_name = bounded(refusal.provider, MAX_RECORDED_NAME);
     let username = refusal.username.map(|u| bounded(u, MAX_RECORDED_NAME));
     let client = refusal.client_address.map(|a| a.to_string());
-    tracing::warn!(
+    tracing::info!(
         target: "idsync::security",
         provider = %provider_name,
         evidence = refusal.evidence,
@@ -168,7 +188,15 @@ pub async fn record_refusal<S: SecurityEventStore>(
         correlation_id: log.correlation_id.clone(),
     };
     if let Err(e) = store
-        .record_security_event(&event, refusal.now_ms.saturating_sub(log.retention_ms))
+        .record_security_event(
+            &event,
+            refusal.now_ms.saturating_sub(log.retention_ms),
+            if log.max_events > 0 {
+                log.max_events
+            } else {
+                i64::MAX
+            },
+        )
         .await
     {
         tracing::error!(error = %e, reason, "the refused sign-in could not be recorded");

@@ -178,7 +178,7 @@ pub enum VerifyError {
     AttributesNotObject,
     #[error("an ID token is accepted only with the nonce of the sign-in that asked for it (set id_token_without_nonce in the provider's options when the pipeline has none)")]
     NonceRequired,
-    #[error("this {what} was already used: evidence is accepted once")]
+    #[error("this {what} was already used (a replay): evidence is accepted once")]
     Replay { what: &'static str },
     #[error("too many failed sign-ins: try again in {retry_after_secs} s")]
     LockedOut { retry_after_secs: u64 },
@@ -398,7 +398,13 @@ where
                 request_ids,
             },
         ) => {
-            let verified = saml.verify_response(&saml_response, &request_ids, now)?;
+            // Parsing and signature checking are CPU work: off the async workers, so a burst of
+            // responses (hostile ones included) does not hold up every other request.
+            let verified = tokio::task::spawn_blocking(move || {
+                saml.verify_response(&saml_response, &request_ids, now)
+            })
+            .await
+            .map_err(|e| SamlError::Rejected(format!("the verification failed: {e}")))??;
             remember(
                 "SAML assertion",
                 "saml",

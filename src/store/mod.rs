@@ -542,11 +542,13 @@ pub struct SecurityEventQuery {
 /// The record of refused sign-ins, kept for a bounded time.
 #[async_trait]
 pub trait SecurityEventStore: Send + Sync {
-    /// Records one event and drops those older than `keep_after_ms`.
+    /// Records one event, and drops (from time to time) those older than `keep_after_ms` and
+    /// all but the newest `max_events`.
     async fn record_security_event(
         &self,
         event: &SecurityEvent,
         keep_after_ms: i64,
+        max_events: i64,
     ) -> StoreResult<()>;
     async fn security_events(&self, query: &SecurityEventQuery) -> StoreResult<Vec<SecurityEvent>>;
 }

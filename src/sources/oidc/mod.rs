@@ -541,9 +541,17 @@ impl OidcSource {
                 len: id_token.len(),
             });
         }
-        let token: VerifiableIdToken = id_token
-            .parse()
-            .map_err(|e: serde_json::Error| OidcError::Malformed(e.to_string()))?;
+        let token: VerifiableIdToken = id_token.parse().map_err(|e: serde_json::Error| {
+            // The claims every ID token must carry, named as such.
+            let text = e.to_string();
+            match ["sub", "iss", "aud", "exp", "iat"]
+                .into_iter()
+                .find(|claim| text.contains(&format!("missing field `{claim}`")))
+            {
+                Some(claim) => OidcError::Malformed(format!("it has no {claim} claim")),
+                None => OidcError::Malformed(text),
+            }
+        })?;
         self.ensure_fresh_keys(now).await?;
         match self.check(&token, nonce, now) {
             Err(OidcError::UnknownKey) => {

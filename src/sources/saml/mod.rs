@@ -63,17 +63,17 @@ pub enum SamlError {
     InvalidSignature,
     #[error("the assertion names no audience, or not this service provider ({expected})")]
     WrongAudience { expected: String },
-    #[error("the assertion's bearer Recipient is {found:?}, not this ACS ({expected})")]
+    #[error("the assertion's bearer Recipient is {}, not this ACS ({expected})", named(.found))]
     WrongRecipient {
         found: Option<String>,
         expected: String,
     },
-    #[error("the response's Destination is {found:?}, not this ACS ({expected})")]
+    #[error("the response's Destination is {}, not this ACS ({expected})", named(.found))]
     WrongDestination {
         found: Option<String>,
         expected: String,
     },
-    #[error("the assertion was issued by {found:?}, not the configured IdP ({expected})")]
+    #[error("the assertion was issued by {}, not the configured IdP ({expected})", named(.found))]
     WrongIssuer {
         found: Option<String>,
         expected: String,
@@ -102,6 +102,14 @@ pub enum SamlError {
     Structure(String),
     #[error("the SAML response was refused: {0}")]
     Rejected(String),
+}
+
+/// An optional value from a response, in words: quoted, or "missing".
+fn named(value: &Option<String>) -> String {
+    match value {
+        Some(value) => format!("{:?}", value.chars().take(200).collect::<String>()),
+        None => "missing".into(),
+    }
 }
 
 impl SamlError {
@@ -232,7 +240,7 @@ impl SamlSource {
             ..ServiceProvider::default()
         };
         match sp.idp_signing_certs() {
-            Ok(Some(certs)) if !certs.is_empty() => {}
+            Ok(Some(certs)) if !certs.is_empty() => native_log::initialise(&certs[0]),
             Ok(_) => return Err(SamlError::NoSigningCertificate),
             Err(e) => return Err(SamlError::Metadata(e.to_string())),
         }

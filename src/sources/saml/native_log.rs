@@ -2,8 +2,11 @@
 //!
 //! Left alone, both print to the process's standard error: a refused signature writes
 //! `func=xmlSecOpenSSLEvpSignatureVerify:…` lines that no log collector can tie to anything.
-//! xmlsec takes one process-wide callback; libxml2 keeps its error handler per thread, so
-//! [`capture`] installs it on the thread about to verify, every time (it only stores a pointer).
+//! xmlsec takes one process-wide callback, which its OpenSSL back end replaces with its own when
+//! samael first initialises it; libxml2 keeps its error handler per thread. So [`capture`]
+//! installs both before every verification (each only stores a pointer), and [`initialise`]
+//! has samael set xmlsec up early, with the default output off, so even the first
+//! verification's messages come here.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Once;
@@ -31,6 +34,7 @@ type XmlStructuredErrorFunc = unsafe extern "C" fn(user_data: *mut c_void, error
 
 extern "C" {
     fn xmlSecErrorsSetCallback(callback: Option<XmlSecErrorsCallback>);
+    fn xmlSecErrorsDefaultCallbackEnableOutput(enabled: c_int);
     fn xmlSetStructuredErrorFunc(context: *mut c_void, handler: Option<XmlStructuredErrorFunc>);
 }
 
@@ -96,13 +100,28 @@ unsafe extern "C" fn libxml2_message(_user_data: *mut c_void, error: *const c_vo
     );
 }
 
-/// Sends xmlsec's messages (once per process) and libxml2's on this thread to the log.
+/// Sends xmlsec's messages and libxml2's on this thread to the log.
 pub fn capture() {
-    static XMLSEC: Once = Once::new();
-    XMLSEC.call_once(|| {
-        // SAFETY: the callback has the signature xmlsec declares and never unwinds.
-        unsafe { xmlSecErrorsSetCallback(Some(xmlsec_message)) };
+    // SAFETY: both only store the pointer; the functions have the signatures the libraries
+    // declare and never unwind; libxml2's handler takes no context.
+    unsafe {
+        xmlSecErrorsDefaultCallbackEnableOutput(0);
+        xmlSecErrorsSetCallback(Some(xmlsec_message));
+        xmlSetStructuredErrorFunc(std::ptr::null_mut(), Some(libxml2_message));
+    }
+}
+
+/// Has samael initialise xmlsec (it does so the first time it loads a key) with the default
+/// output off, then installs the callbacks: once per process.
+pub fn initialise(certificate: &samael::crypto::CertificateDer) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: only stores a flag.
+        unsafe { xmlSecErrorsDefaultCallbackEnableOutput(0) };
+        use samael::crypto::CryptoProvider as _;
+        // An unsigned document: the key is loaded (which initialises xmlsec), then the check
+        // fails, as it must.
+        let _ = samael::crypto::Crypto::verify_signed_xml("<unsigned/>", certificate, None);
+        capture();
     });
-    // SAFETY: the handler has the signature libxml2 declares and never unwinds; no context.
-    unsafe { xmlSetStructuredErrorFunc(std::ptr::null_mut(), Some(libxml2_message)) };
 }

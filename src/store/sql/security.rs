@@ -128,13 +128,19 @@ impl SecurityEventStore for SqlStore {
         &self,
         event: &SecurityEvent,
         keep_after_ms: i64,
+        max_events: i64,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         if due(&EVENTS_PRUNED, event.at) {
-            sqlx::query("DELETE FROM security_events WHERE at < $1")
-                .bind(keep_after_ms)
-                .execute(&mut **tx)
-                .await?;
+            // Ids only grow: the newest `max_events` are those above the largest id less it.
+            sqlx::query(
+                "DELETE FROM security_events WHERE at < $1 \
+                 OR id <= (SELECT COALESCE(MAX(id), 0) FROM security_events) - $2",
+            )
+            .bind(keep_after_ms)
+            .bind(max_events)
+            .execute(&mut **tx)
+            .await?;
         }
         sqlx::query(
             "INSERT INTO security_events (at, provider, evidence, reason, detail, \
