@@ -277,11 +277,20 @@ impl FromRequestParts<AppState> for Caller {
                 "this call needs credentials: send Authorization: Bearer <token or API key>",
             )
         })?;
-        if credential.starts_with(API_KEY_PREFIX) {
+        let result = if credential.starts_with(API_KEY_PREFIX) {
             authenticate_api_key(state, credential).await
         } else {
             authenticate_token(state, credential).await
-        }
+        };
+        // The caller is not authenticated yet: a failure here (the database is down, say) says
+        // nothing about the service's internals.
+        result.map_err(|e| {
+            if e.status.is_server_error() {
+                e.public(&super::error::correlation_id())
+            } else {
+                e
+            }
+        })
     }
 }
 
