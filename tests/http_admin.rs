@@ -142,7 +142,10 @@ async fn refused(
 /// Signs `username` in through `sso` with these group values; returns the bearer token.
 async fn sign_in(app: &TestApp, username: &str, groups: &[&str]) -> String {
     let pipeline = app
-        .api_key(&format!("pipeline-{username}"), &["Users Auth Session"])
+        .api_key(
+            &format!("pipeline-{username}-{}", uuid::Uuid::new_v4().simple()),
+            &["Users Auth Session"],
+        )
         .await;
     let (status, body) = app
         .login_attributes(&pipeline, "sso", username, groups)
@@ -867,6 +870,41 @@ async fn sessions_delete(db: Db) {
     // The revoked session no longer authenticates.
     let (status, body) = app.get("/api/v1/groups/Team", Some(&tina)).await;
     assert_eq!(status, 401, "{body}");
+    // A sign-in right after the revocation (in the same second, as a rule) is a new session
+    // that works: revocations and session starts are compared to the millisecond.
+    let again = sign_in(&app, "tina", &["team"]).await;
+    allowed(&app, Method::GET, "/api/v1/groups/Team", &again, None).await;
+    let (status, body) = app
+        .post("/api/v1/token/refresh", None, &json!({ "token": again }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn disabling_a_user_ends_their_sessions_for_good(db: Db) {
+    let app = setup(db).await;
+    let uma = sign_in(&app, "uma", &["team"]).await;
+    let admin = app.api_key("admin", &["Global Admin"]).await;
+    allowed(
+        &app,
+        Method::POST,
+        "/api/v1/users/uma/disable",
+        &admin,
+        None,
+    )
+    .await;
+    let (status, _) = app
+        .post("/api/v1/token/refresh", None, &json!({ "token": uma }))
+        .await;
+    assert!((400..500).contains(&status), "{status}");
+    // Enabled again, the user signs in anew; the tokens of before stay dead.
+    allowed(&app, Method::POST, "/api/v1/users/uma/enable", &admin, None).await;
+    let (status, body) = app
+        .post("/api/v1/token/refresh", None, &json!({ "token": uma }))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "session_ended", "{body}");
+    let fresh = sign_in(&app, "uma", &["team"]).await;
+    allowed(&app, Method::GET, "/api/v1/groups/Team", &fresh, None).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1248,6 +1286,98 @@ async fn devapi_keys(db: Db) {
     assert_eq!(status, 401);
 }
 
+/// A key never does more than its creator can do now: demoting, disabling or deleting the
+/// creator (or revoking the key that made it) narrows or ends the key at once.
+async fn keys_never_do_more_than_their_creator_can_now(db: Db) {
+    let app = setup(db).await;
+    let digest = idsync::model::access::permissions_digest;
+    let actor = Actor::new("test");
+    let promote = |member: bool| {
+        let store = app.store().clone();
+        let actor = actor.clone();
+        async move {
+            store
+                .set_manual_membership(
+                    "gina",
+                    "Administrators",
+                    member,
+                    &actor,
+                    &digest,
+                    idsync::clock::now_ms(),
+                )
+                .await
+                .expect("membership");
+        }
+    };
+    promote(true).await;
+    let gina = sign_in(&app, "gina", &["team"]).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/api-keys",
+            Some(&gina),
+            &json!({ "name": "gina-admin", "permissions": ["Global Admin"] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let key = body["key"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .post(
+            "/api/v1/api-keys",
+            Some(&key),
+            &json!({ "name": "made-by-a-key", "permissions": ["Users View"] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let child = body["key"].as_str().unwrap().to_owned();
+    allowed(&app, Method::GET, "/api/v1/users", &key, None).await;
+    allowed(&app, Method::GET, "/api/v1/users", &child, None).await;
+
+    // Demoted: the key keeps only what gina holds now (the Team group's permissions).
+    promote(false).await;
+    refused(
+        &app,
+        Method::GET,
+        "/api/v1/users",
+        &key,
+        None,
+        &["Users View"],
+    )
+    .await;
+    refused(
+        &app,
+        Method::GET,
+        "/api/v1/users",
+        &child,
+        None,
+        &["Users View"],
+    )
+    .await;
+    promote(true).await;
+    allowed(&app, Method::GET, "/api/v1/users", &child, None).await;
+
+    // Disabled, then deleted: her keys stop.
+    let root = app.api_key("root-key", &["Global Admin"]).await;
+    allowed(
+        &app,
+        Method::POST,
+        "/api/v1/users/gina/disable",
+        &root,
+        None,
+    )
+    .await;
+    for k in [&key, &child] {
+        let (status, _) = app.get("/api/v1/users", Some(k)).await;
+        assert_eq!(status, 401);
+    }
+    allowed(&app, Method::POST, "/api/v1/users/gina/enable", &root, None).await;
+    allowed(&app, Method::GET, "/api/v1/users", &child, None).await;
+    allowed(&app, Method::DELETE, "/api/v1/users/gina", &root, None).await;
+    for k in [&key, &child] {
+        let (status, _) = app.get("/api/v1/users", Some(k)).await;
+        assert_eq!(status, 401);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Audit log (Reports View)
 
@@ -1549,6 +1679,8 @@ on_both_databases!(
     users_delete,
     users_delete_running_sessions,
     sessions_delete,
+    disabling_a_user_ends_their_sessions_for_good,
+    keys_never_do_more_than_their_creator_can_now,
     auth_view,
     auth_create,
     auth_modify,

@@ -222,13 +222,81 @@ pub async fn authenticate_api_key(state: &AppState, presented: &str) -> Result<C
     if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now) {
         return Err(refused());
     }
+    // A key never does more than whoever made it can do now: its grants, within its creator's
+    // current permissions (re-read on every call); a disabled or deleted creator's keys stop.
+    let permissions = match creator_limit(state, &key.created_by, now).await? {
+        CreatorLimit::None => api_key_permissions(&key),
+        CreatorLimit::Within(limit) => api_key_permissions(&key).intersection(&limit),
+        CreatorLimit::Gone => {
+            tracing::info!(key = %key.name, creator = %key.created_by, "API key refused: its creator is disabled, deleted or revoked");
+            return Err(refused());
+        }
+    };
     Ok(Caller {
-        permissions: api_key_permissions(&key),
+        permissions,
         principal: Principal::ApiKey {
             id: key.id,
             name: key.name,
         },
     })
+}
+
+/// What a key's creator allows it now.
+enum CreatorLimit {
+    /// Made with the command line, by whoever holds the store: nothing above the key itself.
+    None,
+    /// The creator's current effective permissions.
+    Within(PermissionSet),
+    /// The creator is disabled, deleted, revoked or expired.
+    Gone,
+}
+
+/// Longest chain of keys made by keys that is followed.
+const MAX_CREATOR_CHAIN: usize = 8;
+
+/// The permissions a key's creator (`user:NAME`, `api_key:NAME`, or `cli`) holds now.
+async fn creator_limit(
+    state: &AppState,
+    created_by: &str,
+    now_ms: i64,
+) -> Result<CreatorLimit, ApiError> {
+    let mut limit: Option<PermissionSet> = None;
+    let mut creator = created_by.to_owned();
+    for _ in 0..MAX_CREATOR_CHAIN {
+        let within = |limit: Option<PermissionSet>, set: PermissionSet| match limit {
+            Some(limit) => limit.intersection(&set),
+            None => set,
+        };
+        match creator.split_once(':') {
+            Some(("user", username)) => {
+                return Ok(
+                    match crate::login::current_permissions(&state.store, &state.cache, username)
+                        .await?
+                    {
+                        Some(permissions) => CreatorLimit::Within(within(limit, permissions)),
+                        None => CreatorLimit::Gone,
+                    },
+                );
+            }
+            Some(("api_key", name)) => {
+                let Some(parent) = state.store.api_key_by_name(name).await? else {
+                    return Ok(CreatorLimit::Gone);
+                };
+                if parent.revoked_at.is_some() || parent.expires_at.is_some_and(|at| at <= now_ms) {
+                    return Ok(CreatorLimit::Gone);
+                }
+                limit = Some(within(limit, api_key_permissions(&parent)));
+                creator = parent.created_by;
+            }
+            _ => {
+                return Ok(match limit {
+                    Some(limit) => CreatorLimit::Within(limit),
+                    None => CreatorLimit::None,
+                })
+            }
+        }
+    }
+    Ok(CreatorLimit::Gone)
 }
 
 /// Checks a bearer token this service issued, and reads the user's permissions as they are now.

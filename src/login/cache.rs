@@ -217,7 +217,7 @@ where
         return super::login_resolving_with(store, Some(cache), signer, identity, now_ms).await;
     };
 
-    let session = signer.policy().new_session(now_ms / 1000);
+    let session = signer.policy().new_session_ms(now_ms);
     let session_end_ms = session.expires_at.saturating_mul(1000);
     // Checked here first: even an UPDATE that matches no row takes SQLite's write lock.
     if user.sessions_until < session_end_ms.saturating_sub(SESSION_NOTE_GRANULARITY_MS) {

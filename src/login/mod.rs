@@ -189,7 +189,7 @@ pub(crate) async fn login_resolving_with<S>(
 where
     S: ConfigStore + MembershipStore,
 {
-    let session = signer.policy().new_session(now_ms / 1000);
+    let session = signer.policy().new_session_ms(now_ms);
     let outcome = run(store, identity, Some(&session), cache, now_ms).await?;
     let subject = token_subject(&outcome.user, &outcome.access);
     let (token, claims) = signer.issue_in(&subject, &session, now_ms / 1000)?;
@@ -384,6 +384,30 @@ where
     Ok(signer.refresh(&previous, &subject, now)?)
 }
 
+/// A user's effective permissions as they stand now, or `None` when the user does not exist or
+/// is disabled: what an API key the user made may do at most.
+pub async fn current_permissions<S>(
+    store: &S,
+    cache: &ConfigCache,
+    username: &str,
+) -> Result<Option<crate::model::permissions::PermissionSet>, LoginError>
+where
+    S: ConfigStore + MembershipStore,
+{
+    let snapshot = store.login_snapshot(username, "").await?;
+    if snapshot.user.is_none_or(|user| user.disabled) {
+        return Ok(None);
+    }
+    let access = match cache
+        .access(store, &snapshot.memberships, snapshot.config_version)
+        .await?
+    {
+        Some(access) => access,
+        None => std::sync::Arc::new(load_access(store, &snapshot.memberships).await?),
+    };
+    Ok(Some(*access.permissions.effective_set()))
+}
+
 /// The user of a verified token and their access as it stands now, provided the token's session
 /// still runs: the user exists and is enabled, and neither this session nor all of the user's
 /// sessions were revoked. Used by refresh and by every call made with a token.
@@ -407,8 +431,9 @@ where
         return Err(LoginError::Disabled(user.username));
     }
     // A session lives in its tokens; the store keeps only revocations: of this session, or of
-    // every session of the user that began before an instant.
-    if claims.auth_time.saturating_mul(1000) < user.sessions_revoked_before {
+    // every session of the user that began before an instant. Both in milliseconds: a sign-in
+    // right after a revocation, in the same second, is not mistaken for one before it.
+    if crate::token::Session::of(claims).started_at_ms < user.sessions_revoked_before {
         return Err(LoginError::SessionRevoked);
     }
     if let Some(session) = store.session(&claims.sid).await? {

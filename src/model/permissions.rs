@@ -500,6 +500,15 @@ impl PermissionSet {
         PermissionSet { bits }
     }
 
+    /// The permissions in both sets.
+    pub fn intersection(&self, other: &PermissionSet) -> PermissionSet {
+        let mut bits = self.bits;
+        for (word, theirs) in bits.iter_mut().zip(other.bits.iter()) {
+            *word &= theirs;
+        }
+        PermissionSet { bits }
+    }
+
     pub fn difference(&self, other: &PermissionSet) -> PermissionSet {
         let mut bits = self.bits;
         for (word, other_word) in bits.iter_mut().zip(other.bits) {

@@ -581,6 +581,8 @@ pub trait ApiKeyStore: Send + Sync {
     /// Stores a new key, with an audit row. Refused when the name is taken.
     async fn create_api_key(&self, key: &ApiKeyRecord, actor: &Actor) -> StoreResult<()>;
     async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// A key by its (unique, never reused) name, revoked or not.
+    async fn api_key_by_name(&self, name: &str) -> StoreResult<Option<ApiKeyRecord>>;
     async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
     /// Revokes a key by name, with an audit row; false when no such live key exists.
     async fn revoke_api_key(&self, name: &str, actor: &Actor, now_ms: i64) -> StoreResult<bool>;

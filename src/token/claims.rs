@@ -52,6 +52,10 @@ pub struct Claims {
     /// to refresh every token whose session began before the revocation.
     #[serde(default)]
     pub auth_time: i64,
+    /// The same instant in unix milliseconds: revocations are recorded to the millisecond, and a
+    /// sign-in in the same second as a revocation, after it, must not look older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time_ms: Option<i64>,
     /// A unique id for this token.
     pub jti: String,
 }
@@ -74,6 +78,8 @@ pub struct Session {
     pub id: String,
     /// The sign-in (unix seconds).
     pub started_at: i64,
+    /// The sign-in (unix milliseconds), what revocations are compared with.
+    pub started_at_ms: i64,
     pub expires_at: i64,
 }
 
@@ -83,6 +89,9 @@ impl Session {
         Session {
             id: claims.sid.clone(),
             started_at: claims.auth_time,
+            started_at_ms: claims
+                .auth_time_ms
+                .unwrap_or(claims.auth_time.saturating_mul(1000)),
             expires_at: claims.session_exp,
         }
     }
@@ -162,9 +171,16 @@ impl TokenPolicy {
 
     /// Starts a session at sign-in, with a random id.
     pub fn new_session(&self, now: i64) -> Session {
+        self.new_session_ms(now.saturating_mul(1000))
+    }
+
+    /// A session beginning at `now_ms` (unix milliseconds).
+    pub fn new_session_ms(&self, now_ms: i64) -> Session {
+        let now = now_ms.div_euclid(1000);
         Session {
             id: uuid::Uuid::new_v4().to_string(),
             started_at: now,
+            started_at_ms: now_ms,
             expires_at: now.saturating_add(self.session_lifetime_secs),
         }
     }
@@ -188,6 +204,7 @@ impl TokenPolicy {
                 .min(session.expires_at),
             session_exp: session.expires_at,
             auth_time: session.started_at,
+            auth_time_ms: Some(session.started_at_ms),
             jti: uuid::Uuid::new_v4().to_string(),
         }
     }
@@ -279,6 +296,7 @@ mod tests {
         let session = Session {
             id: "s".to_owned(),
             started_at: T0,
+            started_at_ms: T0 * 1000,
             expires_at: T0 + 100,
         };
         let claims = policy.claims_for(&subject(), &session, T0);

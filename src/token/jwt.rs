@@ -689,6 +689,7 @@ mod tests {
         let session = super::super::Session {
             id: "session".to_owned(),
             started_at: T0,
+            started_at_ms: T0 * 1000,
             expires_at: T0 + 100,
         };
         let claims = policy.claims_for(&subject(), &session, T0);

@@ -73,6 +73,15 @@ impl ApiKeyStore for SqlStore {
             .transpose()
     }
 
+    async fn api_key_by_name(&self, name: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        sqlx::query("SELECT * FROM api_keys WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| api_key_record(&row))
+            .transpose()
+    }
+
     async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
         sqlx::query("SELECT * FROM api_keys ORDER BY name")
             .fetch_all(&self.pool)

@@ -1310,14 +1310,19 @@ impl MembershipStore for SqlStore {
         now: i64,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        let changed =
-            sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE username = $1")
-                .bind(username)
-                .bind(i64::from(disabled))
-                .bind(now)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
+        // Disabling ends every session the user has: enabling them again later must not bring
+        // old tokens back to life.
+        let changed = sqlx::query(
+            "UPDATE users SET disabled = $2, updated_at = $3, \
+             sessions_revoked_before = CASE WHEN $2 = 1 THEN $3 ELSE sessions_revoked_before END \
+             WHERE username = $1",
+        )
+        .bind(username)
+        .bind(i64::from(disabled))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
         if changed == 0 {
             return Err(StoreError::NotFound(format!("no user named {username:?}")));
         }
