@@ -1286,6 +1286,90 @@ async fn devapi_keys(db: Db) {
     assert_eq!(status, 401);
 }
 
+/// Revoking a Global Admin's sessions or keys limits a Global Admin: it needs Users Modify
+/// Admin, not only Sessions Delete or DevAPI Delete.
+async fn limiting_a_global_admin_needs_users_modify_admin(db: Db) {
+    let app = setup(db).await;
+    let narrow = app
+        .api_key(
+            "narrow",
+            &[
+                "Sessions View",
+                "Sessions Delete",
+                "DevAPI View",
+                "DevAPI Delete",
+            ],
+        )
+        .await;
+    refused(
+        &app,
+        Method::DELETE,
+        "/api/v1/users/root/sessions",
+        &narrow,
+        None,
+        &["Users Modify Admin"],
+    )
+    .await;
+    app.api_key("admins-key", &["Global Admin"]).await;
+    refused(
+        &app,
+        Method::DELETE,
+        "/api/v1/api-keys/admins-key",
+        &narrow,
+        None,
+        &["Users Modify Admin"],
+    )
+    .await;
+    // The same narrow permissions still reach everyone else.
+    allowed(
+        &app,
+        Method::DELETE,
+        "/api/v1/users/bob/sessions",
+        &narrow,
+        None,
+    )
+    .await;
+    app.api_key("plain-key", &["Users View"]).await;
+    allowed(
+        &app,
+        Method::DELETE,
+        "/api/v1/api-keys/plain-key",
+        &narrow,
+        None,
+    )
+    .await;
+    let protector = app
+        .api_key(
+            "protector",
+            &[
+                "Sessions View",
+                "Sessions Delete",
+                "DevAPI View",
+                "DevAPI Delete",
+                "Users View",
+                "Users Modify",
+                "Users Modify Admin",
+            ],
+        )
+        .await;
+    allowed(
+        &app,
+        Method::DELETE,
+        "/api/v1/users/root/sessions",
+        &protector,
+        None,
+    )
+    .await;
+    allowed(
+        &app,
+        Method::DELETE,
+        "/api/v1/api-keys/admins-key",
+        &protector,
+        None,
+    )
+    .await;
+}
+
 /// A key never does more than its creator can do now: demoting, disabling or deleting the
 /// creator (or revoking the key that made it) narrows or ends the key at once.
 async fn keys_never_do_more_than_their_creator_can_now(db: Db) {
@@ -1681,6 +1765,7 @@ on_both_databases!(
     sessions_delete,
     disabling_a_user_ends_their_sessions_for_good,
     keys_never_do_more_than_their_creator_can_now,
+    limiting_a_global_admin_needs_users_modify_admin,
     auth_view,
     auth_create,
     auth_modify,

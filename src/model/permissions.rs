@@ -1011,6 +1011,8 @@ pub enum Action {
     ModifyUser,
     DeleteUser,
     ModifyImage,
+    RevokeSessions,
+    RevokeApiKey,
 }
 
 impl fmt::Display for Action {
@@ -1023,6 +1025,8 @@ impl fmt::Display for Action {
             Action::ModifyUser => "modify the user",
             Action::DeleteUser => "delete the user",
             Action::ModifyImage => "modify the image",
+            Action::RevokeSessions => "revoke the user's sessions",
+            Action::RevokeApiKey => "revoke the API key",
         })
     }
 }
@@ -1215,6 +1219,51 @@ pub fn can_delete_user(perms: &PermissionSet, target: &UserFacts) -> Result<(), 
         );
     }
     check(perms, Action::DeleteUser, &[&required], || reason)
+}
+
+/// Revoking a user's sessions: Sessions Delete; Users Modify Admin (or being a Global Admin) as
+/// well when the target is a Global Admin, since it limits what a Global Admin can do, as
+/// modifying one does.
+pub fn can_revoke_sessions(perms: &PermissionSet, target: &UserFacts) -> Result<(), Denied> {
+    use Permission::*;
+    if target.is_global_admin {
+        check(
+            perms,
+            Action::RevokeSessions,
+            &[&[SessionsDelete, UsersModifyAdmin]],
+            || {
+                "the user is a Global Admin, and revoking a Global Admin's sessions requires \
+                 Sessions Delete and Users Modify Admin (or being a Global Admin)"
+                    .to_owned()
+            },
+        )
+    } else {
+        check(perms, Action::RevokeSessions, &[&[SessionsDelete]], || {
+            "revoking a user's sessions requires Sessions Delete".to_owned()
+        })
+    }
+}
+
+/// Revoking an API key: DevAPI Delete; Users Modify Admin (or being a Global Admin) as well when
+/// the key is a Global Admin's: it carries Global Admin, or a Global Admin made it.
+pub fn can_revoke_api_key(perms: &PermissionSet, global_admins_key: bool) -> Result<(), Denied> {
+    use Permission::*;
+    if global_admins_key {
+        check(
+            perms,
+            Action::RevokeApiKey,
+            &[&[DevApiDelete, UsersModifyAdmin]],
+            || {
+                "the key is a Global Admin's, and revoking it requires DevAPI Delete and Users \
+                 Modify Admin (or being a Global Admin)"
+                    .to_owned()
+            },
+        )
+    } else {
+        check(perms, Action::RevokeApiKey, &[&[DevApiDelete]], || {
+            "revoking an API key requires DevAPI Delete".to_owned()
+        })
+    }
 }
 
 /// A setting of a workspace image, as far as the permission rules care.
@@ -2385,6 +2434,29 @@ mod tests {
              user is a Global Admin, which also requires Users Modify Admin (or being a Global \
              Admin); missing Users Modify Admin, Sessions View and Sessions Delete"
         );
+    }
+
+    #[test]
+    fn limiting_a_global_admin_needs_users_modify_admin() {
+        let narrow = set(&[SessionsView, SessionsDelete, DevApiView, DevApiDelete]);
+        assert_eq!(can_revoke_sessions(&narrow, &user(false, true)), Ok(()));
+        let denied = can_revoke_sessions(&narrow, &user(true, true)).unwrap_err();
+        assert!(denied.missing.contains(&UsersModifyAdmin), "{denied}");
+        assert_eq!(can_revoke_api_key(&narrow, false), Ok(()));
+        let denied = can_revoke_api_key(&narrow, true).unwrap_err();
+        assert!(denied.missing.contains(&UsersModifyAdmin), "{denied}");
+        let protector = set(&[
+            SessionsView,
+            SessionsDelete,
+            DevApiView,
+            DevApiDelete,
+            UsersView,
+            UsersModify,
+            UsersModifyAdmin,
+        ]);
+        assert_eq!(can_revoke_sessions(&protector, &user(true, true)), Ok(()));
+        assert_eq!(can_revoke_api_key(&protector, true), Ok(()));
+        assert_eq!(can_revoke_api_key(&PermissionSet::all(), true), Ok(()));
     }
 
     type UserRule = fn(&PermissionSet, &UserFacts) -> Result<(), Denied>;

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::model::permissions::Permission;
+use crate::model::permissions::{self, Permission};
 use crate::store::{ApiKeyRecord, ApiKeyStore};
 
 use super::super::auth::{format_api_key, new_api_key_secret, Caller};
@@ -165,6 +165,24 @@ pub async fn revoke_api_key(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Permission::DevApiDelete)?;
     let Path(name) = path?;
+    // A Global Admin's key (one that carries Global Admin, or that a Global Admin made) is
+    // revoked only by whoever may limit a Global Admin.
+    if let Some(key) = state.store.api_key_by_name(&name).await? {
+        let carries = key
+            .permissions
+            .iter()
+            .any(|p| p.parse::<Permission>() == Ok(Permission::GlobalAdmin));
+        let made_by_a_global_admin = match key.created_by.strip_prefix("user:") {
+            Some(creator) => crate::login::current_permissions(&state.store, &state.cache, creator)
+                .await?
+                .is_some_and(|p| p.contains(Permission::GlobalAdmin)),
+            None => false,
+        };
+        caller.check(permissions::can_revoke_api_key(
+            &caller.permissions,
+            carries || made_by_a_global_admin,
+        ))?;
+    }
     if !state
         .store
         .revoke_api_key(&name, &caller.actor(), now_ms())

@@ -285,9 +285,13 @@ pub async fn revoke_sessions(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Permission::SessionsDelete)?;
     let Path(username) = path?;
-    user_named(&state, &username).await?;
+    let user = user_named(&state, &username).await?;
+    let (target, _) = facts(&state, &user, now_ms()).await?;
+    caller.check(permissions::can_revoke_sessions(
+        &caller.permissions,
+        &target,
+    ))?;
     state
         .store
         .revoke_sessions(&username, &caller.actor(), now_ms())
