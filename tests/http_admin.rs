@@ -1368,6 +1368,78 @@ async fn limiting_a_global_admin_needs_users_modify_admin(db: Db) {
         None,
     )
     .await;
+
+    // A group that makes its members Global Admins: taking it from them (revoking the
+    // permission while the group has members, or removing a member) needs Users Modify Admin.
+    let root = app.api_key("root-key", &["Global Admin"]).await;
+    allowed(
+        &app,
+        Method::POST,
+        "/api/v1/groups",
+        &root,
+        Some(json!({"name": "Ops Admins", "priority": 20})),
+    )
+    .await;
+    allowed(
+        &app,
+        Method::PUT,
+        "/api/v1/groups/Ops%20Admins/permissions/Global%20Admin",
+        &root,
+        None,
+    )
+    .await;
+    app.store()
+        .set_manual_membership(
+            "hank",
+            "Ops Admins",
+            true,
+            &Actor::new("test"),
+            &idsync::model::access::permissions_digest,
+            idsync::clock::now_ms(),
+        )
+        .await
+        .unwrap();
+    let modifier = app
+        .api_key("modifier", &["Groups View", "Groups Modify"])
+        .await;
+    for (method, path) in [
+        (Method::DELETE, "/api/v1/groups/Ops%20Admins/members/hank"),
+        (
+            Method::DELETE,
+            "/api/v1/groups/Ops%20Admins/permissions/Global%20Admin",
+        ),
+    ] {
+        refused(&app, method, path, &modifier, None, &["Users Modify Admin"]).await;
+    }
+    let trusted = app
+        .api_key(
+            "trusted-modifier",
+            &[
+                "Groups View",
+                "Groups Modify",
+                "Users View",
+                "Users Modify",
+                "Users Modify Admin",
+            ],
+        )
+        .await;
+    allowed(
+        &app,
+        Method::DELETE,
+        "/api/v1/groups/Ops%20Admins/members/hank",
+        &trusted,
+        None,
+    )
+    .await;
+    // Without members left, revoking the permission takes it from nobody.
+    allowed(
+        &app,
+        Method::DELETE,
+        "/api/v1/groups/Ops%20Admins/permissions/Global%20Admin",
+        &modifier,
+        None,
+    )
+    .await;
 }
 
 /// A key never does more than its creator can do now: demoting, disabling or deleting the

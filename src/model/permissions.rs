@@ -1013,6 +1013,7 @@ pub enum Action {
     ModifyImage,
     RevokeSessions,
     RevokeApiKey,
+    LimitGlobalAdmins,
 }
 
 impl fmt::Display for Action {
@@ -1027,6 +1028,7 @@ impl fmt::Display for Action {
             Action::ModifyImage => "modify the image",
             Action::RevokeSessions => "revoke the user's sessions",
             Action::RevokeApiKey => "revoke the API key",
+            Action::LimitGlobalAdmins => "take Global Admin from its holders",
         })
     }
 }
@@ -1264,6 +1266,23 @@ pub fn can_revoke_api_key(perms: &PermissionSet, global_admins_key: bool) -> Res
             "revoking an API key requires DevAPI Delete".to_owned()
         })
     }
+}
+
+/// Taking Global Admin from the users who hold it through a group — revoking Global Admin from
+/// a group with members, or removing a member from a group that grants it — needs Users Modify
+/// Admin (or being a Global Admin), on top of what changing the group needs.
+pub fn can_limit_global_admins(perms: &PermissionSet) -> Result<(), Denied> {
+    use Permission::*;
+    check(
+        perms,
+        Action::LimitGlobalAdmins,
+        &[&[UsersModifyAdmin]],
+        || {
+            "the change takes Global Admin from the group's members, which requires Users \
+             Modify Admin (or being a Global Admin)"
+                .to_owned()
+        },
+    )
 }
 
 /// A setting of a workspace image, as far as the permission rules care.
@@ -2457,6 +2476,9 @@ mod tests {
         assert_eq!(can_revoke_sessions(&protector, &user(true, true)), Ok(()));
         assert_eq!(can_revoke_api_key(&protector, true), Ok(()));
         assert_eq!(can_revoke_api_key(&PermissionSet::all(), true), Ok(()));
+        let denied = can_limit_global_admins(&set(&[GroupsView, GroupsModify])).unwrap_err();
+        assert!(denied.missing.contains(&UsersModifyAdmin), "{denied}");
+        assert_eq!(can_limit_global_admins(&protector), Ok(()));
     }
 
     type UserRule = fn(&PermissionSet, &UserFacts) -> Result<(), Denied>;

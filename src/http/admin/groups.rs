@@ -128,6 +128,14 @@ async fn viewable(state: &AppState, caller: &Caller, name: &str) -> Result<Group
     Ok(record)
 }
 
+/// Whether a group makes its members Global Admins.
+fn grants_global_admin(record: &GroupRecord) -> bool {
+    record
+        .permissions
+        .iter()
+        .any(|p| p == Permission::GlobalAdmin.name())
+}
+
 async fn modifiable(
     state: &AppState,
     caller: &Caller,
@@ -457,7 +465,10 @@ pub async fn remove_member(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((name, username)) = path?;
-    modifiable(&state, &caller, &name).await?;
+    let record = modifiable(&state, &caller, &name).await?;
+    if grants_global_admin(&record) {
+        caller.check(permissions::can_limit_global_admins(&caller.permissions))?;
+    }
     let changed = state
         .store
         .set_manual_membership(
@@ -669,6 +680,11 @@ pub async fn revoke_permission(
             "permission_not_granted",
             format!("group {name:?} does not hold {stored:?}"),
         ));
+    }
+    if stored == Permission::GlobalAdmin.name()
+        && !state.store.group_members(record.group.id).await?.is_empty()
+    {
+        caller.check(permissions::can_limit_global_admins(&caller.permissions))?;
     }
     apply(
         &state,
