@@ -81,6 +81,16 @@ pub fn read_secret(
     Ok(None)
 }
 
+/// Keys of provider options and image settings whose values are secrets (a key naming where a
+/// secret is, `…_env` or `…_file`, is not one). Every entry — the state file, the admin API —
+/// refuses such a key with a value inline, and answers redact it.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase().replace([' ', '-'], "_");
+    let names_a_reference = key.ends_with("_env") || key.ends_with("_file");
+    !names_a_reference
+        && (key.contains("secret") || key.contains("password") || key.contains("private"))
+}
+
 /// Whether a URL host is this machine (plain-text protocols are allowed only there).
 pub fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -248,6 +248,11 @@ fn bad_state_files_name_the_file_line_and_problem() {
             ":8:15: invalid regular expression",
         ),
         ("[[groups]]\nname = \"A\"\npriority = \"high\"\n", ":3:12:"),
+        // A secret inline is refused: it would be stored, answered and audited.
+        (
+            "[[providers]]\nname = \"l\"\nkind = \"ldap\"\n[providers.options]\nbind_password = \"hunter2\"\n",
+            ":4:1: provider \"l\": option \"bind_password\" holds a secret inline",
+        ),
         ("[[groups]\n", ":1:"),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {

@@ -98,7 +98,7 @@ struct RawProvider {
     #[serde(default = "default_true")]
     remove_manual_memberships: bool,
     #[serde(default)]
-    options: Option<toml::Table>,
+    options: Option<Spanned<toml::Table>>,
 }
 
 fn default_true() -> bool {
@@ -239,9 +239,26 @@ pub fn parse_state(file: &str, text: &str) -> Result<DeclaredState, StateFileErr
             ));
             continue;
         }
+        if let Some(table) = &raw.options {
+            // A secret in the state file would be stored with the provider, shown in answers
+            // and written into the audit log: it is named by reference only.
+            for (key, value) in table.get_ref() {
+                let blank = value.as_str().is_some_and(|v| v.is_empty());
+                if crate::config::is_secret_key(key) && !blank {
+                    problems.push(at.problem(
+                        table.span(),
+                        format!(
+                            "provider {name:?}: option {key:?} holds a secret inline; put the \
+                             secret in a file or an environment variable and name it with \
+                             {key}_file or {key}_env"
+                        ),
+                    ));
+                }
+            }
+        }
         let options = raw
             .options
-            .map(|table| serde_json::to_value(table).unwrap_or_default())
+            .map(|table| serde_json::to_value(table.into_inner()).unwrap_or_default())
             .unwrap_or_else(|| serde_json::json!({}));
         providers.push(DeclaredProvider {
             name,

@@ -170,13 +170,7 @@ pub(crate) fn quoted_list(names: &[&str]) -> String {
         .join(", ")
 }
 
-/// Keys of provider options and image settings whose values are secrets.
-pub(crate) fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase().replace([' ', '-'], "_");
-    let names_a_reference = key.ends_with("_env") || key.ends_with("_file");
-    !names_a_reference
-        && (key.contains("secret") || key.contains("password") || key.contains("private"))
-}
+pub(crate) use crate::config::is_secret_key;
 
 /// What replaces a secret in every answer.
 pub(crate) const REDACTED: &str = "<redacted>";
