@@ -29,8 +29,9 @@ pub fn routes() -> Router<AppState> {
 )]
 pub struct ApiDoc;
 
-/// The evidence a sign-in brings; which kinds a provider takes depends on its type.
-#[derive(Debug, Deserialize, ToSchema)]
+/// The evidence a sign-in brings; which kinds a provider takes depends on its type. Its `Debug`
+/// is the domain evidence's: no secret in it.
+#[derive(Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Evidence {
     /// LDAP: the user's directory password (a bind as the user checks it).
@@ -71,6 +72,21 @@ pub enum Evidence {
 
 fn empty_object() -> serde_json::Value {
     serde_json::json!({})
+}
+
+impl std::fmt::Debug for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Evidence::Password { .. } => "password",
+            Evidence::OidcCode { .. } => "oidc_code",
+            Evidence::IdToken { .. } => "id_token",
+            Evidence::SamlResponse { .. } => "saml_response",
+            Evidence::VerifiedAttributes { .. } => "verified_attributes",
+        };
+        f.debug_struct("Evidence")
+            .field("type", &kind)
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<Evidence> for sources::Evidence {

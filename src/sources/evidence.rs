@@ -37,8 +37,9 @@ pub struct VerifiedIdentity {
     pub attributes: serde_json::Value,
 }
 
-/// What a caller brings to prove who someone is.
-#[derive(Debug, Clone)]
+/// What a caller brings to prove who someone is. Its `Debug` shows the kind and the claimed
+/// username only: passwords, codes, tokens and assertions never reach a log.
+#[derive(Clone)]
 pub enum Evidence {
     /// LDAP: a username and password, checked by binding as the user.
     Password { username: String, password: String },
@@ -75,6 +76,15 @@ pub enum Evidence {
         groups: Vec<String>,
         attributes: serde_json::Value,
     },
+}
+
+impl std::fmt::Debug for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evidence")
+            .field("kind", &self.kind())
+            .field("username", &self.claimed_username())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Evidence {
@@ -558,4 +568,51 @@ pub fn identity_from_claims_value(
         group_values,
         attributes: claims,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_never_prints_its_secrets() {
+        let printed = format!(
+            "{:?} {:?} {:?}",
+            Evidence::Password {
+                username: "alice".into(),
+                password: "hunter2".into(),
+            },
+            Evidence::IdToken {
+                id_token: "eyJ.secret.token".into(),
+                nonce: Some("n".into()),
+                access_token: Some("at-secret".into()),
+            },
+            Evidence::SamlResponse {
+                saml_response: "PHNhbWxwOlJlc3BvbnNl".into(),
+                request_ids: vec![],
+            },
+        );
+        for secret in ["hunter2", "eyJ.secret.token", "at-secret", "PHNhbWxw"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(
+            printed.contains("alice") && printed.contains("password"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn claims_become_an_identity_with_their_groups() {
+        let identity = identity_from_claims(
+            "p",
+            r#"{"preferred_username": "bob", "groups": ["a", "b"]}"#,
+            None,
+            "groups",
+        )
+        .unwrap();
+        assert_eq!(identity.username, "bob");
+        assert_eq!(identity.group_values, ["a", "b"]);
+        assert!(identity_from_claims("p", "[1]", None, "groups").is_err());
+        assert!(identity_from_claims("p", "{}", None, "groups").is_err());
+    }
 }
