@@ -529,8 +529,9 @@ async fn oidc_callback(
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let record = provider_record(state, provider).await?;
-    let source = match state.sources.get(&record).await? {
-        Source::Oidc(oidc) => oidc,
+    // The kind decides the answer's words; the sign-in itself builds nothing here.
+    match state.sources.get(&record).await? {
+        Source::Oidc(_) => {}
         Source::Ldap(_) => return Err(no_browser_flow(provider, "LDAP")),
         Source::Saml(_) => {
             return Err(ApiError::bad_request(
@@ -582,7 +583,6 @@ async fn oidc_callback(
         refused_before_evidence(state, meta, provider, "oidc_callback", &error).await;
         return Err(error);
     };
-    drop(source);
     let evidence = Evidence::OidcCallback {
         code: code.clone(),
         state: callback_state.clone(),

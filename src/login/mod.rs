@@ -395,16 +395,10 @@ where
     S: ConfigStore + MembershipStore,
 {
     let snapshot = store.login_snapshot(username, "").await?;
-    if snapshot.user.is_none_or(|user| user.disabled) {
+    if snapshot.user.as_ref().is_none_or(|user| user.disabled) {
         return Ok(None);
     }
-    let access = match cache
-        .access(store, &snapshot.memberships, snapshot.config_version)
-        .await?
-    {
-        Some(access) => access,
-        None => std::sync::Arc::new(load_access(store, &snapshot.memberships).await?),
-    };
+    let access = snapshot_access(store, cache, &snapshot).await?;
     Ok(Some(*access.permissions.effective_set()))
 }
 
@@ -422,9 +416,10 @@ where
     let user_id: i64 = claims.sub.parse().map_err(|_| LoginError::UnknownUser)?;
     // The user, their memberships and the configuration version in one read; no provider's
     // attributes are needed.
-    let snapshot = store.login_snapshot(&claims.username, "").await?;
+    let mut snapshot = store.login_snapshot(&claims.username, "").await?;
     let user = snapshot
         .user
+        .take()
         .filter(|user| user.id == user_id)
         .ok_or(LoginError::UnknownUser)?;
     if user.disabled {
@@ -441,12 +436,24 @@ where
             return Err(LoginError::SessionRevoked);
         }
     }
-    let access = match cache
-        .access(store, &snapshot.memberships, snapshot.config_version)
-        .await?
-    {
-        Some(access) => access,
-        None => std::sync::Arc::new(load_access(store, &snapshot.memberships).await?),
-    };
+    let access = snapshot_access(store, cache, &snapshot).await?;
     Ok((user, access))
+}
+
+/// The access a snapshot's memberships give, through the cache when its configuration version
+/// is current.
+async fn snapshot_access<S: ConfigStore>(
+    store: &S,
+    cache: &ConfigCache,
+    snapshot: &crate::store::LoginSnapshot,
+) -> Result<std::sync::Arc<EffectiveAccess>, LoginError> {
+    Ok(
+        match cache
+            .access(store, &snapshot.memberships, snapshot.config_version)
+            .await?
+        {
+            Some(access) => access,
+            None => std::sync::Arc::new(load_access(store, &snapshot.memberships).await?),
+        },
+    )
 }
