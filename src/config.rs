@@ -91,6 +91,31 @@ pub fn is_secret_key(key: &str) -> bool {
         && (key.contains("secret") || key.contains("password") || key.contains("private"))
 }
 
+/// What replaces a secret in every answer and audit row.
+pub const REDACTED: &str = "<redacted>";
+
+/// A JSON value with every secret (a key [`is_secret_key`] names, at any depth) replaced: the
+/// one redaction, applied to admin answers and to every audit row's detail.
+pub fn redact(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    if is_secret_key(k) && !v.is_null() {
+                        (k.clone(), serde_json::Value::String(REDACTED.into()))
+                    } else {
+                        (k.clone(), redact(v))
+                    }
+                })
+                .collect(),
+        ),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(redact).collect())
+        }
+        other => other.clone(),
+    }
+}
+
 /// Whether a URL host is this machine (plain-text protocols are allowed only there).
 pub fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');

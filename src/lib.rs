@@ -4,6 +4,7 @@
 //! keeps group memberships in line with them, resolves permissions and settings across groups by
 //! priority, and issues signed, permission-bearing tokens. See `ARCHITECTURE.md` for the map.
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;

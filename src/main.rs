@@ -5,8 +5,26 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let code = runtime.block_on(idsync::cli::run(std::env::args_os()));
+    let code = runtime.block_on(idsync::cli::run(std::env::args_os(), serve));
     std::process::exit(code)
+}
+
+/// `idsync serve`: the HTTP service. The binary joins the two frontends; neither imports the
+/// other.
+fn serve(
+    config: idsync::config::Config,
+    store: idsync::store::SqlStore,
+) -> std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>
+            + Send,
+    >,
+> {
+    Box::pin(async move {
+        idsync::http::serve(config, store)
+            .await
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    })
 }
 
 /// Rust ignores SIGPIPE, so printing into a closed pipe (`idsync audit | head`) would panic. A

@@ -55,6 +55,7 @@ const STATE: &str = r#"
 [[providers]]
 name = "sso"
 kind = "oidc"
+options = { issuer = "https://sso.example.com", client_id = "idsync" }
 
 [[groups]]
 name = "Team"
@@ -86,6 +87,14 @@ fn groups_users_providers_and_mappings_from_the_command_line() {
     let err = env.fails(&["groups", "create", "Ops"]);
     assert!(err.contains("exists already"), "{err}");
 
+    // A name idsync has never seen is refused, so a typo never makes a user; --create makes one.
+    let err = env.fails(&["members", "add", "Ops", "alice"]);
+    assert!(
+        err.contains("no user named \"alice\"") && err.contains("--create"),
+        "{err}"
+    );
+    assert!(!env.ok(&["users", "list"]).contains("alice"));
+    env.ok(&["members", "add", "Ops", "alice", "--create"]);
     env.ok(&["members", "add", "Ops", "alice"]);
     let shown = env.ok(&["groups", "show", "Ops", "--json"]);
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
@@ -140,4 +149,58 @@ fn groups_users_providers_and_mappings_from_the_command_line() {
     assert!(err.contains("system group"), "{err}");
     env.ok(&["groups", "delete", "Ops"]);
     assert!(!env.ok(&["groups", "list"]).contains("Ops"));
+}
+
+/// The state file goes through the same checks as the admin API: misspelled, invalid and secret
+/// options are refused before anything is written, and a plan that deletes groups or providers
+/// needs --prune (or --yes) when nobody is at a terminal to confirm it.
+#[test]
+fn apply_checks_options_and_guards_deletions() {
+    let env = Env::sqlite();
+    env.ok(&["migrate"]);
+    let state = env.dir.path().join("state.toml");
+    let ldap = |extra: &str| {
+        format!(
+            "[[providers]]\nname = \"corp\"\nkind = \"ldap\"\noptions = {{ url = \"ldaps://dc.corp.example\", \
+             bind_password_env = \"LDAP_PW\", user_base_dn = \"ou=people,dc=corp,dc=example\", {extra} }}\n\n\
+             [[groups]]\nname = \"Team\"\npriority = 100\n"
+        )
+    };
+    for (extra, expected) in [
+        (
+            "bind_dn = \"cn=svc,dc=corp,dc=example\", active_directroy = true",
+            "did you mean \"active_directory\"?",
+        ),
+        ("bind_dn = \"svc@corp.example\"", "bind_dn"),
+    ] {
+        std::fs::write(&state, ldap(extra)).unwrap();
+        let err = env.fails(&["apply", state.to_str().unwrap()]);
+        assert!(err.contains(expected), "{extra}: {err}");
+        let err = env.fails(&["apply", state.to_str().unwrap(), "--dry-run"]);
+        assert!(err.contains(expected), "dry run, {extra}: {err}");
+    }
+    assert!(!env.ok(&["providers", "list"]).contains("corp"));
+    // Active Directory's own bind names are accepted with active_directory = true.
+    for name in ["svc@corp.example", "CORP\\\\svc"] {
+        std::fs::write(
+            &state,
+            ldap(&format!("bind_dn = \"{name}\", active_directory = true")),
+        )
+        .unwrap();
+        env.ok(&["apply", state.to_str().unwrap()]);
+    }
+
+    // Dropping the group and the provider from the file deletes nothing without --prune.
+    std::fs::write(&state, "").unwrap();
+    let err = env.fails(&["apply", state.to_str().unwrap()]);
+    assert!(
+        err.contains("--prune")
+            && err.contains("group \"Team\"")
+            && err.contains("provider \"corp\""),
+        "{err}"
+    );
+    assert!(env.ok(&["groups", "list"]).contains("Team"));
+    env.ok(&["apply", state.to_str().unwrap(), "--prune"]);
+    assert!(!env.ok(&["groups", "list"]).contains("Team"));
+    assert!(!env.ok(&["providers", "list"]).contains("corp"));
 }

@@ -17,7 +17,7 @@ const STATE: &str = r#"
 [[providers]]
 name = "sso"
 kind = "oidc"
-options = { accept_verified_attributes = true }
+options = { issuer = "https://sso.example.com", client_id = "idsync", accept_verified_attributes = true }
 
 [[providers]]
 name = "corp"
@@ -328,7 +328,7 @@ async fn groups_modify(db: Db) {
     allowed(
         &app,
         Method::PUT,
-        "/api/v1/groups/Other/members/carol",
+        "/api/v1/groups/Other/members/carol?create=true",
         &editor,
         None,
     )
@@ -943,7 +943,7 @@ async fn auth_create(db: Db) {
         .post(
             "/api/v1/providers",
             Some(&creator),
-            &json!({ "name": "okta", "kind": "oidc", "options": { "client_id": "x", "client_secret_env": "OKTA" } }),
+            &json!({ "name": "okta", "kind": "oidc", "options": { "issuer": "https://okta.example.com", "client_id": "x", "client_secret_env": "OKTA" } }),
         )
         .await;
     assert_eq!(status, 201, "{body}");

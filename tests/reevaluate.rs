@@ -268,10 +268,11 @@ async fn a_dry_run_of_unsaved_changes_writes_nothing_and_shows_the_diff(db: Db) 
         })
         .collect();
     diff.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
-    // Deleting the only Developers mapping leaves that group alone (no mapping, no decision).
+    // Deleting the only Developers mapping takes the membership it granted with it.
     assert_eq!(
         diff,
         vec![
+            ("alice".to_string(), ChangeKind::Remove, "Developers".to_string()),
             ("bob".to_string(), ChangeKind::Add, "Auditors".to_string()),
             ("bob".to_string(), ChangeKind::Add, "Sales".to_string()),
         ]

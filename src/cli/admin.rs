@@ -1,15 +1,13 @@
-//! The operator's side of the admin API: the same operations against the same store. The CLI
-//! holds the database, so it is not permission-checked; every change is written to the audit
-//! log as `cli:<command>`.
+//! The operator's side of the admin API: a frontend over the admin layer (`crate::admin`),
+//! which checks and audits every change exactly as for HTTP. The CLI holds the database, so
+//! it acts with every permission; every change is written to the audit log as `cli:<command>`.
 
 use clap::Subcommand;
 
 use super::CliError;
-use crate::model::access::permissions_digest;
-use crate::model::group::ALL_USERS;
-use crate::model::matcher::ValuePattern;
+use crate::admin::{self as admin_layer, AdminCaller, ApplyMode, ChangeOutcome};
 use crate::store::admin::AdminStore;
-use crate::store::{Actor, ConfigChange, ConfigStore, MembershipStore, SqlStore, StoreError};
+use crate::store::{ConfigChange, ConfigStore, MembershipStore, SqlStore, StoreError};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -110,8 +108,21 @@ fn print_json(value: &impl serde::Serialize) {
     );
 }
 
-fn refused(message: String) -> CliError {
-    CliError::Store(StoreError::Refused(message))
+/// Applies changes through the admin layer as `cli:<command>`.
+async fn apply(
+    store: &SqlStore,
+    command: &str,
+    changes: Vec<ConfigChange>,
+    now: i64,
+) -> Result<ChangeOutcome, CliError> {
+    Ok(admin_layer::apply_changes(
+        store,
+        &AdminCaller::command_line(command),
+        changes,
+        ApplyMode::default(),
+        now,
+    )
+    .await?)
 }
 
 pub async fn run(store: &SqlStore, command: AdminCommand, now: i64) -> Result<i32, CliError> {
@@ -129,7 +140,7 @@ pub async fn run(store: &SqlStore, command: AdminCommand, now: i64) -> Result<i3
                             "name": p.provider.name,
                             "kind": p.provider.kind.as_str(),
                             "remove_manual_memberships": p.provider.remove_manual_memberships,
-                            "options": crate::http::admin::redact(&p.options),
+                            "options": admin_layer::redact(&p.options),
                         })
                     })
                     .collect();
@@ -151,7 +162,6 @@ pub async fn run(store: &SqlStore, command: AdminCommand, now: i64) -> Result<i3
 }
 
 async fn groups(store: &SqlStore, command: GroupsCommand, now: i64) -> Result<i32, CliError> {
-    let actor = Actor::new("cli:groups");
     match command {
         GroupsCommand::List { json } => {
             let config = store.load_config().await?;
@@ -222,38 +232,28 @@ async fn groups(store: &SqlStore, command: GroupsCommand, now: i64) -> Result<i3
             description,
             priority,
         } => {
-            if name.trim().is_empty() || name.trim() != name {
-                return Err(refused(
-                    "a group name must not be blank or start or end with spaces".into(),
-                ));
-            }
-            if store.group_id(&name).await?.is_some() {
-                return Err(refused(format!("a group named {name:?} exists already")));
-            }
-            store
-                .apply_config(
-                    &[ConfigChange::CreateGroup {
-                        name: name.clone(),
-                        description,
-                        priority,
-                    }],
-                    &actor,
-                    &permissions_digest,
-                    now,
-                )
-                .await?;
+            apply(
+                store,
+                "groups",
+                vec![ConfigChange::CreateGroup {
+                    name: name.clone(),
+                    description,
+                    priority,
+                }],
+                now,
+            )
+            .await?;
             println!("created group {name:?}");
             Ok(0)
         }
         GroupsCommand::Delete { name } => {
-            store
-                .apply_config(
-                    &[ConfigChange::DeleteGroup { name: name.clone() }],
-                    &actor,
-                    &permissions_digest,
-                    now,
-                )
-                .await?;
+            apply(
+                store,
+                "groups",
+                vec![ConfigChange::DeleteGroup { name: name.clone() }],
+                now,
+            )
+            .await?;
             println!("deleted group {name:?}");
             Ok(0)
         }
@@ -261,7 +261,7 @@ async fn groups(store: &SqlStore, command: GroupsCommand, now: i64) -> Result<i3
 }
 
 async fn users(store: &SqlStore, command: UsersCommand, now: i64) -> Result<i32, CliError> {
-    let actor = Actor::new("cli:users");
+    let caller = AdminCaller::command_line("users");
     let user_named = |name: &str| {
         let name = name.to_owned();
         async move {
@@ -314,12 +314,12 @@ async fn users(store: &SqlStore, command: UsersCommand, now: i64) -> Result<i32,
             Ok(0)
         }
         UsersCommand::Delete { name } => {
-            store.delete_user(&name, &actor, now).await?;
+            admin_layer::users::delete(store, &caller, &name, now).await?;
             println!("deleted user {name:?}");
             Ok(0)
         }
         UsersCommand::RevokeSessions { name } => {
-            store.revoke_sessions(&name, &actor, now).await?;
+            admin_layer::users::revoke_sessions(store, &caller, &name, now).await?;
             println!("revoked every session of {name:?}");
             Ok(0)
         }
@@ -327,7 +327,6 @@ async fn users(store: &SqlStore, command: UsersCommand, now: i64) -> Result<i32,
 }
 
 async fn mapping(store: &SqlStore, command: MappingCommand, now: i64) -> Result<i32, CliError> {
-    let actor = Actor::new("cli:mapping");
     match command {
         MappingCommand::List { provider, json } => {
             let config = store.load_config().await?;
@@ -361,59 +360,41 @@ async fn mapping(store: &SqlStore, command: MappingCommand, now: i64) -> Result<
             assign_all_users,
             attributes,
         } => {
-            let record = store.provider(&provider).await?;
-            if group == ALL_USERS {
-                return Err(refused(
-                    "All Users contains every user: a mapping to it would have no effect".into(),
-                ));
-            }
-            if store.group_id(&group).await?.is_none() {
-                return Err(CliError::Store(StoreError::NotFound(format!(
-                    "no group named {group:?}"
-                ))));
-            }
-            for a in &attributes {
-                ValuePattern::compile(a, record.provider.kind.value_syntax())
-                    .map_err(|e| refused(format!("attribute {a:?}: {e}")))?;
-            }
-            let mut attributes = attributes;
-            attributes.sort();
-            attributes.dedup();
-            store
-                .apply_config(
-                    &[ConfigChange::CreateMapping {
-                        provider: provider.clone(),
-                        group: group.clone(),
-                        assign_all_users,
-                        attributes,
-                    }],
-                    &actor,
-                    &permissions_digest,
-                    now,
-                )
-                .await?;
+            let outcome = apply(
+                store,
+                "mapping",
+                vec![ConfigChange::CreateMapping {
+                    provider: provider.clone(),
+                    group: group.clone(),
+                    assign_all_users,
+                    attributes,
+                }],
+                now,
+            )
+            .await?;
+            super::print_reevaluations(&outcome.reevaluations, false);
             println!("mapped {provider:?} into {group:?}");
             Ok(0)
         }
         MappingCommand::Remove { id } => {
-            let config = store.load_config().await?;
-            let mapping = config
-                .mappings
-                .iter()
-                .find(|m| m.id == id)
-                .ok_or_else(|| StoreError::NotFound(format!("no mapping with id {id}")))?;
-            store
-                .apply_config(
-                    &[ConfigChange::DeleteMapping {
-                        id,
-                        provider: mapping.provider.clone(),
-                        group: mapping.group.name.clone(),
-                    }],
-                    &actor,
-                    &permissions_digest,
-                    now,
-                )
-                .await?;
+            let outcome = apply(
+                store,
+                "mapping",
+                vec![ConfigChange::DeleteMapping {
+                    id,
+                    provider: String::new(),
+                    group: String::new(),
+                }],
+                now,
+            )
+            .await?;
+            super::print_reevaluations(&outcome.reevaluations, false);
+            for provider in &outcome.ldap_providers_to_sync {
+                println!(
+                    "LDAP provider {provider:?}: the memberships the mapping granted go at its \
+                     next sync (idsync sync {provider})."
+                );
+            }
             println!("removed mapping {id}");
             Ok(0)
         }

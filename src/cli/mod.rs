@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod admin;
 
+use crate::admin::{self as admin_layer, AdminCaller, ApplyMode};
+use crate::clock;
 use crate::config::{Config, ConfigError};
 use crate::declarative::{self, StateFileError};
 use crate::login::{self, LoginError, VerifiedIdentity};
@@ -16,7 +18,6 @@ use crate::sources::{Evidence, Purpose, SourceRegistry, VerifyContext};
 use crate::store::{
     Actor, AuditQuery, AuditStore, ConfigStore, MembershipStore, SqlStore, StoreError,
 };
-use crate::{clock, model};
 
 /// Largest claims or assertion sample file read.
 pub const MAX_SAMPLE_BYTES: u64 = 4 * 1024 * 1024;
@@ -43,8 +44,12 @@ pub enum CliError {
     Sync(#[from] crate::sync::SyncError),
     #[error("{path}: {message}")]
     Input { path: String, message: String },
+    #[error("{0}")]
+    Serve(Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
-    Serve(#[from] crate::http::ServeError),
+    Admin(#[from] crate::admin::AdminError),
+    #[error("{0}")]
+    Refused(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -76,11 +81,33 @@ pub enum Command {
     #[command(flatten)]
     Admin(admin::AdminCommand),
     /// Plan and apply a declarative state file (providers, groups, permissions, settings, mappings).
+    ///
+    /// Every change is checked as the admin API checks it. A plan that deletes groups or
+    /// providers asks first on a terminal; elsewhere it needs --prune (or --yes).
     Apply {
         file: PathBuf,
         /// Print the plan and change nothing.
         #[arg(long, short = 'n')]
         dry_run: bool,
+        #[arg(long)]
+        json: bool,
+        /// Allow the plan to delete groups and providers the file no longer lists.
+        #[arg(long)]
+        prune: bool,
+        /// Answer yes to every question (implies --prune).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Re-evaluate an OpenID Connect or SAML provider's users from their last-seen attributes,
+    /// or apply (--confirm) a re-evaluation that stopped at the removal threshold.
+    Reevaluate {
+        provider: String,
+        /// Show what would change; change nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// The id of a run that stopped at the removal threshold: apply its diff.
+        #[arg(long)]
+        confirm: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -185,8 +212,18 @@ pub enum ApiKeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum MembersCommand {
-    Add { group: String, username: String },
-    Remove { group: String, username: String },
+    /// Add a known user to a group by hand; an unknown name is refused unless --create.
+    Add {
+        group: String,
+        username: String,
+        /// Create the user when idsync does not know them yet.
+        #[arg(long)]
+        create: bool,
+    },
+    Remove {
+        group: String,
+        username: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,7 +284,19 @@ pub enum TokenCommand {
 
 /// Runs the command line; returns the process exit code.
 /// Errors are printed here, in words an admin can act on, and become exit code 1.
-pub async fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+/// How `idsync serve` starts the service: the binary passes the HTTP frontend in, so the two
+/// frontends never import each other.
+pub type Serve = fn(
+    Config,
+    SqlStore,
+) -> std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>
+            + Send,
+    >,
+>;
+
+pub async fn run(args: impl IntoIterator<Item = OsString>, serve: Serve) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -255,7 +304,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    match execute(cli).await {
+    match execute(cli, serve).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -281,7 +330,7 @@ async fn open_store(config: &Config) -> Result<SqlStore, CliError> {
     Ok(SqlStore::open(&config.database_url()?).await?)
 }
 
-async fn execute(cli: Cli) -> Result<i32, CliError> {
+async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
     let config = Config::load(cli.config.as_deref())?;
     init_logging(&config);
     let store = open_store(&config).await?;
@@ -292,7 +341,7 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Serve => {
-            crate::http::serve(config, store).await?;
+            serve(config, store).await.map_err(CliError::Serve)?;
             Ok(0)
         }
         Command::ApiKey(command) => api_key_command(&store, command, now).await,
@@ -301,6 +350,8 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
             file,
             dry_run,
             json,
+            prune,
+            yes,
         } => {
             let text = read_capped(&file, declarative::MAX_STATE_FILE_BYTES as u64)?;
             let desired = declarative::parse_state(&file.display().to_string(), &text)?;
@@ -315,31 +366,90 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
             } else {
                 println!("{plan}");
             }
-            if dry_run || plan.is_empty() {
+            if plan.is_empty() {
                 if !json {
-                    println!(
-                        "{}",
-                        if plan.is_empty() {
-                            "Nothing to change."
-                        } else {
-                            "Dry run: nothing was changed."
-                        }
-                    );
+                    println!("Nothing to change.");
                 }
                 return Ok(0);
             }
-            let applied = store
-                .apply_config(
-                    &plan.changes,
-                    &Actor::new("cli:apply"),
-                    &model::access::permissions_digest,
-                    now,
-                )
-                .await?;
-            if !json {
-                println!("Applied {applied} change(s).");
+            let caller = AdminCaller::command_line("apply");
+            // Checked as the admin API checks every change, before anything is written.
+            let checked = admin_layer::apply_changes(
+                &store,
+                &caller,
+                plan.changes.clone(),
+                ApplyMode { dry_run: true },
+                now,
+            )
+            .await?;
+            if dry_run {
+                if !json {
+                    print_reevaluations(&checked.reevaluations, true);
+                    println!("Dry run: nothing was changed.");
+                }
+                return Ok(0);
             }
-            Ok(0)
+            confirm_deletions(&plan.changes, prune || yes)?;
+            let outcome = admin_layer::apply_changes(
+                &store,
+                &caller,
+                plan.changes,
+                ApplyMode { dry_run: false },
+                now,
+            )
+            .await?;
+            if !json {
+                println!("Applied {} change(s).", outcome.applied);
+                print_reevaluations(&outcome.reevaluations, false);
+                for provider in &outcome.ldap_providers_to_sync {
+                    println!(
+                        "LDAP provider {provider:?}: its users are brought in line by its next \
+                         sync (idsync sync {provider})."
+                    );
+                }
+            }
+            let pending = outcome.reevaluations.iter().any(|r| {
+                r.outcome
+                    .as_ref()
+                    .is_some_and(|o| o.run.status == "needs_confirmation")
+            });
+            Ok(if pending { 3 } else { 0 })
+        }
+        Command::Reevaluate {
+            provider,
+            dry_run,
+            confirm,
+            json,
+        } => {
+            let request = crate::sync::reevaluate::ReevaluateRequest {
+                provider,
+                proposed: Vec::new(),
+                dry_run,
+                confirm,
+                actor: Actor::new("cli:reevaluate"),
+            };
+            let outcome =
+                crate::sync::reevaluate::reevaluate_provider(&store, &request, now).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&outcome).unwrap_or_default()
+                );
+            } else {
+                print_reevaluations(
+                    &[admin_layer::Reevaluation {
+                        provider: request.provider.clone(),
+                        outcome: Some(outcome.clone()),
+                        error: None,
+                    }],
+                    dry_run,
+                );
+            }
+            Ok(if outcome.run.status == "needs_confirmation" {
+                3
+            } else {
+                0
+            })
         }
         Command::Mappings(MappingsCommand::Test { sample, json }) => {
             let identity = match sample_evidence(&sample, Purpose::Test)? {
@@ -553,20 +663,25 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Members(command) => {
-            let (group, username, member) = match command {
-                MembersCommand::Add { group, username } => (group, username, true),
-                MembersCommand::Remove { group, username } => (group, username, false),
+            let caller = AdminCaller::command_line("members");
+            let (group, username, member, changed) = match command {
+                MembersCommand::Add {
+                    group,
+                    username,
+                    create,
+                } => {
+                    let changed =
+                        admin_layer::members::add(&store, &caller, &group, &username, create, now)
+                            .await?;
+                    (group, username, true, changed)
+                }
+                MembersCommand::Remove { group, username } => {
+                    let changed =
+                        admin_layer::members::remove(&store, &caller, &group, &username, now)
+                            .await?;
+                    (group, username, false, changed)
+                }
             };
-            let changed = store
-                .set_manual_membership(
-                    &username,
-                    &group,
-                    member,
-                    &Actor::new("cli:members"),
-                    &model::access::permissions_digest,
-                    now,
-                )
-                .await?;
             println!(
                 "{username:?} {} {group:?}{}",
                 if member {
@@ -583,9 +698,14 @@ async fn execute(cli: Cli) -> Result<i32, CliError> {
             disable,
             enable: _,
         } => {
-            store
-                .set_user_disabled(&username, disable, &Actor::new("cli:user"), now)
-                .await?;
+            admin_layer::users::set_disabled(
+                &store,
+                &AdminCaller::command_line("user"),
+                &username,
+                disable,
+                now,
+            )
+            .await?;
             println!(
                 "user {username:?} {}",
                 if disable { "disabled" } else { "enabled" }
@@ -600,43 +720,27 @@ async fn api_key_command(
     command: ApiKeyCommand,
     now: i64,
 ) -> Result<i32, CliError> {
-    use crate::store::{ApiKeyRecord, ApiKeyStore};
+    use crate::store::ApiKeyStore;
     match command {
         ApiKeyCommand::Create {
             name,
             permissions,
             expires_in,
         } => {
-            let mut names = Vec::new();
-            for text in &permissions {
-                let permission = text
-                    .parse::<model::permissions::Permission>()
-                    .map_err(|e| CliError::Input {
-                        path: "--permission".into(),
-                        message: e.to_string(),
-                    })?;
-                names.push(permission.name().to_owned());
-            }
-            let (id, secret, secret_hash) = crate::http::auth::new_api_key_secret();
-            let record = ApiKeyRecord {
-                id: id.clone(),
-                name: name.clone(),
-                secret_hash,
-                permissions: names,
-                created_by: "cli".into(),
-                created_at: now,
-                expires_at: expires_in
-                    .map(|d| now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
-                revoked_at: None,
-            };
-            store
-                .create_api_key(&record, &Actor::new("cli:api-key"))
-                .await?;
+            let (record, key) = admin_layer::keys::create(
+                store,
+                &AdminCaller::command_line("api-key"),
+                &name,
+                &permissions,
+                expires_in.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                now,
+            )
+            .await?;
             eprintln!(
                 "API key {name:?} created with {}. It is shown once; keep it secret:",
                 record.permissions.join(", ")
             );
-            println!("{}", crate::http::auth::format_api_key(&id, &secret));
+            println!("{key}");
             Ok(0)
         }
         ApiKeyCommand::List { json } => {
@@ -666,17 +770,16 @@ async fn api_key_command(
             Ok(0)
         }
         ApiKeyCommand::Revoke { name } => {
-            if store
-                .revoke_api_key(&name, &Actor::new("cli:api-key"), now)
-                .await?
-            {
-                println!("API key {name:?} revoked");
-                Ok(0)
-            } else {
-                Err(CliError::Store(StoreError::NotFound(format!(
-                    "no active API key named {name:?}"
-                ))))
-            }
+            admin_layer::keys::revoke(
+                store,
+                &crate::login::ConfigCache::new(),
+                &AdminCaller::command_line("api-key"),
+                &name,
+                now,
+            )
+            .await?;
+            println!("API key {name:?} revoked");
+            Ok(0)
         }
     }
 }
@@ -775,6 +878,84 @@ enum Sample {
 }
 
 /// A refusal of a sample's evidence, naming the file it came from.
+/// Refuses a plan that deletes groups or providers unless the operator said so: --prune or
+/// --yes, or "yes" typed on a terminal.
+fn confirm_deletions(
+    changes: &[crate::store::ConfigChange],
+    allowed: bool,
+) -> Result<(), CliError> {
+    use crate::store::ConfigChange;
+    let doomed: Vec<String> = changes
+        .iter()
+        .filter_map(|c| match c {
+            ConfigChange::DeleteGroup { name } => Some(format!("group {name:?}")),
+            ConfigChange::DeleteProvider { name } => Some(format!("provider {name:?}")),
+            _ => None,
+        })
+        .collect();
+    if doomed.is_empty() || allowed {
+        return Ok(());
+    }
+    let what = doomed.join(", ");
+    if std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        eprint!(
+            "The plan deletes {what}: their members lose them and their mappings go. Type \
+             \"yes\" to apply: "
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() == "yes" {
+            return Ok(());
+        }
+        return Err(CliError::Refused("nothing was applied".into()));
+    }
+    Err(CliError::Refused(format!(
+        "the plan deletes {what}, which the file no longer lists; nothing was applied. Run \
+         again with --prune to delete them (or --yes), or add them back to the file"
+    )))
+}
+
+/// What the re-evaluations after a mapping change did, for the operator.
+pub(crate) fn print_reevaluations(reevaluations: &[admin_layer::Reevaluation], dry_run: bool) {
+    for r in reevaluations {
+        match (&r.outcome, &r.error) {
+            (Some(outcome), _) => {
+                let run = &outcome.run;
+                let verb = if dry_run { "would change" } else { "changed" };
+                println!(
+                    "Re-evaluation of {:?} from last-seen attributes: {} user(s), {verb} +{} \
+                     -{}.",
+                    r.provider, run.users_seen, run.additions, run.removals
+                );
+                if run.status == "needs_confirmation" {
+                    println!(
+                        "It would remove more than the limit of {}: nothing was applied for \
+                         the users. Review it, then run: idsync reevaluate {} --confirm {}",
+                        run.removal_limit, r.provider, run.id
+                    );
+                }
+                for change in outcome.changes.iter().filter(|c| c.group.is_some()) {
+                    println!(
+                        "  {:?} {} {:?}: {}",
+                        change.kind,
+                        change.username,
+                        change.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""),
+                        change.reason
+                    );
+                }
+            }
+            (None, Some(error)) => println!(
+                "Re-evaluation of {:?} failed: {error}; the users get the change at their \
+                 next sign-in.",
+                r.provider
+            ),
+            (None, None) => {}
+        }
+    }
+}
+
 fn refused_sample(file: Option<PathBuf>, error: impl std::fmt::Display) -> CliError {
     CliError::Input {
         path: file.map_or_else(|| "command line".into(), |f| f.display().to_string()),

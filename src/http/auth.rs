@@ -4,7 +4,6 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::login::LoginError;
@@ -17,7 +16,7 @@ use crate::store::{Actor, ApiKeyRecord, ApiKeyStore, UserRecord};
 use super::{ApiError, AppState};
 
 /// Prefix of every API key; the rest is `<id>.<secret>`.
-pub const API_KEY_PREFIX: &str = "idsync_";
+pub use crate::admin::keys::API_KEY_PREFIX;
 
 /// Who the caller is.
 #[derive(Debug, Clone)]
@@ -89,34 +88,24 @@ impl Caller {
         rule.map_err(ApiError::from)
     }
 
+    /// The caller as the admin layer sees it.
+    pub fn admin(&self) -> crate::admin::AdminCaller {
+        crate::admin::AdminCaller {
+            actor: self.actor(),
+            permissions: self.permissions.clone(),
+            member_of: match &self.principal {
+                Principal::User { groups, .. } => groups.iter().map(|g| g.id).collect(),
+                Principal::ApiKey { .. } => Default::default(),
+            },
+        }
+    }
+
     pub fn username(&self) -> Option<&str> {
         match &self.principal {
             Principal::User { user, .. } => Some(&user.username),
             Principal::ApiKey { .. } => None,
         }
     }
-}
-
-/// A new API key's public id and secret, and the stored record's hash of the secret.
-pub fn new_api_key_secret() -> (String, String, String) {
-    use rand::RngCore;
-    let mut id = [0u8; 8];
-    let mut secret = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut id);
-    rand::thread_rng().fill_bytes(&mut secret);
-    let id = hex::encode(id);
-    let secret = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret);
-    let hash = hash_secret(&secret);
-    (id, secret, hash)
-}
-
-/// The full key a client presents: `idsync_<id>.<secret>`.
-pub fn format_api_key(id: &str, secret: &str) -> String {
-    format!("{API_KEY_PREFIX}{id}.{secret}")
-}
-
-fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// The effective permissions an API key's listed permissions give (requirements applied as
@@ -212,7 +201,7 @@ pub async fn authenticate_api_key(state: &AppState, presented: &str) -> Result<C
         .await?
         .ok_or_else(refused)?;
     if !bool::from(
-        hash_secret(secret)
+        crate::admin::keys::hash_api_key_secret(secret)
             .as_bytes()
             .ct_eq(key.secret_hash.as_bytes()),
     ) {

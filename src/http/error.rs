@@ -247,6 +247,22 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::admin::AdminError> for ApiError {
+    fn from(error: crate::admin::AdminError) -> Self {
+        use crate::admin::AdminError::*;
+        match error {
+            Denied(denied) => denied.into(),
+            Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            NotFound { code, message } => ApiError::not_found(code, message),
+            Invalid { code, message } => ApiError::bad_request(code, message),
+            Conflict { code, message } => ApiError::conflict(code, message),
+            Store(e) => e.into(),
+            Sync(e) => e.into(),
+            Access(e) => e.into(),
+        }
+    }
+}
+
 impl From<Denied> for ApiError {
     fn from(denied: Denied) -> Self {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string())

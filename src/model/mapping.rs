@@ -11,8 +11,11 @@
 //!   the documented behaviour: "If a mapping is defined and a user does not have the group
 //!   attributes listed, the user will be removed from the group."
 //!
-//! Groups with no mapping from P are left alone, and All Users is never touched (every user is
-//! always a member of it). Evaluation is pure: the same inputs in any order give the same
+//! A membership a mapping of P granted belongs to P: when no mapping of P maps its group any more
+//! (the mapping was deleted, or moved to another group), P's next evaluation of the user removes
+//! it, so access ends with the mapping that caused it. Other groups with no mapping from P are
+//! left alone — manual memberships and those of other providers — and All Users is never touched
+//! (every user is always a member of it). Evaluation is pure: the same inputs in any order give the same
 //! decisions, and applying the result then evaluating again changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -162,6 +165,11 @@ pub enum Reason {
         patterns: Vec<String>,
         values_checked: usize,
     },
+    /// The membership was granted by a mapping of this provider, and no mapping of the provider
+    /// maps its group any more.
+    MappingRemoved {
+        mapping_id: i64,
+    },
 }
 
 impl std::fmt::Display for Reason {
@@ -200,6 +208,11 @@ impl std::fmt::Display for Reason {
                     }
                 )
             }
+            Reason::MappingRemoved { mapping_id } => write!(
+                f,
+                "mapping #{mapping_id}, which granted this membership, no longer maps the \
+                 provider's users into this group"
+            ),
         }
     }
 }
@@ -409,6 +422,15 @@ impl<'m> MappingSet<'m> {
         self.provider
     }
 
+    /// Whether some mapping of the provider maps users into the group.
+    pub fn maps_group(&self, group_id: i64) -> bool {
+        if self.indexed {
+            self.index_of.contains_key(&group_id)
+        } else {
+            self.groups.iter().any(|(g, _)| g.id == group_id)
+        }
+    }
+
     /// Evaluates one identity: its group values (any order, repeats allowed) against its stored
     /// memberships.
     pub fn evaluate(
@@ -570,6 +592,34 @@ fn evaluate_set(
             }
         };
         decisions.push(decision);
+    }
+
+    // Memberships this provider's mappings granted in groups it no longer maps: their cause is
+    // gone, so they go too.
+    let orphaned: Vec<GroupDecision> = current
+        .iter()
+        .filter_map(|m| match m.source {
+            MembershipSource::Mapping {
+                provider_id,
+                mapping_id,
+            } if provider_id == provider.id
+                && !m.group.is_all_users()
+                && !set.maps_group(m.group.id) =>
+            {
+                Some(GroupDecision {
+                    group: m.group.clone(),
+                    action: Action::Remove,
+                    reason: Reason::MappingRemoved { mapping_id },
+                    source_after: None,
+                    source_before: Some(m.source),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    if !orphaned.is_empty() {
+        decisions.extend(orphaned);
+        decisions.sort_by(|a, b| a.group.precedence_key().cmp(&b.group.precedence_key()));
     }
 
     Evaluation {

@@ -339,6 +339,55 @@ fn only_groups_with_a_mapping_from_the_provider_are_touched() {
 }
 
 #[test]
+fn a_membership_outlives_no_mapping_that_granted_it() {
+    // The provider's mapping into Sales was deleted: the membership it granted is the
+    // provider's, and goes at the next evaluation, with the mapping named as the reason. A
+    // manual membership and another provider's membership in groups it does not map stay.
+    let p = oidc();
+    let other = saml();
+    let mappings = [attributes(3, &p, &engineering(), &["developers"])];
+    let current = [
+        granted(&sales(), &p, 7),
+        manual(&operations()),
+        granted(&administrators(), &other, 9),
+    ];
+    for detail in [Detail::Full, Detail::ChangesOnly] {
+        for set in [
+            MappingSet::new(&p, &mappings),
+            MappingSet::for_one(&p, &mappings),
+        ] {
+            let evaluation = set.evaluate(&values(&["developers"]), &current, detail);
+            let d = decision(&evaluation, &sales());
+            assert_eq!(d.action, Action::Remove);
+            assert_eq!(d.reason, Reason::MappingRemoved { mapping_id: 7 });
+            assert!(d.reason.to_string().contains("mapping #7"), "{}", d.reason);
+            assert_eq!(
+                evaluation.memberships_after(&current),
+                [
+                    granted(&engineering(), &p, 3),
+                    manual(&operations()),
+                    granted(&administrators(), &other, 9),
+                ]
+            );
+            // Applying, then evaluating again, changes nothing.
+            let after = evaluation.memberships_after(&current);
+            assert!(set
+                .evaluate(&values(&["developers"]), &after, detail)
+                .is_noop());
+        }
+    }
+}
+
+#[test]
+fn a_provider_with_no_mappings_left_removes_all_it_granted() {
+    let p = oidc();
+    let current = [granted(&sales(), &p, 7), granted(&engineering(), &p, 3)];
+    let evaluation = evaluate(&p, &[], &values(&["developers"]), &current);
+    assert_eq!(evaluation.removals().count(), 2);
+    assert!(evaluation.memberships_after(&current).is_empty());
+}
+
+#[test]
 fn mappings_of_other_providers_are_ignored() {
     let p = oidc();
     let other = saml();
@@ -374,22 +423,25 @@ fn mappings_of_other_providers_are_ignored() {
 }
 
 #[test]
-fn groups_without_a_mapping_keep_their_memberships_without_a_decision() {
+fn unmapped_groups_keep_manual_memberships_and_lose_those_the_provider_granted() {
     let p = oidc();
     let mappings = [attributes(3, &p, &engineering(), &["developers"])];
     // A manual membership, and one granted by a mapping that has since been deleted.
     let current = [manual(&sales()), granted(&operations(), &p, 99)];
     let evaluation = evaluate(&p, &mappings, &values(&[]), &current);
-    assert_eq!(decided_groups(&evaluation), [engineering().id]);
+    assert_eq!(
+        decided_groups(&evaluation),
+        [engineering().id, operations().id]
+    );
     assert_eq!(
         decision(&evaluation, &engineering()).action,
         Action::StayOut
     );
-    assert!(evaluation.is_noop());
     assert_eq!(
-        evaluation.memberships_after(&current),
-        [granted(&operations(), &p, 99), manual(&sales())]
+        decision(&evaluation, &operations()).reason,
+        Reason::MappingRemoved { mapping_id: 99 }
     );
+    assert_eq!(evaluation.memberships_after(&current), [manual(&sales())]);
 }
 
 #[test]
@@ -1442,6 +1494,14 @@ impl Scenario {
         }
     }
 
+    /// Whether the user's membership of `group` was granted by a mapping of the provider.
+    fn owned_by_provider(&self, group: &GroupRef) -> bool {
+        matches!(
+            self.source_of(group),
+            Some(MembershipSource::Mapping { provider_id, .. }) if provider_id == self.provider.id
+        )
+    }
+
     fn source_of(&self, group: &GroupRef) -> Option<MembershipSource> {
         source_in(&self.current, group)
     }
@@ -1635,12 +1695,22 @@ proptest! {
             prop_assert!(!d.writes(), "{:?}", d);
         }
         prop_assert!(second.is_noop());
-        prop_assert_eq!(decided_groups(&second), decided_groups(&first));
+        // The second evaluation decides the mapped groups; the memberships whose mapping was
+        // gone went in the first.
+        let mapped_in_first: Vec<i64> = first
+            .decisions
+            .iter()
+            .filter(|d| !matches!(d.reason, Reason::MappingRemoved { .. }))
+            .map(|d| d.group.id)
+            .collect();
+        prop_assert_eq!(decided_groups(&second), mapped_in_first);
         prop_assert_eq!(second.memberships_after(&after), after);
     }
 
-    /// Only groups with a mapping from the provider are decided, in precedence order, once each;
-    /// All Users never is; every other membership is carried over unchanged.
+    /// Only groups with a mapping from the provider, or holding a membership the provider's
+    /// mappings granted, are decided, in precedence order, once each; All Users never is; a
+    /// membership the provider granted in a group it no longer maps goes; every other
+    /// membership is carried over unchanged.
     #[test]
     fn evaluation_only_touches_groups_mapped_from_the_provider(scenario in scenario()) {
         let evaluation = scenario.evaluate();
@@ -1649,7 +1719,10 @@ proptest! {
             let mut mapped: Vec<&GroupRef> = scenario
                 .groups
                 .iter()
-                .filter(|g| !g.is_all_users() && !scenario.mappings_for(g).is_empty())
+                .filter(|g| {
+                    !g.is_all_users()
+                        && (!scenario.mappings_for(g).is_empty() || scenario.owned_by_provider(g))
+                })
                 .collect();
             mapped.sort_by(|a, b| a.precedence_key().cmp(&b.precedence_key()));
             mapped
@@ -1659,7 +1732,12 @@ proptest! {
         prop_assert!(evaluation.decisions.iter().all(|d| !d.group.is_all_users()));
         for group in &scenario.groups {
             if group.is_all_users() || scenario.mappings_for(group).is_empty() {
-                prop_assert_eq!(source_in(&after, group), scenario.source_of(group), "{}", group.name);
+                let expected = if !group.is_all_users() && scenario.owned_by_provider(group) {
+                    None
+                } else {
+                    scenario.source_of(group)
+                };
+                prop_assert_eq!(source_in(&after, group), expected, "{}", group.name);
             }
         }
         prop_assert_eq!(after.len(), after.iter().map(|m| m.group.id).collect::<BTreeSet<_>>().len());

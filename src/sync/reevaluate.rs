@@ -81,14 +81,29 @@ pub async fn reevaluate_provider(
     if record.provider.kind == ProviderKind::Ldap {
         return Err(SyncError::NotReevaluated(request.provider.clone()));
     }
-    let now = move || now_ms.max(crate::clock::now_ms());
     // Runs that write take the provider's lease, waiting their turn: a re-evaluation started
     // after a second mapping change reads that change, so the last one applied is the newest.
-    let _lease = if request.dry_run {
+    let lease = if request.dry_run {
         None
     } else {
         Some(ProviderLease::wait_for(store, &record.provider.name).await?)
     };
+    let result = reevaluate_holding_lease(store, request, record, now_ms).await;
+    // Given up before returning, not when dropped: a short-lived process (the command line)
+    // may end before a release left to the runtime would run, leaving the next run waiting.
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    result
+}
+
+async fn reevaluate_holding_lease(
+    store: &SqlStore,
+    request: &ReevaluateRequest,
+    record: crate::store::ProviderRecord,
+    now_ms: i64,
+) -> Result<SyncOutcome, SyncError> {
+    let now = move || now_ms.max(crate::clock::now_ms());
     if let Some(id) = &request.confirm {
         if request.dry_run || !request.proposed.is_empty() {
             return Err(SyncError::InvalidRequest(
@@ -208,6 +223,7 @@ struct ProviderLease {
     holder: std::sync::Arc<str>,
     provider: String,
     _renewal: super::scheduler::LeaseRenewal,
+    released: bool,
 }
 
 impl ProviderLease {
@@ -232,12 +248,25 @@ impl ProviderLease {
             holder: holder.clone(),
             provider: provider.to_string(),
             _renewal: super::scheduler::keep_lease(store.clone(), lease, holder, LEASE_TTL_MS),
+            released: false,
         })
+    }
+
+    /// Gives the lease up now.
+    async fn release(mut self) {
+        let lease = super::scheduler::lease_name(&self.provider);
+        if let Err(e) = self.store.release_lease(&lease, &self.holder).await {
+            tracing::warn!(%lease, error = %e, "releasing the lease failed; it expires by itself");
+        }
+        self.released = true;
     }
 }
 
 impl Drop for ProviderLease {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         let store = self.store.clone();
         let holder = self.holder.clone();
         let lease = super::scheduler::lease_name(&self.provider);

@@ -1,8 +1,8 @@
 //! An idsync server for one test: a fresh database, the service on a loopback port chosen by
 //! the system, and a client. Stops by itself when dropped (the runtime ends its tasks).
 
+use idsync::admin::keys::{format_api_key, new_api_key_secret};
 use idsync::config::Config;
-use idsync::http::auth::{format_api_key, new_api_key_secret};
 use idsync::http::{AppState, Server};
 use idsync::store::{Actor, ApiKeyRecord, ApiKeyStore, SqlStore};
 use serde_json::Value;

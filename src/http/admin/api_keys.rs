@@ -11,14 +11,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::model::permissions::{self, Permission};
+use crate::model::permissions::Permission;
 use crate::store::{ApiKeyRecord, ApiKeyStore};
 
-use super::super::auth::{format_api_key, new_api_key_secret, Caller};
+use super::super::auth::Caller;
 use super::super::error::ErrorBody;
 use super::super::{ApiError, ApiJson, AppState};
-use super::groups::check_name;
-use super::{ensure_holds, now_ms, parse_permission};
+use super::now_ms;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -92,26 +91,10 @@ pub async fn create_api_key(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewApiKey>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.require(Permission::DevApiCreate)?;
-    check_name("API key", &body.name)?;
-    if body.permissions.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "list at least one permission the key carries",
-        ));
-    }
-    let mut permissions: Vec<Permission> = body
-        .permissions
-        .iter()
-        .map(|name| parse_permission(name))
-        .collect::<Result<_, _>>()?;
-    permissions.sort();
-    permissions.dedup();
-    ensure_holds(&caller, &permissions, "this API key")?;
     let now = now_ms();
-    let expires_at = match body.expires_in_secs {
+    let expires_in_ms = match body.expires_in_secs {
         None => None,
-        Some(secs) if secs > 0 => Some(now.saturating_add(secs.saturating_mul(1000))),
+        Some(secs) if secs > 0 => Some(secs.saturating_mul(1000)),
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_request",
@@ -119,29 +102,17 @@ pub async fn create_api_key(
             ))
         }
     };
-    let (id, secret, secret_hash) = new_api_key_secret();
-    let record = ApiKeyRecord {
-        id: id.clone(),
-        name: body.name.clone(),
-        secret_hash,
-        permissions: permissions.iter().map(|p| p.name().to_owned()).collect(),
-        created_by: caller.actor().name,
-        created_at: now,
-        expires_at,
-        revoked_at: None,
-    };
-    state
-        .store
-        .create_api_key(&record, &caller.actor())
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Refused(message) => {
-                ApiError::conflict("api_key_exists", message)
-            }
-            other => other.into(),
-        })?;
+    let (record, key) = crate::admin::keys::create(
+        &state.store,
+        &caller.admin(),
+        &body.name,
+        &body.permissions,
+        expires_in_ms,
+        now,
+    )
+    .await?;
     let mut answer = key_json(&record, now);
-    answer["key"] = json!(format_api_key(&id, &secret));
+    answer["key"] = json!(key);
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
@@ -163,36 +134,9 @@ pub async fn revoke_api_key(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Permission::DevApiDelete)?;
     let Path(name) = path?;
-    // A Global Admin's key (one that carries Global Admin, or that a Global Admin made) is
-    // revoked only by whoever may limit a Global Admin.
-    if let Some(key) = state.store.api_key_by_name(&name).await? {
-        let carries = key
-            .permissions
-            .iter()
-            .any(|p| p.parse::<Permission>() == Ok(Permission::GlobalAdmin));
-        let made_by_a_global_admin = match key.created_by.strip_prefix("user:") {
-            Some(creator) => crate::login::current_permissions(&state.store, &state.cache, creator)
-                .await?
-                .is_some_and(|p| p.contains(Permission::GlobalAdmin)),
-            None => false,
-        };
-        caller.check(permissions::can_revoke_api_key(
-            &caller.permissions,
-            carries || made_by_a_global_admin,
-        ))?;
-    }
-    if !state
-        .store
-        .revoke_api_key(&name, &caller.actor(), now_ms())
-        .await?
-    {
-        return Err(ApiError::not_found(
-            "unknown_api_key",
-            format!("no live API key named {name:?}; GET /api/v1/api-keys lists them"),
-        ));
-    }
+    crate::admin::keys::revoke(&state.store, &state.cache, &caller.admin(), &name, now_ms())
+        .await?;
     state.api_keys.clear();
     Ok(Json(json!({ "revoked": name })))
 }

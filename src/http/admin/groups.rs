@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -18,12 +18,12 @@ use utoipa::ToSchema;
 use crate::model::permissions::{self, Permission};
 use crate::model::settings;
 use crate::store::admin::AdminStore;
-use crate::store::{ConfigChange, ConfigStore, GroupRecord, MembershipStore};
+use crate::store::{ConfigChange, ConfigStore, GroupRecord};
 
 use super::super::auth::Caller;
 use super::super::error::ErrorBody;
 use super::super::{ApiError, ApiJson, AppState};
-use super::{apply, ensure_holds, group_named, now_ms, parse_permission};
+use super::{apply, group_named, now_ms};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -48,34 +48,6 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/groups/{group}/workspaces/{workspace}",
             put(add_workspace).delete(remove_workspace),
         )
-}
-
-/// Longest group name accepted.
-const MAX_NAME_CHARS: usize = 200;
-
-pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
-    if name.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            format!("the {kind} name must not be blank"),
-        ));
-    }
-    if name.trim() != name {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            format!("remove the spaces before or after the {kind} name"),
-        ));
-    }
-    if name.chars().any(char::is_control) || name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            format!(
-                "the {kind} name must have at most {MAX_NAME_CHARS} characters and no control \
-                 characters"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn summary(record: &GroupRecord) -> Value {
@@ -128,30 +100,13 @@ async fn viewable(state: &AppState, caller: &Caller, name: &str) -> Result<Group
     Ok(record)
 }
 
-/// Whether a group makes its members Global Admins.
-fn grants_global_admin(record: &GroupRecord) -> bool {
-    record
-        .permissions
-        .iter()
-        .any(|p| p == Permission::GlobalAdmin.name())
-}
-
+/// The group, after checking the caller may change it (the admin layer's rule).
 async fn modifiable(
     state: &AppState,
     caller: &Caller,
     name: &str,
 ) -> Result<GroupRecord, ApiError> {
-    may_at_all(
-        caller,
-        Permission::GroupsModify,
-        Permission::GroupsModifyIfMember,
-    )?;
-    let record = group_named(state, name).await?;
-    caller.check(permissions::can_modify_group(
-        &caller.permissions,
-        &caller.group_facts(&record.group),
-    ))?;
-    Ok(record)
+    Ok(crate::admin::members::modifiable_group(&state.store, &caller.admin(), name).await?)
 }
 
 /// The groups the caller may view: with Groups View every non-system group, with Groups View
@@ -221,25 +176,15 @@ pub async fn create_group(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewGroup>,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
-    caller.check(permissions::can_create_group(&caller.permissions))?;
-    check_name("group", &body.name)?;
-    if state.store.group_id(&body.name).await?.is_some() {
-        return Err(ApiError::conflict(
-            "group_exists",
-            format!(
-                "a group named {:?} exists already; pick another name or edit that group",
-                body.name
-            ),
-        ));
-    }
     apply(
         &state,
         &caller,
-        &[ConfigChange::CreateGroup {
+        vec![ConfigChange::CreateGroup {
             name: body.name.clone(),
             description: body.description,
             priority: body.priority,
         }],
+        false,
     )
     .await?;
     let record = group_named(&state, &body.name).await?;
@@ -308,11 +253,12 @@ pub async fn edit_group(
         apply(
             &state,
             &caller,
-            &[ConfigChange::UpdateGroup {
+            vec![ConfigChange::UpdateGroup {
                 name: name.clone(),
                 description,
                 priority,
             }],
+            false,
         )
         .await?;
     }
@@ -340,66 +286,34 @@ pub async fn delete_group(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(name) = path?;
-    caller.require(Permission::GroupsDelete)?;
-    let record = group_named(&state, &name).await?;
-    caller.check(permissions::can_delete_group(
-        &caller.permissions,
-        &caller.group_facts(&record.group),
-    ))?;
-    if record.group.is_system {
-        return Err(ApiError::conflict(
-            "system_group",
-            format!(
-                "{name:?} is a system group: All Users and Administrators always exist and can \
-                 never be deleted, not even by a Global Admin; change its members, permissions \
-                 or settings instead"
-            ),
-        ));
-    }
     apply(
         &state,
         &caller,
-        &[ConfigChange::DeleteGroup { name: name.clone() }],
+        vec![ConfigChange::DeleteGroup { name: name.clone() }],
+        false,
     )
     .await?;
     Ok(Json(json!({ "deleted": name })))
 }
 
-/// Adding someone to a group gives them its permissions, so the caller must hold those too.
-pub(crate) fn ensure_may_hand_out_group(
-    caller: &Caller,
-    record: &GroupRecord,
-) -> Result<(), ApiError> {
-    // Every user holds the default level through All Users already.
-    let granted: Vec<Permission> = record
-        .permissions
-        .iter()
-        .filter_map(|p| p.parse::<Permission>().ok())
-        .filter(|p| *p != Permission::User)
-        .collect();
-    ensure_holds(
-        caller,
-        &granted,
-        &format!("adding a member to {:?}", record.group.name),
-    )
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    /// Create the user when idsync does not know them yet; without it an unknown name is
+    /// refused (404), so a typo never makes a new user.
+    #[serde(default)]
+    pub create: bool,
 }
 
-fn member_change_refused(error: crate::store::StoreError) -> ApiError {
-    match error {
-        crate::store::StoreError::Refused(message) => {
-            ApiError::bad_request("all_users_membership", message)
-        }
-        other => other.into(),
-    }
-}
-
-/// Add a user to a group by hand (a manual membership; creates the user when unknown).
+/// Add a user to a group by hand (a manual membership). An unknown user is refused unless
+/// `?create=true`.
 #[utoipa::path(
     put,
     path = "/api/v1/groups/{group}/members/{username}",
     params(
         ("group" = String, Path, description = "The group's name"),
         ("username" = String, Path, description = "The user's name"),
+        AddMember,
     ),
     responses(
         (status = 200, description = "`changed` says whether the user was added just now", body = Object),
@@ -414,29 +328,19 @@ pub async fn add_member(
     caller: Caller,
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<AddMember>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((name, username)) = path?;
-    let record = modifiable(&state, &caller, &name).await?;
-    if record.group.is_all_users() {
-        return Err(ApiError::bad_request(
-            "all_users_membership",
-            "every user is always a member of All Users; its membership cannot be changed",
-        ));
-    }
-    ensure_may_hand_out_group(&caller, &record)?;
-    check_name("user", &username)?;
-    let changed = state
-        .store
-        .set_manual_membership(
-            &username,
-            &name,
-            true,
-            &caller.actor(),
-            &crate::model::access::permissions_digest,
-            now_ms(),
-        )
-        .await
-        .map_err(member_change_refused)?;
+    let Query(query) = query?;
+    let changed = crate::admin::members::add(
+        &state.store,
+        &caller.admin(),
+        &name,
+        &username,
+        query.create,
+        now_ms(),
+    )
+    .await?;
     Ok(Json(
         json!({ "group": name, "username": username, "member": true, "changed": changed }),
     ))
@@ -465,22 +369,9 @@ pub async fn remove_member(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((name, username)) = path?;
-    let record = modifiable(&state, &caller, &name).await?;
-    if grants_global_admin(&record) {
-        caller.check(permissions::can_limit_global_admins(&caller.permissions))?;
-    }
-    let changed = state
-        .store
-        .set_manual_membership(
-            &username,
-            &name,
-            false,
-            &caller.actor(),
-            &crate::model::access::permissions_digest,
-            now_ms(),
-        )
-        .await
-        .map_err(member_change_refused)?;
+    let changed =
+        crate::admin::members::remove(&state.store, &caller.admin(), &name, &username, now_ms())
+            .await?;
     Ok(Json(
         json!({ "group": name, "username": username, "member": false, "changed": changed }),
     ))
@@ -520,28 +411,35 @@ pub async fn set_setting(
 ) -> Result<Json<Value>, ApiError> {
     let Path((name, setting)) = path?;
     let record = modifiable(&state, &caller, &name).await?;
-    let spec = settings::lookup(&setting)
-        .map_err(|e| ApiError::bad_request("unknown_setting", e.to_string()))?;
-    settings::parse_value(spec, &body.value)
-        .map_err(|e| ApiError::bad_request("invalid_setting", e.to_string()))?;
-    let mut all: BTreeMap<String, Value> = record.settings.clone();
-    all.insert(spec.name.to_owned(), body.value.clone());
-    let (_, _, warnings) = settings::validate_group_settings(&all);
-    if record.settings.get(spec.name) != Some(&body.value) {
-        apply(
+    let unchanged = settings::lookup(&setting)
+        .is_ok_and(|spec| record.settings.get(spec.name) == Some(&body.value));
+    let canonical = if unchanged {
+        settings::lookup(&setting)
+            .map(|spec| spec.name.to_owned())
+            .unwrap_or(setting)
+    } else {
+        let outcome = apply(
             &state,
             &caller,
-            &[ConfigChange::SetSetting {
+            vec![ConfigChange::SetSetting {
                 group: name.clone(),
-                name: spec.name.to_owned(),
+                name: setting.clone(),
                 value: body.value.clone(),
             }],
+            false,
         )
         .await?;
-    }
+        match outcome.changes.first() {
+            Some(ConfigChange::SetSetting { name, .. }) => name.clone(),
+            _ => setting,
+        }
+    };
+    let mut all: BTreeMap<String, Value> = record.settings.clone();
+    all.insert(canonical.clone(), body.value.clone());
+    let (_, _, warnings) = settings::validate_group_settings(&all);
     Ok(Json(json!({
         "group": name,
-        "setting": spec.name,
+        "setting": canonical,
         "value": body.value,
         "warnings": warnings,
     })))
@@ -569,20 +467,14 @@ pub async fn remove_setting(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((name, setting)) = path?;
-    let record = modifiable(&state, &caller, &name).await?;
-    if !record.settings.contains_key(&setting) {
-        return Err(ApiError::not_found(
-            "setting_not_set",
-            format!("group {name:?} does not set {setting:?}"),
-        ));
-    }
     apply(
         &state,
         &caller,
-        &[ConfigChange::RemoveSetting {
+        vec![ConfigChange::RemoveSetting {
             group: name.clone(),
             name: setting.clone(),
         }],
+        false,
     )
     .await?;
     Ok(Json(json!({ "group": name, "removed": setting })))
@@ -612,24 +504,40 @@ pub async fn grant_permission(
 ) -> Result<Json<Value>, ApiError> {
     let Path((name, permission)) = path?;
     let record = modifiable(&state, &caller, &name).await?;
-    let permission = parse_permission(&permission)?;
-    ensure_holds(
-        &caller,
-        &[permission],
-        &format!("granting {:?} to {name:?}", permission.name()),
-    )?;
-    let changed = !record.permissions.iter().any(|p| p == permission.name());
-    if changed {
-        apply(
+    let parsed = permission.parse::<Permission>().ok();
+    let changed = parsed.is_none_or(|p| !record.permissions.iter().any(|g| g == p.name()));
+    let permission = if changed {
+        let outcome = apply(
             &state,
             &caller,
-            &[ConfigChange::GrantPermission {
+            vec![ConfigChange::GrantPermission {
                 group: name.clone(),
-                permission: permission.name().to_owned(),
+                permission,
             }],
+            false,
         )
         .await?;
-    }
+        match outcome.changes.first() {
+            Some(ConfigChange::GrantPermission { permission, .. }) => {
+                permission.parse::<Permission>().ok()
+            }
+            _ => None,
+        }
+        .or(parsed)
+    } else {
+        // Still only what the caller may hand out: asking again grants nothing new, but it
+        // must not tell a caller who could not grant it that it is granted.
+        let admin = caller.admin();
+        if let Some(p) = parsed {
+            admin.ensure_holds(&[p], &format!("granting {:?} to {name:?}", p.name()))?;
+        }
+        parsed
+    };
+    let Some(permission) = permission else {
+        return Err(ApiError::internal(
+            "the granted permission could not be read back",
+        ));
+    };
     let mut now_granted: Vec<Permission> = record
         .permissions
         .iter()
@@ -668,34 +576,21 @@ pub async fn revoke_permission(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((name, permission)) = path?;
-    let record = modifiable(&state, &caller, &name).await?;
-    // A stored name the catalogue no longer knows can still be revoked by its exact text.
-    let stored = match permission.parse::<Permission>() {
-        Ok(p) => p.name().to_owned(),
-        Err(_) if record.permissions.contains(&permission) => permission.clone(),
-        Err(e) => return Err(ApiError::bad_request("unknown_permission", e.to_string())),
-    };
-    if !record.permissions.contains(&stored) {
-        return Err(ApiError::not_found(
-            "permission_not_granted",
-            format!("group {name:?} does not hold {stored:?}"),
-        ));
-    }
-    if stored == Permission::GlobalAdmin.name()
-        && !state.store.group_members(record.group.id).await?.is_empty()
-    {
-        caller.check(permissions::can_limit_global_admins(&caller.permissions))?;
-    }
-    apply(
+    let outcome = apply(
         &state,
         &caller,
-        &[ConfigChange::RevokePermission {
+        vec![ConfigChange::RevokePermission {
             group: name.clone(),
-            permission: stored.clone(),
+            permission,
         }],
+        false,
     )
     .await?;
-    Ok(Json(json!({ "group": name, "revoked": stored })))
+    let revoked = match outcome.changes.first() {
+        Some(ConfigChange::RevokePermission { permission, .. }) => permission.clone(),
+        _ => String::new(),
+    };
+    Ok(Json(json!({ "group": name, "revoked": revoked })))
 }
 
 /// Make a workspace available to a group's members.
@@ -722,19 +617,21 @@ pub async fn add_workspace(
 ) -> Result<Json<Value>, ApiError> {
     let Path((name, workspace)) = path?;
     let record = modifiable(&state, &caller, &name).await?;
-    settings::validate_workspace_name(&workspace)
-        .map_err(|e| ApiError::bad_request("invalid_workspace", e.to_string()))?;
     let changed = !record.workspaces.contains(&workspace);
     if changed {
         apply(
             &state,
             &caller,
-            &[ConfigChange::AddWorkspace {
+            vec![ConfigChange::AddWorkspace {
                 group: name.clone(),
                 workspace: workspace.clone(),
             }],
+            false,
         )
         .await?;
+    } else {
+        settings::validate_workspace_name(&workspace)
+            .map_err(|e| ApiError::bad_request("invalid_workspace", e.to_string()))?;
     }
     Ok(Json(
         json!({ "group": name, "workspace": workspace, "changed": changed }),
@@ -763,20 +660,14 @@ pub async fn remove_workspace(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((name, workspace)) = path?;
-    let record = modifiable(&state, &caller, &name).await?;
-    if !record.workspaces.contains(&workspace) {
-        return Err(ApiError::not_found(
-            "workspace_not_granted",
-            format!("group {name:?} does not grant workspace {workspace:?}"),
-        ));
-    }
     apply(
         &state,
         &caller,
-        &[ConfigChange::RemoveWorkspace {
+        vec![ConfigChange::RemoveWorkspace {
             group: name.clone(),
             workspace: workspace.clone(),
         }],
+        false,
     )
     .await?;
     Ok(Json(json!({ "group": name, "removed": workspace })))

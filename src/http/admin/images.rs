@@ -24,8 +24,7 @@ use crate::store::admin::{AdminStore, ImageRecord};
 use super::super::auth::Caller;
 use super::super::error::ErrorBody;
 use super::super::{ApiError, ApiJson, AppState};
-use super::groups::check_name;
-use super::{now_ms, redact, REDACTED};
+use super::{check_name, now_ms, redact, REDACTED};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -1,18 +1,16 @@
 //! The admin API: groups (members, settings, permissions, workspaces), providers, mappings,
 //! users, API keys, workspace images and the audit log.
 //!
-//! Every route takes a [`Caller`] — there is no admin route without credentials — and checks
-//! the permission table and its special rules (`model::permissions::can_*`) before it reads or
-//! changes anything. Configuration changes go through `ConfigStore::apply_config`, so each call
-//! is one transaction with an audit row per change and the permission versions of affected
-//! users bumped inside it. Nobody can hand out a permission they do not hold: an API key or a
-//! group grant naming a permission the caller lacks is refused.
+//! Every route takes a [`Caller`] — there is no admin route without credentials. The handlers
+//! are a frontend: every change goes through the admin layer (`crate::admin`), which
+//! authorises, validates, applies in one transaction and audits, exactly as for the command
+//! line and `idsync apply`. What stays here is reading (with the same `can_view_*` rules) and
+//! shaping answers.
 
-use axum::http::StatusCode;
 use axum::Router;
 use utoipa::OpenApi;
 
-use crate::model::permissions::Permission;
+use crate::admin::{ApplyMode, ChangeOutcome};
 use crate::store::{ConfigChange, ConfigStore, GroupRecord};
 
 use super::auth::Caller;
@@ -101,11 +99,6 @@ pub(crate) fn now_ms() -> i64 {
     crate::clock::now_ms()
 }
 
-/// A 403 that names what is missing.
-pub(crate) fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
-}
-
 /// The group, or a 404 that says how to find the right name.
 pub(crate) async fn group_named(state: &AppState, name: &str) -> Result<GroupRecord, ApiError> {
     state.store.group_by_name(name).await?.ok_or_else(|| {
@@ -116,82 +109,26 @@ pub(crate) async fn group_named(state: &AppState, name: &str) -> Result<GroupRec
     })
 }
 
-/// Applies configuration changes in one transaction, written as the caller.
+/// Applies configuration changes through the admin layer, as the caller.
 pub(crate) async fn apply(
     state: &AppState,
     caller: &Caller,
-    changes: &[ConfigChange],
-) -> Result<usize, ApiError> {
-    Ok(state
-        .store
-        .apply_config(
-            changes,
-            &caller.actor(),
-            &crate::model::access::permissions_digest,
-            now_ms(),
-        )
-        .await?)
+    changes: Vec<ConfigChange>,
+    dry_run: bool,
+) -> Result<ChangeOutcome, ApiError> {
+    let outcome = crate::admin::apply_changes(
+        &state.store,
+        &caller.admin(),
+        changes,
+        ApplyMode { dry_run },
+        now_ms(),
+    )
+    .await?;
+    Ok(outcome)
 }
 
-/// Parses a permission name, refusing unknown ones with the nearest known name.
-pub(crate) fn parse_permission(name: &str) -> Result<Permission, ApiError> {
-    name.parse::<Permission>()
-        .map_err(|e| ApiError::bad_request("unknown_permission", e.to_string()))
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    Ok(crate::admin::check_name(kind, name)?)
 }
 
-/// Refuses handing out permissions the caller does not hold itself: whoever could grant a
-/// permission they lack could make themselves anything.
-pub(crate) fn ensure_holds(
-    caller: &Caller,
-    permissions: &[Permission],
-    what: &str,
-) -> Result<(), ApiError> {
-    let lacking: Vec<&str> = permissions
-        .iter()
-        .filter(|p| !caller.permissions.contains(**p))
-        .map(|p| p.name())
-        .collect();
-    if lacking.is_empty() {
-        return Ok(());
-    }
-    Err(forbidden(format!(
-        "{what} would hand out {} that the caller does not hold itself; nobody can grant more \
-         than they have: ask someone who holds {} to do it",
-        quoted_list(&lacking),
-        if lacking.len() == 1 { "it" } else { "them" },
-    )))
-}
-
-pub(crate) fn quoted_list(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-pub(crate) use crate::config::is_secret_key;
-
-/// What replaces a secret in every answer.
-pub(crate) const REDACTED: &str = "<redacted>";
-
-/// A JSON object with the secrets replaced, recursively.
-pub(crate) fn redact(value: &serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => serde_json::Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    if is_secret_key(k) && !v.is_null() {
-                        (k.clone(), serde_json::Value::String(REDACTED.into()))
-                    } else {
-                        (k.clone(), redact(v))
-                    }
-                })
-                .collect(),
-        ),
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.iter().map(redact).collect())
-        }
-        other => other.clone(),
-    }
-}
+pub(crate) use crate::admin::{redact, REDACTED};

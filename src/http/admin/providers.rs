@@ -23,18 +23,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::model::group::ALL_USERS;
 use crate::model::mapping::ProviderKind;
-use crate::model::matcher::ValuePattern;
-use crate::model::permissions::{self, Permission};
+use crate::model::permissions::Permission;
 use crate::store::{ConfigChange, ConfigStore, MappingRecord, ProviderRecord, StoreError};
-use crate::sync::reevaluate::{reevaluate_provider, ReevaluateRequest};
 
 use super::super::auth::Caller;
 use super::super::error::ErrorBody;
 use super::super::{ApiError, ApiJson, AppState};
-use super::groups::{check_name, ensure_may_hand_out_group};
-use super::{apply, group_named, is_secret_key, now_ms, redact};
+use super::{apply, redact};
+use crate::admin::Reevaluation;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -80,26 +77,6 @@ async fn provider_named(state: &AppState, name: &str) -> Result<ProviderRecord, 
         StoreError::NotFound(message) => ApiError::not_found("unknown_provider", message),
         other => other.into(),
     })
-}
-
-/// Refuses options that are not an object or that carry a secret inline.
-fn check_options(options: &Value) -> Result<(), ApiError> {
-    let Some(map) = options.as_object() else {
-        return Err(ApiError::bad_request(
-            "invalid_options",
-            "\"options\" must be a JSON object",
-        ));
-    };
-    if let Some(key) = map.keys().find(|k| is_secret_key(k)) {
-        return Err(ApiError::bad_request(
-            "secret_in_options",
-            format!(
-                "option {key:?} would store a secret in the configuration; name an environment \
-                 variable ({key}_env) or a file ({key}_file) that holds it instead"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// The configured providers, secrets redacted (Auth View).
@@ -194,31 +171,16 @@ pub async fn create_provider(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewProvider>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.require(Permission::AuthCreate)?;
-    check_name("provider", &body.name)?;
-    let kind = body
-        .kind
-        .parse::<ProviderKind>()
-        .map_err(|message| ApiError::bad_request("invalid_kind", message))?;
-    check_options(&body.options)?;
-    if state.store.provider(&body.name).await.is_ok() {
-        return Err(ApiError::conflict(
-            "provider_exists",
-            format!(
-                "a provider named {:?} exists already; pick another name or edit that provider",
-                body.name
-            ),
-        ));
-    }
     apply(
         &state,
         &caller,
-        &[ConfigChange::CreateProvider {
+        vec![ConfigChange::CreateProvider {
             name: body.name.clone(),
-            kind: kind.as_str().to_owned(),
+            kind: body.kind.clone(),
             remove_manual_memberships: body.remove_manual_memberships,
             options: body.options,
         }],
+        false,
     )
     .await?;
     let record = provider_named(&state, &body.name).await?;
@@ -259,9 +221,6 @@ pub async fn edit_provider(
     caller.require(Permission::AuthModify)?;
     let Path(name) = path?;
     let record = provider_named(&state, &name).await?;
-    if let Some(options) = &body.options {
-        check_options(options)?;
-    }
     let remove_manual = body
         .remove_manual_memberships
         .unwrap_or(record.provider.remove_manual_memberships);
@@ -270,12 +229,13 @@ pub async fn edit_provider(
         apply(
             &state,
             &caller,
-            &[ConfigChange::UpdateProvider {
+            vec![ConfigChange::UpdateProvider {
                 name: name.clone(),
                 kind: record.provider.kind.as_str().to_owned(),
                 remove_manual_memberships: remove_manual,
                 options,
             }],
+            false,
         )
         .await?;
     }
@@ -301,13 +261,12 @@ pub async fn delete_provider(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Permission::AuthDelete)?;
     let Path(name) = path?;
-    provider_named(&state, &name).await?;
     apply(
         &state,
         &caller,
-        &[ConfigChange::DeleteProvider { name: name.clone() }],
+        vec![ConfigChange::DeleteProvider { name: name.clone() }],
+        false,
     )
     .await?;
     Ok(Json(json!({ "deleted": name })))
@@ -371,57 +330,6 @@ pub struct NewMapping {
     pub attributes: Vec<String>,
 }
 
-/// Checks a mapping's shape and patterns; returns the attributes sorted, repeats removed.
-fn check_mapping(
-    kind: ProviderKind,
-    group: &str,
-    assign_all_users: bool,
-    attributes: &[String],
-) -> Result<Vec<String>, ApiError> {
-    let invalid = |message: String| ApiError::bad_request("invalid_mapping", message);
-    if group == ALL_USERS {
-        return Err(invalid(
-            "All Users contains every user: a mapping to it would have no effect".into(),
-        ));
-    }
-    if assign_all_users && !attributes.is_empty() {
-        return Err(invalid(
-            "a mapping has either assign_all_users = true or a list of attributes, not both".into(),
-        ));
-    }
-    if !assign_all_users && attributes.is_empty() {
-        return Err(invalid(
-            "a mapping needs assign_all_users = true or at least one entry in attributes".into(),
-        ));
-    }
-    for attribute in attributes {
-        ValuePattern::compile(attribute, kind.value_syntax())
-            .map_err(|e| invalid(format!("attribute {attribute:?}: {e}")))?;
-    }
-    let mut attributes = attributes.to_vec();
-    attributes.sort();
-    attributes.dedup();
-    Ok(attributes)
-}
-
-/// The group a mapping writes to, after checking the caller may change who is in it.
-async fn mapped_group(
-    state: &AppState,
-    caller: &Caller,
-    group: &str,
-    hands_out: bool,
-) -> Result<(), ApiError> {
-    let record = group_named(state, group).await?;
-    caller.check(permissions::can_modify_group(
-        &caller.permissions,
-        &caller.group_facts(&record.group),
-    ))?;
-    if hands_out {
-        ensure_may_hand_out_group(caller, &record)?;
-    }
-    Ok(())
-}
-
 async fn mapping_by_id(state: &AppState, id: i64) -> Result<MappingRecord, ApiError> {
     state
         .store
@@ -438,8 +346,8 @@ async fn mapping_by_id(state: &AppState, id: i64) -> Result<MappingRecord, ApiEr
         })
 }
 
-/// Saves (or, for a dry run, previews) mapping changes of one provider, then re-evaluates the
-/// provider's users when it is an OpenID Connect or SAML provider.
+/// Saves (or, for a dry run, previews) mapping changes through the admin layer, which
+/// re-evaluates an OpenID Connect or SAML provider's users; the answer says what happened.
 async fn save_mapping_change(
     state: &AppState,
     caller: &Caller,
@@ -451,22 +359,17 @@ async fn save_mapping_change(
         provider.provider.kind,
         ProviderKind::Oidc | ProviderKind::Saml
     );
-    let request = |proposed: Vec<ConfigChange>, dry_run: bool| ReevaluateRequest {
-        provider: provider.provider.name.clone(),
-        proposed,
-        dry_run,
-        confirm: None,
-        actor: caller.actor(),
-    };
-    let changes_json = serde_json::to_value(&changes).unwrap_or_default();
+    let outcome = apply(state, caller, changes, dry_run).await?;
+    let changes_json = serde_json::to_value(&outcome.changes).unwrap_or_default();
+    let reevaluation = outcome.reevaluations.into_iter().next();
     if dry_run {
-        let preview = if reevaluated {
-            let outcome =
-                reevaluate_provider(&state.store, &request(changes, true), now_ms()).await?;
-            serde_json::to_value(outcome).unwrap_or_default()
-        } else {
-            Value::Null
-        };
+        if let Some(Reevaluation { error: Some(e), .. }) = &reevaluation {
+            return Err(ApiError::bad_request("preview_failed", e.clone()));
+        }
+        let preview = reevaluation
+            .and_then(|r| r.outcome)
+            .map(|o| serde_json::to_value(o).unwrap_or_default())
+            .unwrap_or(Value::Null);
         return Ok(json!({
             "dry_run": true,
             "saved": false,
@@ -479,39 +382,41 @@ async fn save_mapping_change(
             },
         }));
     }
-    apply(state, caller, &changes).await?;
     let mut answer = json!({
         "dry_run": false,
         "saved": true,
         "changes": changes_json,
         "reevaluation": Value::Null,
     });
-    if reevaluated {
-        match reevaluate_provider(&state.store, &request(Vec::new(), false), now_ms()).await {
-            Ok(outcome) => {
-                if outcome.run.status == "needs_confirmation" {
-                    answer["note"] = json!(format!(
-                        "the mapping is saved, but re-evaluating the provider's users would remove \
-                         {} memberships, more than the limit of {}: nothing was changed for them. \
-                         Review the diff, then POST /api/v1/providers/{}/reevaluate with \
-                         {{\"confirm\": \"{}\"}} to apply it",
-                        outcome.run.removals,
-                        outcome.run.removal_limit,
-                        provider.provider.name,
-                        outcome.run.id
-                    ));
-                }
-                answer["reevaluation"] = serde_json::to_value(outcome).unwrap_or_default();
-            }
-            Err(e) => {
-                // The mapping is saved either way; the users' next sign-in applies it.
-                tracing::warn!(provider = %provider.provider.name, error = %e, "re-evaluation after a mapping change failed");
-                answer["reevaluation_error"] = json!(format!(
-                    "the mapping is saved, but re-evaluating the provider's users failed: {e}; \
-                     they get the change at their next sign-in"
+    match reevaluation {
+        Some(Reevaluation {
+            outcome: Some(run), ..
+        }) => {
+            if run.run.status == "needs_confirmation" {
+                answer["note"] = json!(format!(
+                    "the mapping is saved, but re-evaluating the provider's users would remove \
+                     {} memberships, more than the limit of {}: nothing was changed for them. \
+                     Review the diff, then POST /api/v1/providers/{}/reevaluate with \
+                     {{\"confirm\": \"{}\"}} to apply it",
+                    run.run.removals, run.run.removal_limit, provider.provider.name, run.run.id
                 ));
             }
+            answer["reevaluation"] = serde_json::to_value(run).unwrap_or_default();
         }
+        Some(Reevaluation { error: Some(e), .. }) => {
+            answer["reevaluation_error"] = json!(format!(
+                "the mapping is saved, but re-evaluating the provider's users failed: {e}; \
+                 they get the change at their next sign-in"
+            ));
+        }
+        _ if !reevaluated => {
+            answer["note"] = json!(format!(
+                "the mapping is saved; the provider's users are brought in line by its next sync \
+                 (POST /api/v1/providers/{}/sync, or the schedule)",
+                provider.provider.name
+            ));
+        }
+        _ => {}
     }
     Ok(answer)
 }
@@ -542,18 +447,14 @@ pub async fn create_mapping(
     caller.require(Permission::AuthCreate)?;
     let Query(query) = query?;
     let provider = provider_named(&state, &body.provider).await?;
-    mapped_group(&state, &caller, &body.group, true).await?;
-    let attributes = check_mapping(
-        provider.provider.kind,
-        &body.group,
-        body.assign_all_users,
-        &body.attributes,
-    )?;
+    let mut attributes = body.attributes.clone();
+    attributes.sort();
+    attributes.dedup();
     let change = ConfigChange::CreateMapping {
         provider: body.provider.clone(),
         group: body.group.clone(),
         assign_all_users: body.assign_all_users,
-        attributes: attributes.clone(),
+        attributes: body.attributes.clone(),
     };
     let mut answer =
         save_mapping_change(&state, &caller, &provider, vec![change], query.dry_run).await?;
@@ -610,7 +511,6 @@ pub async fn edit_mapping(
     let Query(query) = query?;
     let mapping = mapping_by_id(&state, id).await?;
     let provider = provider_named(&state, &mapping.provider).await?;
-    mapped_group(&state, &caller, &mapping.group.name, true).await?;
     let assign_all_users = body.assign_all_users.unwrap_or(mapping.assign_all_users);
     let attributes = match (body.attributes, body.assign_all_users) {
         (Some(attributes), _) => attributes,
@@ -618,12 +518,6 @@ pub async fn edit_mapping(
         (None, Some(true)) => Vec::new(),
         (None, _) => mapping.attributes.clone(),
     };
-    let attributes = check_mapping(
-        provider.provider.kind,
-        &mapping.group.name,
-        assign_all_users,
-        &attributes,
-    )?;
     let change = ConfigChange::UpdateMapping {
         id,
         provider: mapping.provider.clone(),
@@ -665,7 +559,6 @@ pub async fn delete_mapping(
     let Query(query) = query?;
     let mapping = mapping_by_id(&state, id).await?;
     let provider = provider_named(&state, &mapping.provider).await?;
-    mapped_group(&state, &caller, &mapping.group.name, false).await?;
     let change = ConfigChange::DeleteMapping {
         id,
         provider: mapping.provider.clone(),

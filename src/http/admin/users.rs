@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::model::access::EffectiveAccess;
 use crate::model::mapping::MembershipSource;
-use crate::model::permissions::{self, Permission, UserFacts};
+use crate::model::permissions::{Permission, UserFacts};
 use crate::store::admin::AdminStore;
 use crate::store::{MembershipStore, UserRecord};
 
@@ -178,15 +178,10 @@ async fn set_disabled(
     username: String,
     disabled: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let user = user_named(&state, &username).await?;
     let now = now_ms();
-    let (target, _) = facts(&state, &user, now).await?;
-    caller.check(permissions::can_modify_user(&caller.permissions, &target))?;
-    state
-        .store
-        .set_user_disabled(&username, disabled, &caller.actor(), now)
-        .await?;
-    let user = user_named(&state, &username).await?;
+    let user =
+        crate::admin::users::set_disabled(&state.store, &caller.admin(), &username, disabled, now)
+            .await?;
     Ok(Json(summary(&user, now)))
 }
 
@@ -255,14 +250,7 @@ pub async fn delete_user(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(username) = path?;
-    let user = user_named(&state, &username).await?;
-    let now = now_ms();
-    let (target, _) = facts(&state, &user, now).await?;
-    caller.check(permissions::can_delete_user(&caller.permissions, &target))?;
-    state
-        .store
-        .delete_user(&username, &caller.actor(), now)
-        .await?;
+    crate::admin::users::delete(&state.store, &caller.admin(), &username, now_ms()).await?;
     Ok(Json(json!({ "deleted": username })))
 }
 
@@ -286,15 +274,7 @@ pub async fn revoke_sessions(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(username) = path?;
-    let user = user_named(&state, &username).await?;
-    let (target, _) = facts(&state, &user, now_ms()).await?;
-    caller.check(permissions::can_revoke_sessions(
-        &caller.permissions,
-        &target,
-    ))?;
-    state
-        .store
-        .revoke_sessions(&username, &caller.actor(), now_ms())
+    crate::admin::users::revoke_sessions(&state.store, &caller.admin(), &username, now_ms())
         .await?;
     Ok(Json(
         json!({ "username": username, "sessions_revoked": true }),

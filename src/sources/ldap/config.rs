@@ -138,6 +138,25 @@ pub struct LdapOptions {
     pub accept_verified_attributes: bool,
 }
 
+/// A user principal name (`svc@corp.example`) or down-level logon name (`CORP\\svc`): names
+/// Active Directory accepts in a simple bind besides a DN.
+fn is_ad_bind_name(name: &str) -> bool {
+    let simple = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '$'))
+    };
+    if name.contains('=') {
+        return false;
+    }
+    match (name.split_once('@'), name.split_once('\\')) {
+        (Some((user, domain)), None) => simple(user) && simple(domain) && domain.contains('.'),
+        (None, Some((domain, user))) => simple(domain) && simple(user),
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("LDAP provider options: {0}")]
 pub struct OptionsError(pub String);
@@ -182,8 +201,21 @@ impl LdapOptions {
                 )))
             }
         }
+        // Active Directory also binds by user principal name (svc@corp.example) or down-level
+        // logon name (CORP\\svc); every other server binds by DN.
+        if !(self.active_directory && is_ad_bind_name(&self.bind_dn)) {
+            Dn::parse(&self.bind_dn).map_err(|e| {
+                OptionsError(format!(
+                    "bind_dn: {e}{}",
+                    if is_ad_bind_name(&self.bind_dn) {
+                        " (svc@domain and DOMAIN\\svc are accepted with active_directory = true)"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+        }
         for (name, dn) in [
-            ("bind_dn", Some(&self.bind_dn)),
             ("user_base_dn", Some(&self.user_base_dn)),
             ("group_base_dn", self.group_base_dn.as_ref()),
         ] {

@@ -484,7 +484,13 @@ async fn insert_audit(
     .bind(row.mapping_id)
     .bind(actor.run_id.as_deref())
     .bind(row.reason)
-    .bind(row.detail.unwrap_or(serde_json::json!({})).to_string())
+    // Every audit row's detail is redacted here, whoever wrote it: no secret reaches the log.
+    .bind(
+        row.detail
+            .map(|d| crate::config::redact(&d))
+            .unwrap_or(serde_json::json!({}))
+            .to_string(),
+    )
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -989,8 +995,48 @@ async fn apply_one(
             audit.provider = Some(name);
         }
         ConfigChange::DeleteProvider { name } => {
-            sqlx::query("DELETE FROM providers WHERE name = $1")
-                .bind(name.as_str())
+            let id = id_of(tx, "providers", name).await?;
+            // The memberships its mappings granted end with it: record each loss, raise the
+            // users' membership versions (a staged diff computed before is stale), then delete.
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, user_id, username, group_name, provider, \
+                 mapping_id, run_id, reason, detail_json) \
+                 SELECT $1, $2, 'membership.remove', u.id, u.username, g.name, $3, m.mapping_id, $4, \
+                 'the provider that granted it was deleted', '{}' \
+                 FROM memberships m JOIN users u ON u.id = m.user_id JOIN groups g ON g.id = m.group_id \
+                 WHERE m.provider_id = $5 AND m.source_kind = 'mapping'",
+            )
+            .bind(now)
+            .bind(actor.name.as_str())
+            .bind(name.as_str())
+            .bind(actor.run_id.as_deref())
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            let owners = sqlx::query(
+                "SELECT DISTINCT user_id FROM memberships WHERE provider_id = $1 AND source_kind = 'mapping'",
+            )
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in &owners {
+                permissions_touched.insert(row.try_get("user_id")?);
+            }
+            sqlx::query(
+                "UPDATE users SET membership_version = membership_version + 1 WHERE id IN \
+                 (SELECT user_id FROM memberships WHERE provider_id = $1 AND source_kind = 'mapping')",
+            )
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "DELETE FROM memberships WHERE provider_id = $1 AND source_kind = 'mapping'",
+            )
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("DELETE FROM providers WHERE id = $1")
+                .bind(id)
                 .execute(&mut **tx)
                 .await?;
             audit.provider = Some(name);
