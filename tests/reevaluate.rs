@@ -54,6 +54,7 @@ fn request(
         dry_run,
         confirm,
         actor: Actor::new("user:admin"),
+        confirmation_max_age: None,
     }
 }
 

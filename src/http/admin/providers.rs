@@ -457,6 +457,7 @@ async fn save_mapping_change(
         dry_run,
         confirm: None,
         actor: caller.actor(),
+        confirmation_max_age: Some(state.config.sync.confirmation_max_age()),
     };
     let changes_json = serde_json::to_value(&changes).unwrap_or_default();
     if dry_run {
