@@ -133,9 +133,13 @@ fn answer(outcome: SyncOutcome, confirm_hint: &str) -> Response {
             (StatusCode::CONFLICT, Json(json)).into_response()
         }
         "failed" => {
+            // The run's message says what failed, how far the run got and that nothing was
+            // applied.
             let message = format!(
-                "the run failed and applied nothing: {}",
-                run.error.as_deref().unwrap_or("no reason recorded")
+                "the run failed: {}",
+                run.error
+                    .as_deref()
+                    .unwrap_or("no reason recorded; nothing was applied")
             );
             let mut json =
                 serde_json::to_value(RunAnswer::new(run, Vec::new())).unwrap_or_default();

@@ -32,7 +32,6 @@ use crate::sources::ldap::{GroupSource, LdapError, LdapOptions};
 use crate::store::run_status::{
     EXPIRED, FAILED, NEEDS_CONFIRMATION, RUNNING, SUCCEEDED, SUPERSEDED,
 };
-// (EXPIRED and SUPERSEDED end runs that waited for confirmation; see `retire`.)
 use crate::store::{ConfigStore, RunQuery, StoreError, SyncRun, SyncStore};
 
 /// Staged changes applied per transaction.

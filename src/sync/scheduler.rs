@@ -372,7 +372,7 @@ async fn held_elsewhere(
 /// applied and is counted from their audit rows; nothing else was; their staged rows go.
 /// (Should such a run still be alive after all — it lost its lease in a long stall — its own
 /// end records its status again.)
-pub async fn settle_abandoned(store: &SqlStore, provider: &str, leased_at: i64) -> StoreResult<()> {
+async fn settle_abandoned(store: &SqlStore, provider: &str, leased_at: i64) -> StoreResult<()> {
     let provider_id = match store.provider(provider).await {
         Ok(record) => record.provider.id,
         Err(StoreError::NotFound(_)) => return Ok(()),
