@@ -17,6 +17,7 @@ const SECTIONS: &[&str] = &[
     "http",
     "log",
     "scheduler",
+    "sync",
     "webhook",
     "security",
 ];
@@ -134,6 +135,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub scheduler: SchedulerConfig,
+    pub sync: SyncConfig,
     pub webhook: WebhookConfig,
     pub security: SecurityConfig,
 }
@@ -285,6 +287,29 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// Directory syncs and re-evaluations, however they are started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// How long a run stopped at the removal threshold stays confirmable; older ones expire
+    /// and their staged diff is dropped.
+    pub confirmation_max_age_secs: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            confirmation_max_age_secs: crate::sync::DEFAULT_CONFIRMATION_MAX_AGE.as_secs(),
+        }
+    }
+}
+
+impl SyncConfig {
+    pub fn confirmation_max_age(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.confirmation_max_age_secs)
+    }
+}
+
 /// The optional webhook told about users whose permissions changed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -385,6 +410,13 @@ impl Config {
                  lease would expire between two renewals",
                 self.scheduler.lease_ttl_secs, self.scheduler.poll_secs
             )));
+        }
+        if self.sync.confirmation_max_age_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "sync.confirmation_max_age_secs must be more than 0, or no run stopped at the \
+                 removal threshold could ever be confirmed"
+                    .into(),
+            ));
         }
         if self.webhook.url.is_some()
             && self.webhook.secret.is_none()

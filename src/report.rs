@@ -358,19 +358,35 @@ pub fn render_settings(settings: &ResolvedSettings) -> String {
     out
 }
 
-/// One sync run on one line.
+/// One sync run on one line: id (a dry run has none: it is not recorded), start, kind,
+/// status, entries read, the memberships added and removed (written, or to be written while a
+/// run waits for confirmation or is previewed), users skipped, the removal limit, the message.
 pub fn sync_run_line(run: &SyncRun) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(run.started_at.max(0) as u64);
+    let id = if run.dry_run {
+        "(dry run, not recorded)"
+    } else {
+        run.id.as_str()
+    };
+    let applied = matches!(
+        run.status.as_str(),
+        "succeeded" | "abandoned" | "failed" | "running"
+    );
     format!(
-        "{} {} {} {}{}: {} users, +{} -{} (limit {}){}",
-        run.id,
+        "{} {} {} {}: {} users, +{} -{}{}{} (limit {}){}",
+        id,
         humantime::format_rfc3339_seconds(at),
         run.kind,
         run.status,
-        if run.dry_run { " (dry run)" } else { "" },
         run.users_seen,
         run.additions,
         run.removals,
+        if applied { " applied" } else { " planned" },
+        if run.skipped > 0 {
+            format!(", {} skipped", run.skipped)
+        } else {
+            String::new()
+        },
         run.removal_limit,
         run.error
             .as_deref()

@@ -54,6 +54,7 @@ fn request(
         dry_run,
         confirm,
         actor: Actor::new("user:admin"),
+        confirmation_max_age: None,
     }
 }
 
@@ -272,7 +273,11 @@ async fn a_dry_run_of_unsaved_changes_writes_nothing_and_shows_the_diff(db: Db) 
     assert_eq!(
         diff,
         vec![
-            ("alice".to_string(), ChangeKind::Remove, "Developers".to_string()),
+            (
+                "alice".to_string(),
+                ChangeKind::Remove,
+                "Developers".to_string()
+            ),
             ("bob".to_string(), ChangeKind::Add, "Auditors".to_string()),
             ("bob".to_string(), ChangeKind::Add, "Sales".to_string()),
         ]

@@ -130,6 +130,7 @@ pub async fn apply_changes(
                 dry_run: true,
                 confirm: None,
                 actor: caller.actor.clone(),
+                confirmation_max_age: None,
             };
             outcome.reevaluations.push(reevaluation(
                 provider,
@@ -151,6 +152,7 @@ pub async fn apply_changes(
             dry_run: false,
             confirm: None,
             actor: caller.actor.clone(),
+            confirmation_max_age: None,
         };
         let result = reevaluate_provider(store, &request, crate::clock::now_ms()).await;
         if let Err(e) = &result {

@@ -427,6 +427,7 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
                 dry_run,
                 confirm,
                 actor: Actor::new("cli:reevaluate"),
+                confirmation_max_age: Some(config.sync.confirmation_max_age()),
             };
             let outcome =
                 crate::sync::reevaluate::reevaluate_provider(&store, &request, now).await?;
@@ -595,6 +596,7 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
                 retries,
                 retry_delay: std::time::Duration::from_secs(1),
                 incremental,
+                confirmation_max_age: Some(config.sync.confirmation_max_age()),
             };
             sync_command(&store, request, history, json).await
         }
@@ -829,26 +831,30 @@ async fn sync_command(
             }
         }
     };
-    // The same lease as scheduled and requested runs: one run of a provider at a time, on any
-    // instance or command line.
-    let holder: std::sync::Arc<str> = format!("cli-{}", std::process::id()).into();
-    let leased = crate::sync::scheduler::with_provider_lease(
-        store,
-        &request.provider,
-        &holder,
-        CLI_SYNC_LEASE_TTL_MS,
-        || run_sync(store, &request, &progress, &clock::now_ms),
-    )
-    .await?;
-    let outcome = match leased {
-        crate::sync::scheduler::Leased::Done(outcome) => outcome?,
-        crate::sync::scheduler::Leased::Busy(holder) => {
-            eprintln!(
-                "error: another run of provider {:?} is in progress ({}); try again when it has finished",
-                request.provider,
-                holder.unwrap_or_else(|| "held by another instance".into())
-            );
-            return Ok(1);
+    let outcome = if request.dry_run {
+        // A dry run writes nothing and needs no lease.
+        run_sync(store, &request, &progress, &clock::now_ms).await?
+    } else {
+        // The same lease as scheduled and requested runs: one run of a provider at a time, on
+        // any instance or command line.
+        let holder: std::sync::Arc<str> = format!("cli-{}", std::process::id()).into();
+        let leased = crate::sync::scheduler::with_provider_lease(
+            store,
+            &request.provider,
+            &holder,
+            CLI_SYNC_LEASE_TTL_MS,
+            || run_sync(store, &request, &progress, &clock::now_ms),
+        )
+        .await?;
+        match leased {
+            crate::sync::scheduler::Leased::Done(outcome) => outcome?,
+            crate::sync::scheduler::Leased::Busy(held) => {
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                }
+                eprintln!("error: {}", held.describe(&request.provider));
+                return Ok(1);
+            }
         }
     };
     if let Some(bar) = bar {
@@ -864,7 +870,9 @@ async fn sync_command(
     }
     Ok(match outcome.run.status.as_str() {
         "succeeded" | "dry_run" => 0,
-        "needs_confirmation" => 3,
+        // Superseded at its end: an earlier run waits with the same changes (its message
+        // names it).
+        "needs_confirmation" | "superseded" => 3,
         _ => 1,
     })
 }

@@ -476,7 +476,14 @@ impl From<crate::sync::SyncError> for ApiError {
             }
             SyncError::UnknownRun(_) => ApiError::not_found("unknown_run", error.to_string()),
             SyncError::NotPending { .. } => ApiError::conflict("not_pending", error.to_string()),
-            SyncError::Busy(_) => ApiError::conflict("sync_in_progress", error.to_string()),
+            SyncError::Superseded { .. } => ApiError::conflict("run_superseded", error.to_string()),
+            SyncError::ConfigurationChanged { .. } => {
+                ApiError::conflict("configuration_changed", error.to_string())
+            }
+            SyncError::Expired { .. } => {
+                ApiError::conflict("confirmation_expired", error.to_string())
+            }
+            SyncError::Busy { .. } => ApiError::conflict("sync_in_progress", error.to_string()),
             SyncError::Ldap(e) => e.into(),
             other => ApiError::conflict("sync_refused", other.to_string()),
         }

@@ -107,28 +107,39 @@ pub struct RunsQuery {
 }
 
 /// The answer for an outcome: 200 when it ran (or was previewed), 409 with the diff and the
-/// run id to confirm when it stopped at the threshold, 503 when the directory failed.
+/// run id to confirm when it stopped at the threshold (the earlier run waiting with the same
+/// changes, when there is one), 503 when the directory failed.
 fn answer(outcome: SyncOutcome, confirm_hint: &str) -> Response {
     let run = outcome.run;
     match run.status.as_str() {
-        "needs_confirmation" => {
+        // A run that stopped with changes an earlier run waiting for confirmation already
+        // holds is superseded by that run: that is the one to confirm.
+        "needs_confirmation" | "superseded" => {
+            let to_confirm = if run.status == "superseded" {
+                run.superseded_by.clone().unwrap_or_default()
+            } else {
+                run.id.clone()
+            };
             let message = format!(
-                "{} Send {{\"confirm\": \"{}\"}} to {confirm_hint} to apply it.",
+                "{} Send {{\"confirm\": \"{to_confirm}\"}} to {confirm_hint} to apply it.",
                 run.error
                     .as_deref()
-                    .unwrap_or("the run stopped at the removal threshold."),
-                run.id
+                    .unwrap_or("the run stopped at the removal threshold.")
             );
             let body = RunAnswer::new(run, outcome.changes);
             let mut json = serde_json::to_value(&body).unwrap_or_default();
             json["error"] = serde_json::json!({"code": "needs_confirmation", "message": message});
-            json["confirm"] = serde_json::json!(body.run.id);
+            json["confirm"] = serde_json::json!(to_confirm);
             (StatusCode::CONFLICT, Json(json)).into_response()
         }
         "failed" => {
+            // The run's message says what failed, how far the run got and that nothing was
+            // applied.
             let message = format!(
-                "the run failed and applied nothing: {}",
-                run.error.as_deref().unwrap_or("no reason recorded")
+                "the run failed: {}",
+                run.error
+                    .as_deref()
+                    .unwrap_or("no reason recorded; nothing was applied")
             );
             let mut json =
                 serde_json::to_value(RunAnswer::new(run, Vec::new())).unwrap_or_default();
@@ -141,16 +152,8 @@ fn answer(outcome: SyncOutcome, confirm_hint: &str) -> Response {
 
 fn sync_error(provider: &str, error: SyncError) -> ApiError {
     match error {
-        SyncError::NotLdap(_) | SyncError::NotReevaluated(_) => {
-            ApiError::conflict("wrong_provider_kind", error.to_string())
-        }
-        SyncError::UnknownRun(_) => ApiError::not_found("unknown_run", error.to_string()),
-        SyncError::NotPending { .. } => ApiError::conflict("not_pending", error.to_string()),
-        SyncError::InvalidRequest(message) => ApiError::bad_request("invalid_request", message),
-        SyncError::Busy(_) => ApiError::conflict("sync_in_progress", error.to_string()),
         SyncError::Store(e) => store_error(provider, e),
-        SyncError::Ldap(e) => e.into(),
-        SyncError::Mapping(e) => e.into(),
+        other => other.into(),
     }
 }
 
@@ -176,7 +179,7 @@ fn store_error(provider: &str, error: StoreError) -> ApiError {
         (status = 401, description = "No or invalid credentials", body = ErrorBody),
         (status = 403, description = "The caller lacks Auth Modify", body = ErrorBody),
         (status = 404, description = "Unknown provider or run", body = ErrorBody),
-        (status = 409, description = "Stopped at the removal threshold (the diff and the run id to confirm), a run already in progress, or not an LDAP provider", body = RunAnswer),
+        (status = 409, description = "Stopped at the removal threshold (the diff and the run id to confirm); a run already in progress (`sync_in_progress`, naming the run and when its lease expires); a confirmation refused because a later run superseded the run (`run_superseded`), the configuration changed since (`configuration_changed`) or it waited too long (`confirmation_expired`); or not an LDAP provider", body = RunAnswer),
         (status = 503, description = "The directory failed; nothing was applied", body = RunAnswer),
     ),
     tag = "sync"
@@ -201,6 +204,7 @@ pub async fn sync_provider(
         dry_run: body.dry_run,
         confirm: body.confirm.filter(|c| !c.is_empty()),
         incremental: body.incremental,
+        confirmation_max_age: Some(state.config.sync.confirmation_max_age()),
         ..SyncRequest::default()
     };
     if request.dry_run && request.confirm.is_some() {
@@ -220,8 +224,15 @@ pub async fn sync_provider(
             ))
         })
     } else {
-        // Anything else runs only where no other run of the provider is in progress.
-        let holder: Arc<str> = format!("{}/request", state.instance_id).into();
+        // Anything else runs only where no other run of the provider is in progress. Each
+        // request holds the lease under a name of its own: two requests on one instance must
+        // not take one lease as its renewal.
+        let holder: Arc<str> = format!(
+            "{}/request/{}",
+            state.instance_id,
+            uuid::Uuid::new_v4().simple()
+        )
+        .into();
         let ttl_ms = (state.config.scheduler.lease_ttl_secs.max(1) * 1000) as i64;
         let name = provider.clone();
         tokio::spawn(async move {
@@ -231,9 +242,12 @@ pub async fn sync_provider(
             .await
         })
     };
-    let leased = task.await.map_err(|_| {
-        ApiError::internal("the sync run ended unexpectedly; the service log has details")
-    })??;
+    let leased = task
+        .await
+        .map_err(|_| {
+            ApiError::internal("the sync run ended unexpectedly; the service log has details")
+        })?
+        .map_err(|e| sync_error(&provider, e))?;
     match leased {
         Leased::Done(outcome) => {
             let outcome = outcome.map_err(|e| sync_error(&provider, e))?;
@@ -242,12 +256,9 @@ pub async fn sync_provider(
                 &format!("POST /api/v1/providers/{provider}/sync"),
             ))
         }
-        Leased::Busy(holder) => Err(ApiError::conflict(
+        Leased::Busy(held) => Err(ApiError::conflict(
             "sync_in_progress",
-            format!(
-                "a run of provider {provider:?} is in progress ({}); try again when it has finished",
-                holder.map_or_else(|| "held elsewhere".to_string(), |h| format!("on {h}"))
-            ),
+            held.describe(&provider),
         )),
     }
 }
@@ -265,7 +276,7 @@ pub async fn sync_provider(
         (status = 401, description = "No or invalid credentials", body = ErrorBody),
         (status = 403, description = "The caller lacks Auth Modify", body = ErrorBody),
         (status = 404, description = "Unknown provider or run", body = ErrorBody),
-        (status = 409, description = "Stopped at the removal threshold (the diff and the run id to confirm), or an LDAP provider", body = RunAnswer),
+        (status = 409, description = "Stopped at the removal threshold (the diff and the run id to confirm); a confirmation refused (`run_superseded`, `configuration_changed`, `confirmation_expired`); or an LDAP provider", body = RunAnswer),
     ),
     tag = "sync"
 )]
@@ -282,6 +293,7 @@ pub async fn reevaluate(
         dry_run: body.dry_run,
         confirm: body.confirm.filter(|c| !c.is_empty()),
         actor: caller.actor(),
+        confirmation_max_age: Some(state.config.sync.confirmation_max_age()),
     };
     let outcome = reevaluate_provider(&state.store, &request, crate::clock::now_ms())
         .await

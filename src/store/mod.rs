@@ -416,19 +416,106 @@ pub struct SyncRun {
     pub provider: String,
     /// `full`, `incremental` or `reevaluate` (OIDC/SAML users from last-seen attributes).
     pub kind: String,
-    /// `running`, `succeeded`, `failed`, `needs_confirmation`, `dry_run`, or `abandoned` (left
-    /// running by an instance that stopped; recorded by the instance that took over).
+    /// See [`run_status`].
     pub status: String,
     pub dry_run: bool,
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    /// Directory entries (or last-seen attribute sets) read, also when the run failed part way.
     pub users_seen: i64,
+    /// Memberships added: those written for a run that applied, those it would add for a dry
+    /// run or a run waiting for confirmation.
     pub additions: i64,
+    /// Memberships removed, counted as `additions` are.
     pub removals: i64,
     pub removal_limit: i64,
+    /// Users whose staged changes were not applied because their memberships changed after
+    /// the run read them (a sign-in, an admin, another run); the next run reconsiders them.
+    #[serde(default)]
+    pub skipped: i64,
     /// Incremental sync resumes from here (the directory's modifyTimestamp).
     pub high_water: Option<String>,
     pub error: Option<String>,
+    /// The configuration version the diff was computed against (`None` for runs recorded
+    /// before versions were): a run waiting for confirmation applies only while it is current.
+    #[serde(default)]
+    pub config_version: Option<i64>,
+    /// The run that made this one unconfirmable (status `superseded`): a later run whose
+    /// findings contradict its diff, or an earlier run already waiting with the same changes
+    /// (confirm that one).
+    #[serde(default)]
+    pub superseded_by: Option<String>,
+}
+
+/// The statuses a run goes through.
+pub mod run_status {
+    /// In progress (or left so by a process that died: the next run records it `abandoned`).
+    pub const RUNNING: &str = "running";
+    pub const SUCCEEDED: &str = "succeeded";
+    /// Nothing applied: the directory or the store failed, or the empty-directory guard.
+    pub const FAILED: &str = "failed";
+    /// Stopped at the removal threshold: the staged diff waits for confirmation.
+    pub const NEEDS_CONFIRMATION: &str = "needs_confirmation";
+    /// Computed and reported, never recorded.
+    pub const DRY_RUN: &str = "dry_run";
+    /// The process running it stopped before it finished; the changes its committed batches
+    /// applied are counted, nothing else was applied.
+    pub const ABANDONED: &str = "abandoned";
+    /// Cannot be confirmed: a later run re-read users it would change and found otherwise, or
+    /// the configuration changed, so its diff may no longer hold; or it stopped at the
+    /// threshold with nothing an earlier run waiting for confirmation does not hold already
+    /// (`superseded_by` names that run).
+    pub const SUPERSEDED: &str = "superseded";
+    /// Was waiting for confirmation for longer than allowed.
+    pub const EXPIRED: &str = "expired";
+}
+
+/// The changes one application of a staged diff wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppliedCounts {
+    pub additions: i64,
+    pub removals: i64,
+    /// Users left alone because their membership version moved after the run read them.
+    pub skipped: i64,
+}
+
+/// How a later run's staged diff stands to an earlier one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StagedComparison {
+    /// For some user both evaluated and the earlier run would change, the later run found
+    /// other changes: the earlier diff no longer describes the directory.
+    pub contradicts: bool,
+    /// Every change the later run staged is one the earlier run holds.
+    pub adds_nothing: bool,
+}
+
+/// Which recorded runs of a provider to read, newest first. Empty lists match everything.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub kinds: Vec<String>,
+    pub statuses: Vec<String>,
+    /// Only runs that started at or after this instant (unix ms).
+    pub started_since: Option<i64>,
+    /// Only runs that started before this instant (unix ms).
+    pub started_before: Option<i64>,
+    /// Only runs that finished before this instant (unix ms).
+    pub finished_before: Option<i64>,
+    pub limit: i64,
+}
+
+impl RunQuery {
+    pub fn statuses(statuses: &[&str]) -> RunQuery {
+        RunQuery {
+            statuses: statuses.iter().map(|s| s.to_string()).collect(),
+            limit: 10_000,
+            ..RunQuery::default()
+        }
+    }
+
+    pub fn kinds(mut self, kinds: &[&str]) -> RunQuery {
+        self.kinds = kinds.iter().map(|s| s.to_string()).collect();
+        self
+    }
 }
 
 /// Directory sync: runs, the stored state of a page of users, the staged diff and its
@@ -438,6 +525,9 @@ pub trait SyncStore: Send + Sync {
     async fn save_sync_run(&self, run: &SyncRun) -> StoreResult<()>;
     async fn sync_run(&self, id: &str) -> StoreResult<Option<SyncRun>>;
     async fn sync_runs(&self, provider_id: i64, limit: i64) -> StoreResult<Vec<SyncRun>>;
+    /// The provider's recorded runs that match, newest first.
+    async fn find_sync_runs(&self, provider_id: i64, query: &RunQuery)
+        -> StoreResult<Vec<SyncRun>>;
     /// Stored memberships and last-seen attribute digests of these users (absent users are
     /// not in the map).
     async fn stored_users(
@@ -462,6 +552,18 @@ pub trait SyncStore: Send + Sync {
         changes: &[StagedChange],
     ) -> StoreResult<()>;
     async fn staged_changes(&self, run_id: &str) -> StoreResult<Vec<StagedChange>>;
+    /// Compares the membership changes (add, remove, source) two runs staged: whether the
+    /// later one, for the users it evaluated (`None`: every user), came to different changes
+    /// for users the earlier one would change, and whether it staged nothing the earlier one
+    /// does not hold.
+    async fn compare_staged(
+        &self,
+        earlier: &str,
+        later: &str,
+        evaluated: Option<&[String]>,
+    ) -> StoreResult<StagedComparison>;
+    /// Drops a run's staged changes (once nothing can apply them any more); returns how many.
+    async fn purge_staged(&self, run_id: &str) -> StoreResult<u64>;
     /// Applies a run's staged changes in transactions of about `batch_rows` changes, with
     /// audit rows carrying the run id and permission versions bumped where they change.
     async fn apply_staged(
@@ -470,7 +572,10 @@ pub trait SyncStore: Send + Sync {
         batch_rows: i64,
         digest: &PermissionDigest,
         now_ms: i64,
-    ) -> StoreResult<i64>;
+    ) -> StoreResult<AppliedCounts>;
+    /// The memberships a run added and removed, as its audit rows record them: what the
+    /// batches it committed applied, also when it never finished.
+    async fn applied_by_run(&self, run_id: &str) -> StoreResult<AppliedCounts>;
 }
 
 /// Single use of evidence: SAML assertion ids and ID tokens seen, each kept until the evidence

@@ -41,10 +41,17 @@ pub(crate) async fn collect<S: SyncStore>(
     let mut entries: BTreeMap<String, SearchEntry> = BTreeMap::new();
     {
         let filter = format!("(&{}{changed_since})", options.user_filter);
+        let search = format!(
+            "the search for changed users under {} with {filter}",
+            options.user_base_dn
+        );
+        let in_search = CollectError::in_search(&search);
         let mut stream = directory
             .search_stream(&mut ldap, &options.user_base_dn, &filter, &user_attrs)
-            .await?;
-        while let Some(entry) = stream.next().await? {
+            .await
+            .map_err(&in_search)?;
+        while let Some(entry) = stream.next().await.map_err(&in_search)? {
+            sink.entries_read += 1;
             entries.insert(member_key(&entry.dn), entry);
         }
     }
@@ -56,11 +63,18 @@ pub(crate) async fn collect<S: SyncStore>(
     let mut local_groups: BTreeSet<i64> = BTreeSet::new();
     let changed_groups: Vec<SearchEntry> = {
         let filter = format!("(&{}{changed_since})", options.group_filter);
+        let search = format!(
+            "the search for changed groups under {} with {filter}",
+            options.group_base()
+        );
+        let in_search = CollectError::in_search(&search);
         let mut found = Vec::new();
         let mut stream = directory
             .search_stream(&mut ldap, options.group_base(), &filter, &[member_attr])
-            .await?;
-        while let Some(entry) = stream.next().await? {
+            .await
+            .map_err(&in_search)?;
+        while let Some(entry) = stream.next().await.map_err(&in_search)? {
+            sink.entries_read += 1;
             found.push(entry);
         }
         found
@@ -94,7 +108,9 @@ pub(crate) async fn collect<S: SyncStore>(
     } else {
         "entryDN"
     };
-    for entry in read_users(directory, &mut ldap, dn_attribute, &unread, &user_attrs).await? {
+    let members = read_users(directory, &mut ldap, dn_attribute, &unread, &user_attrs).await?;
+    sink.entries_read += members.len() as u64;
+    for entry in members {
         if !values(&entry, &options.login_attribute).is_empty() {
             entries.insert(member_key(&entry.dn), entry);
         }
@@ -115,7 +131,9 @@ pub(crate) async fn collect<S: SyncStore>(
     names.sort();
     names.dedup();
     let login = options.login_attribute.as_str();
-    for entry in read_users(directory, &mut ldap, login, &names, &user_attrs).await? {
+    let by_name = read_users(directory, &mut ldap, login, &names, &user_attrs).await?;
+    sink.entries_read += by_name.len() as u64;
+    for entry in by_name {
         entries.insert(member_key(&entry.dn), entry);
     }
 
@@ -130,15 +148,14 @@ pub(crate) async fn collect<S: SyncStore>(
         };
         let group_values = groups::groups_of(directory, &mut ldap, &entry, &username).await?;
         if group_values.len() > MAX_ATTRIBUTE_VALUES {
-            return Err(CollectError::Directory(LdapError::Incomplete {
+            return Err(LdapError::Incomplete {
                 entries: seen.len() as u64,
                 reason: format!("{} is in {} groups", entry.dn, group_values.len()),
-            }));
+            }
+            .into());
         }
         if !seen.insert(username.clone()) {
-            return Err(CollectError::Directory(LdapError::AmbiguousUser {
-                username,
-            }));
+            return Err(LdapError::AmbiguousUser { username }.into());
         }
         page.push(DirectoryUser {
             username,

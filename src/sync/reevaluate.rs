@@ -15,12 +15,13 @@ use crate::model::claims;
 use crate::model::group::GroupRef;
 use crate::model::mapping::{MappingSet, ProviderKind, ProviderRef};
 use crate::model::sync::{diff_present_user, ChangeKind, DirectoryUser, StagedChange};
+use crate::store::run_status::{FAILED, RUNNING};
 use crate::store::{
-    Actor, ConfigChange, ConfigStore, LeaseStore, MappingRecord, SqlStore, StoreError, SyncRun,
-    SyncStore,
+    Actor, ConfigChange, ConfigStore, MappingRecord, SqlStore, StoreError, SyncRun, SyncStore,
 };
 
-use super::{confirm, Sink, SyncError, SyncOutcome, REEVALUATE_KIND};
+use super::scheduler::ProviderLease;
+use super::{confirm, expire_pending, Evaluated, Sink, SyncError, SyncOutcome, REEVALUATE_KIND};
 
 /// Users read and evaluated at a time.
 const USERS_PER_PAGE: usize = 500;
@@ -39,6 +40,9 @@ pub struct ReevaluateRequest {
     /// Apply the staged diff of a run that stopped at the removal threshold.
     pub confirm: Option<String>,
     pub actor: Actor,
+    /// How long a run stopped at the removal threshold stays confirmable (default
+    /// [`super::DEFAULT_CONFIRMATION_MAX_AGE`]).
+    pub confirmation_max_age: Option<std::time::Duration>,
 }
 
 /// The removal threshold of a provider: max(`max_removals`, `max_removal_percent` % of the
@@ -77,33 +81,50 @@ pub async fn reevaluate_provider(
     request: &ReevaluateRequest,
     now_ms: i64,
 ) -> Result<SyncOutcome, SyncError> {
+    // Read before the provider and its mappings, as a directory sync does: a confirmation
+    // applies only while the configuration is the one the diff was computed against.
+    let config_version = store.config_version().await?;
     let record = store.provider(&request.provider).await?;
     if record.provider.kind == ProviderKind::Ldap {
         return Err(SyncError::NotReevaluated(request.provider.clone()));
     }
+    let now = move || now_ms.max(crate::clock::now_ms());
+    let max_age = request
+        .confirmation_max_age
+        .unwrap_or(super::DEFAULT_CONFIRMATION_MAX_AGE);
     // Runs that write take the provider's lease, waiting their turn: a re-evaluation started
     // after a second mapping change reads that change, so the last one applied is the newest.
     let lease = if request.dry_run {
         None
     } else {
-        Some(ProviderLease::wait_for(store, &record.provider.name).await?)
+        let holder = format!("reevaluate/{}", uuid::Uuid::new_v4().simple());
+        Some(
+            ProviderLease::wait_for(
+                store,
+                &record.provider.name,
+                holder.into(),
+                LEASE_TTL_MS,
+                LEASE_WAIT,
+            )
+            .await?,
+        )
     };
-    let result = reevaluate_holding_lease(store, request, record, now_ms).await;
-    // Given up before returning, not when dropped: a short-lived process (the command line)
-    // may end before a release left to the runtime would run, leaving the next run waiting.
+    let outcome = reevaluate_leased(store, request, config_version, record, max_age, &now).await;
     if let Some(lease) = lease {
         lease.release().await;
     }
-    result
+    outcome
 }
 
-async fn reevaluate_holding_lease(
+async fn reevaluate_leased(
     store: &SqlStore,
     request: &ReevaluateRequest,
+    config_version: i64,
     record: crate::store::ProviderRecord,
-    now_ms: i64,
+    max_age: std::time::Duration,
+    now: &(dyn Fn() -> i64 + Send + Sync),
 ) -> Result<SyncOutcome, SyncError> {
-    let now = move || now_ms.max(crate::clock::now_ms());
+    let now_ms = now();
     if let Some(id) = &request.confirm {
         if request.dry_run || !request.proposed.is_empty() {
             return Err(SyncError::InvalidRequest(
@@ -112,13 +133,16 @@ async fn reevaluate_holding_lease(
                     .into(),
             ));
         }
-        return confirm(store, &record.provider, id, &|_| {}, &now).await;
+        return confirm(store, &record.provider, id, max_age, &|_| {}, now).await;
     }
     if !request.dry_run && !request.proposed.is_empty() {
         return Err(SyncError::InvalidRequest(
             "unsaved changes can only be previewed (dry_run); save them first, then re-evaluate"
                 .into(),
         ));
+    }
+    if !request.dry_run {
+        expire_pending(store, &record.provider, max_age, now_ms).await?;
     }
 
     let mut provider = record.provider.clone();
@@ -140,7 +164,7 @@ async fn reevaluate_holding_lease(
         provider_id: provider.id,
         provider: provider.name.clone(),
         kind: REEVALUATE_KIND.into(),
-        status: "running".into(),
+        status: RUNNING.into(),
         dry_run: request.dry_run,
         started_at: now_ms,
         finished_at: None,
@@ -148,32 +172,28 @@ async fn reevaluate_holding_lease(
         additions: 0,
         removals: 0,
         removal_limit: 0,
+        skipped: 0,
         high_water: None,
         error: None,
+        config_version: Some(config_version),
+        superseded_by: None,
     };
     if !request.dry_run {
         store.save_sync_run(&run).await?;
     }
     tracing::info!(provider = %provider.name, run = %run.id, actor = %request.actor.name, dry_run = request.dry_run, "re-evaluating users from their last-seen attributes");
 
-    let mut sink = Sink {
-        store,
-        run_id: run.id.clone(),
-        dry_run: request.dry_run,
-        next_seq: 0,
-        memory: Vec::new(),
-        additions: 0,
-        removals: 0,
-    };
+    let mut sink = Sink::new(store, &run.id, request.dry_run);
     let collected = collect(store, &set, &overlay, &request.actor, &mut sink).await;
     let (seen, skipped) = match collected {
         Ok(counts) => counts,
         Err(e) => {
             if !request.dry_run {
-                run.status = "failed".into();
-                run.error = Some(e.to_string());
+                run.status = FAILED.into();
+                run.error = Some(format!("stopped by an error: {e}; nothing was applied"));
                 run.finished_at = Some(now());
                 let _ = store.save_sync_run(&run).await;
+                let _ = store.purge_staged(&run.id).await;
             }
             return Err(e.into());
         }
@@ -187,14 +207,18 @@ async fn reevaluate_holding_lease(
     let skipped_note = (skipped > 0)
         .then(|| format!("{skipped} user(s) skipped: their last-seen group values are unreadable"));
 
-    let over_threshold = format!(
-            "the re-evaluation would remove {} memberships, more than the limit of {} (max({}, {}% of {held})); nothing was applied. Review the diff, then confirm run {}",
-            run.removals,
-            run.removal_limit,
-            threshold.max_removals,
-            threshold.max_removal_percent,
+    let what = format!(
+        "the re-evaluation would remove {} memberships, more than the limit of {} (max({}, {}% of {held}))",
+        run.removals, run.removal_limit, threshold.max_removals, threshold.max_removal_percent,
+    );
+    let over_threshold = if request.dry_run {
+        format!("{what}. A dry run stages nothing, so there is no run to confirm: re-evaluate without dry_run to stage this diff, then review and confirm the run it names")
+    } else {
+        format!(
+            "{what}; nothing was applied. Review the diff, then confirm run {}",
             run.id
-        );
+        )
+    };
     let dry_run = request.dry_run;
     let (outcome, applied) = super::conclude(
         store,
@@ -203,7 +227,8 @@ async fn reevaluate_holding_lease(
         dry_run,
         over_threshold,
         skipped_note,
-        &now,
+        Evaluated::Everyone,
+        now,
     )
     .await?;
     if outcome.run.status == "succeeded" {
@@ -216,67 +241,6 @@ async fn reevaluate_holding_lease(
 const LEASE_TTL_MS: i64 = 30_000;
 /// How long a re-evaluation waits for another run of the provider to end.
 const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// The provider's lease, held for a re-evaluation and given up when dropped.
-struct ProviderLease {
-    store: SqlStore,
-    holder: std::sync::Arc<str>,
-    provider: String,
-    _renewal: super::scheduler::LeaseRenewal,
-    released: bool,
-}
-
-impl ProviderLease {
-    async fn wait_for(store: &SqlStore, provider: &str) -> Result<ProviderLease, SyncError> {
-        let holder: std::sync::Arc<str> =
-            format!("reevaluate/{}", uuid::Uuid::new_v4().simple()).into();
-        let lease = super::scheduler::lease_name(provider);
-        let started = std::time::Instant::now();
-        let mut pause = std::time::Duration::from_millis(50);
-        while !store
-            .try_acquire_lease(&lease, &holder, LEASE_TTL_MS, crate::clock::now_ms())
-            .await?
-        {
-            if started.elapsed() >= LEASE_WAIT {
-                return Err(SyncError::Busy(provider.to_string()));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(std::time::Duration::from_secs(1));
-        }
-        Ok(ProviderLease {
-            store: store.clone(),
-            holder: holder.clone(),
-            provider: provider.to_string(),
-            _renewal: super::scheduler::keep_lease(store.clone(), lease, holder, LEASE_TTL_MS),
-            released: false,
-        })
-    }
-
-    /// Gives the lease up now.
-    async fn release(mut self) {
-        let lease = super::scheduler::lease_name(&self.provider);
-        if let Err(e) = self.store.release_lease(&lease, &self.holder).await {
-            tracing::warn!(%lease, error = %e, "releasing the lease failed; it expires by itself");
-        }
-        self.released = true;
-    }
-}
-
-impl Drop for ProviderLease {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        let store = self.store.clone();
-        let holder = self.holder.clone();
-        let lease = super::scheduler::lease_name(&self.provider);
-        tokio::spawn(async move {
-            if let Err(e) = store.release_lease(&lease, &holder).await {
-                tracing::warn!(%lease, error = %e, "releasing the lease failed; it expires by itself");
-            }
-        });
-    }
-}
 
 /// Evaluates every user with last-seen attributes, a page at a time; returns how many were
 /// evaluated and how many skipped.

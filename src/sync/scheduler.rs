@@ -21,9 +21,12 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::model::mapping::ProviderKind;
 use crate::sources::ldap::LdapOptions;
-use crate::store::{ConfigStore, LeaseStore, SqlStore, StoreResult, SyncRun, SyncStore};
+use crate::store::run_status::{ABANDONED, RUNNING};
+use crate::store::{
+    ConfigStore, LeaseStore, RunQuery, SqlStore, StoreError, StoreResult, SyncRun, SyncStore,
+};
 
-use super::{run_sync, SyncOutcome, SyncRequest};
+use super::{instant, run_sync, SyncError, SyncOutcome, SyncRequest};
 
 /// First delay after a failed run; it doubles with each consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -194,6 +197,9 @@ pub async fn observed_sync(
                 "needs_confirmation" => {
                     tracing::warn!(provider = %provider, run = %run.id, removals = run.removals, limit = run.removal_limit, "sync run stopped at the removal threshold; it waits for confirmation")
                 }
+                "superseded" => {
+                    tracing::warn!(provider = %provider, run = %run.id, waiting = run.superseded_by.as_deref().unwrap_or(""), removals = run.removals, limit = run.removal_limit, "sync run stopped at the removal threshold with changes an earlier run already waits with; that run waits for confirmation")
+                }
                 status => {
                     tracing::info!(provider = %provider, run = %run.id, kind = %kind, status, users = run.users_seen, additions = run.additions, removals = run.removals, seconds = elapsed, "sync run finished")
                 }
@@ -209,26 +215,194 @@ pub async fn observed_sync(
     result
 }
 
-/// The status of a run whose instance stopped before it finished.
-pub const ABANDONED: &str = "abandoned";
+/// A provider's lease, held by whichever run of it is in progress — scheduled, requested over
+/// HTTP or from the command line, or a re-evaluation — renewed while it lives and given up
+/// when released. Dropped unreleased, it is no longer renewed and expires by itself.
+pub struct ProviderLease {
+    store: SqlStore,
+    lease: String,
+    holder: Arc<str>,
+    renewal: Option<LeaseRenewal>,
+}
 
-/// Records as abandoned the runs still marked running that began before the lease was taken:
-/// every scheduled or requested run holds the lease until it ends, so theirs stopped (a crash)
-/// without finishing. What their committed batches applied stays applied; nothing else was.
-/// (A run started from the command line takes no lease; its own end records its status again.)
-async fn mark_abandoned(store: &SqlStore, runs: &[SyncRun], leased_at: i64) -> StoreResult<()> {
-    for run in runs
-        .iter()
-        .filter(|r| r.status == "running" && !r.dry_run && r.started_at < leased_at)
-    {
-        let mut run = run.clone();
+/// Who holds a provider's lease, as a refusal tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldElsewhere {
+    pub holder: Option<String>,
+    /// When the lease runs out unless its holder renews it (unix ms).
+    pub expires_at: Option<i64>,
+    /// The run in progress, when one is recorded.
+    pub run: Option<SyncRun>,
+}
+
+impl HeldElsewhere {
+    /// The refusal, in words an admin can act on.
+    pub fn describe(&self, provider: &str) -> String {
+        let run = match &self.run {
+            Some(run) => format!(
+                "run {} ({}, started {}) of provider {provider:?} is in progress",
+                run.id,
+                run.kind,
+                instant(run.started_at)
+            ),
+            None => format!("another run of provider {provider:?} is in progress"),
+        };
+        let holder = self
+            .holder
+            .as_deref()
+            .map(|h| format!(", held by {h}"))
+            .unwrap_or_default();
+        match self.expires_at {
+            Some(at) => format!(
+                "{run}{holder}; its lease expires at {} unless that run renews it (it does while it is alive). Try again when it has finished; if its process died, the next run after the lease expires takes over and records it abandoned",
+                instant(at)
+            ),
+            None => format!("{run}{holder}; try again when it has finished"),
+        }
+    }
+}
+
+impl ProviderLease {
+    /// Takes the provider's lease for `holder` when it is free or expired; otherwise says who
+    /// holds it. Once taken, runs of the provider still marked running are those of processes
+    /// that died (every run holds the lease until it ends): they are recorded abandoned.
+    pub async fn try_acquire(
+        store: &SqlStore,
+        provider: &str,
+        holder: Arc<str>,
+        ttl_ms: i64,
+    ) -> Result<Result<ProviderLease, Box<HeldElsewhere>>, SyncError> {
+        let lease = lease_name(provider);
+        let now = crate::clock::now_ms();
+        if !store
+            .try_acquire_lease(&lease, &holder, ttl_ms, now)
+            .await?
+        {
+            return Ok(Err(Box::new(
+                held_elsewhere(store, provider, &lease).await?,
+            )));
+        }
+        let renewal = keep_lease(store.clone(), lease.clone(), holder.clone(), ttl_ms);
+        let taken = ProviderLease {
+            store: store.clone(),
+            lease,
+            holder,
+            renewal: Some(renewal),
+        };
+        if let Err(e) = settle_abandoned(store, provider, now).await {
+            taken.release().await;
+            return Err(e.into());
+        }
+        Ok(Ok(taken))
+    }
+
+    /// Waits (polling with a growing pause, up to `max_wait`) for the provider's lease.
+    pub async fn wait_for(
+        store: &SqlStore,
+        provider: &str,
+        holder: Arc<str>,
+        ttl_ms: i64,
+        max_wait: Duration,
+    ) -> Result<ProviderLease, SyncError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match Self::try_acquire(store, provider, holder.clone(), ttl_ms).await? {
+                Ok(lease) => return Ok(lease),
+                Err(held) if started.elapsed() >= max_wait => {
+                    return Err(SyncError::Busy {
+                        provider: provider.to_string(),
+                        detail: held.describe(provider),
+                    })
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Gives the lease up (it expires by itself if that fails). A lease dropped without this
+    /// — its holder's work was cancelled, its process is going down — stops being renewed and
+    /// expires by itself, as a crashed holder's does.
+    pub async fn release(mut self) {
+        self.renewal.take();
+        if let Err(e) = self.store.release_lease(&self.lease, &self.holder).await {
+            tracing::warn!(lease = %self.lease, error = %e, "releasing the lease failed; it expires by itself");
+        }
+    }
+}
+
+async fn held_elsewhere(
+    store: &SqlStore,
+    provider: &str,
+    lease: &str,
+) -> StoreResult<HeldElsewhere> {
+    let now = crate::clock::now_ms();
+    let (holder, expires_at) = match store.lease_holder(lease, now).await? {
+        Some((holder, expires_at)) => (Some(holder), Some(expires_at)),
+        None => (None, None),
+    };
+    let run = match store.provider(provider).await {
+        Ok(record) => store
+            .find_sync_runs(
+                record.provider.id,
+                &RunQuery {
+                    limit: 1,
+                    ..RunQuery::statuses(&[RUNNING])
+                },
+            )
+            .await?
+            .into_iter()
+            .next(),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(HeldElsewhere {
+        holder,
+        expires_at,
+        run,
+    })
+}
+
+/// Records as abandoned the provider's runs still marked running that began before the lease
+/// was taken at `leased_at`: every run holds the lease until it ends, so theirs stopped (a
+/// crash, a killed process) without finishing. What their committed batches applied stays
+/// applied and is counted from their audit rows; nothing else was; their staged rows go.
+/// (Should such a run still be alive after all — it lost its lease in a long stall — its own
+/// end records its status again.)
+async fn settle_abandoned(store: &SqlStore, provider: &str, leased_at: i64) -> StoreResult<()> {
+    let provider_id = match store.provider(provider).await {
+        Ok(record) => record.provider.id,
+        Err(StoreError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let unfinished = store
+        .find_sync_runs(
+            provider_id,
+            &RunQuery {
+                started_before: Some(leased_at),
+                ..RunQuery::statuses(&[RUNNING])
+            },
+        )
+        .await?;
+    for mut run in unfinished.into_iter().filter(|r| !r.dry_run) {
+        let applied = store.applied_by_run(&run.id).await?;
         run.status = ABANDONED.into();
-        run.error = Some(
-            "the instance running it stopped before it finished; batches it committed stay applied, nothing else was"
-                .into(),
-        );
-        tracing::warn!(provider = %run.provider, run = %run.id, "a run left unfinished by a stopped instance is recorded as abandoned");
+        run.additions = applied.additions;
+        run.removals = applied.removals;
+        run.finished_at = Some(leased_at);
+        run.error = Some(format!(
+            "its process stopped before it finished (the provider's lease had run out when the next run took it at {}); the {} addition(s) and {} removal(s) its committed batches applied stay applied (idsync audit --run {}), nothing else was",
+            instant(leased_at),
+            applied.additions,
+            applied.removals,
+            run.id
+        ));
+        tracing::warn!(provider = %run.provider, run = %run.id, additions = applied.additions, removals = applied.removals, "a run left unfinished by a process that stopped is recorded as abandoned");
         store.save_sync_run(&run).await?;
+        store.purge_staged(&run.id).await?;
     }
     Ok(())
 }
@@ -238,37 +412,32 @@ async fn mark_abandoned(store: &SqlStore, runs: &[SyncRun], leased_at: i64) -> S
 pub enum Leased<T> {
     /// The lease was taken, the work done, the lease given up.
     Done(T),
-    /// Someone else holds the lease (the holder, when still known).
-    Busy(Option<String>),
+    /// Another run holds the lease.
+    Busy(Box<HeldElsewhere>),
 }
 
-/// Does `work` as the holder of the provider's lease: taken by one conditional upsert, renewed
-/// from a task of its own while the work runs, given up at the end. When the lease is held
-/// elsewhere nothing is done.
+/// Does `work` as the holder of the provider's lease: taken by one conditional upsert (runs
+/// a dead process left running are recorded abandoned), renewed from a task of its own while
+/// the work runs, given up at the end. When the lease is held elsewhere nothing is done.
 pub async fn with_provider_lease<F, Fut, T>(
     store: &SqlStore,
     provider: &str,
     holder: &Arc<str>,
     ttl_ms: i64,
     work: F,
-) -> StoreResult<Leased<T>>
+) -> Result<Leased<T>, SyncError>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = T>,
 {
-    let lease = lease_name(provider);
-    let now = crate::clock::now_ms();
-    if !store.try_acquire_lease(&lease, holder, ttl_ms, now).await? {
-        let current = store.lease_holder(&lease, now).await?.map(|(h, _)| h);
-        return Ok(Leased::Busy(current));
+    match ProviderLease::try_acquire(store, provider, holder.clone(), ttl_ms).await? {
+        Err(held) => Ok(Leased::Busy(held)),
+        Ok(lease) => {
+            let result = work().await;
+            lease.release().await;
+            Ok(Leased::Done(result))
+        }
     }
-    let renewal = keep_lease(store.clone(), lease.clone(), holder.clone(), ttl_ms);
-    let result = work().await;
-    drop(renewal);
-    if let Err(e) = store.release_lease(&lease, holder).await {
-        tracing::warn!(%lease, error = %e, "releasing the lease failed; it expires by itself");
-    }
-    Ok(Leased::Done(result))
 }
 
 /// Work that could not start (no run recorded: invalid mappings, an unreachable database):
@@ -315,6 +484,7 @@ pub async fn run(
 ) {
     let poll = Duration::from_secs(config.scheduler.poll_secs.max(1));
     let ttl_ms = (config.scheduler.lease_ttl_secs.max(1) * 1000) as i64;
+    let confirmation_max_age = config.sync.confirmation_max_age();
     tracing::info!(%instance, poll_secs = poll.as_secs(), lease_ttl_secs = ttl_ms / 1000, "scheduler started");
     // Dropping the set (a crash, an abort) aborts the runs and their lease renewals with it.
     let mut running: JoinSet<Finished> = JoinSet::new();
@@ -339,6 +509,7 @@ pub async fn run(
             &store,
             &instance,
             ttl_ms,
+            confirmation_max_age,
             &mut plan,
             &mut running,
             &mut in_progress,
@@ -407,10 +578,12 @@ impl Plan {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn tick(
     store: &SqlStore,
     instance: &Arc<str>,
     ttl_ms: i64,
+    confirmation_max_age: Duration,
     plan: &mut Plan,
     running: &mut JoinSet<Finished>,
     in_progress: &mut HashSet<String>,
@@ -439,7 +612,6 @@ async fn tick(
         running.spawn(async move {
             let leased = with_provider_lease(&store, &name, &instance, ttl_ms, || async {
                 let runs = store.sync_runs(provider_id, HISTORY).await?;
-                mark_abandoned(&store, &runs, crate::clock::now_ms()).await?;
                 let Some(due) = due(&schedule, &runs, crate::clock::now_ms()) else {
                     return Ok(None);
                 };
@@ -447,6 +619,7 @@ async fn tick(
                 let request = SyncRequest {
                     provider: name.clone(),
                     incremental: due == Due::Incremental,
+                    confirmation_max_age: Some(confirmation_max_age),
                     ..SyncRequest::default()
                 };
                 Ok::<_, super::SyncError>(Some(observed_sync(&store, &request, "schedule").await?))
@@ -491,8 +664,11 @@ mod tests {
             additions: 0,
             removals: 0,
             removal_limit: 0,
+            skipped: 0,
             high_water: None,
             error: None,
+            config_version: None,
+            superseded_by: None,
         }
     }
 

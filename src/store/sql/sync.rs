@@ -10,7 +10,10 @@ use sqlx::Row;
 use super::{flag, group_ref, membership, placeholders, with_ids, SqlStore, GROUP_COLUMNS};
 use crate::model::group::{GroupRef, ALL_USERS};
 use crate::model::sync::{ChangeKind, StagedChange, StoredUser};
-use crate::store::{PermissionDigest, StoreError, StoreResult, SyncRun, SyncStore};
+use crate::store::{
+    AppliedCounts, PermissionDigest, RunQuery, StagedComparison, StoreError, StoreResult, SyncRun,
+    SyncStore,
+};
 
 /// Rows per multi-row INSERT when staging (10 parameters each). sqlx looks every parameter up
 /// by name, which SQLite answers by walking a list: a statement's cost grows with the square of
@@ -33,8 +36,11 @@ fn run_from_row(row: &AnyRow) -> StoreResult<SyncRun> {
         additions: row.try_get("additions")?,
         removals: row.try_get("removals")?,
         removal_limit: row.try_get("removal_limit")?,
+        skipped: row.try_get("skipped")?,
         high_water: row.try_get("high_water")?,
         error: row.try_get("error")?,
+        config_version: row.try_get("config_version")?,
+        superseded_by: row.try_get("superseded_by")?,
     })
 }
 
@@ -56,13 +62,20 @@ fn with_names<'q>(
 #[async_trait]
 impl SyncStore for SqlStore {
     async fn save_sync_run(&self, run: &SyncRun) -> StoreResult<()> {
+        // Everything but the identity of the run (id, provider, start, dry run) is what the
+        // latest save says, its kind included: a run learns whether it can be incremental
+        // only once it has looked for a run to continue from.
         sqlx::query(
             "INSERT INTO sync_runs (id, provider_id, provider, kind, status, dry_run, started_at, \
-             finished_at, users_seen, additions, removals, removal_limit, high_water, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at, \
-             users_seen = excluded.users_seen, additions = excluded.additions, removals = excluded.removals, \
-             removal_limit = excluded.removal_limit, high_water = excluded.high_water, error = excluded.error",
+             finished_at, users_seen, additions, removals, removal_limit, high_water, error, \
+             skipped, config_version, superseded_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, status = excluded.status, \
+             finished_at = excluded.finished_at, users_seen = excluded.users_seen, \
+             additions = excluded.additions, removals = excluded.removals, \
+             removal_limit = excluded.removal_limit, high_water = excluded.high_water, \
+             error = excluded.error, skipped = excluded.skipped, \
+             config_version = excluded.config_version, superseded_by = excluded.superseded_by",
         )
         .bind(run.id.as_str())
         .bind(run.provider_id)
@@ -78,6 +91,9 @@ impl SyncStore for SqlStore {
         .bind(run.removal_limit)
         .bind(run.high_water.as_deref())
         .bind(run.error.as_deref())
+        .bind(run.skipped)
+        .bind(run.config_version)
+        .bind(run.superseded_by.as_deref())
         .execute(self.pool())
         .await?;
         Ok(())
@@ -103,6 +119,59 @@ impl SyncStore for SqlStore {
         .iter()
         .map(run_from_row)
         .collect()
+    }
+
+    async fn find_sync_runs(
+        &self,
+        provider_id: i64,
+        query: &RunQuery,
+    ) -> StoreResult<Vec<SyncRun>> {
+        let mut sql = String::from("SELECT * FROM sync_runs WHERE provider_id = $1");
+        let mut next = 2;
+        let mut list = |sql: &mut String, column: &str, n: usize| {
+            if n > 0 {
+                sql.push_str(&format!(" AND {column} IN ({})", placeholders(next, n)));
+                next += n;
+            }
+        };
+        list(&mut sql, "kind", query.kinds.len());
+        list(&mut sql, "status", query.statuses.len());
+        for (bound, condition) in [
+            (query.started_since, "started_at >="),
+            (query.started_before, "started_at <"),
+            (query.finished_before, "finished_at <"),
+        ] {
+            if bound.is_some() {
+                sql.push_str(&format!(" AND {condition} ${next}"));
+                next += 1;
+            }
+        }
+        sql.push_str(&format!(" ORDER BY started_at DESC, id LIMIT ${next}"));
+        let mut q = sqlx::query(&sql).bind(provider_id);
+        for value in query.kinds.iter().chain(&query.statuses) {
+            q = q.bind(value.as_str());
+        }
+        for bound in [
+            query.started_since,
+            query.started_before,
+            query.finished_before,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            q = q.bind(bound);
+        }
+        let limit = if query.limit <= 0 {
+            10_000
+        } else {
+            query.limit.min(10_000)
+        };
+        q.bind(limit)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(run_from_row)
+            .collect()
     }
 
     async fn stored_users(
@@ -277,13 +346,76 @@ impl SyncStore for SqlStore {
         .collect()
     }
 
+    async fn compare_staged(
+        &self,
+        earlier: &str,
+        later: &str,
+        evaluated: Option<&[String]>,
+    ) -> StoreResult<StagedComparison> {
+        // A row of `a` without the same change in run `b` (same user, group and action).
+        const MISSING: &str = "SELECT 1 AS hit FROM sync_changes a WHERE a.run_id = $1 \
+             AND a.action IN ('add', 'remove', 'source') AND NOT EXISTS (SELECT 1 FROM sync_changes b \
+             WHERE b.run_id = $2 AND b.username = a.username AND b.group_id = a.group_id \
+             AND b.action = a.action)";
+        // The earlier run's changes for users the later one evaluated, missing from the later.
+        let mut dropped = false;
+        match evaluated {
+            None => {
+                dropped = self
+                    .any_row(&format!("{MISSING} LIMIT 1"), &[earlier, later])
+                    .await?
+            }
+            Some(users) => {
+                for chunk in users.chunks(NAME_CHUNK) {
+                    let sql = format!(
+                        "{MISSING} AND a.username IN ({}) LIMIT 1",
+                        placeholders(3, chunk.len())
+                    );
+                    let mut binds = vec![earlier, later];
+                    binds.extend(chunk.iter().map(String::as_str));
+                    if self.any_row(&sql, &binds).await? {
+                        dropped = true;
+                        break;
+                    }
+                }
+            }
+        }
+        // The later run's changes for users the earlier one would change, new to it.
+        let added = self
+            .any_row(
+                &format!(
+                    "{MISSING} AND a.username IN (SELECT e.username FROM sync_changes e WHERE e.run_id = $2) LIMIT 1"
+                ),
+                &[later, earlier],
+            )
+            .await?;
+        let anything_new = self
+            .any_row(&format!("{MISSING} LIMIT 1"), &[later, earlier])
+            .await?;
+        Ok(StagedComparison {
+            contradicts: dropped || added,
+            adds_nothing: !anything_new,
+        })
+    }
+
+    async fn purge_staged(&self, run_id: &str) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let purged = sqlx::query("DELETE FROM sync_changes WHERE run_id = $1")
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(purged)
+    }
+
     async fn apply_staged(
         &self,
         run: &SyncRun,
         batch_rows: i64,
         digest: &PermissionDigest,
         now: i64,
-    ) -> StoreResult<i64> {
+    ) -> StoreResult<AppliedCounts> {
         let last: i64 = sqlx::query(
             "SELECT CAST(COALESCE(MAX(seq), -1) AS BIGINT) AS last FROM sync_changes WHERE run_id = $1",
         )
@@ -298,18 +430,54 @@ impl SyncStore for SqlStore {
             format!("sync:{}", run.provider)
         };
         let batch_rows = batch_rows.max(1);
-        let mut written = 0;
+        let mut counts = AppliedCounts::default();
         let mut lo = 0;
         while lo <= last {
             let hi = lo + batch_rows - 1;
-            written += self.apply_batch(run, &actor, lo, hi, digest, now).await?;
+            let (added, removed) = self.apply_batch(run, &actor, lo, hi, digest, now).await?;
+            counts.additions += added;
+            counts.removals += removed;
             lo = hi + 1;
         }
-        Ok(written)
+        // A user's rows may straddle two batches: counted once, over the whole run.
+        counts.skipped = sqlx::query(
+            "SELECT CAST(COUNT(DISTINCT username) AS BIGINT) AS n FROM sync_changes \
+             WHERE run_id = $1 AND skipped = 1",
+        )
+        .bind(run.id.as_str())
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?;
+        Ok(counts)
+    }
+
+    async fn applied_by_run(&self, run_id: &str) -> StoreResult<AppliedCounts> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN action = 'membership.add' THEN 1 ELSE 0 END), 0) AS BIGINT) AS added, \
+             CAST(COALESCE(SUM(CASE WHEN action = 'membership.remove' THEN 1 ELSE 0 END), 0) AS BIGINT) AS removed \
+             FROM audit_log WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(AppliedCounts {
+            additions: row.try_get("added")?,
+            removals: row.try_get("removed")?,
+            skipped: 0,
+        })
     }
 }
 
 impl SqlStore {
+    /// Whether the query (text parameters only) returns a row.
+    async fn any_row(&self, sql: &str, binds: &[&str]) -> StoreResult<bool> {
+        let mut query = sqlx::query(sql);
+        for value in binds {
+            query = query.bind(*value);
+        }
+        Ok(query.fetch_optional(self.pool()).await?.is_some())
+    }
+
     /// The last-seen attributes these users have from the provider (users without are absent).
     pub async fn provider_attributes(
         &self,
@@ -354,7 +522,7 @@ impl SqlStore {
         hi: i64,
         digest: &PermissionDigest,
         now: i64,
-    ) -> StoreResult<i64> {
+    ) -> StoreResult<(i64, i64)> {
         let mut tx = self.begin_write().await?;
         let id = run.id.as_str();
         sqlx::query(
@@ -383,6 +551,19 @@ impl SqlStore {
             .fetch_all(&mut **tx)
             .await?;
         }
+        // The rows of users changed since the run read them (their membership version moved,
+        // or they are gone) do not apply: marked, so the run can say how many users it left
+        // for the next run.
+        sqlx::query(
+            "UPDATE sync_changes SET skipped = 1 WHERE run_id = $1 AND seq BETWEEN $2 AND $3 \
+             AND NOT EXISTS (SELECT 1 FROM users u WHERE u.username = sync_changes.username \
+             AND u.membership_version = sync_changes.user_version)",
+        )
+        .bind(id)
+        .bind(lo)
+        .bind(hi)
+        .execute(&mut **tx)
+        .await?;
         // The diff was computed from the state read when the run staged it; a sign-in may
         // have changed a user since. A staged change applies only where it still changes
         // something (an add where the user is not a member, a removal or a source change where
@@ -487,7 +668,7 @@ impl SqlStore {
         .execute(&mut **tx)
         .await?;
         tx.commit().await?;
-        Ok((added + removed) as i64)
+        Ok((added as i64, removed as i64))
     }
 }
 
