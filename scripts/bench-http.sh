@@ -77,7 +77,7 @@ source "$work/slapd/env"
 [[providers]]
 name = "pipeline"
 kind = "oidc"
-options = { accept_verified_attributes = true }
+options = { issuer = "https://pipeline.example.com", client_id = "idsync", accept_verified_attributes = true }
 
 [[providers]]
 name = "corp-ldap"

@@ -14,12 +14,7 @@ fn main() -> anyhow::Result<()> {
 fn serve(
     config: idsync::config::Config,
     store: idsync::store::SqlStore,
-) -> std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>
-            + Send,
-    >,
-> {
+) -> idsync::cli::ServeFuture {
     Box::pin(async move {
         idsync::http::serve(config, store)
             .await

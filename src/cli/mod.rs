@@ -286,10 +286,10 @@ pub enum TokenCommand {
 /// Errors are printed here, in words an admin can act on, and become exit code 1.
 /// How `idsync serve` starts the service: the binary passes the HTTP frontend in, so the two
 /// frontends never import each other.
-pub type Serve = fn(
-    Config,
-    SqlStore,
-) -> std::pin::Pin<
+pub type Serve = fn(Config, SqlStore) -> ServeFuture;
+
+/// What serving returns: the service's end, or why it could not run.
+pub type ServeFuture = std::pin::Pin<
     Box<
         dyn std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>
             + Send,

@@ -92,7 +92,7 @@ impl Caller {
     pub fn admin(&self) -> crate::admin::AdminCaller {
         crate::admin::AdminCaller {
             actor: self.actor(),
-            permissions: self.permissions.clone(),
+            permissions: self.permissions,
             member_of: match &self.principal {
                 Principal::User { groups, .. } => groups.iter().map(|g| g.id).collect(),
                 Principal::ApiKey { .. } => Default::default(),
