@@ -74,8 +74,8 @@ fn default_incremental_overlap() -> u64 {
 /// a directory group reaches the user's next token refresh within about a minute.
 pub const DEFAULT_INCREMENTAL_SYNC_INTERVAL_SECS: u64 = 60;
 /// A full run every hour unless the options say otherwise. A full run reads every user (about
-/// 4 s of idsync's time and 1 s of the directory's at 100k users, BENCHMARKS.md), which an hour
-/// keeps near a thousandth of a core; it is what finds deleted entries, which leave no
+/// 4 s of idsync's CPU and 0.7 s of the directory's at 100k users, BENCHMARKS.md), which an
+/// hour keeps near a thousandth of a core; it is what finds deleted entries, which leave no
 /// timestamp for an incremental run to see.
 pub const DEFAULT_FULL_SYNC_INTERVAL_SECS: u64 = 3600;
 
