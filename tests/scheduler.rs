@@ -167,8 +167,11 @@ const INTERVAL_MS: i64 = 2_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_run_each_scheduled_sync_once_and_hand_over() {
+    // Full runs only: the default incremental cadence is turned off, so every run is one of
+    // the cadence below.
     let dir = Directory::new(serde_json::json!({
         "full_sync_interval_secs": INTERVAL_MS / 1000,
+        "incremental_sync_interval_secs": 0,
     }));
     let db = TestDb::new(Db::Postgres).await;
     apply_state(&db.store, &dir.state()).await;
@@ -481,7 +484,11 @@ async fn syncs_requested_over_http(db: Db) {
 /// A directory that is down fails every run; the scheduler tries again after 5 s, then 10 s,
 /// then 20 s (the provider's cadence caps the delay), and counts the failures.
 async fn failed_scheduled_runs_back_off(db: Db) {
-    let mut dir = Directory::new(serde_json::json!({"full_sync_interval_secs": 20}));
+    // Full runs only (no default incremental cadence), so each retry is the full run's.
+    let mut dir = Directory::new(serde_json::json!({
+        "full_sync_interval_secs": 20,
+        "incremental_sync_interval_secs": 0,
+    }));
     dir.slapd.stop();
     let db = TestDb::new(db).await;
     apply_state(&db.store, &dir.state()).await;

@@ -65,12 +65,12 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// The provider's cadence from its options, their defaults included (a provider that says
+    /// nothing is scheduled); an interval of 0 leaves that kind of run unscheduled.
     pub fn of(options: &LdapOptions) -> Schedule {
         Schedule {
-            full: options.full_sync_interval_secs.map(Duration::from_secs),
-            incremental: options
-                .incremental_sync_interval_secs
-                .map(Duration::from_secs),
+            full: options.full_sync_interval(),
+            incremental: options.incremental_sync_interval(),
         }
     }
 
@@ -649,6 +649,49 @@ async fn tick(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn schedule_of(extra: serde_json::Value) -> Schedule {
+        let mut options = serde_json::json!({
+            "url": "ldaps://ldap.example.com",
+            "bind_dn": "cn=idsync,ou=services,dc=example,dc=com",
+            "bind_password_env": "LDAP_PW",
+            "user_base_dn": "ou=people,dc=example,dc=com",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            options[k] = v.clone();
+        }
+        Schedule::of(&LdapOptions::from_json(&options).unwrap())
+    }
+
+    #[test]
+    fn a_provider_is_scheduled_unless_its_options_turn_it_off() {
+        let minute = Duration::from_secs(60);
+        let hour = Duration::from_secs(3600);
+        let defaults = schedule_of(serde_json::json!({}));
+        assert_eq!(
+            defaults,
+            Schedule {
+                full: Some(hour),
+                incremental: Some(minute),
+            }
+        );
+        assert_eq!(
+            schedule_of(
+                serde_json::json!({"full_sync_interval_secs": 86400, "incremental_sync_interval_secs": 300})
+            ),
+            Schedule {
+                full: Some(Duration::from_secs(86400)),
+                incremental: Some(Duration::from_secs(300)),
+            }
+        );
+        let full_only = schedule_of(serde_json::json!({"incremental_sync_interval_secs": 0}));
+        assert_eq!(full_only.incremental, None);
+        assert_eq!(full_only.full, Some(hour));
+        let off = schedule_of(
+            serde_json::json!({"full_sync_interval_secs": 0, "incremental_sync_interval_secs": 0}),
+        );
+        assert!(off.is_empty(), "{off:?}");
+    }
 
     fn run(kind: &str, status: &str, started_at: i64, finished_at: i64) -> SyncRun {
         SyncRun {
