@@ -275,7 +275,61 @@ async fn audit_rows_never_hold_a_secret(db: Db) {
     assert!(!text.contains("hunter2"), "{text}");
 }
 
+/// The state file's changes are checked by the admin layer as the admin API's are: a
+/// misspelled option is refused with the nearest name and nothing is written; an unknown user
+/// is not created by a manual membership unless asked.
+async fn every_entry_checks_the_same_way(db: Db) {
+    let app = TestApp::start(db).await;
+    let admin = app.api_key("admin", &["Global Admin"]).await;
+    let before = support::row_counts(app.store()).await;
+    let text = STATE.replace(
+        "client_id = \"idsync\",",
+        "client_id = \"idsync\", groups_claims = \"roles\",",
+    );
+    let desired = idsync::declarative::parse_state("state.toml", &text).unwrap();
+    let current = app.store().load_config().await.unwrap();
+    let plan = idsync::declarative::plan(&current, &desired);
+    let error = idsync::admin::apply_changes(
+        app.store(),
+        &idsync::admin::AdminCaller::command_line("apply"),
+        plan.changes,
+        idsync::admin::ApplyMode::default(),
+        idsync::clock::now_ms(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("did you mean \"groups_claim\"?"), "{error}");
+    assert_eq!(support::row_counts(app.store()).await, before);
+
+    // The same refusal over HTTP.
+    let (status, body) = app
+        .post(
+            "/api/v1/providers",
+            Some(&admin),
+            &json!({ "name": "sso", "kind": "oidc", "options": {
+                "issuer": "https://sso.example.com", "client_id": "idsync", "groups_claims": "roles" } }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("did you mean"), "{body}");
+
+    apply_state(app.store(), STATE).await;
+    let (status, body) = app
+        .send(
+            Method::PUT,
+            "/api/v1/groups/Sales/members/nobody",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_user");
+    assert!(app.store().user_by_name("nobody").await.unwrap().is_none());
+}
+
 on_both_databases!(
+    every_entry_checks_the_same_way,
     audit_rows_never_hold_a_secret,
     deleting_a_mapping_removes_what_it_granted,
     removals_above_the_threshold_wait_for_confirmation,
