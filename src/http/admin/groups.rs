@@ -76,13 +76,13 @@ async fn detail(state: &AppState, record: &GroupRecord) -> Result<Value, ApiErro
 }
 
 /// Refuses a caller holding neither the permission nor its IfMember variant before anything
-/// is looked up, so that such a caller cannot even learn which group names exist.
+/// is looked up (the admin layer's rule).
 fn may_at_all(caller: &Caller, base: Permission, if_member: Permission) -> Result<(), ApiError> {
-    let p = &caller.permissions;
-    if p.contains(Permission::GlobalAdmin) || p.satisfies(base) || p.satisfies(if_member) {
-        return Ok(());
-    }
-    caller.require(base)
+    Ok(crate::admin::changes::may_at_all(
+        &caller.admin(),
+        base,
+        if_member,
+    )?)
 }
 
 /// The group, after checking the caller may view it.
