@@ -294,12 +294,17 @@ pub struct SyncConfig {
     /// How long a run stopped at the removal threshold stays confirmable; older ones expire
     /// and their staged diff is dropped.
     pub confirmation_max_age_secs: u64,
+    /// How long the record of a finished run is kept (scheduled runs add one a minute per LDAP
+    /// provider). The latest successful run, and the latest successful full run, are always
+    /// kept: the next incremental run and the empty-directory guard read them.
+    pub run_history_days: u64,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
             confirmation_max_age_secs: crate::sync::DEFAULT_CONFIRMATION_MAX_AGE.as_secs(),
+            run_history_days: 30,
         }
     }
 }
@@ -307,6 +312,10 @@ impl Default for SyncConfig {
 impl SyncConfig {
     pub fn confirmation_max_age(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.confirmation_max_age_secs)
+    }
+
+    pub fn run_history(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.run_history_days.saturating_mul(86_400))
     }
 }
 
@@ -410,6 +419,13 @@ impl Config {
                  lease would expire between two renewals",
                 self.scheduler.lease_ttl_secs, self.scheduler.poll_secs
             )));
+        }
+        if self.sync.run_history_days == 0 {
+            return Err(ConfigError::Invalid(
+                "sync.run_history_days must be at least 1: the run history is what `sync \
+                 --history` shows and what a confirmation is checked against"
+                    .into(),
+            ));
         }
         if self.sync.confirmation_max_age_secs == 0 {
             return Err(ConfigError::Invalid(

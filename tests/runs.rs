@@ -1019,7 +1019,57 @@ async fn a_deleted_mapping_takes_its_memberships_at_the_next_run(db: Db) {
     assert_eq!(run.run.kind, "incremental");
 }
 
+/// Old run records go (a scheduled run a minute adds up), but never the ones the next runs
+/// read: the latest successful run and the latest successful full run, nor a run still waiting
+/// for confirmation.
+async fn old_run_records_are_pruned_but_not_those_runs_rely_on(db: Db) {
+    let dir = Directory::new();
+    let t = TestDb::new(db).await;
+    apply_state(&t.store, &dir.state()).await;
+    let store = &t.store;
+    let full = sync(store, &request()).await.run;
+    let incremental = |store: &SqlStore| {
+        let store = store.clone();
+        async move {
+            sync(
+                &store,
+                &SyncRequest {
+                    incremental: true,
+                    ..request()
+                },
+            )
+            .await
+            .run
+        }
+    };
+    let old_incremental = incremental(store).await;
+    let latest = incremental(store).await;
+    assert_eq!(latest.kind, "incremental");
+    dir.empty_devs();
+    let waiting = sync(store, &request()).await.run;
+    assert_eq!(waiting.status, "needs_confirmation");
+    // Everything finished long ago, as far as the cut-off is concerned.
+    let cutoff = idsync::clock::now_ms() + 1;
+    let pruned = store
+        .prune_sync_runs(full.provider_id, cutoff)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let kept: BTreeSet<String> = store
+        .sync_runs(full.provider_id, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert!(!kept.contains(&old_incremental.id));
+    for run in [&full, &latest, &waiting] {
+        assert!(kept.contains(&run.id), "{} {}", run.kind, run.status);
+    }
+}
+
 on_both_databases!(
+    old_run_records_are_pruned_but_not_those_runs_rely_on,
     a_deleted_mapping_takes_its_memberships_at_the_next_run,
     a_stale_confirmation_is_refused_on_the_command_line,
     a_stale_confirmation_is_refused_over_http,

@@ -564,6 +564,10 @@ pub trait SyncStore: Send + Sync {
     ) -> StoreResult<StagedComparison>;
     /// Drops a run's staged changes (once nothing can apply them any more); returns how many.
     async fn purge_staged(&self, run_id: &str) -> StoreResult<u64>;
+    /// Deletes a provider's finished runs that ended before `finished_before_ms`, keeping the
+    /// latest successful run and the latest successful full run whatever their age, and any
+    /// run still running or waiting for confirmation; returns how many went.
+    async fn prune_sync_runs(&self, provider_id: i64, finished_before_ms: i64) -> StoreResult<u64>;
     /// Applies a run's staged changes in transactions of about `batch_rows` changes, with
     /// audit rows carrying the run id and permission versions bumped where they change.
     async fn apply_staged(

@@ -484,7 +484,7 @@ pub async fn run(
 ) {
     let poll = Duration::from_secs(config.scheduler.poll_secs.max(1));
     let ttl_ms = (config.scheduler.lease_ttl_secs.max(1) * 1000) as i64;
-    let confirmation_max_age = config.sync.confirmation_max_age();
+    let sync_config = config.sync.clone();
     tracing::info!(%instance, poll_secs = poll.as_secs(), lease_ttl_secs = ttl_ms / 1000, "scheduler started");
     // Dropping the set (a crash, an abort) aborts the runs and their lease renewals with it.
     let mut running: JoinSet<Finished> = JoinSet::new();
@@ -509,7 +509,7 @@ pub async fn run(
             &store,
             &instance,
             ttl_ms,
-            confirmation_max_age,
+            &sync_config,
             &mut plan,
             &mut running,
             &mut in_progress,
@@ -583,7 +583,7 @@ async fn tick(
     store: &SqlStore,
     instance: &Arc<str>,
     ttl_ms: i64,
-    confirmation_max_age: Duration,
+    sync_config: &crate::config::SyncConfig,
     plan: &mut Plan,
     running: &mut JoinSet<Finished>,
     in_progress: &mut HashSet<String>,
@@ -603,6 +603,9 @@ async fn tick(
         in_progress.insert(name.clone());
         let store = store.clone();
         let instance = instance.clone();
+        let confirmation_max_age = sync_config.confirmation_max_age();
+        let run_history_ms =
+            i64::try_from(sync_config.run_history().as_millis()).unwrap_or(i64::MAX);
         let cadence = schedule
             .full
             .into_iter()
@@ -622,7 +625,14 @@ async fn tick(
                     confirmation_max_age: Some(confirmation_max_age),
                     ..SyncRequest::default()
                 };
-                Ok::<_, super::SyncError>(Some(observed_sync(&store, &request, "schedule").await?))
+                let outcome = observed_sync(&store, &request, "schedule").await?;
+                // A run a minute per provider: the history keeps what an operator may still
+                // look at, and what the next runs read.
+                let cutoff = crate::clock::now_ms().saturating_sub(run_history_ms);
+                if let Err(e) = store.prune_sync_runs(provider_id, cutoff).await {
+                    tracing::warn!(provider = %name, error = %e, "old run records could not be pruned");
+                }
+                Ok::<_, super::SyncError>(Some(outcome))
             })
             .await;
             let error = match leased {

@@ -398,6 +398,25 @@ impl SyncStore for SqlStore {
         })
     }
 
+    async fn prune_sync_runs(&self, provider_id: i64, finished_before_ms: i64) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let pruned = sqlx::query(
+            "DELETE FROM sync_runs WHERE provider_id = $1 AND finished_at IS NOT NULL \
+             AND finished_at < $2 AND status NOT IN ('running', 'needs_confirmation') \
+             AND id NOT IN (SELECT id FROM (SELECT id FROM sync_runs WHERE provider_id = $1 \
+                 AND status = 'succeeded' ORDER BY started_at DESC LIMIT 1) latest) \
+             AND id NOT IN (SELECT id FROM (SELECT id FROM sync_runs WHERE provider_id = $1 \
+                 AND status = 'succeeded' AND kind = 'full' ORDER BY started_at DESC LIMIT 1) latest_full)",
+        )
+        .bind(provider_id)
+        .bind(finished_before_ms)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
     async fn purge_staged(&self, run_id: &str) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
         let purged = sqlx::query("DELETE FROM sync_changes WHERE run_id = $1")
