@@ -18,6 +18,7 @@ use crate::store::{Actor, StoreError};
 use crate::sync::SyncError;
 
 pub mod changes;
+pub mod images;
 pub mod keys;
 pub mod members;
 pub mod options;

@@ -1,5 +1,5 @@
-//! Workspace images: list and show (Images View), create (Images Create), edit, delete
-//! (Images Delete).
+//! Workspace images: list and show (Images View) here; create, edit and delete through the
+//! admin layer (`crate::admin::images`), whose rules these are:
 //!
 //! Editing follows `can_modify_image` on the settings that actually change: Images Modify for
 //! the ordinary ones, Images Modify Resources for the documented resource settings (GPU Count,
@@ -18,13 +18,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::model::permissions::{self, ImageField, Permission};
+use crate::model::permissions::Permission;
 use crate::store::admin::{AdminStore, ImageRecord};
 
 use super::super::auth::Caller;
 use super::super::error::ErrorBody;
 use super::super::{ApiError, ApiJson, AppState};
-use super::{check_name, now_ms, redact, REDACTED};
+use super::{now_ms, redact};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -46,27 +46,8 @@ fn image_json(image: &ImageRecord) -> Value {
     })
 }
 
-/// The stored key of a setting: the documented name for a resource setting, so that `cores`
-/// and `Cores` are one setting.
-fn setting_key(name: &str) -> Result<String, ApiError> {
-    let trimmed = name.trim();
-    if trimmed.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_image_setting",
-            "an image setting name must not be blank",
-        ));
-    }
-    let field: ImageField = trimmed.parse().unwrap_or_else(|never| match never {});
-    Ok(field.name().to_owned())
-}
-
 async fn image_named(state: &AppState, name: &str) -> Result<ImageRecord, ApiError> {
-    state.store.image(name).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_image",
-            format!("no image named {name:?}; GET /api/v1/images lists them"),
-        )
-    })
+    Ok(crate::admin::images::image_named(&state.store, name).await?)
 }
 
 /// The images (Images View).
@@ -145,41 +126,15 @@ pub async fn create_image(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewImage>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.require(Permission::ImagesCreate)?;
-    check_name("image", &body.name)?;
-    let mut settings = BTreeMap::new();
-    for (name, value) in body.settings {
-        if !value.is_null() {
-            settings.insert(setting_key(&name)?, value);
-        }
-    }
-    let resource: Vec<ImageField> = settings
-        .keys()
-        .map(|k| k.parse().unwrap_or_else(|never| match never {}))
-        .filter(ImageField::requires_resources)
-        .collect();
-    if !resource.is_empty() {
-        caller.check(permissions::can_modify_image(
-            &caller.permissions,
-            &resource,
-        ))?;
-    }
-    let record = state
-        .store
-        .create_image(
-            &body.name,
-            &body.description,
-            &settings,
-            &caller.actor(),
-            now_ms(),
-        )
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Refused(message) => {
-                ApiError::conflict("image_exists", message)
-            }
-            other => other.into(),
-        })?;
+    let record = crate::admin::images::create(
+        &state.store,
+        &caller.admin(),
+        &body.name,
+        &body.description,
+        body.settings,
+        now_ms(),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(image_json(&record))))
 }
 
@@ -216,56 +171,15 @@ pub async fn edit_image(
     ApiJson(body): ApiJson<ImageEdit>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(name) = path?;
-    // Before anything is read: a caller without any image permission learns nothing.
-    if !(caller.permissions.satisfies(Permission::ImagesModify)
-        || caller
-            .permissions
-            .satisfies(Permission::ImagesModifyResources))
-    {
-        caller.check(permissions::can_modify_image(&caller.permissions, &[]))?;
-    }
-    let image = image_named(&state, &name).await?;
-    let mut settings = image.settings.clone();
-    let mut changed: Vec<ImageField> = Vec::new();
-    let description = match body.description {
-        Some(d) if d != image.description => {
-            changed.push(ImageField::Other("Description".into()));
-            d
-        }
-        _ => image.description.clone(),
-    };
-    for (raw, value) in body.settings {
-        let key = setting_key(&raw)?;
-        // A redacted value sent back unchanged is not a change.
-        if value.as_str() == Some(REDACTED) {
-            continue;
-        }
-        let before = settings.get(&key).cloned();
-        if value.is_null() {
-            settings.remove(&key);
-        } else {
-            settings.insert(key.clone(), value.clone());
-        }
-        if before.as_ref() != settings.get(&key) {
-            changed.push(key.parse().unwrap_or_else(|never| match never {}));
-        }
-    }
-    caller.check(permissions::can_modify_image(&caller.permissions, &changed))?;
-    if changed.is_empty() {
-        return Ok(Json(image_json(&image)));
-    }
-    let names: Vec<String> = changed.iter().map(|f| f.name().to_owned()).collect();
-    let record = state
-        .store
-        .update_image(
-            &name,
-            &description,
-            &settings,
-            &names,
-            &caller.actor(),
-            now_ms(),
-        )
-        .await?;
+    let record = crate::admin::images::edit(
+        &state.store,
+        &caller.admin(),
+        &name,
+        body.description,
+        body.settings,
+        now_ms(),
+    )
+    .await?;
     Ok(Json(image_json(&record)))
 }
 
@@ -287,16 +201,7 @@ pub async fn delete_image(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Permission::ImagesDelete)?;
     let Path(name) = path?;
-    if !state
-        .store
-        .delete_image(&name, &caller.actor(), now_ms())
-        .await?
-    {
-        return Err(image_named(&state, &name).await.err().unwrap_or_else(|| {
-            ApiError::not_found("unknown_image", format!("no image named {name:?}"))
-        }));
-    }
+    crate::admin::images::delete(&state.store, &caller.admin(), &name, now_ms()).await?;
     Ok(Json(json!({ "deleted": name })))
 }

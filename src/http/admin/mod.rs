@@ -127,8 +127,4 @@ pub(crate) async fn apply(
     Ok(outcome)
 }
 
-pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), ApiError> {
-    Ok(crate::admin::check_name(kind, name)?)
-}
-
-pub(crate) use crate::admin::{redact, REDACTED};
+pub(crate) use crate::admin::redact;
