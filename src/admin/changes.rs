@@ -265,11 +265,17 @@ fn modifiable<'v>(
         Permission::GroupsModifyIfMember,
     )?;
     let record = view.group(name)?;
+    ensure_may_modify(caller, record)?;
+    Ok(record)
+}
+
+/// The rule for changing a group (its members, permissions, settings, workspaces, and the
+/// mappings that decide its members): `can_modify_group`, with the IfMember variants.
+pub fn ensure_may_modify(caller: &AdminCaller, record: &GroupRecord) -> Result<(), AdminError> {
     caller.check(permissions::can_modify_group(
         &caller.permissions,
         &caller.group_facts(&record.group),
-    ))?;
-    Ok(record)
+    ))
 }
 
 /// Refuses a caller holding neither the permission nor its IfMember variant before anything

@@ -9,7 +9,9 @@ use crate::model::access::permissions_digest;
 use crate::model::permissions;
 use crate::store::{ConfigStore, GroupRecord, MembershipStore, SqlStore, StoreError};
 
-use super::changes::{ensure_may_hand_out_group, grants_global_admin, may_at_all};
+use super::changes::{
+    ensure_may_hand_out_group, ensure_may_modify, grants_global_admin, may_at_all,
+};
 use super::{check_name, AdminCaller, AdminError};
 use crate::model::permissions::Permission;
 
@@ -30,10 +32,7 @@ pub async fn modifiable_group(
             format!("no group named {name:?}; list the groups to find its exact name"),
         )
     })?;
-    caller.check(permissions::can_modify_group(
-        &caller.permissions,
-        &caller.group_facts(&record.group),
-    ))?;
+    ensure_may_modify(caller, &record)?;
     Ok(record)
 }
 

@@ -373,31 +373,26 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
                 return Ok(0);
             }
             let caller = AdminCaller::command_line("apply");
-            // Checked as the admin API checks every change, before anything is written.
-            let checked = admin_layer::apply_changes(
+            if !dry_run {
+                confirm_deletions(&plan.changes, prune || yes)?;
+            }
+            // Checked as the admin API checks every change, all of them before anything is
+            // written; a dry run checks and previews the re-evaluations.
+            let outcome = admin_layer::apply_changes(
                 &store,
                 &caller,
-                plan.changes.clone(),
-                ApplyMode { dry_run: true },
+                plan.changes,
+                ApplyMode { dry_run },
                 now,
             )
             .await?;
             if dry_run {
                 if !json {
-                    print_reevaluations(&checked.reevaluations, true);
+                    print_reevaluations(&outcome.reevaluations, true);
                     println!("Dry run: nothing was changed.");
                 }
                 return Ok(0);
             }
-            confirm_deletions(&plan.changes, prune || yes)?;
-            let outcome = admin_layer::apply_changes(
-                &store,
-                &caller,
-                plan.changes,
-                ApplyMode { dry_run: false },
-                now,
-            )
-            .await?;
             if !json {
                 println!("Applied {} change(s).", outcome.applied);
                 print_reevaluations(&outcome.reevaluations, false);

@@ -447,9 +447,6 @@ pub async fn create_mapping(
     caller.require(Permission::AuthCreate)?;
     let Query(query) = query?;
     let provider = provider_named(&state, &body.provider).await?;
-    let mut attributes = body.attributes.clone();
-    attributes.sort();
-    attributes.dedup();
     let change = ConfigChange::CreateMapping {
         provider: body.provider.clone(),
         group: body.group.clone(),
@@ -461,6 +458,8 @@ pub async fn create_mapping(
     if query.dry_run {
         return Ok((StatusCode::OK, Json(answer)));
     }
+    // The attributes as the admin layer stored them (sorted, repeats removed).
+    let attributes = answer["changes"][0]["attributes"].clone();
     let created = state
         .store
         .mappings_of_provider(provider.provider.id)
@@ -469,7 +468,7 @@ pub async fn create_mapping(
         .filter(|m| {
             m.group.name == body.group
                 && m.assign_all_users == body.assign_all_users
-                && m.attributes == attributes
+                && json!(m.attributes) == attributes
         })
         .max_by_key(|m| m.id);
     answer["mapping"] = created.as_ref().map(mapping_json).unwrap_or(Value::Null);
