@@ -259,7 +259,9 @@ attributes = ["engineering"]
 "#,
         options_toml(&options)
     ));
-    let nonce = oidc::random_token();
+    // A base64url nonce may begin with "-"; the command line must take it as a value. One
+    // does here every time, so the case a random nonce hit only now and then is always tried.
+    let nonce = format!("-{}", oidc::random_token());
     let token_file = env.write(
         "id-token.jwt",
         &provider.id_token_for("alice", &nonce).await,

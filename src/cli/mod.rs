@@ -257,8 +257,8 @@ pub struct SampleArgs {
     /// (signature against the provider's keys, issuer, audience, expiry) before it is used.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["claims", "saml_response", "user"])]
     pub id_token: Option<PathBuf>,
-    /// The nonce the ID token must carry.
-    #[arg(long, requires = "id_token")]
+    /// The nonce the ID token must carry. It may begin with "-" (a base64url nonce can).
+    #[arg(long, requires = "id_token", allow_hyphen_values = true)]
     pub nonce: Option<String>,
     /// A file holding a SAML Response (base64 as posted to an ACS, or the XML). It is verified
     /// as at a sign-in; a mapping test does not record it as used.
