@@ -545,6 +545,10 @@ pub trait SyncStore: Send + Sync {
         provider_id: i64,
         group_ids: &[i64],
     ) -> StoreResult<Vec<String>>;
+    /// Stages changes at `first_seq`, `first_seq + 1`, …. A user's changes are staged
+    /// together, one after another (applying relies on it: a batch ends where a user's rows
+    /// end, so a user's changes apply in one transaction against the version they were
+    /// computed from; rows of a user split otherwise would be skipped, never misapplied).
     async fn stage_changes(
         &self,
         run_id: &str,

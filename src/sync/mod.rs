@@ -13,7 +13,7 @@
 //! would change, the configuration is the one it was computed against, and it is not older
 //! than the allowed age. Every other run's staged rows are dropped when it ends.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -21,18 +21,17 @@ use serde::Serialize;
 
 use crate::login::{compile_mappings, LoginError};
 use crate::model::access::permissions_digest;
-use crate::model::dn;
 use crate::model::mapping::{Mapping, MappingSet, ProviderKind, ProviderRef, MAX_ATTRIBUTE_VALUES};
 use crate::model::sync::{
     diff_missing_user, diff_present_user, ChangeKind, DirectoryUser, StagedChange,
 };
 use crate::sources::ldap::client::{values, Directory};
-use crate::sources::ldap::groups::all_values;
 use crate::sources::ldap::{GroupSource, LdapError, LdapOptions};
 use crate::store::run_status::{
     EXPIRED, FAILED, NEEDS_CONFIRMATION, RUNNING, SUCCEEDED, SUPERSEDED,
 };
 use crate::store::{ConfigStore, RunQuery, StoreError, SyncRun, SyncStore};
+use directory_groups::DirectoryGroups;
 
 /// Staged changes applied per transaction.
 pub const APPLY_BATCH_ROWS: i64 = 2_000;
@@ -442,6 +441,7 @@ fn join_notes(a: Option<String>, b: Option<String>) -> String {
     [a, b].into_iter().flatten().collect::<Vec<_>>().join("; ")
 }
 
+mod directory_groups;
 mod incremental;
 pub mod reevaluate;
 pub mod scheduler;
@@ -944,6 +944,10 @@ impl CollectError {
 type Collected = HashSet<String>;
 
 /// Streams the directory's users, staging each page's changes; returns the usernames seen.
+///
+/// The directory is read by a task of its own, a page ahead: while one page is evaluated and
+/// staged, the next is on its way (two pages in flight at most, so memory does not grow with
+/// the directory).
 async fn collect<S: SyncStore>(
     store: &S,
     directory: &Directory,
@@ -954,81 +958,182 @@ async fn collect<S: SyncStore>(
 ) -> Result<Collected, CollectError> {
     let options = &directory.options;
     let mut ldap = directory.service_connection().await?;
-    let index = if options.group_source != GroupSource::MemberOf || options.nested_groups {
+    let directory_groups = {
         let search = format!(
             "the group search under {} with {}",
             options.group_base(),
             options.group_filter
         );
-        Some(
-            GroupIndex::load(directory, &mut ldap)
-                .await
-                .map_err(CollectError::in_search(&search))?,
-        )
-    } else {
-        None
+        DirectoryGroups::load(directory, &mut ldap)
+            .await
+            .map_err(CollectError::in_search(&search))?
     };
-    let mut attrs = vec![options.login_attribute.as_str()];
-    if options.group_source == GroupSource::MemberOf {
-        attrs.push("memberOf");
-    }
     let set = MappingSet::new(provider, mappings);
-    let mut seen = HashSet::new();
-    let page_size = options.page_size.max(1) as usize;
-    let mut page: Vec<DirectoryUser> = Vec::with_capacity(page_size);
     let search = format!(
         "the user search under {} with {}",
         options.user_base_dn, options.user_filter
     );
     let in_user_search = CollectError::in_search(&search);
-    let mut stream = directory
-        .search_stream(
-            &mut ldap,
-            &options.user_base_dn,
-            &options.user_filter,
-            &attrs,
-        )
-        .await
-        .map_err(&in_user_search)?;
-    while let Some(entry) = stream.next().await.map_err(&in_user_search)? {
-        sink.entries_read = stream.count();
-        let Some(username) = values(&entry, &options.login_attribute).first().cloned() else {
-            tracing::warn!(dn = %entry.dn, attribute = %options.login_attribute, "directory entry without a login name is skipped");
-            continue;
+    let mut reader = PageReader::start(directory, ldap);
+    let mut seen = HashSet::new();
+    let mut page: Vec<DirectoryUser> = Vec::new();
+    loop {
+        let entries = match reader.next().await {
+            ReadPage::Entries { entries, read } => {
+                sink.entries_read = read;
+                entries
+            }
+            ReadPage::Done { read } => {
+                sink.entries_read = read;
+                break;
+            }
+            ReadPage::Failed { error, read } => {
+                sink.entries_read = read;
+                return Err(in_user_search(error));
+            }
         };
-        let group_values = match &index {
-            Some(index) => index.groups_of(&entry.dn, &username, options),
-            None => values(&entry, "memberOf").to_vec(),
-        };
-        if group_values.len() > MAX_ATTRIBUTE_VALUES {
-            return Err(in_user_search(LdapError::Incomplete {
-                entries: stream.count(),
-                reason: format!(
-                    "{} is in {} groups, more than the {MAX_ATTRIBUTE_VALUES} a user may carry",
-                    entry.dn,
-                    group_values.len()
-                ),
-            }));
+        for entry in entries {
+            let Some(username) = values(&entry, &options.login_attribute).first().cloned() else {
+                tracing::warn!(dn = %entry.dn, attribute = %options.login_attribute, "directory entry without a login name is skipped");
+                continue;
+            };
+            let group_values = directory_groups.groups_of(&entry, &username, options);
+            if group_values.len() > MAX_ATTRIBUTE_VALUES {
+                return Err(in_user_search(LdapError::Incomplete {
+                    entries: sink.entries_read,
+                    reason: format!(
+                        "{} is in {} groups, more than the {MAX_ATTRIBUTE_VALUES} a user may carry",
+                        entry.dn,
+                        group_values.len()
+                    ),
+                }));
+            }
+            if !seen.insert(username.clone()) {
+                return Err(in_user_search(LdapError::AmbiguousUser { username }));
+            }
+            page.push(DirectoryUser {
+                username,
+                dn: entry.dn,
+                group_values,
+            });
         }
-        if !seen.insert(username.clone()) {
-            return Err(in_user_search(LdapError::AmbiguousUser { username }));
-        }
-        page.push(DirectoryUser {
-            username,
-            dn: entry.dn,
-            group_values,
+        stage_page(store, &set, sink, &mut page).await?;
+        progress(Progress::Users(sink.entries_read));
+    }
+    Ok(seen)
+}
+
+/// What the reading task hands over.
+enum ReadPage {
+    Entries {
+        entries: Vec<ldap3::SearchEntry>,
+        /// Entries read so far, these included.
+        read: u64,
+    },
+    /// The server reported success for the whole search.
+    Done {
+        read: u64,
+    },
+    Failed {
+        error: LdapError,
+        read: u64,
+    },
+}
+
+/// The user search of a full run, read by a task of its own a page ahead of the evaluation.
+struct PageReader {
+    pages: tokio::sync::mpsc::Receiver<ReadPage>,
+    task: tokio::task::JoinHandle<()>,
+    read: u64,
+}
+
+impl PageReader {
+    fn start(directory: &Directory, mut ldap: ldap3::Ldap) -> PageReader {
+        let directory = directory.clone();
+        let (sender, pages) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            let options = &directory.options;
+            let mut attrs = vec![options.login_attribute.as_str()];
+            if options.group_source == GroupSource::MemberOf {
+                attrs.push("memberOf");
+            }
+            let page_size = options.page_size.max(1) as usize;
+            let mut read = 0;
+            let outcome = async {
+                let mut stream = directory
+                    .search_stream(
+                        &mut ldap,
+                        &options.user_base_dn,
+                        &options.user_filter,
+                        &attrs,
+                    )
+                    .await?;
+                let mut entries = Vec::with_capacity(page_size);
+                while let Some(entry) = stream.next().await? {
+                    read = stream.count();
+                    entries.push(entry);
+                    if entries.len() >= page_size {
+                        let full = std::mem::replace(&mut entries, Vec::with_capacity(page_size));
+                        if sender
+                            .send(ReadPage::Entries {
+                                entries: full,
+                                read,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            // The run stopped listening (it failed): nothing more to read.
+                            return Ok(false);
+                        }
+                    }
+                }
+                read = stream.count();
+                if !entries.is_empty() {
+                    let _ = sender.send(ReadPage::Entries { entries, read }).await;
+                }
+                Ok::<_, LdapError>(true)
+            }
+            .await;
+            let last = match outcome {
+                Ok(true) => Some(ReadPage::Done { read }),
+                Ok(false) => None,
+                Err(error) => Some(ReadPage::Failed { error, read }),
+            };
+            if let Some(last) = last {
+                let _ = sender.send(last).await;
+            }
+            let _ = ldap.unbind().await;
         });
-        if page.len() >= page_size {
-            stage_page(store, &set, sink, &mut page).await?;
-            progress(Progress::Users(stream.count()));
+        PageReader {
+            pages,
+            task,
+            read: 0,
         }
     }
-    sink.entries_read = stream.count();
-    stage_page(store, &set, sink, &mut page).await?;
-    progress(Progress::Users(stream.count()));
-    drop(stream);
-    let _ = ldap.unbind().await;
-    Ok(seen)
+
+    /// The next page. A reader that ends without saying the search succeeded (it panicked or
+    /// was stopped) is a failed read, never the end of the directory.
+    async fn next(&mut self) -> ReadPage {
+        let page = self.pages.recv().await.unwrap_or(ReadPage::Failed {
+            error: LdapError::Incomplete {
+                entries: self.read,
+                reason: "the directory read stopped before the server reported the search complete"
+                    .into(),
+            },
+            read: self.read,
+        });
+        if let ReadPage::Entries { read, .. } = &page {
+            self.read = *read;
+        }
+        page
+    }
+}
+
+impl Drop for PageReader {
+    fn drop(&mut self) {
+        // A run that stops early stops its read too.
+        self.task.abort();
+    }
 }
 
 /// The operational attribute holding an entry's last change (GeneralizedTime, UTC).
@@ -1065,82 +1170,4 @@ pub(crate) async fn stage_page<S: SyncStore>(
         changes.extend(diff_present_user(set, &user, stored.get(&user.username)));
     }
     sink.stage(changes).await
-}
-
-/// Group memberships read from the groups themselves (group-search modes and nesting): who is
-/// in which group, and which groups contain which groups.
-struct GroupIndex {
-    /// Group DNs as the server spells them.
-    groups: Vec<String>,
-    /// Normalised member DN (or lower-cased memberUid) → indices of the groups listing it.
-    member_of: HashMap<String, Vec<usize>>,
-}
-
-impl GroupIndex {
-    async fn load(directory: &Directory, ldap: &mut ldap3::Ldap) -> Result<GroupIndex, LdapError> {
-        let options = &directory.options;
-        let attribute = options.group_source.member_attribute();
-        let mut raw: Vec<ldap3::SearchEntry> = Vec::new();
-        {
-            let mut stream = directory
-                .search_stream(
-                    ldap,
-                    options.group_base(),
-                    &options.group_filter,
-                    &[attribute],
-                )
-                .await?;
-            while let Some(entry) = stream.next().await? {
-                raw.push(entry);
-            }
-        }
-        let mut index = GroupIndex {
-            groups: Vec::with_capacity(raw.len()),
-            member_of: HashMap::new(),
-        };
-        for entry in raw {
-            let members = all_values(directory, ldap, &entry, attribute).await?;
-            let i = index.groups.len();
-            index.groups.push(entry.dn);
-            for member in members {
-                let key = member_key(&member, options.group_source);
-                index.member_of.entry(key).or_default().push(i);
-            }
-        }
-        Ok(index)
-    }
-
-    /// The user's groups: direct ones, then (with nesting) every group containing one of them.
-    fn groups_of(&self, user_dn: &str, username: &str, options: &LdapOptions) -> Vec<String> {
-        let key = if options.group_source == GroupSource::MemberUid {
-            username.to_lowercase()
-        } else {
-            member_key(user_dn, options.group_source)
-        };
-        let mut found: Vec<usize> = self.member_of.get(&key).cloned().unwrap_or_default();
-        if options.nested_groups {
-            let mut seen: HashSet<usize> = found.iter().copied().collect();
-            let mut frontier = found.clone();
-            while let Some(g) = frontier.pop() {
-                let group_key = member_key(&self.groups[g], GroupSource::Member);
-                for &parent in self.member_of.get(&group_key).into_iter().flatten() {
-                    if seen.insert(parent) {
-                        found.push(parent);
-                        frontier.push(parent);
-                    }
-                }
-            }
-        }
-        found.sort_unstable();
-        found.dedup();
-        found.into_iter().map(|i| self.groups[i].clone()).collect()
-    }
-}
-
-fn member_key(value: &str, source: GroupSource) -> String {
-    if source == GroupSource::MemberUid {
-        value.to_lowercase()
-    } else {
-        dn::normalize(value).unwrap_or_else(|_| value.to_lowercase())
-    }
 }

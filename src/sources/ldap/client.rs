@@ -27,6 +27,7 @@ pub mod rc {
 }
 
 /// A configured directory: options plus the TLS configuration built once.
+#[derive(Clone)]
 pub struct Directory {
     pub options: LdapOptions,
     tls: Option<Arc<ClientConfig>>,

@@ -452,7 +452,10 @@ impl SyncStore for SqlStore {
         let mut counts = AppliedCounts::default();
         let mut lo = 0;
         while lo <= last {
-            let hi = lo + batch_rows - 1;
+            // A batch ends where a user's rows end. A user's rows are staged together (see
+            // `SyncStore::stage_changes`), so a batch holds all of them or none, and the
+            // membership version each row carries is the one the batch compares.
+            let hi = self.user_end(&run.id, lo + batch_rows - 1).await?;
             let (added, removed) = self.apply_batch(run, &actor, lo, hi, digest, now).await?;
             counts.additions += added;
             counts.removals += removed;
@@ -533,6 +536,23 @@ const BATCH: &str = "FROM sync_changes c JOIN users u ON u.username = c.username
      AND u.membership_version = c.user_version WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3";
 
 impl SqlStore {
+    /// The last sequence number of the user whose row is at `seq` (or `seq` itself when the
+    /// run has no such row): where a batch that reaches `seq` must end.
+    async fn user_end(&self, run_id: &str, seq: i64) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT CAST(MAX(c.seq) AS BIGINT) AS last FROM sync_changes c WHERE c.run_id = $1 \
+             AND c.username = (SELECT d.username FROM sync_changes d WHERE d.run_id = $1 AND d.seq = $2)",
+        )
+        .bind(run_id)
+        .bind(seq)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row
+            .try_get::<Option<i64>, _>("last")?
+            .unwrap_or(seq)
+            .max(seq))
+    }
+
     async fn apply_batch(
         &self,
         run: &SyncRun,
@@ -665,18 +685,9 @@ impl SqlStore {
         .execute(&mut **tx)
         .await?;
         refresh_batch_versions(&mut tx, id, lo, hi, digest, now).await?;
-        // The users this batch changed move to a new membership version. Their rows in later
-        // batches of this run follow (they were computed against the same read), then the
-        // users themselves: a run staged elsewhere against the old version no longer applies.
-        sqlx::query(&format!(
-            "UPDATE sync_changes SET user_version = user_version + 1 WHERE run_id = $1 AND seq > $3 \
-             AND username IN (SELECT c.username {BATCH} AND c.action IN ('add', 'remove', 'source'))"
-        ))
-        .bind(id)
-        .bind(lo)
-        .bind(hi)
-        .execute(&mut **tx)
-        .await?;
+        // The users this batch changed move to a new membership version: a run staged
+        // elsewhere against the old version no longer applies. (None of their rows is in a
+        // later batch of this run: batches end at user boundaries.)
         sqlx::query(&format!(
             "UPDATE users SET membership_version = membership_version + 1 WHERE id IN \
              (SELECT u.id {BATCH} AND c.action IN ('add', 'remove', 'source'))"
