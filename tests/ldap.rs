@@ -425,6 +425,57 @@ async fn manual_memberships_follow_the_provider_option_in_a_sync(db: Db) {
     assert_eq!(env.groups("u07").await, set(&["Helpdesk", "Operators"]));
 }
 
+/// A repeat run skips users whose directory entry, memberships and configuration are as the
+/// last run left them; a change to any of the three brings the user back into the evaluation.
+async fn settled_users_are_evaluated_again_when_anything_about_them_changes(db: Db) {
+    let env = Env::new(db, SlapdOptions::default(), 8, serde_json::json!({})).await;
+    let first = env.sync(request(false)).await;
+    assert_eq!(first.run.status, "succeeded", "{:?}", first.run.error);
+    assert_eq!(env.groups("u07").await, set(&["Operators"]));
+    assert_eq!(env.groups("u05").await, set(&["Developers", "Operators"]));
+
+    // Memberships changed by hand after the run: u07 added to a mapped group it is not in
+    // the directory group of, u05 removed from one it is.
+    for (user, group, member) in [("u07", "Developers", true), ("u05", "Developers", false)] {
+        env.store()
+            .set_manual_membership(
+                user,
+                group,
+                member,
+                &Actor::new("admin"),
+                &permissions_digest,
+                1,
+            )
+            .await
+            .unwrap();
+    }
+    let second = env.sync(request(false)).await;
+    assert_eq!(second.run.status, "succeeded", "{:?}", second.run.error);
+    assert_eq!((second.run.additions, second.run.removals), (1, 1));
+    assert_eq!(env.groups("u07").await, set(&["Operators"]));
+    assert_eq!(env.groups("u05").await, set(&["Developers", "Operators"]));
+
+    // Settled again: a repeat writes nothing.
+    let audit = env.store().count("audit_log").await.unwrap();
+    let third = env.sync(request(false)).await;
+    assert_eq!((third.run.additions, third.run.removals), (0, 0));
+    assert_eq!(env.store().count("audit_log").await.unwrap(), audit);
+
+    // A configuration change: Developers mapped from a group nobody is in. Every user is
+    // evaluated under the new configuration, though no directory entry and no membership
+    // changed, and the memberships the old mapping granted go.
+    let narrowed = state(&env.options).replace(
+        "attributes = [\"CN=Devs, OU=Groups, DC=Example, DC=Com\"]",
+        "attributes = [\"CN=Nobody, OU=Groups, DC=Example, DC=Com\"]",
+    );
+    assert_ne!(narrowed, state(&env.options));
+    apply_state(env.store(), &narrowed).await;
+    let fourth = env.sync(request(false)).await;
+    assert_eq!(fourth.run.status, "succeeded", "{:?}", fourth.run.error);
+    assert_eq!((fourth.run.additions, fourth.run.removals), (0, 6));
+    assert_eq!(env.groups("u05").await, set(&["Operators"]));
+}
+
 async fn manual_memberships_survive_a_sync_when_the_provider_protects_them(db: Db) {
     let env = Env::new(db, SlapdOptions::default(), 8, serde_json::json!({})).await;
     let protected = state(&env.options).replace(
@@ -830,6 +881,7 @@ async fn referrals_are_neither_chased_nor_counted(db: Db) {
 }
 
 on_both_databases!(
+    settled_users_are_evaluated_again_when_anything_about_them_changes,
     manual_memberships_survive_a_sync_when_the_provider_protects_them,
     nested_groups_that_form_a_cycle_terminate,
     referrals_are_neither_chased_nor_counted,

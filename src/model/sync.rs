@@ -33,6 +33,42 @@ pub struct StoredUser {
     /// The user's membership version when read (0 for a user not stored yet): the changes
     /// staged from this state apply only while it is unchanged.
     pub membership_version: i64,
+    /// Where a sync last left the user in line with the mappings (see [`Settled`]).
+    pub settled: Option<Settled>,
+}
+
+/// What a full run first reads of a user: enough to tell whether the user is settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredSummary {
+    pub attributes_digest: String,
+    pub membership_version: i64,
+    pub settled: Option<Settled>,
+}
+
+/// The configuration version a sync evaluated a user under, and the user's membership
+/// version once that sync's changes were applied. While both still hold and the directory
+/// entry's digest is unchanged, evaluating the user again would change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    pub config_version: i64,
+    pub membership_version: i64,
+}
+
+/// Whether a user needs no evaluation: the directory entry is as last seen, and neither the
+/// configuration nor the user's memberships changed since a sync left them in line.
+pub fn is_settled(
+    entry_digest: &str,
+    stored_digest: &str,
+    settled: Option<Settled>,
+    membership_version: i64,
+    config_version: i64,
+) -> bool {
+    entry_digest == stored_digest
+        && settled
+            == Some(Settled {
+                config_version,
+                membership_version,
+            })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -101,11 +137,14 @@ pub fn attributes_digest(user: &DirectoryUser) -> String {
 }
 
 /// The changes one directory entry brings: the mapping evaluation a login would do, plus the
-/// new last-seen attributes when they differ.
+/// new last-seen attributes when they differ. With `config_version` (a directory sync), a user
+/// not settled under it gets the attributes row again too, so that applying the run records
+/// where it left the user (see [`Settled`]).
 pub fn diff_present_user(
     mappings: &MappingSet<'_>,
     user: &DirectoryUser,
     stored: Option<&StoredUser>,
+    config_version: Option<i64>,
 ) -> Vec<StagedChange> {
     let empty = StoredUser::default();
     let stored = stored.unwrap_or(&empty);
@@ -138,13 +177,27 @@ pub fn diff_present_user(
         })
         .collect();
     let digest = attributes_digest(user);
-    if digest != stored.attributes_digest {
+    let unsettled = config_version.is_some_and(|config_version| {
+        !is_settled(
+            &digest,
+            &stored.attributes_digest,
+            stored.settled,
+            stored.membership_version,
+            config_version,
+        )
+    });
+    if digest != stored.attributes_digest || unsettled {
+        let reason = if digest != stored.attributes_digest {
+            "directory entry changed"
+        } else {
+            "evaluated again: the configuration or the user's memberships changed since the last run"
+        };
         changes.push(StagedChange {
             username: user.username.clone(),
             kind: ChangeKind::Attributes,
             group: None,
             mapping_id: None,
-            reason: "directory entry changed".into(),
+            reason: reason.into(),
             attributes: Some(user.attributes()),
             attributes_digest: Some(digest),
             user_version: stored.membership_version,
@@ -234,6 +287,7 @@ mod tests {
             &MappingSet::new(&provider(), &mappings()),
             &user(&["CN=Devs,DC=Example"]),
             None,
+            Some(1),
         );
         let kinds: Vec<ChangeKind> = changes.iter().map(|c| c.kind).collect();
         assert_eq!(kinds, vec![ChangeKind::Add, ChangeKind::Attributes]);
@@ -256,9 +310,25 @@ mod tests {
                 "cn=devs,dc=example",
             ])),
             membership_version: 4,
+            settled: Some(Settled {
+                config_version: 9,
+                membership_version: 4,
+            }),
         };
         let (p, m) = (provider(), mappings());
-        assert!(diff_present_user(&MappingSet::new(&p, &m), &u, Some(&stored)).is_empty());
+        let set = MappingSet::new(&p, &m);
+        assert!(diff_present_user(&set, &u, Some(&stored), Some(9)).is_empty());
+        assert!(diff_present_user(&set, &u, Some(&stored), None).is_empty());
+        // Under another configuration, or after the memberships moved, it is recorded again.
+        for (config, version) in [(10, 4), (9, 5)] {
+            let moved = StoredUser {
+                membership_version: version,
+                ..stored.clone()
+            };
+            let changes = diff_present_user(&set, &u, Some(&moved), Some(config));
+            assert_eq!(changes.len(), 1, "{config} {version}");
+            assert_eq!(changes[0].kind, ChangeKind::Attributes);
+        }
     }
 
     #[test]
@@ -286,6 +356,7 @@ mod tests {
             ],
             attributes_digest: "x".into(),
             membership_version: 4,
+            settled: None,
         };
         let changes = diff_missing_user(&provider(), "alice", &stored);
         assert_eq!(changes.len(), 1);

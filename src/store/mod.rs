@@ -535,6 +535,13 @@ pub trait SyncStore: Send + Sync {
         provider_id: i64,
         usernames: &[String],
     ) -> StoreResult<std::collections::HashMap<String, StoredUser>>;
+    /// What deciding whether these users are settled needs (users the provider has never
+    /// reported are absent): one row each, no memberships.
+    async fn stored_summaries(
+        &self,
+        provider_id: i64,
+        usernames: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, crate::model::sync::StoredSummary>>;
     /// Users this provider has ever reported (they have last-seen attributes from it).
     async fn provider_usernames(&self, provider_id: i64) -> StoreResult<Vec<String>>;
     /// Memberships this provider's mappings granted.

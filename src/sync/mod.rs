@@ -23,7 +23,8 @@ use crate::login::{compile_mappings, LoginError};
 use crate::model::access::permissions_digest;
 use crate::model::mapping::{Mapping, MappingSet, ProviderKind, ProviderRef, MAX_ATTRIBUTE_VALUES};
 use crate::model::sync::{
-    diff_missing_user, diff_present_user, ChangeKind, DirectoryUser, StagedChange,
+    attributes_digest, diff_missing_user, diff_present_user, is_settled, ChangeKind, DirectoryUser,
+    StagedChange,
 };
 use crate::sources::ldap::client::{values, Directory};
 use crate::sources::ldap::{GroupSource, LdapError, LdapOptions};
@@ -457,6 +458,10 @@ pub(crate) struct Sink<'s, S> {
     removals: i64,
     /// Directory entries read so far (what a failed run reports having read).
     entries_read: u64,
+    /// The configuration version a directory sync evaluates under: users settled under it
+    /// are skipped, and the others are recorded as settled when the run applies. `None` for
+    /// re-evaluations, which evaluate everyone.
+    settle_under: Option<i64>,
 }
 
 impl<'s, S: SyncStore> Sink<'s, S> {
@@ -470,7 +475,14 @@ impl<'s, S: SyncStore> Sink<'s, S> {
             additions: 0,
             removals: 0,
             entries_read: 0,
+            settle_under: None,
         }
+    }
+
+    /// A directory sync's sink: see [`Sink::settle_under`].
+    pub(crate) fn settling(mut self, config_version: Option<i64>) -> Self {
+        self.settle_under = config_version;
+        self
     }
 
     pub(crate) async fn stage(&mut self, changes: Vec<StagedChange>) -> Result<(), StoreError> {
@@ -610,7 +622,7 @@ async fn run_recorded<S>(
 where
     S: ConfigStore + SyncStore,
 {
-    let mut sink = Sink::new(store, &run.id, request.dry_run);
+    let mut sink = Sink::new(store, &run.id, request.dry_run).settling(run.config_version);
     let collected = match &since {
         None => collect(store, directory, provider, mappings, &mut sink, progress).await,
         Some(since) => {
@@ -1164,10 +1176,35 @@ pub(crate) async fn stage_page<S: SyncStore>(
         return Ok(());
     }
     let names: Vec<String> = page.iter().map(|u| u.username.clone()).collect();
+    // Settled users are skipped on one cheap row each; only the others' memberships are read.
+    let mut users: Vec<DirectoryUser> = page.drain(..).collect();
+    if let Some(config_version) = sink.settle_under {
+        let summaries = store.stored_summaries(provider.id, &names).await?;
+        users.retain(|user| {
+            !summaries.get(&user.username).is_some_and(|s| {
+                is_settled(
+                    &attributes_digest(user),
+                    &s.attributes_digest,
+                    s.settled,
+                    s.membership_version,
+                    config_version,
+                )
+            })
+        });
+    }
+    if users.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
     let stored = store.stored_users(provider.id, &names).await?;
     let mut changes = Vec::new();
-    for user in page.drain(..) {
-        changes.extend(diff_present_user(set, &user, stored.get(&user.username)));
+    for user in users {
+        changes.extend(diff_present_user(
+            set,
+            &user,
+            stored.get(&user.username),
+            sink.settle_under,
+        ));
     }
     sink.stage(changes).await
 }

@@ -280,7 +280,7 @@ async fn collect(
                 group_values,
             };
             changes.extend(
-                diff_present_user(set, &user, Some(&state))
+                diff_present_user(set, &user, Some(&state), None)
                     .into_iter()
                     .filter(|c| c.kind != ChangeKind::Attributes)
                     .map(|mut c| {

@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use super::{flag, group_ref, membership, placeholders, with_ids, SqlStore, GROUP_COLUMNS};
 use crate::model::group::{GroupRef, ALL_USERS};
-use crate::model::sync::{ChangeKind, StagedChange, StoredUser};
+use crate::model::sync::{ChangeKind, Settled, StagedChange, StoredSummary, StoredUser};
 use crate::store::{
     AppliedCounts, PermissionDigest, RunQuery, StagedComparison, StoreError, StoreResult, SyncRun,
     SyncStore,
@@ -197,20 +197,50 @@ impl SyncStore for SqlStore {
                     stored.memberships.push(membership(&row)?);
                 }
             }
+            for (name, summary) in self.stored_summaries(provider_id, chunk).await? {
+                let user = users.entry(name).or_default();
+                user.attributes_digest = summary.attributes_digest;
+                user.settled = summary.settled;
+            }
+        }
+        Ok(users)
+    }
+
+    async fn stored_summaries(
+        &self,
+        provider_id: i64,
+        usernames: &[String],
+    ) -> StoreResult<HashMap<String, StoredSummary>> {
+        let mut found = HashMap::new();
+        for chunk in usernames.chunks(NAME_CHUNK) {
             let sql = format!(
-                "SELECT u.username, a.digest FROM users u JOIN user_attributes a ON a.user_id = u.id \
-                 AND a.provider_id = $1 WHERE u.username IN ({})",
+                "SELECT u.username, u.membership_version, a.digest, a.settled_config_version, \
+                 a.settled_membership_version FROM users u JOIN user_attributes a \
+                 ON a.user_id = u.id AND a.provider_id = $1 WHERE u.username IN ({})",
                 placeholders(2, chunk.len())
             );
             for row in with_names(&sql, Some(provider_id), chunk)
                 .fetch_all(self.pool())
                 .await?
             {
-                let name: String = row.try_get("username")?;
-                users.entry(name).or_default().attributes_digest = row.try_get("digest")?;
+                let config: Option<i64> = row.try_get("settled_config_version")?;
+                let membership: Option<i64> = row.try_get("settled_membership_version")?;
+                found.insert(
+                    row.try_get("username")?,
+                    StoredSummary {
+                        attributes_digest: row.try_get("digest")?,
+                        membership_version: row.try_get("membership_version")?,
+                        settled: config.zip(membership).map(
+                            |(config_version, membership_version)| Settled {
+                                config_version,
+                                membership_version,
+                            },
+                        ),
+                    },
+                );
             }
         }
-        Ok(users)
+        Ok(found)
     }
 
     async fn provider_usernames(&self, provider_id: i64) -> StoreResult<Vec<String>> {
@@ -685,6 +715,7 @@ impl SqlStore {
         .execute(&mut **tx)
         .await?;
         refresh_batch_versions(&mut tx, id, lo, hi, digest, now).await?;
+        settle_batch(&mut tx, run, lo, hi).await?;
         // The users this batch changed move to a new membership version: a run staged
         // elsewhere against the old version no longer applies. (None of their rows is in a
         // later batch of this run: batches end at user boundaries.)
@@ -700,6 +731,39 @@ impl SqlStore {
         tx.commit().await?;
         Ok((added as i64, removed as i64))
     }
+}
+
+/// Records where the run left the batch's users whose rows applied (their attributes were
+/// staged): the configuration version it evaluated under and their membership version after
+/// the batch, which moves by one for the users whose memberships it changed (bumped next).
+async fn settle_batch(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    run: &SyncRun,
+    lo: i64,
+    hi: i64,
+) -> StoreResult<()> {
+    let Some(config_version) = run.config_version else {
+        return Ok(());
+    };
+    if run.kind == "reevaluate" {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "UPDATE user_attributes SET settled_config_version = CAST($4 AS BIGINT), \
+         settled_membership_version = (SELECT u.membership_version + (CASE WHEN EXISTS \
+         (SELECT 1 FROM sync_changes d WHERE d.run_id = $1 AND d.seq BETWEEN $2 AND $3 \
+         AND d.username = u.username AND d.action IN ('add', 'remove', 'source')) THEN 1 ELSE 0 END) \
+         FROM users u WHERE u.id = user_attributes.user_id) \
+         WHERE provider_id = $5 AND user_id IN (SELECT u.id {BATCH} AND c.action = 'attributes')"
+    ))
+    .bind(run.id.as_str())
+    .bind(lo)
+    .bind(hi)
+    .bind(config_version)
+    .bind(run.provider_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Recomputes the permission digest of the batch's users whose memberships changed, with the
