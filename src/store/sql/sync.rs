@@ -569,18 +569,38 @@ impl SqlStore {
     /// The last sequence number of the user whose row is at `seq` (or `seq` itself when the
     /// run has no such row): where a batch that reaches `seq` must end.
     async fn user_end(&self, run_id: &str, seq: i64) -> StoreResult<i64> {
-        let row = sqlx::query(
-            "SELECT CAST(MAX(c.seq) AS BIGINT) AS last FROM sync_changes c WHERE c.run_id = $1 \
-             AND c.username = (SELECT d.username FROM sync_changes d WHERE d.run_id = $1 AND d.seq = $2)",
-        )
-        .bind(run_id)
-        .bind(seq)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(row
-            .try_get::<Option<i64>, _>("last")?
-            .unwrap_or(seq)
-            .max(seq))
+        // The user's rows follow one another: read on from `seq` along the primary key until
+        // another user's row (a search by username would have the planners walk the run).
+        let Some(row) =
+            sqlx::query("SELECT username FROM sync_changes WHERE run_id = $1 AND seq = $2")
+                .bind(run_id)
+                .bind(seq)
+                .fetch_optional(self.pool())
+                .await?
+        else {
+            return Ok(seq);
+        };
+        let username: String = row.try_get("username")?;
+        let mut end = seq;
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, username FROM sync_changes WHERE run_id = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT 256",
+            )
+            .bind(run_id)
+            .bind(end)
+            .fetch_all(self.pool())
+            .await?;
+            if rows.is_empty() {
+                return Ok(end);
+            }
+            for row in &rows {
+                if row.try_get::<String, _>("username")? != username {
+                    return Ok(end);
+                }
+                end = row.try_get("seq")?;
+            }
+        }
     }
 
     async fn apply_batch(
@@ -715,7 +735,6 @@ impl SqlStore {
         .execute(&mut **tx)
         .await?;
         refresh_batch_versions(&mut tx, id, lo, hi, digest, now).await?;
-        settle_batch(&mut tx, run, lo, hi).await?;
         // The users this batch changed move to a new membership version: a run staged
         // elsewhere against the old version no longer applies. (None of their rows is in a
         // later batch of this run: batches end at user boundaries.)
@@ -728,14 +747,15 @@ impl SqlStore {
         .bind(hi)
         .execute(&mut **tx)
         .await?;
+        settle_batch(&mut tx, run, lo, hi).await?;
         tx.commit().await?;
         Ok((added as i64, removed as i64))
     }
 }
 
 /// Records where the run left the batch's users whose rows applied (their attributes were
-/// staged): the configuration version it evaluated under and their membership version after
-/// the batch, which moves by one for the users whose memberships it changed (bumped next).
+/// staged, and their rows not skipped): the configuration version it evaluated under and their
+/// membership version after the batch. Runs after the batch's version bump.
 async fn settle_batch(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     run: &SyncRun,
@@ -748,14 +768,14 @@ async fn settle_batch(
     if run.kind == "reevaluate" {
         return Ok(());
     }
-    sqlx::query(&format!(
+    sqlx::query(
         "UPDATE user_attributes SET settled_config_version = CAST($4 AS BIGINT), \
-         settled_membership_version = (SELECT u.membership_version + (CASE WHEN EXISTS \
-         (SELECT 1 FROM sync_changes d WHERE d.run_id = $1 AND d.seq BETWEEN $2 AND $3 \
-         AND d.username = u.username AND d.action IN ('add', 'remove', 'source')) THEN 1 ELSE 0 END) \
-         FROM users u WHERE u.id = user_attributes.user_id) \
-         WHERE provider_id = $5 AND user_id IN (SELECT u.id {BATCH} AND c.action = 'attributes')"
-    ))
+         settled_membership_version = (SELECT u.membership_version FROM users u \
+         WHERE u.id = user_attributes.user_id) \
+         WHERE provider_id = $5 AND user_id IN (SELECT u.id FROM sync_changes c \
+         JOIN users u ON u.username = c.username WHERE c.run_id = $1 \
+         AND c.seq BETWEEN $2 AND $3 AND c.action = 'attributes' AND c.skipped = 0)",
+    )
     .bind(run.id.as_str())
     .bind(lo)
     .bind(hi)
