@@ -847,6 +847,79 @@ async fn an_incremental_run_reads_only_what_changed(db: Db) {
     assert_eq!(env.store().count("audit_log").await.unwrap(), audit);
 }
 
+/// With nesting, a user leaving a group nested in another leaves both at the next incremental
+/// run, a user joining joins both, and a group joining a group brings its members in; only
+/// those users are read.
+async fn an_incremental_run_follows_nesting_both_ways(db: Db) {
+    let env = Env::new(
+        db,
+        SlapdOptions::default(),
+        8,
+        serde_json::json!({"incremental_overlap_secs": 0, "nested_groups": true}),
+    )
+    .await;
+    // devs itself maps to nothing: only eng, which contains it, does.
+    let unmapped = state(&env.options).replace(
+        "attributes = [\"CN=Devs, OU=Groups, DC=Example, DC=Com\"]",
+        "attributes = [\"CN=Nobody, OU=Groups, DC=Example, DC=Com\"]",
+    );
+    apply_state(env.store(), &unmapped).await;
+    // Timestamps have one-second resolution: let the loaded entries be older than the run.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let first = env.sync(request(false)).await;
+    assert_eq!(first.run.status, "succeeded", "{:?}", first.run.error);
+    assert_eq!(env.groups("u02").await, set(&["Engineering"]));
+    assert_eq!(env.groups("u07").await, set(&["Operators"]));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    // devs is nested in eng: u02 leaves devs, u07 joins it.
+    env.slapd.modify_ldif(&member_change_ldif(
+        &group_dn(BASE, "devs"),
+        false,
+        &[user_dn(BASE, "u02")],
+    ));
+    env.slapd.modify_ldif(&member_change_ldif(
+        &group_dn(BASE, "devs"),
+        true,
+        &[user_dn(BASE, "u07")],
+    ));
+    let incremental = env
+        .sync(SyncRequest {
+            incremental: true,
+            ..request(false)
+        })
+        .await;
+    assert_eq!(incremental.run.kind, "incremental");
+    assert_eq!(
+        incremental.run.status, "succeeded",
+        "{:?}",
+        incremental.run.error
+    );
+    assert!(env.groups("u02").await.is_empty(), "left devs, so eng too");
+    assert_eq!(env.groups("u07").await, set(&["Engineering", "Operators"]));
+    assert_eq!(incremental.run.users_seen, 2, "only the two who moved");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    // ops joins eng: its members are in eng now.
+    env.slapd.modify_ldif(&member_change_ldif(
+        &group_dn(BASE, "eng"),
+        true,
+        &[group_dn(BASE, "ops")],
+    ));
+    let joined = env
+        .sync(SyncRequest {
+            incremental: true,
+            ..request(false)
+        })
+        .await;
+    assert_eq!(joined.run.status, "succeeded", "{:?}", joined.run.error);
+    assert_eq!(env.groups("u08").await, set(&["Engineering", "Operators"]));
+
+    // What the incremental runs did is what a full run finds: it has nothing left to do.
+    let check = env.sync(request(true)).await;
+    assert_eq!((check.run.additions, check.run.removals), (0, 0));
+}
+
 async fn referrals_are_neither_chased_nor_counted(db: Db) {
     let env = Env::new(db, SlapdOptions::default(), 8, serde_json::json!({})).await;
     let ldif = env.slapd.dir().join("referral.ldif");
@@ -886,6 +959,7 @@ on_both_databases!(
     nested_groups_that_form_a_cycle_terminate,
     referrals_are_neither_chased_nor_counted,
     an_incremental_run_reads_only_what_changed,
+    an_incremental_run_follows_nesting_both_ways,
     login_verifies_the_password_and_maps_the_groups,
     wrong_empty_and_unknown_credentials_are_told_apart,
     filter_injection_in_the_username_finds_nobody,

@@ -546,12 +546,14 @@ pub trait SyncStore: Send + Sync {
     async fn provider_usernames(&self, provider_id: i64) -> StoreResult<Vec<String>>;
     /// Memberships this provider's mappings granted.
     async fn provider_membership_count(&self, provider_id: i64) -> StoreResult<i64>;
-    /// Users holding a membership in one of these groups granted by this provider's mappings.
-    async fn mapped_member_usernames(
+    /// The last-seen attributes from this provider of the users whose attributes mention
+    /// `fragment` (ASCII letters and digits, compared without regard to case); of every user
+    /// of the provider without one. A pre-selection: callers compare the values themselves.
+    async fn last_seen_mentioning(
         &self,
         provider_id: i64,
-        group_ids: &[i64],
-    ) -> StoreResult<Vec<String>>;
+        fragment: Option<&str>,
+    ) -> StoreResult<Vec<(String, serde_json::Value)>>;
     /// Stages changes at `first_seq`, `first_seq + 1`, …. A user's changes are staged
     /// together, one after another (applying relies on it: a batch ends where a user's rows
     /// end, so a user's changes apply in one transaction against the version they were

@@ -1,27 +1,31 @@
 //! An incremental run: only the users and groups whose modifyTimestamp is at or after the last
 //! successful run's high-water mark (that run's start, less a configured overlap for clock
-//! differences), so its cost follows the number of changes, not the size of
-//! the directory.
+//! differences), so its cost follows the number of changes, not the size of the directory.
 //!
 //! Membership changes show in the group entries' timestamps (the memberof overlay and Active
-//! Directory do not touch the member's own modifyTimestamp), so a changed group brings in its
-//! current members and, for removals, the users holding a membership its mappings granted.
+//! Directory do not touch the member's own modifyTimestamp). For each changed group the run
+//! compares who is in it now (its members, and with nesting the members of the groups nested
+//! in it, at any depth) with who was in it at the last run (the users whose last-seen group
+//! values name it, directly or as an ancestor): only the users in one and not the other are
+//! read and evaluated. A group of 36,000 people gaining one member costs one user, not 36,000;
+//! a team leaving a department costs the team's people, who really change.
 //! Deleted entries leave no timestamp behind: full runs find them.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use ldap3::{ldap_escape, SearchEntry};
 
+use super::directory_groups::DirectoryGroups;
 use super::{stage_page, CollectError, Collected, Sink, MODIFY_TIMESTAMP};
 use crate::model::dn;
-use crate::model::mapping::{groups_matching_value, Mapping, ProviderRef, MAX_ATTRIBUTE_VALUES};
+use crate::model::mapping::{Mapping, ProviderRef, MAX_ATTRIBUTE_VALUES};
 use crate::model::sync::DirectoryUser;
 use crate::sources::ldap::client::{values, Directory};
-use crate::sources::ldap::groups::{self, all_values};
+use crate::sources::ldap::groups::{self, all_values, MAX_NESTING_DEPTH};
 use crate::sources::ldap::{GroupSource, LdapError};
 use crate::store::SyncStore;
 
-/// Member DNs per search when reading the members of changed groups.
+/// Member DNs per search when reading entries by DN.
 const DNS_PER_SEARCH: usize = 200;
 
 pub(crate) async fn collect<S: SyncStore>(
@@ -36,6 +40,11 @@ pub(crate) async fn collect<S: SyncStore>(
     let mut ldap = directory.service_connection().await?;
     let changed_since = format!("({MODIFY_TIMESTAMP}>={})", ldap_escape(since));
     let user_attrs = groups::user_attributes(directory);
+    let dn_attribute = if options.active_directory {
+        "distinguishedName"
+    } else {
+        "entryDN"
+    };
 
     // Users whose own entry changed.
     let mut entries: BTreeMap<String, SearchEntry> = BTreeMap::new();
@@ -56,11 +65,8 @@ pub(crate) async fn collect<S: SyncStore>(
         }
     }
 
-    // Groups that changed: their members now, and the local groups their mappings feed.
+    // Groups that changed.
     let member_attr = options.group_source.member_attribute();
-    let mut member_dns: BTreeSet<String> = BTreeSet::new();
-    let mut member_uids: BTreeSet<String> = BTreeSet::new();
-    let mut local_groups: BTreeSet<i64> = BTreeSet::new();
     let changed_groups: Vec<SearchEntry> = {
         let filter = format!("(&{}{changed_since})", options.group_filter);
         let search = format!(
@@ -79,36 +85,50 @@ pub(crate) async fn collect<S: SyncStore>(
         }
         found
     };
+
+    // For each changed group, who is in it now and who was at the last run: the users in one
+    // and not the other are the ones whose groups changed with it.
+    let by_uid = options.group_source == GroupSource::MemberUid;
+    let mut moved_dns: BTreeSet<String> = BTreeSet::new();
+    let mut moved_names: BTreeSet<String> = BTreeSet::new();
     for group in &changed_groups {
-        local_groups.extend(groups_matching_value(provider, mappings, &group.dn));
-        for member in all_values(directory, &mut ldap, group, member_attr).await? {
-            if member.is_empty() {
-                continue;
+        let now = members_now(directory, &mut ldap, group, member_attr, dn_attribute).await?;
+        let before = members_before(store, provider.id, &group.dn).await?;
+        if by_uid {
+            let before_names: BTreeSet<String> =
+                before.iter().map(|(name, _)| name.to_lowercase()).collect();
+            moved_names.extend(now.symmetric_difference(&before_names).cloned());
+        } else {
+            let before_dns: BTreeMap<String, String> =
+                before.into_iter().map(|(name, dn)| (dn, name)).collect();
+            for dn in now.iter().filter(|dn| !before_dns.contains_key(*dn)) {
+                moved_dns.insert(dn.clone());
             }
-            if options.group_source == GroupSource::MemberUid {
-                member_uids.insert(member);
-            } else {
-                member_dns.insert(member);
+            // Users who left: read by login name (their entry may have moved too).
+            for (dn, name) in &before_dns {
+                if !now.contains(dn) {
+                    moved_names.insert(name.clone());
+                }
             }
         }
     }
-    let local_groups: Vec<i64> = local_groups.into_iter().collect();
-    let holders = store
-        .mapped_member_usernames(provider.id, &local_groups)
-        .await?;
 
-    // Read the entries not read yet: members by DN, many per search (one search per member
-    // would make a busy group cost a round trip per member), then the rest by login name.
-    let unread: Vec<String> = member_dns
+    // Read the entries not read yet: by DN, many per search (one search per member would
+    // make a busy group cost a round trip per member), then by login name.
+    let unread: Vec<String> = moved_dns
         .into_iter()
-        .filter(|dn| !entries.contains_key(&member_key(dn)))
+        .filter(|dn| !entries.contains_key(dn))
         .collect();
-    let dn_attribute = if options.active_directory {
-        "distinguishedName"
-    } else {
-        "entryDN"
-    };
-    let members = read_users(directory, &mut ldap, dn_attribute, &unread, &user_attrs).await?;
+    let members = read_entries(
+        directory,
+        &mut ldap,
+        &options.user_base_dn,
+        &options.user_filter,
+        dn_attribute,
+        &unread,
+        &user_attrs,
+    )
+    .await?;
     sink.entries_read += members.len() as u64;
     for entry in members {
         if !values(&entry, &options.login_attribute).is_empty() {
@@ -123,19 +143,39 @@ pub(crate) async fn collect<S: SyncStore>(
                 .map(|v| v.to_lowercase())
         })
         .collect();
-    let mut names: Vec<String> = member_uids
+    let names: Vec<String> = moved_names
         .into_iter()
-        .chain(holders)
         .filter(|name| !known_names.contains(&name.to_lowercase()))
         .collect();
-    names.sort();
-    names.dedup();
     let login = options.login_attribute.as_str();
-    let by_name = read_users(directory, &mut ldap, login, &names, &user_attrs).await?;
+    let by_name = read_entries(
+        directory,
+        &mut ldap,
+        &options.user_base_dn,
+        &options.user_filter,
+        login,
+        &names,
+        &user_attrs,
+    )
+    .await?;
     sink.entries_read += by_name.len() as u64;
     for entry in by_name {
         entries.insert(member_key(&entry.dn), entry);
     }
+
+    // The group values of what was read: from memberOf (and the groups' own memberOf for
+    // their ancestors, read once) without a search per user; otherwise as a login finds them.
+    let from_member_of = options.group_source == GroupSource::MemberOf
+        && !(options.active_directory && options.nested_groups);
+    let directory_groups = if from_member_of && !entries.is_empty() {
+        Some(
+            DirectoryGroups::load(directory, &mut ldap)
+                .await
+                .map_err(CollectError::from)?,
+        )
+    } else {
+        None
+    };
 
     // Evaluate them as a full run would, a page at a time.
     let set = crate::model::mapping::MappingSet::new(provider, mappings);
@@ -146,7 +186,10 @@ pub(crate) async fn collect<S: SyncStore>(
         let Some(username) = values(&entry, &options.login_attribute).first().cloned() else {
             continue;
         };
-        let group_values = groups::groups_of(directory, &mut ldap, &entry, &username).await?;
+        let group_values = match &directory_groups {
+            Some(found) => found.groups_of(&entry, &username, options),
+            None => groups::groups_of(directory, &mut ldap, &entry, &username).await?,
+        };
         if group_values.len() > MAX_ATTRIBUTE_VALUES {
             return Err(LdapError::Incomplete {
                 entries: seen.len() as u64,
@@ -171,24 +214,127 @@ pub(crate) async fn collect<S: SyncStore>(
     Ok(seen)
 }
 
-/// The users whose `attribute` equals one of `wanted`, many per search.
-async fn read_users(
+/// Who is in a changed group now: its members (normalised DNs, or lower-cased memberUid
+/// values), and with nesting the members of the groups nested in it, at any depth.
+async fn members_now(
     directory: &Directory,
     ldap: &mut ldap3::Ldap,
+    group: &SearchEntry,
+    member_attr: &str,
+    dn_attribute: &str,
+) -> Result<BTreeSet<String>, CollectError> {
+    let options = &directory.options;
+    let mut found = BTreeSet::new();
+    let mut visited: BTreeSet<String> = BTreeSet::from([member_key(&group.dn)]);
+    let mut frontier = vec![group.clone()];
+    for _ in 0..=MAX_NESTING_DEPTH {
+        if frontier.is_empty() {
+            return Ok(found);
+        }
+        let mut candidates = Vec::new();
+        for entry in &frontier {
+            for member in all_values(directory, ldap, entry, member_attr).await? {
+                if member.is_empty() {
+                    continue;
+                }
+                if options.group_source == GroupSource::MemberUid {
+                    found.insert(member.to_lowercase());
+                } else {
+                    let key = member_key(&member);
+                    if visited.insert(key.clone()) {
+                        found.insert(key);
+                        candidates.push(member);
+                    }
+                }
+            }
+        }
+        if !options.nested_groups || candidates.is_empty() {
+            return Ok(found);
+        }
+        // The members that are groups: their members are in this group too.
+        frontier = read_entries(
+            directory,
+            ldap,
+            options.group_base(),
+            &options.group_filter,
+            dn_attribute,
+            &candidates,
+            &[member_attr],
+        )
+        .await?;
+        for subgroup in &frontier {
+            found.remove(&member_key(&subgroup.dn));
+        }
+    }
+    Err(LdapError::Directory {
+        operation: "nested group resolution",
+        rc: 0,
+        text: format!(
+            "groups nested in {} go deeper than {MAX_NESTING_DEPTH} levels",
+            group.dn
+        ),
+    }
+    .into())
+}
+
+/// Who was in a group at the last run: the users whose last-seen group values (which hold
+/// the groups containing their groups too) name it, with their last-seen DN (normalised).
+async fn members_before<S: SyncStore>(
+    store: &S,
+    provider_id: i64,
+    group_dn: &str,
+) -> Result<Vec<(String, String)>, CollectError> {
+    let wanted = member_key(group_dn);
+    let stored = store
+        .last_seen_mentioning(provider_id, mention(group_dn).as_deref())
+        .await?;
+    Ok(stored
+        .into_iter()
+        .filter_map(|(name, attributes)| {
+            let held = attributes["groups"]
+                .as_array()?
+                .iter()
+                .filter_map(|v| v.as_str())
+                .any(|v| member_key(v) == wanted);
+            let dn = attributes["dn"].as_str().map(member_key)?;
+            held.then_some((name, dn))
+        })
+        .collect())
+}
+
+/// A word of a group's DN that every spelling of it carries: the longest run of ASCII
+/// letters and digits in its first RDN value (escapes and spacing differ between spellings;
+/// the words do not). `None` when it has no usable word: then every user is compared.
+fn mention(group_dn: &str) -> Option<String> {
+    let first = group_dn.split(',').next()?;
+    let value = first.split_once('=')?.1;
+    value
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .max_by_key(|word| word.len())
+        .filter(|word| word.len() >= 3)
+        .map(str::to_lowercase)
+}
+
+/// The entries under `base` matching `filter` whose `attribute` equals one of `wanted`, many
+/// per search.
+async fn read_entries(
+    directory: &Directory,
+    ldap: &mut ldap3::Ldap,
+    base: &str,
+    filter: &str,
     attribute: &str,
     wanted: &[String],
     attrs: &[&str],
 ) -> Result<Vec<SearchEntry>, LdapError> {
-    let options = &directory.options;
     let mut found = Vec::new();
     for chunk in wanted.chunks(DNS_PER_SEARCH) {
         let alternatives: String = chunk
             .iter()
             .map(|value| format!("({attribute}={})", ldap_escape(value.as_str())))
             .collect();
-        let filter = format!("(&{}(|{alternatives}))", options.user_filter);
+        let filter = format!("(&{filter}(|{alternatives}))");
         directory
-            .for_each_entry(ldap, &options.user_base_dn, &filter, attrs, |e| {
+            .for_each_entry(ldap, base, &filter, attrs, |e| {
                 found.push(e);
                 Ok(())
             })

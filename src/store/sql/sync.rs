@@ -267,29 +267,31 @@ impl SyncStore for SqlStore {
         .try_get("n")?)
     }
 
-    async fn mapped_member_usernames(
+    async fn last_seen_mentioning(
         &self,
         provider_id: i64,
-        group_ids: &[i64],
-    ) -> StoreResult<Vec<String>> {
-        let mut names = Vec::new();
-        for chunk in group_ids.chunks(NAME_CHUNK) {
-            let sql = format!(
-                "SELECT DISTINCT u.username FROM memberships m JOIN users u ON u.id = m.user_id \
-                 WHERE m.source_kind = 'mapping' AND m.provider_id = $1 AND m.group_id IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut query = sqlx::query(&sql).bind(provider_id);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(self.pool()).await? {
-                names.push(row.try_get("username")?);
-            }
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
+        fragment: Option<&str>,
+    ) -> StoreResult<Vec<(String, serde_json::Value)>> {
+        let pattern = format!("%{}%", fragment.unwrap_or("").to_lowercase());
+        let rows = sqlx::query(
+            "SELECT u.username, a.attributes_json FROM user_attributes a JOIN users u ON u.id = a.user_id \
+             WHERE a.provider_id = $1 AND LOWER(a.attributes_json) LIKE $2",
+        )
+        .bind(provider_id)
+        .bind(pattern)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get("username")?;
+                let text: String = row.try_get("attributes_json")?;
+                let value = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    what: format!("user_attributes of {name:?}"),
+                    message: e.to_string(),
+                })?;
+                Ok((name, value))
+            })
+            .collect()
     }
 
     async fn stage_changes(
