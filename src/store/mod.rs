@@ -546,13 +546,12 @@ pub trait SyncStore: Send + Sync {
     async fn provider_usernames(&self, provider_id: i64) -> StoreResult<Vec<String>>;
     /// Memberships this provider's mappings granted.
     async fn provider_membership_count(&self, provider_id: i64) -> StoreResult<i64>;
-    /// The last-seen attributes from this provider of the users whose attributes mention
-    /// `fragment` (ASCII letters and digits, compared without regard to case); of every user
-    /// of the provider without one. A pre-selection: callers compare the values themselves.
-    async fn last_seen_mentioning(
+    /// The last-seen attributes from this provider of the users whose attributes (as stored,
+    /// JSON text) `wanted` accepts: one pass over the provider's users, parsing only those.
+    async fn last_seen_where(
         &self,
         provider_id: i64,
-        fragment: Option<&str>,
+        wanted: &(dyn for<'t> Fn(&'t str) -> bool + Send + Sync),
     ) -> StoreResult<Vec<(String, serde_json::Value)>>;
     /// Stages changes at `first_seq`, `first_seq + 1`, …. A user's changes are staged
     /// together, one after another (applying relies on it: a batch ends where a user's rows

@@ -11,7 +11,7 @@
 //! a team leaving a department costs the team's people, who really change.
 //! Deleted entries leave no timestamp behind: full runs find them.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ldap3::{ldap_escape, SearchEntry};
 
@@ -91,9 +91,9 @@ pub(crate) async fn collect<S: SyncStore>(
     let by_uid = options.group_source == GroupSource::MemberUid;
     let mut moved_dns: BTreeSet<String> = BTreeSet::new();
     let mut moved_names: BTreeSet<String> = BTreeSet::new();
-    for group in &changed_groups {
+    let mut before_all = members_before(store, provider.id, &changed_groups).await?;
+    for (group, before) in changed_groups.iter().zip(before_all.drain(..)) {
         let now = members_now(directory, &mut ldap, group, member_attr, dn_attribute).await?;
-        let before = members_before(store, provider.id, &group.dn).await?;
         if by_uid {
             let before_names: BTreeSet<String> =
                 before.iter().map(|(name, _)| name.to_lowercase()).collect();
@@ -277,29 +277,61 @@ async fn members_now(
     .into())
 }
 
-/// Who was in a group at the last run: the users whose last-seen group values (which hold
+/// Who was in each group at the last run: the users whose last-seen group values (which hold
 /// the groups containing their groups too) name it, with their last-seen DN (normalised).
+/// One pass over the provider's last-seen attributes for all the groups, parsing only the
+/// users whose attributes mention one of them.
 async fn members_before<S: SyncStore>(
     store: &S,
     provider_id: i64,
-    group_dn: &str,
-) -> Result<Vec<(String, String)>, CollectError> {
-    let wanted = member_key(group_dn);
+    groups: &[SearchEntry],
+) -> Result<Vec<Vec<(String, String)>>, CollectError> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let words: Option<Vec<String>> = groups.iter().map(|g| mention(&g.dn)).collect();
+    let matcher = match &words {
+        Some(words) => Some(
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(words)
+                .map_err(|e| {
+                    CollectError::from(LdapError::Incomplete {
+                        entries: 0,
+                        reason: format!("the changed groups' names could not be searched for: {e}"),
+                    })
+                })?,
+        ),
+        None => None,
+    };
     let stored = store
-        .last_seen_mentioning(provider_id, mention(group_dn).as_deref())
-        .await?;
-    Ok(stored
-        .into_iter()
-        .filter_map(|(name, attributes)| {
-            let held = attributes["groups"]
-                .as_array()?
-                .iter()
-                .filter_map(|v| v.as_str())
-                .any(|v| member_key(v) == wanted);
-            let dn = attributes["dn"].as_str().map(member_key)?;
-            held.then_some((name, dn))
+        .last_seen_where(provider_id, &|text| {
+            matcher.as_ref().is_none_or(|m| m.is_match(text))
         })
-        .collect())
+        .await?;
+    let wanted: Vec<String> = groups.iter().map(|g| member_key(&g.dn)).collect();
+    let mut keys: HashMap<String, String> = HashMap::new();
+    let mut before = vec![Vec::new(); groups.len()];
+    for (name, attributes) in stored {
+        let (Some(values), Some(dn)) = (attributes["groups"].as_array(), attributes["dn"].as_str())
+        else {
+            continue;
+        };
+        let mut held: HashSet<String> = HashSet::new();
+        for value in values.iter().filter_map(|v| v.as_str()) {
+            let key = keys
+                .entry(value.to_string())
+                .or_insert_with(|| member_key(value));
+            held.insert(key.clone());
+        }
+        let dn = member_key(dn);
+        for (i, group) in wanted.iter().enumerate() {
+            if held.contains(group) {
+                before[i].push((name.clone(), dn.clone()));
+            }
+        }
+    }
+    Ok(before)
 }
 
 /// A word of a group's DN that every spelling of it carries: the longest run of ASCII

@@ -267,31 +267,32 @@ impl SyncStore for SqlStore {
         .try_get("n")?)
     }
 
-    async fn last_seen_mentioning(
+    async fn last_seen_where(
         &self,
         provider_id: i64,
-        fragment: Option<&str>,
+        wanted: &(dyn for<'t> Fn(&'t str) -> bool + Send + Sync),
     ) -> StoreResult<Vec<(String, serde_json::Value)>> {
-        let pattern = format!("%{}%", fragment.unwrap_or("").to_lowercase());
-        let rows = sqlx::query(
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query(
             "SELECT u.username, a.attributes_json FROM user_attributes a JOIN users u ON u.id = a.user_id \
-             WHERE a.provider_id = $1 AND LOWER(a.attributes_json) LIKE $2",
+             WHERE a.provider_id = $1",
         )
         .bind(provider_id)
-        .bind(pattern)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let name: String = row.try_get("username")?;
-                let text: String = row.try_get("attributes_json")?;
-                let value = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                    what: format!("user_attributes of {name:?}"),
-                    message: e.to_string(),
-                })?;
-                Ok((name, value))
-            })
-            .collect()
+        .fetch(self.pool());
+        let mut found = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            let text: String = row.try_get("attributes_json")?;
+            if !wanted(&text) {
+                continue;
+            }
+            let name: String = row.try_get("username")?;
+            let value = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                what: format!("user_attributes of {name:?}"),
+                message: e.to_string(),
+            })?;
+            found.push((name, value));
+        }
+        Ok(found)
     }
 
     async fn stage_changes(
