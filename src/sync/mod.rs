@@ -1177,7 +1177,7 @@ pub(crate) async fn stage_page<S: SyncStore>(
     }
     let names: Vec<String> = page.iter().map(|u| u.username.clone()).collect();
     // Settled users are skipped on one cheap row each; only the others' memberships are read.
-    let mut users: Vec<DirectoryUser> = page.drain(..).collect();
+    let mut users: Vec<DirectoryUser> = std::mem::take(page);
     if let Some(config_version) = sink.settle_under {
         let summaries = store.stored_summaries(provider.id, &names).await?;
         users.retain(|user| {
