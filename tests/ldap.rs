@@ -189,6 +189,13 @@ fn request(dry_run: bool) -> SyncRequest {
     }
 }
 
+fn incremental_request() -> SyncRequest {
+    SyncRequest {
+        incremental: true,
+        ..request(false)
+    }
+}
+
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -786,12 +793,7 @@ async fn an_incremental_run_reads_only_what_changed(db: Db) {
     // Timestamps have one-second resolution: let the loaded entries be older than the run.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     // Without an earlier run there is nothing to start from: a full run.
-    let first = env
-        .sync(SyncRequest {
-            incremental: true,
-            ..request(false)
-        })
-        .await;
+    let first = env.sync(incremental_request()).await;
     assert_eq!(
         (first.run.kind.as_str(), first.run.status.as_str()),
         ("full", "succeeded")
@@ -809,12 +811,7 @@ async fn an_incremental_run_reads_only_what_changed(db: Db) {
         false,
         &[user_dn(BASE, "u02")],
     ));
-    let incremental = env
-        .sync(SyncRequest {
-            incremental: true,
-            ..request(false)
-        })
-        .await;
+    let incremental = env.sync(incremental_request()).await;
     assert_eq!(incremental.run.kind, "incremental");
     assert_eq!(
         incremental.run.status, "succeeded",
@@ -836,12 +833,7 @@ async fn an_incremental_run_reads_only_what_changed(db: Db) {
 
     // Nothing changed since: an incremental run reads next to nothing and writes nothing.
     let audit = env.store().count("audit_log").await.unwrap();
-    let quiet = env
-        .sync(SyncRequest {
-            incremental: true,
-            ..request(false)
-        })
-        .await;
+    let quiet = env.sync(incremental_request()).await;
     assert_eq!(quiet.run.status, "succeeded");
     assert_eq!((quiet.run.additions, quiet.run.removals), (0, 0));
     assert_eq!(env.store().count("audit_log").await.unwrap(), audit);
@@ -883,12 +875,7 @@ async fn an_incremental_run_follows_nesting_both_ways(db: Db) {
         true,
         &[user_dn(BASE, "u07")],
     ));
-    let incremental = env
-        .sync(SyncRequest {
-            incremental: true,
-            ..request(false)
-        })
-        .await;
+    let incremental = env.sync(incremental_request()).await;
     assert_eq!(incremental.run.kind, "incremental");
     assert_eq!(
         incremental.run.status, "succeeded",
@@ -906,12 +893,7 @@ async fn an_incremental_run_follows_nesting_both_ways(db: Db) {
         true,
         &[group_dn(BASE, "ops")],
     ));
-    let joined = env
-        .sync(SyncRequest {
-            incremental: true,
-            ..request(false)
-        })
-        .await;
+    let joined = env.sync(incremental_request()).await;
     assert_eq!(joined.run.status, "succeeded", "{:?}", joined.run.error);
     assert_eq!(env.groups("u08").await, set(&["Engineering", "Operators"]));
 

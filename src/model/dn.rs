@@ -438,6 +438,13 @@ pub fn normalize(s: &str) -> Result<String, DnError> {
     Dn::parse(s).map(|dn| dn.normalized)
 }
 
+/// The key two spellings of one DN share, for matching a directory's values against each
+/// other: the canonical form, or the lower-cased text of a value that is not a DN (a
+/// directory may hold such values; they still match themselves).
+pub fn comparison_key(s: &str) -> String {
+    normalize(s).unwrap_or_else(|_| s.to_lowercase())
+}
+
 /// True when both strings parse and name the same DN; false when either does not parse.
 pub fn dn_eq(a: &str, b: &str) -> bool {
     match (Dn::parse(a), Dn::parse(b)) {

@@ -233,11 +233,13 @@ async fn read_groups(
     Ok(entries)
 }
 
+/// What a group's member value is matched by: memberUid values are login names, compared
+/// without regard to case; every other kind is a DN.
 fn member_key(value: &str, source: GroupSource) -> String {
     if source == GroupSource::MemberUid {
         value.to_lowercase()
     } else {
-        dn::normalize(value).unwrap_or_else(|_| value.to_lowercase())
+        dn::comparison_key(value)
     }
 }
 

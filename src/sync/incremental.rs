@@ -61,7 +61,7 @@ pub(crate) async fn collect<S: SyncStore>(
             .map_err(&in_search)?;
         while let Some(entry) = stream.next().await.map_err(&in_search)? {
             sink.entries_read += 1;
-            entries.insert(member_key(&entry.dn), entry);
+            entries.insert(dn::comparison_key(&entry.dn), entry);
         }
     }
 
@@ -132,7 +132,7 @@ pub(crate) async fn collect<S: SyncStore>(
     sink.entries_read += members.len() as u64;
     for entry in members {
         if !values(&entry, &options.login_attribute).is_empty() {
-            entries.insert(member_key(&entry.dn), entry);
+            entries.insert(dn::comparison_key(&entry.dn), entry);
         }
     }
     let known_names: HashSet<String> = entries
@@ -160,7 +160,7 @@ pub(crate) async fn collect<S: SyncStore>(
     .await?;
     sink.entries_read += by_name.len() as u64;
     for entry in by_name {
-        entries.insert(member_key(&entry.dn), entry);
+        entries.insert(dn::comparison_key(&entry.dn), entry);
     }
 
     // The group values of what was read: from memberOf (and the groups' own memberOf for
@@ -168,10 +168,15 @@ pub(crate) async fn collect<S: SyncStore>(
     let from_member_of = options.group_source == GroupSource::MemberOf
         && !(options.active_directory && options.nested_groups);
     let directory_groups = if from_member_of && !entries.is_empty() {
+        let search = format!(
+            "the group search under {} with {}",
+            options.group_base(),
+            options.group_filter
+        );
         Some(
             DirectoryGroups::load(directory, &mut ldap)
                 .await
-                .map_err(CollectError::from)?,
+                .map_err(CollectError::in_search(&search))?,
         )
     } else {
         None
@@ -225,7 +230,7 @@ async fn members_now(
 ) -> Result<BTreeSet<String>, CollectError> {
     let options = &directory.options;
     let mut found = BTreeSet::new();
-    let mut visited: BTreeSet<String> = BTreeSet::from([member_key(&group.dn)]);
+    let mut visited: BTreeSet<String> = BTreeSet::from([dn::comparison_key(&group.dn)]);
     let mut frontier = vec![group.clone()];
     for _ in 0..=MAX_NESTING_DEPTH {
         if frontier.is_empty() {
@@ -240,7 +245,7 @@ async fn members_now(
                 if options.group_source == GroupSource::MemberUid {
                     found.insert(member.to_lowercase());
                 } else {
-                    let key = member_key(&member);
+                    let key = dn::comparison_key(&member);
                     if visited.insert(key.clone()) {
                         found.insert(key);
                         candidates.push(member);
@@ -263,7 +268,7 @@ async fn members_now(
         )
         .await?;
         for subgroup in &frontier {
-            found.remove(&member_key(&subgroup.dn));
+            found.remove(&dn::comparison_key(&subgroup.dn));
         }
     }
     Err(LdapError::Directory {
@@ -290,26 +295,20 @@ async fn members_before<S: SyncStore>(
         return Ok(Vec::new());
     }
     let words: Option<Vec<String>> = groups.iter().map(|g| mention(&g.dn)).collect();
-    let matcher = match &words {
-        Some(words) => Some(
-            aho_corasick::AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .build(words)
-                .map_err(|e| {
-                    CollectError::from(LdapError::Incomplete {
-                        entries: 0,
-                        reason: format!("the changed groups' names could not be searched for: {e}"),
-                    })
-                })?,
-        ),
-        None => None,
-    };
+    // Without a word for every group, or if the words cannot be built into a matcher, every
+    // user is compared: slower, never wrong.
+    let matcher = words.as_ref().and_then(|words| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(words)
+            .ok()
+    });
     let stored = store
         .last_seen_where(provider_id, &|text| {
             matcher.as_ref().is_none_or(|m| m.is_match(text))
         })
         .await?;
-    let wanted: Vec<String> = groups.iter().map(|g| member_key(&g.dn)).collect();
+    let wanted: Vec<String> = groups.iter().map(|g| dn::comparison_key(&g.dn)).collect();
     let mut keys: HashMap<String, String> = HashMap::new();
     let mut before = vec![Vec::new(); groups.len()];
     for (name, attributes) in stored {
@@ -321,10 +320,10 @@ async fn members_before<S: SyncStore>(
         for value in values.iter().filter_map(|v| v.as_str()) {
             let key = keys
                 .entry(value.to_string())
-                .or_insert_with(|| member_key(value));
+                .or_insert_with(|| dn::comparison_key(value));
             held.insert(key.clone());
         }
-        let dn = member_key(dn);
+        let dn = dn::comparison_key(dn);
         for (i, group) in wanted.iter().enumerate() {
             if held.contains(group) {
                 before[i].push((name.clone(), dn.clone()));
@@ -373,8 +372,4 @@ async fn read_entries(
             .await?;
     }
     Ok(found)
-}
-
-fn member_key(dn_text: &str) -> String {
-    dn::normalize(dn_text).unwrap_or_else(|_| dn_text.to_lowercase())
 }

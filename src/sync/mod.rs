@@ -27,7 +27,7 @@ use crate::model::sync::{
     StagedChange,
 };
 use crate::sources::ldap::client::{values, Directory};
-use crate::sources::ldap::{GroupSource, LdapError, LdapOptions};
+use crate::sources::ldap::{LdapError, LdapOptions};
 use crate::store::run_status::{
     EXPIRED, FAILED, NEEDS_CONFIRMATION, RUNNING, SUCCEEDED, SUPERSEDED,
 };
@@ -1065,10 +1065,7 @@ impl PageReader {
         let (sender, pages) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(async move {
             let options = &directory.options;
-            let mut attrs = vec![options.login_attribute.as_str()];
-            if options.group_source == GroupSource::MemberOf {
-                attrs.push("memberOf");
-            }
+            let attrs = crate::sources::ldap::groups::user_attributes(&directory);
             let page_size = options.page_size.max(1) as usize;
             let mut read = 0;
             let outcome = async {

@@ -84,7 +84,7 @@ async fn parents_closure(
     let mut all = Vec::new();
     let mut frontier = Vec::new();
     for g in groups {
-        if seen.insert(normal(&g)) {
+        if seen.insert(dn::comparison_key(&g)) {
             frontier.push(g.clone());
             all.push(g);
         }
@@ -101,7 +101,7 @@ async fn parents_closure(
                 .collect();
             let filter = format!("(&{}(|{alternatives}))", directory.options.group_filter);
             for parent in search_dns(directory, ldap, base, &filter).await? {
-                if seen.insert(normal(&parent)) {
+                if seen.insert(dn::comparison_key(&parent)) {
                     next.push(parent.clone());
                     all.push(parent);
                 }
@@ -118,10 +118,6 @@ async fn parents_closure(
             text: format!("groups nest deeper than {MAX_NESTING_DEPTH} levels"),
         })
     }
-}
-
-fn normal(value: &str) -> String {
-    dn::normalize(value).unwrap_or_else(|_| value.to_lowercase())
 }
 
 async fn search_dns(
