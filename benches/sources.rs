@@ -5,8 +5,9 @@
 //! provider's 50 mappings against the group values the identity carries.
 //!
 //! Baselines from the same run: for SAML, samael's own verification and its XML-DSig reduction
-//! (libxmlsec1) without idsync's wrapper; for OIDC, `jsonwebtoken::decode` of the same token and
-//! the bare signature check, the irreducible cryptographic cost.
+//! (libxmlsec1) without idsync's wrapper; for OIDC, `jsonwebtoken::decode` of the same token, the
+//! bare signature check in RustCrypto (what `openidconnect` alone would run) and in `ring` (what
+//! idsync runs), the irreducible cryptographic cost.
 //!
 //! The SAML response and the IdP material are also written to files (the directory named by
 //! `IDSYNC_BENCH_SOURCES_DIR`, by default `target/bench-sources`), where
@@ -463,6 +464,10 @@ struct OidcScenario {
     es256_key: DecodingKey,
     validation_rs256: Validation,
     validation_es256: Validation,
+    /// The same public keys as `ring` takes them: the RSA modulus and exponent, and the P-256
+    /// point (uncompressed).
+    rs256_ring: (Vec<u8>, Vec<u8>),
+    es256_ring: Vec<u8>,
 }
 
 /// An RSA 2048 and a P-256 key made by openssl for this run (PKCS#8 PEM), never stored.
@@ -563,6 +568,13 @@ fn oidc_scenario() -> OidcScenario {
     let (rsa, ec) = bench_keys();
     let (rs256_jwk, rs256_key) = jwk(&rsa, Algorithm::RS256, RS256_KID);
     let (es256_jwk, es256_key) = jwk(&ec, Algorithm::ES256, ES256_KID);
+    let field = |jwk: &Value, name: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jwk[name].as_str().expect("JWK field"))
+            .expect("base64url")
+    };
+    let rs256_ring = (field(&rs256_jwk, "n"), field(&rs256_jwk, "e"));
+    let es256_ring = [vec![4u8], field(&es256_jwk, "x"), field(&es256_jwk, "y")].concat();
     let jwks = json!({"keys": [rs256_jwk, es256_jwk]});
     let options = OidcOptions::from_json(&json!({
         "issuer": OIDC_ISSUER,
@@ -588,6 +600,8 @@ fn oidc_scenario() -> OidcScenario {
         es256_key,
         validation_rs256: validation(Algorithm::RS256),
         validation_es256: validation(Algorithm::ES256),
+        rs256_ring,
+        es256_ring,
     };
     check_oidc_scenario(&scenario);
     scenario
@@ -653,6 +667,41 @@ fn check_oidc_scenario(s: &OidcScenario) {
         &s.es256_key,
         Algorithm::ES256
     ));
+    assert!(rs256_signature_ring(s, &s.rs256_token));
+    assert!(es256_signature_ring(s, &s.es256_token));
+}
+
+fn signing_input_and_signature(token: &str) -> (&str, Vec<u8>) {
+    let (message, signature) = token.rsplit_once('.').expect("compact JWS");
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature)
+        .expect("base64url signature");
+    (message, signature)
+}
+
+/// The RS256 check as idsync does it, with `ring` (the signature decoded from base64url, then
+/// SHA-256 and one RSA-2048 verification).
+fn rs256_signature_ring(s: &OidcScenario, token: &str) -> bool {
+    let (message, signature) = signing_input_and_signature(token);
+    let (n, e) = &s.rs256_ring;
+    ring::signature::RsaPublicKeyComponents { n, e }
+        .verify(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            message.as_bytes(),
+            &signature,
+        )
+        .is_ok()
+}
+
+/// The ES256 check as idsync does it, with `ring`.
+fn es256_signature_ring(s: &OidcScenario, token: &str) -> bool {
+    let (message, signature) = signing_input_and_signature(token);
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_FIXED,
+        &s.es256_ring,
+    )
+    .verify(message.as_bytes(), &signature)
+    .is_ok()
 }
 
 /// What a sign-in does with an ID token before the store: verify, then evaluate.
@@ -695,6 +744,12 @@ fn bench_oidc(c: &mut Criterion) {
     });
     group.bench_function("baseline_es256_signature_only", |b| {
         b.iter(|| signature_only(black_box(&s.es256_token), &s.es256_key, Algorithm::ES256))
+    });
+    group.bench_function("baseline_rs256_signature_ring", |b| {
+        b.iter(|| rs256_signature_ring(&s, black_box(&s.rs256_token)))
+    });
+    group.bench_function("baseline_es256_signature_ring", |b| {
+        b.iter(|| es256_signature_ring(&s, black_box(&s.es256_token)))
     });
     group.bench_function("es256_verify_and_evaluate_50_mappings", |b| {
         b.iter(|| oidc_verify_and_evaluate(&s, &s.es256_token))

@@ -122,6 +122,8 @@ ids=(
   oidc/baseline_rs256_jsonwebtoken_decode
   oidc/baseline_rs256_signature_only
   oidc/baseline_es256_signature_only
+  oidc/baseline_rs256_signature_ring
+  oidc/baseline_es256_signature_ring
   oidc/es256_verify_and_evaluate_50_mappings
   oidc/baseline_es256_jsonwebtoken_decode
   oidc/evaluate_50_mappings_10_values
@@ -279,12 +281,13 @@ rs_sig=oidc/baseline_rs256_signature_only
 es=oidc/es256_verify_and_evaluate_50_mappings
 es_decode=oidc/baseline_es256_jsonwebtoken_decode
 es_sig=oidc/baseline_es256_signature_only
+rs_ring=oidc/baseline_rs256_signature_ring
+es_ring=oidc/baseline_es256_signature_ring
 oidc_eval=oidc/evaluate_50_mappings_10_values
 
 speedup=$(awk -v p="$py_median" -v i="${median[$saml]}" 'BEGIN { print p / i }')
 rs_rate=$(awk -v ns="${median[$rs]}" 'BEGIN { print 1e9 / ns }')
 es_rate=$(awk -v ns="${median[$es]}" 'BEGIN { print 1e9 / ns }')
-rs_sig_rate=$(awk -v ns="${median[$rs_sig]}" 'BEGIN { print 1e9 / ns }')
 
 # A part cannot cost more than the whole it is part of: when a part's confidence interval lies
 # entirely above its whole's, the load changed between the two measurements, and the section says
@@ -302,9 +305,9 @@ part_of "$samael" "$saml_verify"
 part_of "$xmldsig" "$samael"
 part_of "$rs_verify" "$rs"
 part_of "$oidc_eval" "$rs"
-part_of "$rs_sig" "$rs_verify"
+part_of "$rs_ring" "$rs_verify"
 part_of "$rs_sig" "$rs_decode"
-part_of "$es_sig" "$es"
+part_of "$es_ring" "$es"
 part_of "$es_sig" "$es_decode"
 
 cpu_model=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
@@ -353,10 +356,12 @@ EOF
   row "$rs_verify" "Part: verify_id_token alone" "tokens"
   row "$oidc_eval" "Part: evaluate alone" "evaluations"
   row "$rs_decode" "Baseline: jsonwebtoken::decode of the same token (signature, exp, aud, iss)" "tokens"
-  row "$rs_sig" "Baseline: the RS256 signature check alone (SHA-256 + RSA-2048 verify)" "signatures"
+  row "$rs_ring" "Baseline: the RS256 signature check alone in ring, as idsync runs it (SHA-256 + RSA-2048 verify)" "signatures"
+  row "$rs_sig" "Baseline: the same check in RustCrypto, as openidconnect alone and jsonwebtoken run it" "signatures"
   row "$es" "OIDC ES256: verify_id_token, then evaluate" "tokens"
   row "$es_decode" "Baseline: jsonwebtoken::decode of the ES256 token" "tokens"
-  row "$es_sig" "Baseline: the ES256 signature check alone (SHA-256 + P-256 ECDSA verify)" "signatures"
+  row "$es_ring" "Baseline: the ES256 signature check alone in ring, as idsync runs it (SHA-256 + P-256 ECDSA verify)" "signatures"
+  row "$es_sig" "Baseline: the same check in RustCrypto" "signatures"
   if [ "${#inconsistent[@]}" -gt 0 ]; then
     echo
     echo "**Inconsistent in this run**: the machine's speed changed between measurements, so the"
@@ -403,28 +408,32 @@ EOF
 | Evaluation, of the SAML verify + evaluate | $(percent "${median[$saml_eval]}" "${median[$saml]}") |
 | OIDC RS256 verify + evaluate / jsonwebtoken::decode | $(ratio "${median[$rs]}" "${median[$rs_decode]}") |
 | OIDC RS256 verify_id_token / jsonwebtoken::decode | $(ratio "${median[$rs_verify]}" "${median[$rs_decode]}") |
-| RS256 signature check alone, of the OIDC RS256 verify + evaluate | $(percent "${median[$rs_sig]}" "${median[$rs]}") |
+| RS256 signature check alone (ring), of the OIDC RS256 verify + evaluate | $(percent "${median[$rs_ring]}" "${median[$rs]}") |
+| RS256 signature check in RustCrypto / in ring | $(ratio "${median[$rs_sig]}" "${median[$rs_ring]}") |
 | Evaluation, of the OIDC RS256 verify + evaluate | $(percent "${median[$oidc_eval]}" "${median[$rs]}") |
 | OIDC ES256 verify + evaluate / jsonwebtoken::decode | $(ratio "${median[$es]}" "${median[$es_decode]}") |
-| ES256 signature check alone, of the OIDC ES256 verify + evaluate | $(percent "${median[$es_sig]}" "${median[$es]}") |
+| ES256 signature check alone (ring), of the OIDC ES256 verify + evaluate | $(percent "${median[$es_ring]}" "${median[$es]}") |
+| ES256 signature check in RustCrypto / in ring | $(ratio "${median[$es_sig]}" "${median[$es_ring]}") |
 EOF
   if [ -n "$rsa_per_s" ]; then
     echo "| RS256 signature check in the RustCrypto \`rsa\` crate / OpenSSL's RSA-2048 verify | $(ratio "${median[$rs_sig]}" "$rsa_ns") |"
+    echo "| RS256 signature check in ring / OpenSSL's RSA-2048 verify | $(ratio "${median[$rs_ring]}" "$rsa_ns") |"
   fi
   cat <<EOF
 
 ### Where the time goes
 
 - **OIDC**: the RS256 signature check alone (SHA-256 of the signing input and one RSA-2048
-  public-key operation in the RustCrypto \`rsa\` crate, which both \`openidconnect\` and
-  \`jsonwebtoken\` use here) takes $(human_time "${median[$rs_sig]}"), $(percent "${median[$rs_sig]}" "${median[$rs]}") of a verify + evaluate; by itself it
-  allows $(per_second "${median[$rs_sig]}") tokens per second on one core. Everything else (parsing the token,
-  the claim checks, the payload read again for the groups, the evaluation) adds $(difference "${median[$rs]}" "${median[$rs_sig]}").
+  public-key operation, done by \`ring\` with the provider's keys prepared for it once per key-set
+  read) takes $(human_time "${median[$rs_ring]}"), $(percent "${median[$rs_ring]}" "${median[$rs]}") of a verify + evaluate; the same check in the
+  RustCrypto \`rsa\` crate, which \`openidconnect\` alone would run, takes $(human_time "${median[$rs_sig]}"). Everything
+  else (parsing the token, the claim checks, the payload read again for the groups, the
+  evaluation) adds $(difference "${median[$rs]}" "${median[$rs_ring]}").
 EOF
-  if ! at_least "$rs_sig_rate" 20000; then
+  if ! at_least "$rs_rate" 20000; then
     cat <<EOF
-  The signature check alone is slower than the 20,000 per second target allows (50 µs), so no
-  change to idsync's own code reaches the target while RSA verification is done by this crate.
+  The target (20,000 per second, 50 µs per token) is not met: beside the signature, the rest
+  of the work costs $(difference "${median[$rs]}" "${median[$rs_ring]}"), of which the evaluation is $(human_time "${median[$oidc_eval]}").
 EOF
   fi
   cat <<EOF
@@ -485,9 +494,11 @@ EOF
   benchmark checks beforehand that the identity and groups are right, that another nonce and an
   altered payload are refused, and that no key was fetched.
 - **OIDC baselines**: \`jsonwebtoken::decode::<serde_json::Value>\` of the same token with the
-  public key from the same JWKS entry, validating exp, aud and iss; and
-  \`jsonwebtoken::crypto::verify\` on the signing input and signature, the irreducible
-  cryptographic cost of a token.
+  public key from the same JWKS entry, validating exp, aud and iss;
+  \`jsonwebtoken::crypto::verify\` on the signing input and signature (RustCrypto); and the same
+  check with \`ring\` (the signature decoded from base64url, then \`RsaPublicKeyComponents::verify\`
+  or \`UnparsedPublicKey::verify\` on the key's components), the irreducible cryptographic cost of
+  a token as idsync verifies it.
 EOF
 } >"$section"
 

@@ -270,6 +270,44 @@ async fn wrong_empty_and_unknown_credentials_are_told_apart(db: Db) {
     );
 }
 
+async fn sign_ins_reuse_pooled_connections_and_survive_a_restart(db: Db) {
+    let mut env = Env::new(db, SlapdOptions::default(), 3, serde_json::json!({})).await;
+    let directory = env.directory();
+    for _ in 0..10 {
+        ldap::authenticate(&directory, "corp", "u01", "pw-u01")
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        directory.connections_opened(),
+        2,
+        "one connection for the service account's searches and one for user binds, reused"
+    );
+    // A refused bind is the directory's verdict: the connection stays fit for the next bind.
+    assert!(matches!(
+        ldap::authenticate(&directory, "corp", "u01", "wrong").await,
+        Err(LdapError::InvalidCredentials)
+    ));
+    let identity = ldap::authenticate(&directory, "corp", "u02", "pw-u02")
+        .await
+        .unwrap();
+    assert_eq!(identity.username, "u02");
+    assert_eq!(directory.connections_opened(), 2);
+    // The server closes every connection: the next sign-in opens new ones instead of failing.
+    env.slapd.restart();
+    let identity = ldap::authenticate(&directory, "corp", "u03", "pw-u03")
+        .await
+        .unwrap();
+    assert_eq!(identity.username, "u03");
+    assert_eq!(directory.connections_opened(), 4);
+    // With the server gone, a pooled connection is never taken for an answer.
+    env.slapd.stop();
+    let err = ldap::authenticate(&directory, "corp", "u01", "pw-u01")
+        .await
+        .unwrap_err();
+    assert!(err.is_directory_failure(), "{err}");
+}
+
 async fn filter_injection_in_the_username_finds_nobody(db: Db) {
     let env = Env::new(db, SlapdOptions::default(), 3, serde_json::json!({})).await;
     let directory = env.directory();
@@ -944,6 +982,7 @@ on_both_databases!(
     an_incremental_run_follows_nesting_both_ways,
     login_verifies_the_password_and_maps_the_groups,
     wrong_empty_and_unknown_credentials_are_told_apart,
+    sign_ins_reuse_pooled_connections_and_survive_a_restart,
     filter_injection_in_the_username_finds_nobody,
     an_unreachable_directory_is_not_a_wrong_password,
     group_search_modes_and_nesting,

@@ -26,11 +26,76 @@ pub mod rc {
     pub const INVALID_CREDENTIALS: u32 = 49;
 }
 
-/// A configured directory: options plus the TLS configuration built once.
+/// A configured directory: options, the TLS configuration built once, and the connections
+/// sign-ins reuse. Clones share the connections.
 #[derive(Clone)]
 pub struct Directory {
     pub options: LdapOptions,
     tls: Option<Arc<ClientConfig>>,
+    pool: Arc<ConnectionPool>,
+}
+
+/// Most idle connections of each kind kept for the next sign-ins.
+pub const MAX_IDLE_CONNECTIONS: usize = 16;
+/// An idle connection older than this is closed rather than reused: servers drop idle
+/// connections (Active Directory after 900 s by default), and a fresh one costs less than a
+/// failed attempt.
+pub const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// What a pooled connection is used for. The two never mix: a connection that ever carried a
+/// user's bind is never used to search, so no search runs with a user's rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Bound as the service account; searches and reads.
+    Service,
+    /// User binds only (password checks).
+    UserBind,
+}
+
+/// Connections kept open between sign-ins, so a sign-in costs a search and a bind, not two
+/// TCP (and TLS) handshakes and a service bind. A connection goes back only after an operation
+/// on it completed; one that failed in any way is closed.
+#[derive(Default)]
+struct ConnectionPool {
+    service: std::sync::Mutex<Vec<(Ldap, std::time::Instant)>>,
+    user_bind: std::sync::Mutex<Vec<(Ldap, std::time::Instant)>>,
+    opened: std::sync::atomic::AtomicU64,
+}
+
+impl ConnectionPool {
+    fn idle(&self, purpose: Purpose) -> std::sync::MutexGuard<'_, Vec<(Ldap, std::time::Instant)>> {
+        let idle = match purpose {
+            Purpose::Service => &self.service,
+            Purpose::UserBind => &self.user_bind,
+        };
+        idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take(&self, purpose: Purpose) -> Option<Ldap> {
+        let mut idle = self.idle(purpose);
+        while let Some((mut ldap, since)) = idle.pop() {
+            if since.elapsed() <= MAX_IDLE && !ldap.is_closed() {
+                return Some(ldap);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, purpose: Purpose, mut ldap: Ldap) {
+        if ldap.is_closed() {
+            return;
+        }
+        let mut idle = self.idle(purpose);
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push((ldap, std::time::Instant::now()));
+        }
+    }
+}
+
+/// A connection taken for one operation, and whether it was open before.
+struct Taken {
+    ldap: Ldap,
+    reused: bool,
 }
 
 impl std::fmt::Debug for Directory {
@@ -84,7 +149,17 @@ impl Directory {
     pub fn new(options: LdapOptions) -> Result<Directory, LdapError> {
         options.validate()?;
         let tls = tls_config(&options)?;
-        Ok(Directory { options, tls })
+        Ok(Directory {
+            options,
+            tls,
+            pool: Arc::default(),
+        })
+    }
+
+    /// Connections opened so far, by any means (pooled or not), since this directory was
+    /// configured.
+    pub fn connections_opened(&self) -> u64 {
+        self.pool.opened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn unreachable(&self, reason: impl std::fmt::Display) -> LdapError {
@@ -113,6 +188,9 @@ impl Directory {
                 secs: self.options.connect_timeout_secs,
             })?
             .map_err(|e| self.unreachable(e))?;
+        self.pool
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
                 tracing::debug!(error = %e, "LDAP connection closed");
@@ -171,25 +249,82 @@ impl Directory {
         Ok(ldap)
     }
 
-    /// Binds as a user on a fresh connection to check their password.
+    async fn take(&self, purpose: Purpose) -> Result<Taken, LdapError> {
+        if let Some(ldap) = self.pool.take(purpose) {
+            return Ok(Taken { ldap, reused: true });
+        }
+        let ldap = match purpose {
+            Purpose::Service => self.service_connection().await?,
+            Purpose::UserBind => self.connect().await?,
+        };
+        Ok(Taken {
+            ldap,
+            reused: false,
+        })
+    }
+
+    /// Runs `operation` on a pooled connection for `purpose` and puts the connection back when
+    /// the directory answered. A connection kept from earlier may have been closed by the
+    /// server meanwhile: when one fails to carry the operation at all, the operation runs once
+    /// more on a new connection. A timeout is not retried (the directory is slow, not gone).
+    async fn with_pooled<T, F, Fut>(&self, purpose: Purpose, operation: F) -> Result<T, LdapError>
+    where
+        F: Fn(Ldap) -> Fut,
+        Fut: std::future::Future<Output = Result<T, LdapError>>,
+    {
+        // The operation gets a handle of its own on the connection (handles are cheap clones
+        // of one connection), so it can borrow whatever it likes for as long as it runs.
+        let mut taken = self.take(purpose).await?;
+        let mut result = operation(taken.ldap.clone()).await;
+        if taken.reused && matches!(result, Err(LdapError::Unreachable { .. })) {
+            tracing::debug!("a pooled LDAP connection failed; retrying on a new one");
+            taken = Taken {
+                ldap: match purpose {
+                    Purpose::Service => self.service_connection().await?,
+                    Purpose::UserBind => self.connect().await?,
+                },
+                reused: false,
+            };
+            result = operation(taken.ldap.clone()).await;
+        }
+        if answered(&result) {
+            self.pool.give_back(purpose, taken.ldap);
+        }
+        result
+    }
+
+    /// Runs `operation` with a connection bound as the service account, taken from the pool
+    /// (see [`Self::check_password`] for the pool's rules).
+    pub async fn with_service_connection<T, F, Fut>(&self, operation: F) -> Result<T, LdapError>
+    where
+        F: Fn(Ldap) -> Fut,
+        Fut: std::future::Future<Output = Result<T, LdapError>>,
+    {
+        self.with_pooled(Purpose::Service, operation).await
+    }
+
+    /// Binds as a user to check their password, on a connection kept for user binds: it is
+    /// never used for anything else, so a search never runs with a user's rights, and after a
+    /// failed bind it is anonymous (RFC 4511 §4.2.1) until the next bind.
     pub async fn check_password(&self, dn: &str, password: &str) -> Result<(), LdapError> {
         if password.is_empty() {
             return Err(LdapError::EmptyPassword);
         }
-        let mut ldap = self.connect().await?;
-        let result = self
-            .timed("user bind", ldap.simple_bind(dn, password))
-            .await?;
-        let _ = ldap.unbind().await;
-        match result.rc {
-            rc::SUCCESS => Ok(()),
-            rc::INVALID_CREDENTIALS => Err(LdapError::InvalidCredentials),
-            code => Err(LdapError::Directory {
-                operation: "user bind",
-                rc: code,
-                text: result.text,
-            }),
-        }
+        self.with_pooled(Purpose::UserBind, |mut ldap| async move {
+            let result = self
+                .timed("user bind", ldap.simple_bind(dn, password))
+                .await?;
+            match result.rc {
+                rc::SUCCESS => Ok(()),
+                rc::INVALID_CREDENTIALS => Err(LdapError::InvalidCredentials),
+                code => Err(LdapError::Directory {
+                    operation: "user bind",
+                    rc: code,
+                    text: result.text,
+                }),
+            }
+        })
+        .await
     }
 
     /// Starts a paged search whose entries are read one by one with [`EntryStream::next`],
@@ -320,6 +455,20 @@ impl EntryStream<'_> {
     /// Entries read so far.
     pub fn count(&self) -> u64 {
         self.count
+    }
+}
+
+/// Whether the directory answered the operation (with success or with a verdict on the
+/// request), so the connection that carried it is fit to carry the next.
+fn answered<T>(result: &Result<T, LdapError>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(error) => matches!(
+            error,
+            LdapError::InvalidCredentials
+                | LdapError::UnknownUser(_)
+                | LdapError::AmbiguousUser { .. }
+        ),
     }
 }
 

@@ -1,7 +1,8 @@
 //! LDAP and Active Directory: sign-in by binding as the user, group values from the directory.
 //!
-//! Sign-in: the service account finds the user with an escaped filter (RFC 4515), then a fresh
-//! connection binds as the user's DN with the password; an empty password is refused before any
+//! Sign-in: the service account finds the user with an escaped filter (RFC 4515), then a
+//! connection kept for user binds binds as the user's DN with the password (both connections are
+//! pooled, see [`client::Directory::check_password`]); an empty password is refused before any
 //! bind (RFC 4513 §5.1.2: it would be an unauthenticated bind that "succeeds"). Wrong
 //! credentials, an unknown user and an unreachable directory are told apart, and only a
 //! verified sign-in produces an identity: no directory error ever becomes "no groups".
@@ -122,10 +123,11 @@ fn check_username(username: &str) -> Result<(), LdapError> {
 /// live lookup of a mapping test, and the first half of a sign-in.
 pub async fn lookup(directory: &Directory, username: &str) -> Result<FoundUser, LdapError> {
     check_username(username)?;
-    let mut ldap = directory.service_connection().await?;
-    let found = find_user(directory, &mut ldap, username).await;
-    let _ = ldap.unbind().await;
-    found
+    directory
+        .with_service_connection(|mut ldap| async move {
+            find_user(directory, &mut ldap, username).await
+        })
+        .await
 }
 
 async fn find_user(
@@ -180,11 +182,7 @@ pub async fn authenticate(
     if password.is_empty() {
         return Err(LdapError::EmptyPassword);
     }
-    check_username(username)?;
-    let mut ldap = directory.service_connection().await?;
-    let found = find_user(directory, &mut ldap, username).await;
-    let _ = ldap.unbind().await;
-    let found = found?;
+    let found = lookup(directory, username).await?;
     directory.check_password(&found.dn, password).await?;
     Ok(found.into_identity(provider))
 }

@@ -10,7 +10,7 @@
 //! rotation right after one made-up key id is picked up within seconds. A read that fails is
 //! not retried for [`FAILED_READ_BACKOFF_SECS`]; meanwhile callers are told to come back.
 
-use openidconnect::core::CoreJsonWebKeySet;
+use super::signing_key::ProviderKeySet;
 
 use super::OidcOptions;
 
@@ -147,7 +147,7 @@ pub fn max_age(cache_control: &str) -> Option<i64> {
 pub async fn fetch(
     http: &openidconnect::reqwest::Client,
     url: &str,
-) -> Result<(CoreJsonWebKeySet, Option<i64>), String> {
+) -> Result<(ProviderKeySet, Option<i64>), String> {
     let response = http
         .get(url)
         .header("Accept", "application/json")
@@ -175,7 +175,7 @@ pub async fn fetch(
     if body.len() > MAX_JWKS_BYTES {
         return Err("the key set is too large".into());
     }
-    let keys: CoreJsonWebKeySet =
+    let keys: ProviderKeySet =
         serde_json::from_slice(&body).map_err(|e| format!("the key set is not a JWKS: {e}"))?;
     Ok((keys, age))
 }

@@ -3,7 +3,7 @@
 //!
 //! The `openidconnect` crate checks the signature against the provider's JWKS (asymmetric
 //! algorithms only: `none` and HMAC are refused, so a token "signed" with the provider's public
-//! key as an HMAC secret never passes), the issuer, the audience, the expiry and the nonce. What
+//! key as an HMAC secret never passes; the arithmetic itself is `ring`'s, see [`signing_key`]), the issuer, the audience, the expiry and the nonce. What
 //! it leaves to the application is done here: `azp` when there are several audiences, `nbf` and
 //! `iat` with the configured leeway, `at_hash` when an access token is present, the groups claim
 //! by name or path, and Entra's group overage, which is an error rather than "no groups".
@@ -16,14 +16,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use keys::{KeyCache, RefreshDecision};
+use signing_key::{ProviderKeySet, SigningKey};
 use std::time::Duration;
 
 use base64::Engine as _;
 use openidconnect::core::{
     CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
-    CoreGenderClaim, CoreGrantType, CoreJsonWebKey, CoreJsonWebKeySet,
-    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
-    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+    CoreGenderClaim, CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType,
+    CoreSubjectIdentifierType,
 };
 use openidconnect::{
     AdditionalClaims, AdditionalProviderMetadata, AuthorizationCode, ClaimsVerificationError,
@@ -36,6 +37,7 @@ use sha2::Digest;
 
 pub mod config;
 mod keys;
+pub mod signing_key;
 
 pub use config::{OidcOptions, OidcOptionsError};
 
@@ -233,7 +235,7 @@ pub struct OidcSource {
     client_secret: Option<Secret>,
     metadata: ProviderDocument,
     http: openidconnect::reqwest::Client,
-    jwks: RwLock<CoreJsonWebKeySet>,
+    jwks: RwLock<ProviderKeySet>,
     /// When the keys were read, how long they may be used, and the budget for reading them
     /// again because a token named an unknown key.
     key_cache: Mutex<KeyCache>,
@@ -275,7 +277,7 @@ impl OidcSource {
                 issuer: options.issuer.clone(),
                 reason: error_chain(&e),
             })?;
-        let jwks = metadata.jwks().clone();
+        let jwks = signing_key::key_set(metadata.jwks());
         let key_cache = KeyCache::new(&options, crate::clock::now_secs());
         Ok(OidcSource {
             provider: provider.to_string(),
@@ -313,7 +315,7 @@ impl OidcSource {
                 metadata.issuer().as_str()
             )));
         }
-        let jwks: CoreJsonWebKeySet =
+        let jwks: ProviderKeySet =
             serde_json::from_str(jwks_json).map_err(|e| discovery_error(e.to_string()))?;
         let key_cache = KeyCache::new(&options, crate::clock::now_secs());
         Ok(OidcSource {
@@ -641,7 +643,7 @@ impl OidcSource {
         let jwks = self.jwks.read().unwrap_or_else(|e| e.into_inner()).clone();
         let issuer = self.metadata.issuer().clone();
         let client_id = ClientId::new(self.options.client_id.clone());
-        let verifier: IdTokenVerifier<CoreJsonWebKey> = match &self.client_secret {
+        let verifier: IdTokenVerifier<SigningKey> = match &self.client_secret {
             Some(secret) => IdTokenVerifier::new_confidential_client(
                 client_id,
                 ClientSecret::new(secret.expose().to_string()),

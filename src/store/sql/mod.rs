@@ -54,6 +54,11 @@ pub struct Dialect {
     /// arrays (over `memberships m JOIN groups g`): a sign-in reads them in the same row as the
     /// user, one round trip.
     memberships_json: &'static str,
+    /// Whether a user's memberships may be read in the statement that locks the user's row.
+    /// On SQLite yes: the write lock is taken at BEGIN, so every statement after it sees every
+    /// other writer's work. On PostgreSQL no: a statement that waited for the row lock still
+    /// reads other tables as of when it started, so they are read by the next statement.
+    memberships_with_row_lock: bool,
 }
 
 impl Dialect {
@@ -64,12 +69,14 @@ impl Dialect {
                 lock_row: "",
                 memberships_json: "json_group_array(json_array(g.id, g.name, g.priority, \
                                    g.is_system, m.source_kind, m.provider_id, m.mapping_id))",
+                memberships_with_row_lock: true,
             },
             Backend::Postgres => Dialect {
                 begin_write: "BEGIN",
                 lock_row: " FOR UPDATE",
                 memberships_json: "COALESCE(json_agg(json_build_array(g.id, g.name, g.priority, \
                                    g.is_system, m.source_kind, m.provider_id, m.mapping_id))::text, '[]')",
+                memberships_with_row_lock: false,
             },
         }
     }
@@ -470,29 +477,68 @@ async fn insert_audit(
     actor: &Actor,
     row: AuditRow<'_>,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, user_id, username, group_name, provider, \
-         mapping_id, run_id, reason, detail_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(now)
-    .bind(actor.name.as_str())
-    .bind(row.action)
-    .bind(row.user_id)
-    .bind(row.username)
-    .bind(row.group)
-    .bind(row.provider)
-    .bind(row.mapping_id)
-    .bind(actor.run_id.as_deref())
-    .bind(row.reason)
-    // Every audit row's detail is redacted here, whoever wrote it: no secret reaches the log.
-    .bind(
-        row.detail
-            .map(|d| crate::config::redact(&d))
-            .unwrap_or(serde_json::json!({}))
-            .to_string(),
-    )
-    .execute(&mut **tx)
-    .await?;
+    insert_audit_rows(tx, now, actor, std::slice::from_ref(&row)).await
+}
+
+/// Audit columns bound per row by [`insert_audit_rows`].
+const AUDIT_COLUMNS_BOUND: usize = 9;
+/// Rows per statement, well under SQLite's limit of bound values.
+const AUDIT_ROWS_PER_STATEMENT: usize = 500;
+
+/// Writes audit rows with one multi-row statement (per 500 rows), in the order given.
+async fn insert_audit_rows(
+    tx: &mut Transaction<'static, Any>,
+    now: i64,
+    actor: &Actor,
+    rows: &[AuditRow<'_>],
+) -> StoreResult<()> {
+    for chunk in rows.chunks(AUDIT_ROWS_PER_STATEMENT) {
+        // $1 and $2 are shared by every row: the time and the actor's run id.
+        let values = (0..chunk.len())
+            .map(|i| {
+                let at = 3 + i * AUDIT_COLUMNS_BOUND;
+                format!(
+                    "($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, $2, ${}, ${})",
+                    at,
+                    at + 1,
+                    at + 2,
+                    at + 3,
+                    at + 4,
+                    at + 5,
+                    at + 6,
+                    at + 7,
+                    at + 8
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO audit_log (at, actor, action, user_id, username, group_name, provider, \
+             mapping_id, run_id, reason, detail_json) VALUES {values}"
+        );
+        let mut query = sqlx::query(&sql).bind(now).bind(actor.run_id.as_deref());
+        for row in chunk {
+            query = query
+                .bind(actor.name.as_str())
+                .bind(row.action)
+                .bind(row.user_id)
+                .bind(row.username)
+                .bind(row.group)
+                .bind(row.provider)
+                .bind(row.mapping_id)
+                .bind(row.reason)
+                // Every audit row's detail is redacted here, whoever wrote it: no secret
+                // reaches the log.
+                .bind(
+                    row.detail
+                        .as_ref()
+                        .map(crate::config::redact)
+                        .unwrap_or(serde_json::json!({}))
+                        .to_string(),
+                );
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
@@ -1159,16 +1205,30 @@ async fn store_digest(
     digest: &str,
     now: i64,
 ) -> StoreResult<i64> {
+    store_digest_and_bump(tx, user_id, digest, now, false).await
+}
+
+/// Stores the user's permissions digest (raising the permission version when it changed) and,
+/// when `raise_membership_version`, raises the membership version in the same statement.
+async fn store_digest_and_bump(
+    tx: &mut Transaction<'static, Any>,
+    user_id: i64,
+    digest: &str,
+    now: i64,
+    raise_membership_version: bool,
+) -> StoreResult<i64> {
     Ok(sqlx::query(
         "UPDATE users SET permission_version = permission_version + \
          (CASE WHEN permissions_digest = $2 THEN 0 ELSE 1 END), \
          permissions_changed_at = (CASE WHEN permissions_digest = $2 THEN permissions_changed_at \
-         ELSE $3 END), permissions_digest = $2, updated_at = $3 WHERE id = $1 \
+         ELSE $3 END), permissions_digest = $2, updated_at = $3, \
+         membership_version = membership_version + $4 WHERE id = $1 \
          RETURNING permission_version",
     )
     .bind(user_id)
     .bind(digest)
     .bind(now)
+    .bind(i64::from(raise_membership_version))
     .fetch_one(&mut **tx)
     .await?
     .try_get("permission_version")?)
@@ -1196,6 +1256,11 @@ struct SqlUserChange {
     tx: WriteTx,
     user: UserRecord,
     created: bool,
+    /// The memberships read with the user's row, until the first change.
+    read_memberships: Option<Vec<CurrentMembership>>,
+    /// Memberships changed: the membership version is raised with the user's next write (the
+    /// digest's statement, or before the commit), not in a statement of its own.
+    membership_bump: bool,
 }
 
 #[async_trait]
@@ -1206,27 +1271,58 @@ impl MembershipStore for SqlStore {
         now: i64,
     ) -> StoreResult<Box<dyn UserChange>> {
         let mut tx = self.begin_write().await?;
-        let created = sqlx::query(
-            "INSERT INTO users (username, created_at, updated_at) VALUES ($1, $2, $2) \
-             ON CONFLICT (username) DO NOTHING",
-        )
-        .bind(username)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            == 1;
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE username = $1{}",
-            self.dialect.lock_row
-        ))
-        .bind(username)
-        .fetch_one(&mut **tx)
-        .await?;
+        // The user's row and memberships in one statement; a new user costs an insert and a
+        // second read.
+        let with_memberships = self.dialect.memberships_with_row_lock;
+        let select = if with_memberships {
+            format!(
+                "SELECT {USER_COLUMNS}, (SELECT {} FROM memberships m JOIN groups g \
+                 ON g.id = m.group_id WHERE m.user_id = users.id) AS memberships_json \
+                 FROM users WHERE username = $1{}",
+                self.dialect.memberships_json, self.dialect.lock_row
+            )
+        } else {
+            format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username = $1{}",
+                self.dialect.lock_row
+            )
+        };
+        let mut created = false;
+        let row = match sqlx::query(&select)
+            .bind(username)
+            .fetch_optional(&mut **tx)
+            .await?
+        {
+            Some(row) => row,
+            None => {
+                created = sqlx::query(
+                    "INSERT INTO users (username, created_at, updated_at) VALUES ($1, $2, $2) \
+                     ON CONFLICT (username) DO NOTHING",
+                )
+                .bind(username)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                sqlx::query(&select)
+                    .bind(username)
+                    .fetch_one(&mut **tx)
+                    .await?
+            }
+        };
+        let read_memberships = if with_memberships {
+            let text: Option<String> = row.try_get("memberships_json")?;
+            Some(memberships_from_json(text.as_deref().unwrap_or("[]"))?)
+        } else {
+            None
+        };
         Ok(Box::new(SqlUserChange {
             tx,
             user: user_record(&row)?,
             created,
+            read_memberships,
+            membership_bump: false,
         }))
     }
 
@@ -1527,7 +1623,10 @@ impl UserChange for SqlUserChange {
     }
 
     async fn memberships(&mut self) -> StoreResult<Vec<CurrentMembership>> {
-        memberships_of(&mut **self.tx, self.user.id).await
+        match self.read_memberships.take() {
+            Some(read) => Ok(read),
+            None => memberships_of(&mut **self.tx, self.user.id).await,
+        }
     }
 
     async fn apply_evaluation(
@@ -1537,16 +1636,21 @@ impl UserChange for SqlUserChange {
         actor: &Actor,
         now: i64,
     ) -> StoreResult<usize> {
-        let mut written = 0;
+        // One statement per kind of change: the removals, the adds and source changes, the
+        // audit rows.
+        let mut removed: Vec<i64> = Vec::new();
+        let mut upserted: Vec<(i64, &'static str, Option<i64>, Option<i64>)> = Vec::new();
+        let mut audited: Vec<(
+            &'static str,
+            &str,
+            Option<i64>,
+            String,
+            Option<serde_json::Value>,
+        )> = Vec::new();
         for decision in evaluation.changes() {
-            let reason = decision.reason.to_string();
             let (action, mapping_id) = match (decision.action, decision.source_after) {
                 (Action::Remove, _) => {
-                    sqlx::query("DELETE FROM memberships WHERE user_id = $1 AND group_id = $2")
-                        .bind(self.user.id)
-                        .bind(decision.group.id)
-                        .execute(&mut **self.tx)
-                        .await?;
+                    removed.push(decision.group.id);
                     let mapping_id = match decision.source_before {
                         Some(MembershipSource::Mapping { mapping_id, .. }) => Some(mapping_id),
                         _ => None,
@@ -1555,21 +1659,7 @@ impl UserChange for SqlUserChange {
                 }
                 (Action::Add | Action::Keep, Some(source)) => {
                     let (kind, provider_id, mapping_id) = source_columns(&source);
-                    sqlx::query(
-                        "INSERT INTO memberships (user_id, group_id, source_kind, provider_id, mapping_id, \
-                         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
-                         ON CONFLICT (user_id, group_id) DO UPDATE SET source_kind = excluded.source_kind, \
-                         provider_id = excluded.provider_id, mapping_id = excluded.mapping_id, \
-                         updated_at = excluded.updated_at",
-                    )
-                    .bind(self.user.id)
-                    .bind(decision.group.id)
-                    .bind(kind)
-                    .bind(provider_id)
-                    .bind(mapping_id)
-                    .bind(now)
-                    .execute(&mut **self.tx)
-                    .await?;
+                    upserted.push((decision.group.id, kind, provider_id, mapping_id));
                     let action = if decision.action == Action::Add {
                         "membership.add"
                     } else {
@@ -1579,28 +1669,76 @@ impl UserChange for SqlUserChange {
                 }
                 _ => continue,
             };
-            insert_audit(
-                &mut self.tx,
-                now,
-                actor,
-                AuditRow {
-                    action,
-                    user_id: Some(self.user.id),
-                    username: Some(&self.user.username),
-                    group: Some(&decision.group.name),
-                    provider: Some(&provider.name),
-                    mapping_id,
-                    reason: &reason,
-                    detail: serde_json::to_value(&decision.reason).ok(),
-                },
-            )
-            .await?;
-            written += 1;
+            audited.push((
+                action,
+                decision.group.name.as_str(),
+                mapping_id,
+                decision.reason.to_string(),
+                serde_json::to_value(&decision.reason).ok(),
+            ));
         }
-        if written > 0 {
-            bump_membership_version(&mut self.tx, self.user.id).await?;
+        if audited.is_empty() {
+            return Ok(0);
         }
-        Ok(written)
+        if !removed.is_empty() {
+            let sql = format!(
+                "DELETE FROM memberships WHERE user_id = $1 AND group_id IN ({})",
+                placeholders(2, removed.len())
+            );
+            removed
+                .iter()
+                .fold(sqlx::query(&sql).bind(self.user.id), |q, id| q.bind(*id))
+                .execute(&mut **self.tx)
+                .await?;
+        }
+        if !upserted.is_empty() {
+            // $1 user, $2 time, then four values per row.
+            let values = (0..upserted.len())
+                .map(|i| {
+                    let at = 3 + i * 4;
+                    format!("($1, ${at}, ${}, ${}, ${}, $2, $2)", at + 1, at + 2, at + 3)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO memberships (user_id, group_id, source_kind, provider_id, mapping_id, \
+                 created_at, updated_at) VALUES {values} \
+                 ON CONFLICT (user_id, group_id) DO UPDATE SET source_kind = excluded.source_kind, \
+                 provider_id = excluded.provider_id, mapping_id = excluded.mapping_id, \
+                 updated_at = excluded.updated_at"
+            );
+            upserted
+                .iter()
+                .fold(
+                    sqlx::query(&sql).bind(self.user.id).bind(now),
+                    |q, (group_id, kind, provider_id, mapping_id)| {
+                        q.bind(*group_id)
+                            .bind(*kind)
+                            .bind(*provider_id)
+                            .bind(*mapping_id)
+                    },
+                )
+                .execute(&mut **self.tx)
+                .await?;
+        }
+        let rows: Vec<AuditRow<'_>> = audited
+            .iter()
+            .map(|(action, group, mapping_id, reason, detail)| AuditRow {
+                action,
+                user_id: Some(self.user.id),
+                username: Some(&self.user.username),
+                group: Some(group),
+                provider: Some(&provider.name),
+                mapping_id: *mapping_id,
+                reason,
+                detail: detail.clone(),
+            })
+            .collect();
+        insert_audit_rows(&mut self.tx, now, actor, &rows).await?;
+        // The version is raised with the user's next write (the digest, or the commit).
+        self.membership_bump = true;
+        self.read_memberships = None;
+        Ok(audited.len())
     }
 
     async fn record_attributes(
@@ -1628,7 +1766,15 @@ impl UserChange for SqlUserChange {
     }
 
     async fn set_permissions_digest(&mut self, digest: &str, now: i64) -> StoreResult<i64> {
-        let version = store_digest(&mut self.tx, self.user.id, digest, now).await?;
+        let version = store_digest_and_bump(
+            &mut self.tx,
+            self.user.id,
+            digest,
+            now,
+            self.membership_bump,
+        )
+        .await?;
+        self.membership_bump = false;
         self.user.permission_version = version;
         self.user.permissions_digest = digest.to_string();
         Ok(version)
@@ -1648,7 +1794,10 @@ impl UserChange for SqlUserChange {
         Ok(())
     }
 
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
+    async fn commit(mut self: Box<Self>) -> StoreResult<()> {
+        if self.membership_bump {
+            bump_membership_version(&mut self.tx, self.user.id).await?;
+        }
         Ok(self.tx.commit().await?)
     }
 
