@@ -459,7 +459,11 @@ EOF
   groups, one project and one region group, and two values no mapping names. Before the sign-in
   the user is in four groups (three through mappings, one added by hand), so the evaluation adds
   4, keeps 2 and removes 2 (the benchmark checks this). SAML and OIDC use the same mappings and
-  values (exact-string syntax for both).
+  values (exact-string syntax for both). The evaluation is the one a sign-in runs: on the
+  provider's mappings indexed once (\`MappingSet::owned\`, kept by the sign-in's cache for the
+  configuration version), deciding only the groups the user is in or joins
+  (\`Detail::ChangesOnly\`); the benchmark checks that it decides the same changes as the full
+  evaluation a mapping test shows.
 - **SAML**: an RSA-2048 IdP key and self-signed certificate made by \`openssl\`, and a response
   signed by the \`xmlsec1\` command through the test harness (\`tests/support/saml.rs\`): both the
   assertion and the response signed (RSA-SHA256, SHA-256 digests, enveloped signature and

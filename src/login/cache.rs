@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::model::access::EffectiveAccess;
 use crate::model::group::ALL_USERS;
-use crate::model::mapping::{self, CurrentMembership, Mapping, ProviderRef, MAX_ATTRIBUTE_VALUES};
+use crate::model::mapping::{
+    CurrentMembership, Detail, MappingSet, ProviderRef, MAX_ATTRIBUTE_VALUES,
+};
 use crate::signer::Signer;
 use crate::store::{ConfigStore, MembershipStore};
 
@@ -34,8 +36,14 @@ const MAX_ACCESS_ENTRIES: usize = 4096;
 
 pub(super) struct CompiledProvider {
     version: i64,
-    pub(super) provider: ProviderRef,
-    pub(super) mappings: Vec<Mapping>,
+    /// The provider's mappings, indexed once for every sign-in of this version.
+    pub(super) set: MappingSet<'static>,
+}
+
+impl CompiledProvider {
+    pub(super) fn provider(&self) -> &ProviderRef {
+        self.set.provider()
+    }
 }
 
 /// Compiled mappings per provider and resolved access per group set, for one configuration
@@ -82,8 +90,7 @@ impl ConfigCache {
         }
         let entry = Arc::new(CompiledProvider {
             version,
-            provider: record.provider,
-            mappings,
+            set: MappingSet::owned(record.provider, mappings),
         });
         lock(&self.providers).insert(name.to_owned(), entry.clone());
         Ok(Some(entry))
@@ -201,11 +208,13 @@ where
     else {
         return super::login_resolving_with(store, Some(cache), signer, identity, now_ms).await;
     };
-    let evaluation = mapping::evaluate(
-        &compiled.provider,
-        &compiled.mappings,
+    // Only whether anything changes matters here (a change takes the transactional path,
+    // which evaluates again in full under the user's lock), so only the groups the user is in
+    // or joins are decided.
+    let evaluation = compiled.set.evaluate(
         &identity.group_values,
         &snapshot.memberships,
+        Detail::ChangesOnly,
     );
     if !evaluation.is_noop() {
         return super::login_resolving_with(store, Some(cache), signer, identity, now_ms).await;
@@ -231,7 +240,7 @@ where
         outcome: LoginOutcome {
             permission_version: user.permission_version,
             user,
-            provider: compiled.provider.clone(),
+            provider: compiled.provider().clone(),
             memberships_after: snapshot.memberships.clone(),
             memberships_before: snapshot.memberships,
             evaluation,

@@ -21,7 +21,8 @@ use std::collections::BTreeMap;
 use crate::model::access::{self, EffectiveAccess};
 use crate::model::group::{GroupRef, ALL_USERS};
 use crate::model::mapping::{
-    self, CurrentMembership, Evaluation, Mapping, MappingRule, ProviderRef, MAX_ATTRIBUTE_VALUES,
+    CurrentMembership, Detail, Evaluation, Mapping, MappingRule, MappingSet, ProviderRef,
+    MAX_ATTRIBUTE_VALUES,
 };
 use crate::model::matcher::{PatternError, ValuePattern};
 use crate::model::permissions::{Grant, Permission};
@@ -232,15 +233,18 @@ where
         Some(cache) => cache.current_provider(store, &identity.provider).await?,
         None => None,
     };
-    let (provider, mappings) = match compiled {
-        Some(compiled) => (compiled.provider.clone(), compiled.mappings.clone()),
+    let read;
+    let set = match &compiled {
+        Some(compiled) => &compiled.set,
         None => {
             let provider = store.provider(&identity.provider).await?.provider;
             let records = store.mappings_of_provider(provider.id).await?;
             let mappings = compile_mappings(&provider, &records)?;
-            (provider, mappings)
+            read = MappingSet::owned(provider, mappings);
+            &read
         }
     };
+    let provider = set.provider().clone();
     let actor = Actor::new(format!("login:{}", provider.name));
 
     let mut change = store.begin_user_change(&identity.username, now_ms).await?;
@@ -249,7 +253,7 @@ where
         return Err(LoginError::Disabled(identity.username.clone()));
     }
     let before = change.memberships().await?;
-    let evaluation = mapping::evaluate(&provider, &mappings, &identity.group_values, &before);
+    let evaluation = set.evaluate(&identity.group_values, &before, Detail::Full);
     let written = change
         .apply_evaluation(&provider, &evaluation, &actor, now_ms)
         .await?;

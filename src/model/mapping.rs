@@ -306,8 +306,11 @@ pub enum Detail {
 /// for many identities.
 #[derive(Debug, Clone)]
 pub struct MappingSet<'m> {
-    provider: &'m ProviderRef,
-    groups: Vec<(GroupRef, Vec<&'m Mapping>)>,
+    /// Borrowed for a set built for the moment; owned for one kept (a sign-in's cache).
+    provider: std::borrow::Cow<'m, ProviderRef>,
+    mappings: std::borrow::Cow<'m, [Mapping]>,
+    /// Each group with the indexes (into `mappings`) of its mappings, in precedence order.
+    groups: Vec<(GroupRef, Vec<usize>)>,
     /// Exact pattern (comparison form) → the groups (indices) whose mappings list it.
     exact: std::collections::HashMap<String, Vec<usize>>,
     /// Groups with an assign-all, glob or regex mapping: checked for every identity.
@@ -326,46 +329,67 @@ pub struct MappingSet<'m> {
 /// Distinct values a [`MappingSet`] remembers the comparison form of.
 const MAX_REMEMBERED_FORMS: usize = 100_000;
 
+impl MappingSet<'static> {
+    /// An indexed set that owns its provider and mappings, to be kept and evaluated for many
+    /// identities (a sign-in's cache of compiled mappings).
+    pub fn owned(provider: ProviderRef, mappings: Vec<Mapping>) -> MappingSet<'static> {
+        Self::build(
+            std::borrow::Cow::Owned(provider),
+            std::borrow::Cow::Owned(mappings),
+            true,
+        )
+    }
+}
+
 impl<'m> MappingSet<'m> {
     /// Keeps the mappings of `provider`; All Users is never touched. Indexed for evaluating
     /// many identities.
     pub fn new(provider: &'m ProviderRef, mappings: &'m [Mapping]) -> MappingSet<'m> {
-        Self::build(provider, mappings, true)
+        Self::build(
+            std::borrow::Cow::Borrowed(provider),
+            std::borrow::Cow::Borrowed(mappings),
+            true,
+        )
     }
 
     /// The same, without the indexes: for evaluating one identity.
     pub fn for_one(provider: &'m ProviderRef, mappings: &'m [Mapping]) -> MappingSet<'m> {
-        Self::build(provider, mappings, false)
+        Self::build(
+            std::borrow::Cow::Borrowed(provider),
+            std::borrow::Cow::Borrowed(mappings),
+            false,
+        )
     }
 
-    fn build(provider: &'m ProviderRef, mappings: &'m [Mapping], indexed: bool) -> MappingSet<'m> {
-        let mut by_group: BTreeMap<(i64, String, i64), (GroupRef, Vec<&Mapping>)> = BTreeMap::new();
-        for mapping in mappings
+    fn build(
+        provider: std::borrow::Cow<'m, ProviderRef>,
+        mappings: std::borrow::Cow<'m, [Mapping]>,
+        indexed: bool,
+    ) -> MappingSet<'m> {
+        let mut by_group: BTreeMap<(i64, &str, i64), (&GroupRef, Vec<usize>)> = BTreeMap::new();
+        for (index, mapping) in mappings
             .iter()
-            .filter(|m| m.provider_id == provider.id && !m.group.is_all_users())
+            .enumerate()
+            .filter(|(_, m)| m.provider_id == provider.id && !m.group.is_all_users())
         {
-            let key = {
-                let (p, n, i) = mapping.group.precedence_key();
-                (p, n.to_string(), i)
-            };
             by_group
-                .entry(key)
-                .or_insert_with(|| (mapping.group.clone(), Vec::new()))
+                .entry(mapping.group.precedence_key())
+                .or_insert_with(|| (&mapping.group, Vec::new()))
                 .1
-                .push(mapping);
+                .push(index);
         }
-        let groups: Vec<(GroupRef, Vec<&Mapping>)> = by_group
+        let groups: Vec<(GroupRef, Vec<usize>)> = by_group
             .into_values()
             .map(|(group, mut list)| {
-                list.sort_by_key(|m| m.id);
-                (group, list)
+                list.sort_by_key(|&index| mappings[index].id);
+                (group.clone(), list)
             })
             .collect();
         let mut exact: std::collections::HashMap<String, Vec<usize>> = Default::default();
         let mut always = Vec::new();
         for (i, (_, list)) in groups.iter().enumerate().filter(|_| indexed) {
             let mut scanned = false;
-            for mapping in list {
+            for mapping in list.iter().map(|&index| &mappings[index]) {
                 match &mapping.rule {
                     MappingRule::AssignAllUsers => scanned = true,
                     MappingRule::GroupAttributes(patterns) => {
@@ -393,6 +417,7 @@ impl<'m> MappingSet<'m> {
             .collect();
         MappingSet {
             provider,
+            mappings,
             groups,
             exact,
             always,
@@ -419,7 +444,12 @@ impl<'m> MappingSet<'m> {
     }
 
     pub fn provider(&self) -> &ProviderRef {
-        self.provider
+        &self.provider
+    }
+
+    /// The mappings the set was built from (every provider's, as given).
+    pub fn mappings(&self) -> &[Mapping] {
+        &self.mappings
     }
 
     /// Whether some mapping of the provider maps users into the group.
@@ -463,7 +493,7 @@ fn evaluate_set(
     current: &[CurrentMembership],
     detail: Detail,
 ) -> Evaluation {
-    let provider = set.provider;
+    let provider: &ProviderRef = &set.provider;
 
     // Each distinct value once, in comparison form; original spelling kept for reasons.
     let mut comparable: BTreeMap<String, String> = BTreeMap::new();
@@ -512,7 +542,7 @@ fn evaluate_set(
         let (group, group_mappings) = &set.groups[i];
         let matched = group_mappings
             .iter()
-            .find_map(|m| match_mapping(m, &comparable));
+            .find_map(|&index| match_mapping(&set.mappings[index], &comparable));
         let before = current_by_group.get(&group.id).copied();
         if detail == Detail::ChangesOnly && matched.is_none() && before.is_none() {
             continue;
@@ -550,10 +580,13 @@ fn evaluate_set(
             }
             (None, before) => {
                 let reason = Reason::NoMappingMatched {
-                    mapping_ids: group_mappings.iter().map(|m| m.id).collect(),
+                    mapping_ids: group_mappings
+                        .iter()
+                        .map(|&index| set.mappings[index].id)
+                        .collect(),
                     patterns: group_mappings
                         .iter()
-                        .flat_map(|m| match &m.rule {
+                        .flat_map(|&index| match &set.mappings[index].rule {
                             MappingRule::AssignAllUsers => Vec::new(),
                             MappingRule::GroupAttributes(patterns) => {
                                 patterns.iter().map(|p| p.as_str().to_string()).collect()

@@ -435,6 +435,10 @@ struct Throttle {
     keys: Vec<(String, LockoutRule)>,
     username_key: String,
     enabled: bool,
+    /// Whether the check before the attempt found failures for the username: only then does
+    /// a success have anything to clear. A failure recorded by a concurrent attempt after the
+    /// check stays, as a failure that happened.
+    username_had_failures: std::sync::atomic::AtomicBool,
 }
 
 impl Throttle {
@@ -459,6 +463,7 @@ impl Throttle {
             keys,
             username_key,
             enabled: policy.enabled,
+            username_had_failures: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -482,9 +487,13 @@ impl Throttle {
         if !self.enabled {
             return Ok(());
         }
-        let until = self
-            .records(store)
-            .await?
+        let records = self.records(store).await?;
+        let username_failures = records
+            .iter()
+            .any(|(key, _, record)| *key == self.username_key && record.is_some());
+        self.username_had_failures
+            .store(username_failures, std::sync::atomic::Ordering::Relaxed);
+        let until = records
             .into_iter()
             .filter_map(|(_, rule, record)| rule.locked_until(record, now_ms))
             .max();
@@ -513,11 +522,10 @@ impl Throttle {
         }
         // Only the username's count: one person's success says nothing about the others
         // behind the same address.
-        let has_failures = !store
-            .failures(std::slice::from_ref(&self.username_key))
-            .await?
-            .is_empty();
-        if has_failures {
+        if self
+            .username_had_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             store.clear_failures(&self.username_key).await?;
         }
         Ok(())

@@ -59,26 +59,32 @@ impl ReplayStore for SqlStore {
 #[async_trait]
 impl ThrottleStore for SqlStore {
     async fn failures(&self, keys: &[String]) -> StoreResult<Vec<(String, FailureRecord)>> {
-        let mut found = Vec::new();
-        for key in keys {
-            let row = sqlx::query(
-                "SELECT failures, last_failure_at FROM login_failures WHERE throttle_key = $1",
-            )
-            .bind(key.as_str())
-            .fetch_optional(&self.pool)
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every key in one statement: a sign-in asks for its username's and its address's.
+        let sql = format!(
+            "SELECT throttle_key, failures, last_failure_at FROM login_failures \
+             WHERE throttle_key IN ({})",
+            super::placeholders(1, keys.len())
+        );
+        let rows = keys
+            .iter()
+            .fold(sqlx::query(&sql), |q, key| q.bind(key.as_str()))
+            .fetch_all(&self.pool)
             .await?;
-            if let Some(row) = row {
+        rows.iter()
+            .map(|row| {
                 let failures: i64 = row.try_get("failures")?;
-                found.push((
-                    key.clone(),
+                Ok((
+                    row.try_get("throttle_key")?,
                     FailureRecord {
                         failures: u32::try_from(failures).unwrap_or(u32::MAX),
                         last_failure_ms: row.try_get("last_failure_at")?,
                     },
-                ));
-            }
-        }
-        Ok(found)
+                ))
+            })
+            .collect()
     }
 
     async fn record_failure(&self, key: &str, count: u32, now_ms: i64) -> StoreResult<()> {
