@@ -13,7 +13,9 @@ set -euo pipefail
 #   xmlsec1 openssl: the independent signer of the SAML test responses and its keys
 #   time: GNU time, for the peak memory figures of the benchmarks
 #   postgresql: a throwaway server when none answers on 127.0.0.1:5432
-IDSYNC_APT_PACKAGES=(libclang-dev libxml2-dev libxmlsec1-dev pkg-config libssl-dev postgresql-client slapd ldap-utils xmlsec1 openssl time)
+#   samba samba-ad-dc winbind krb5-user ldb-tools: the Active Directory domain controller the AD
+#     tests start (scripts/samba/samba-dc.sh); the install starts no daemon
+IDSYNC_APT_PACKAGES=(libclang-dev libxml2-dev libxmlsec1-dev pkg-config libssl-dev postgresql-client slapd ldap-utils xmlsec1 openssl time samba samba-ad-dc winbind krb5-user ldb-tools)
 
 missing_packages() {
   local pkg

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod samba;
 pub mod slapd;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

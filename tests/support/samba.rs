@@ -1,0 +1,160 @@
+//! A Samba Active Directory domain controller for tests: the domain AD.TEST (NetBIOS ADTEST),
+//! provisioned once per checkout into `target/samba-template`, then started for each test from
+//! a copy of that template by `scripts/samba/samba-dc.sh`, on 127.0.0.1 with LDAPS under a CA
+//! the script makes for that instance.
+//!
+//! Samba binds fixed ports (389 and 636), so one instance runs at a time on the machine: a
+//! [`SambaDc`] holds an exclusive lock on `target/samba-dc.lock` from before it starts until
+//! it has stopped, and tests that need one wait for it in turn. Should a test process die
+//! without unwinding, the lock goes with it, and the next [`SambaDc::start`] stops the server
+//! it left (its folder is recorded in `target/samba-dc.current`).
+//!
+//! A missing Samba is a loud failure, never a skipped test: `scripts/setup.sh` installs it.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const INSTALL_HINT: &str = "is Samba installed (Debian packages samba, samba-ad-dc, winbind, \
+                            krb5-user, ldb-tools)? scripts/setup.sh installs them";
+
+/// A running domain controller. Stopped, and its folder removed, on drop.
+pub struct SambaDc {
+    dir: tempfile::TempDir,
+    /// `ldaps://127.0.0.1`.
+    pub url: String,
+    /// The PEM file of the CA that signed the server's certificate.
+    pub ca_file: PathBuf,
+    /// `DC=ad,DC=test`.
+    pub base_dn: String,
+    /// `AD.TEST`.
+    pub realm: String,
+    /// `ADTEST`.
+    pub domain: String,
+    pub admin_dn: String,
+    /// `Administrator@ad.test`.
+    pub admin_upn: String,
+    pub admin_password_file: PathBuf,
+    /// Held until the server has stopped.
+    _lock: File,
+}
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir().join("target"))
+}
+
+fn script() -> PathBuf {
+    manifest_dir().join("scripts/samba/samba-dc.sh")
+}
+
+fn run_script(args: &[&str]) {
+    let output = Command::new(script())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("scripts/samba/samba-dc.sh cannot run: {e}"));
+    assert!(
+        output.status.success(),
+        "scripts/samba/samba-dc.sh {args:?} failed ({INSTALL_HINT}):\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The `KEY='value'` lines of the script's `env` file.
+fn read_env(path: &Path) -> std::collections::HashMap<String, String> {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+impl SambaDc {
+    /// Waits for the machine's one instance slot, then starts a fresh domain controller.
+    pub fn start() -> SambaDc {
+        let target = target_dir();
+        fs::create_dir_all(&target).expect("target dir");
+        let lock = File::create(target.join("samba-dc.lock")).expect("lock file");
+        lock.lock().expect("lock the Samba instance slot");
+        // A server a dead test process left running holds the ports: stop it first.
+        let current = target.join("samba-dc.current");
+        if let Ok(left) = fs::read_to_string(&current) {
+            let left = left.trim();
+            if Path::new(left).exists() {
+                run_script(&["stop", left]);
+            }
+            let _ = fs::remove_file(&current);
+        }
+        let template = target.join("samba-template");
+        run_script(&["template", template.to_str().expect("utf-8 path")]);
+        let dir = tempfile::Builder::new()
+            .prefix("idsync-samba-")
+            .tempdir()
+            .expect("temp dir");
+        let instance = dir.path().join("dc");
+        let instance_str = instance.to_str().expect("utf-8 path").to_string();
+        fs::write(&current, &instance_str).expect("record the running instance");
+        run_script(&[
+            "start",
+            template.to_str().expect("utf-8 path"),
+            &instance_str,
+            "127.0.0.1",
+        ]);
+        let env = read_env(&instance.join("env"));
+        let get = |key: &str| {
+            env.get(key)
+                .unwrap_or_else(|| panic!("{key} missing from the instance's env"))
+                .clone()
+        };
+        SambaDc {
+            url: get("SAMBA_URL"),
+            ca_file: PathBuf::from(get("SAMBA_CA_FILE")),
+            base_dn: get("SAMBA_BASE_DN"),
+            realm: get("SAMBA_REALM"),
+            domain: get("SAMBA_DOMAIN"),
+            admin_dn: get("SAMBA_ADMIN_DN"),
+            admin_upn: get("SAMBA_ADMIN_UPN"),
+            admin_password_file: PathBuf::from(get("SAMBA_ADMIN_PASSWORD_FILE")),
+            dir,
+            _lock: lock,
+        }
+    }
+
+    /// The instance's folder (configuration, database, TLS files, logs).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().join("dc")
+    }
+
+    pub fn admin_password(&self) -> String {
+        fs::read_to_string(&self.admin_password_file).expect("admin password")
+    }
+
+    /// Runs an OpenLDAP client tool (`ldapsearch`, `ldapmodify`, …) against the server over
+    /// LDAPS, bound as `bind` (a DN, a UPN or `DOMAIN\user`) with the administrator's password.
+    pub fn tool_as(&self, program: &str, bind: &str, args: &[&str]) -> std::process::Output {
+        Command::new(program)
+            .env("LDAPTLS_CACERT", &self.ca_file)
+            .args(["-x", "-H", &self.url, "-D", bind, "-y"])
+            .arg(&self.admin_password_file)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program} cannot run (ldap-utils): {e}"))
+    }
+}
+
+impl Drop for SambaDc {
+    fn drop(&mut self) {
+        let instance = self.dir();
+        if let Some(path) = instance.to_str() {
+            let _ = Command::new(script()).args(["stop", path]).output();
+        }
+        let _ = fs::remove_file(target_dir().join("samba-dc.current"));
+    }
+}
