@@ -76,13 +76,32 @@ fn read_env(path: &Path) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
+/// Waits for an exclusive `flock` on the file: held per open file, so two instances in one
+/// test process queue as two processes do, and released when the process dies.
+fn lock_exclusively(file: &File) {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a file descriptor this `File` owns for the duration of the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return;
+        }
+        let error = std::io::Error::last_os_error();
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::Interrupted,
+            "lock the Samba instance slot: {error}"
+        );
+    }
+}
+
 impl SambaDc {
     /// Waits for the machine's one instance slot, then starts a fresh domain controller.
     pub fn start() -> SambaDc {
         let target = target_dir();
         fs::create_dir_all(&target).expect("target dir");
         let lock = File::create(target.join("samba-dc.lock")).expect("lock file");
-        lock.lock().expect("lock the Samba instance slot");
+        lock_exclusively(&lock);
         // A server a dead test process left running holds the ports: stop it first.
         let current = target.join("samba-dc.current");
         if let Ok(left) = fs::read_to_string(&current) {
