@@ -49,7 +49,7 @@ pub(crate) async fn collect<S: SyncStore>(
     // Users whose own entry changed.
     let mut entries: BTreeMap<String, SearchEntry> = BTreeMap::new();
     {
-        let filter = format!("(&{}{changed_since})", options.user_filter);
+        let filter = format!("(&{}{changed_since})", options.user_search_filter());
         let search = format!(
             "the search for changed users under {} with {filter}",
             options.user_base_dn
@@ -123,7 +123,7 @@ pub(crate) async fn collect<S: SyncStore>(
         directory,
         &mut ldap,
         &options.user_base_dn,
-        &options.user_filter,
+        &options.user_search_filter(),
         dn_attribute,
         &unread,
         &user_attrs,
@@ -152,7 +152,7 @@ pub(crate) async fn collect<S: SyncStore>(
         directory,
         &mut ldap,
         &options.user_base_dn,
-        &options.user_filter,
+        &options.user_search_filter(),
         login,
         &names,
         &user_attrs,

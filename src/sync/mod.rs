@@ -684,7 +684,7 @@ where
                 Some(format!(
                     "the directory returned no users under {} with {}, but the last full run ({}, {}) saw {}; nothing is removed on an empty answer — check user_base_dn and user_filter",
                     options.user_base_dn,
-                    options.user_filter,
+                    options.user_search_filter(),
                     previous.id,
                     instant(previous.started_at),
                     previous.users_seen
@@ -983,7 +983,8 @@ async fn collect<S: SyncStore>(
     let set = MappingSet::new(provider, mappings);
     let search = format!(
         "the user search under {} with {}",
-        options.user_base_dn, options.user_filter
+        options.user_base_dn,
+        options.user_search_filter()
     );
     let in_user_search = CollectError::in_search(&search);
     let mut reader = PageReader::start(directory, ldap);
@@ -1073,7 +1074,7 @@ impl PageReader {
                     .search_stream(
                         &mut ldap,
                         &options.user_base_dn,
-                        &options.user_filter,
+                        &options.user_search_filter(),
                         &attrs,
                     )
                     .await?;

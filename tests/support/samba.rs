@@ -168,6 +168,77 @@ impl SambaDc {
     }
 }
 
+impl SambaDc {
+    /// Adds entries (LDIF) as the administrator, over LDAPS.
+    pub fn add_ldif(&self, ldif: &str) {
+        self.ldif("ldapadd", ldif);
+    }
+
+    /// Applies changes (LDIF) as the administrator, over LDAPS.
+    pub fn modify_ldif(&self, ldif: &str) {
+        self.ldif("ldapmodify", ldif);
+    }
+
+    fn ldif(&self, program: &str, ldif: &str) {
+        let file = self.dir().join("change.ldif");
+        fs::write(&file, ldif).expect("write LDIF");
+        let out = self.tool_as(
+            program,
+            &self.admin_dn,
+            &["-f", file.to_str().expect("path")],
+        );
+        assert!(
+            out.status.success(),
+            "{program} failed: {}\n{ldif}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The DN of a user or group created by [`Self::add_user`] or [`Self::add_group`].
+    pub fn dn(&self, cn: &str) -> String {
+        format!("CN={cn},CN=Users,{}", self.base_dn)
+    }
+
+    /// Adds a user under CN=Users with a password (set over LDAPS, as AD requires), enabled
+    /// (`userAccountControl` 512) or disabled (514).
+    pub fn add_user(&self, name: &str, password: &str, enabled: bool) {
+        use base64::Engine as _;
+        let quoted: Vec<u8> = format!("\"{password}\"")
+            .encode_utf16()
+            .flat_map(|unit| unit.to_le_bytes())
+            .collect();
+        let password = base64::engine::general_purpose::STANDARD.encode(quoted);
+        let realm = self.realm.to_ascii_lowercase();
+        self.add_ldif(&format!(
+            "dn: {dn}\nobjectClass: user\nsAMAccountName: {name}\nuserPrincipalName: {name}@{realm}\n\
+             unicodePwd:: {password}\nuserAccountControl: {uac}\n",
+            dn = self.dn(name),
+            uac = if enabled { 512 } else { 514 },
+        ));
+    }
+
+    /// Adds a global security group under CN=Users with these members (DNs).
+    pub fn add_group(&self, name: &str, members: &[String]) {
+        let mut ldif = format!(
+            "dn: {}\nobjectClass: group\nsAMAccountName: {name}\n",
+            self.dn(name)
+        );
+        for member in members {
+            ldif.push_str(&format!("member: {member}\n"));
+        }
+        self.add_ldif(&ldif);
+    }
+
+    /// Disables or enables an account.
+    pub fn set_enabled(&self, name: &str, enabled: bool) {
+        self.modify_ldif(&format!(
+            "dn: {}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: {}\n",
+            self.dn(name),
+            if enabled { 512 } else { 514 }
+        ));
+    }
+}
+
 impl Drop for SambaDc {
     fn drop(&mut self) {
         let instance = self.dir();

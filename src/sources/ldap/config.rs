@@ -40,9 +40,15 @@ impl GroupSource {
 fn yes() -> bool {
     true
 }
-fn default_user_filter() -> String {
-    "(objectClass=person)".into()
-}
+/// The user filter when none is configured: people, on any directory.
+pub const DEFAULT_USER_FILTER: &str = "(objectClass=person)";
+/// The same on Active Directory, where `objectClass=person` also takes computer accounts: user
+/// objects whose category is person (people, and the built-in krbtgt and Guest, which are
+/// disabled and so left out by [`ENABLED_AD_ACCOUNTS`]).
+pub const DEFAULT_AD_USER_FILTER: &str = "(&(objectCategory=person)(objectClass=user))";
+/// Active Directory accounts not disabled (`userAccountControl` bit 2, ACCOUNTDISABLE), by the
+/// bitwise-AND matching rule.
+pub const ENABLED_AD_ACCOUNTS: &str = "(!(userAccountControl:1.2.840.113556.1.4.803:=2))";
 fn default_login_attribute() -> String {
     "uid".into()
 }
@@ -107,8 +113,11 @@ pub struct LdapOptions {
     pub bind_password_env: Option<String>,
     pub bind_password_file: Option<PathBuf>,
     pub user_base_dn: String,
-    #[serde(default = "default_user_filter")]
-    pub user_filter: String,
+    /// Which entries under `user_base_dn` are users. Unset: [`DEFAULT_USER_FILTER`], or
+    /// [`DEFAULT_AD_USER_FILTER`] with `active_directory`. Every search for users goes through
+    /// [`LdapOptions::user_search_filter`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_filter: Option<String>,
     /// The attribute a username is matched against: uid, sAMAccountName, mail, …
     #[serde(default = "default_login_attribute")]
     pub login_attribute: String,
@@ -125,6 +134,11 @@ pub struct LdapOptions {
     /// groups are read with range retrieval.
     #[serde(default)]
     pub active_directory: bool,
+    /// Active Directory: accounts disabled in the directory are left out of every user search
+    /// unless this is true, so they cannot sign in and lose their mapped memberships at the next
+    /// full run, as a deleted account does.
+    #[serde(default)]
+    pub keep_disabled_users: bool,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
     #[serde(default = "default_operation_timeout")]
@@ -186,6 +200,23 @@ fn interval(secs: u64) -> Option<Duration> {
 pub struct OptionsError(pub String);
 
 impl LdapOptions {
+    /// The filter of every search for users: the configured one (or the default for the kind
+    /// of directory), and on Active Directory, unless `keep_disabled_users`, enabled accounts
+    /// only. The one place this is decided, for sign-ins, live look-ups, full and incremental
+    /// runs alike.
+    pub fn user_search_filter(&self) -> String {
+        let configured = match (&self.user_filter, self.active_directory) {
+            (Some(filter), _) => filter.trim(),
+            (None, true) => DEFAULT_AD_USER_FILTER,
+            (None, false) => DEFAULT_USER_FILTER,
+        };
+        if self.active_directory && !self.keep_disabled_users {
+            format!("(&{configured}{ENABLED_AD_ACCOUNTS})")
+        } else {
+            configured.to_string()
+        }
+    }
+
     /// Reads and checks the options stored with a provider.
     pub fn from_json(value: &serde_json::Value) -> Result<LdapOptions, OptionsError> {
         let options: LdapOptions =
@@ -258,10 +289,11 @@ impl LdapOptions {
                     .into(),
             ));
         }
-        for (name, filter) in [
-            ("user_filter", &self.user_filter),
-            ("group_filter", &self.group_filter),
-        ] {
+        let mut filters = vec![("group_filter", self.group_filter.as_str())];
+        if let Some(filter) = &self.user_filter {
+            filters.push(("user_filter", filter.as_str()));
+        }
+        for (name, filter) in filters {
             let t = filter.trim();
             if !(t.starts_with('(') && t.ends_with(')')) {
                 return Err(OptionsError(format!(

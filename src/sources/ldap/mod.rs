@@ -138,7 +138,7 @@ async fn find_user(
     let options = &directory.options;
     let filter = format!(
         "(&{}({}={}))",
-        options.user_filter,
+        options.user_search_filter(),
         options.login_attribute,
         ldap_escape(username)
     );
