@@ -198,4 +198,67 @@ async fn a_disabled_account_loses_its_mapped_memberships_at_the_next_full_run(db
     );
 }
 
-on_both_databases!(a_disabled_account_loses_its_mapped_memberships_at_the_next_full_run);
+/// Samba sends every value of `member` unless asked for a range: `member_range_size` makes
+/// idsync ask, so the continuation loop of range retrieval runs against a real server.
+async fn member_range_size_reads_a_large_group_slice_by_slice(db: Db) {
+    let dc = SambaDc::start();
+    let names: Vec<String> = (1..=120).map(|i| format!("m{i:03}")).collect();
+    dc.add_users(&names, "Member-Passw0rd!");
+    let members: Vec<String> = names.iter().map(|n| dc.dn(n)).collect();
+    dc.add_group("Big", &members);
+    let db = TestDb::new(db).await;
+    let options = options(
+        &dc,
+        serde_json::json!({ "group_source": "member", "member_range_size": 50 }),
+    );
+    apply_state(&db.store, &state(&options, &dc.dn("Big"))).await;
+    let request = SyncRequest {
+        provider: "ad".into(),
+        ..SyncRequest::default()
+    };
+    let outcome = run_sync(&db.store, &request, &|_| {}, &idsync::clock::now_ms)
+        .await
+        .unwrap();
+    assert_eq!(outcome.run.status, "succeeded", "{:?}", outcome.run.error);
+    assert_eq!(
+        outcome.run.additions, 120,
+        "every member, across three slices of 50"
+    );
+    // The server did slice: the first request gets 50 values and a range to continue from.
+    let directory = directory(&dc, serde_json::json!({ "member_range_size": 50 }));
+    let mut ldap = directory.service_connection().await.unwrap();
+    let request = ldap::groups::members_request(&directory, "member");
+    assert_eq!(request, "member;range=0-49");
+    let big = directory
+        .read_entry(&mut ldap, &dc.dn("Big"), &[request.as_str()])
+        .await
+        .unwrap()
+        .expect("the group");
+    let (first, next) = ldap::groups::ranged_values(&big, "member").expect("a ranged slice");
+    assert_eq!((first.len(), next), (50, Some(50)));
+    let all = ldap::groups::all_values(&directory, &mut ldap, &big, "member")
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 120);
+    for name in [&names[0], &names[49], &names[50], &names[119]] {
+        assert_eq!(groups_of(&db.store, name).await, ["Staff"], "{name}");
+    }
+}
+
+#[test]
+fn member_range_size_is_refused_where_the_server_is_not_active_directory() {
+    let err = LdapOptions::from_json(&serde_json::json!({
+        "url": "ldaps://ldap.example.com",
+        "bind_dn": "cn=svc,dc=example,dc=com",
+        "bind_password_env": "X",
+        "user_base_dn": "dc=example,dc=com",
+        "member_range_size": 50,
+    }))
+    .unwrap_err();
+    assert!(err.to_string().contains("active_directory"), "{err}");
+}
+
+on_both_databases!(
+    a_disabled_account_loses_its_mapped_memberships_at_the_next_full_run,
+    member_range_size_reads_a_large_group_slice_by_slice,
+);

@@ -17,7 +17,7 @@ use ldap3::SearchEntry;
 
 use crate::model::dn;
 use crate::sources::ldap::client::{values, Directory};
-use crate::sources::ldap::groups::all_values;
+use crate::sources::ldap::groups::{all_values, members_request};
 use crate::sources::ldap::{GroupSource, LdapError, LdapOptions};
 
 pub(crate) enum DirectoryGroups {
@@ -142,7 +142,8 @@ impl DirectoryGroups {
             }
             (source, nested) => {
                 let attribute = source.member_attribute();
-                let entries = read_groups(directory, ldap, attribute).await?;
+                let request = members_request(directory, attribute);
+                let entries = read_groups(directory, ldap, &request).await?;
                 let mut tree =
                     GroupTree::new(entries.iter().map(|e| e.dn.clone()).collect::<Vec<_>>());
                 let mut member_of: HashMap<String, Vec<usize>> = HashMap::new();

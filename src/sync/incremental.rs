@@ -67,6 +67,7 @@ pub(crate) async fn collect<S: SyncStore>(
 
     // Groups that changed.
     let member_attr = options.group_source.member_attribute();
+    let member_request = groups::members_request(directory, member_attr);
     let changed_groups: Vec<SearchEntry> = {
         let filter = format!("(&{}{changed_since})", options.group_filter);
         let search = format!(
@@ -76,7 +77,12 @@ pub(crate) async fn collect<S: SyncStore>(
         let in_search = CollectError::in_search(&search);
         let mut found = Vec::new();
         let mut stream = directory
-            .search_stream(&mut ldap, options.group_base(), &filter, &[member_attr])
+            .search_stream(
+                &mut ldap,
+                options.group_base(),
+                &filter,
+                &[member_request.as_str()],
+            )
             .await
             .map_err(&in_search)?;
         while let Some(entry) = stream.next().await.map_err(&in_search)? {
@@ -264,7 +270,7 @@ async fn members_now(
             &options.group_filter,
             dn_attribute,
             &candidates,
-            &[member_attr],
+            &[groups::members_request(directory, member_attr).as_str()],
         )
         .await?;
         for subgroup in &frontier {

@@ -202,6 +202,19 @@ impl SambaDc {
     /// Adds a user under CN=Users with a password (set over LDAPS, as AD requires), enabled
     /// (`userAccountControl` 512) or disabled (514).
     pub fn add_user(&self, name: &str, password: &str, enabled: bool) {
+        self.add_ldif(&self.user_ldif(name, password, enabled));
+    }
+
+    /// Adds enabled users in one request (AD hashes every password: one process, not many).
+    pub fn add_users(&self, names: &[String], password: &str) {
+        let ldif: Vec<String> = names
+            .iter()
+            .map(|name| self.user_ldif(name, password, true))
+            .collect();
+        self.add_ldif(&ldif.join("\n"));
+    }
+
+    fn user_ldif(&self, name: &str, password: &str, enabled: bool) -> String {
         use base64::Engine as _;
         let quoted: Vec<u8> = format!("\"{password}\"")
             .encode_utf16()
@@ -209,12 +222,12 @@ impl SambaDc {
             .collect();
         let password = base64::engine::general_purpose::STANDARD.encode(quoted);
         let realm = self.realm.to_ascii_lowercase();
-        self.add_ldif(&format!(
+        format!(
             "dn: {dn}\nobjectClass: user\nsAMAccountName: {name}\nuserPrincipalName: {name}@{realm}\n\
              unicodePwd:: {password}\nuserAccountControl: {uac}\n",
             dn = self.dn(name),
             uac = if enabled { 512 } else { 514 },
-        ));
+        )
     }
 
     /// Adds a global security group under CN=Users with these members (DNs).

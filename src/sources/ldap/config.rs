@@ -48,6 +48,8 @@ pub const DEFAULT_USER_FILTER: &str = "(objectClass=person)";
 pub const DEFAULT_AD_USER_FILTER: &str = "(&(objectCategory=person)(objectClass=user))";
 /// Active Directory accounts not disabled (`userAccountControl` bit 2, ACCOUNTDISABLE), by the
 /// bitwise-AND matching rule.
+/// Largest `member_range_size`.
+pub const MAX_MEMBER_RANGE_SIZE: u32 = 100_000;
 pub const ENABLED_AD_ACCOUNTS: &str = "(!(userAccountControl:1.2.840.113556.1.4.803:=2))";
 fn default_login_attribute() -> String {
     "uid".into()
@@ -139,6 +141,12 @@ pub struct LdapOptions {
     /// full run, as a deleted account does.
     #[serde(default)]
     pub keep_disabled_users: bool,
+    /// Active Directory: read the members of groups in slices of this many values (range
+    /// retrieval, `member;range=0-N`), asked for by idsync rather than left to the server,
+    /// which slices only above its own limit (MaxValRange, 1,500 by default; Samba never).
+    /// Unset: the server decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_range_size: Option<u32>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
     #[serde(default = "default_operation_timeout")]
@@ -288,6 +296,20 @@ impl LdapOptions {
                 "the service account's password needs bind_password_env or bind_password_file"
                     .into(),
             ));
+        }
+        if let Some(size) = self.member_range_size {
+            if !self.active_directory {
+                return Err(OptionsError(
+                    "member_range_size needs active_directory = true: other servers do not know \
+                     range retrieval and would answer a ranged request with no members"
+                        .into(),
+                ));
+            }
+            if !(1..=MAX_MEMBER_RANGE_SIZE).contains(&size) {
+                return Err(OptionsError(format!(
+                    "member_range_size {size} must be between 1 and {MAX_MEMBER_RANGE_SIZE}"
+                )));
+            }
         }
         let mut filters = vec![("group_filter", self.group_filter.as_str())];
         if let Some(filter) = &self.user_filter {

@@ -136,6 +136,24 @@ async fn search_dns(
     Ok(dns)
 }
 
+/// What to ask for to read a group's `attribute` (its members): the attribute whole, or with
+/// `member_range_size` on Active Directory, its first slice, so that [`all_values`] reads the
+/// rest slice by slice.
+pub fn members_request(directory: &Directory, attribute: &str) -> String {
+    match range_size(directory) {
+        Some(size) => format!("{attribute};range=0-{}", size - 1),
+        None => attribute.to_string(),
+    }
+}
+
+fn range_size(directory: &Directory) -> Option<u64> {
+    let options = &directory.options;
+    options
+        .member_range_size
+        .filter(|_| options.active_directory)
+        .map(|size| u64::from(size.max(1)))
+}
+
 /// Active Directory returns at most a server-set number of values of a large attribute and
 /// names the slice: `member;range=0-1499`. Returns the values, and the next range start when
 /// more remain (`None` once a slice ends with `*`).
@@ -179,7 +197,10 @@ pub async fn all_values(
                 text: format!("{attribute} of {} never ends", entry.dn),
             });
         }
-        let request = format!("{attribute};range={start}-*");
+        let request = match range_size(directory) {
+            Some(size) => format!("{attribute};range={start}-{}", start + size - 1),
+            None => format!("{attribute};range={start}-*"),
+        };
         let Some(slice) = directory
             .read_entry(ldap, &entry.dn, &[request.as_str()])
             .await?
