@@ -115,6 +115,32 @@ async fn users_are_people_and_disabled_accounts_are_left_out() {
         .is_err());
 }
 
+#[tokio::test]
+async fn users_sign_in_by_account_name_or_principal_name_as_one_user() {
+    let dc = SambaDc::start();
+    populate(&dc);
+    let upn = format!("alice@{}", dc.realm.to_ascii_lowercase());
+    let plain = directory(&dc, serde_json::json!({}));
+    assert!(matches!(
+        ldap::authenticate(&plain, "ad", &upn, "Alice-Passw0rd!").await,
+        Err(LdapError::UnknownUser(_))
+    ));
+    let aliased = directory(
+        &dc,
+        serde_json::json!({ "login_aliases": ["userPrincipalName"] }),
+    );
+    for typed in ["alice", "ALICE", upn.as_str(), &upn.to_ascii_uppercase()] {
+        let identity = ldap::authenticate(&aliased, "ad", typed, "Alice-Passw0rd!")
+            .await
+            .unwrap_or_else(|e| panic!("{typed}: {e}"));
+        assert_eq!(identity.username, "alice", "{typed} is alice");
+    }
+    assert!(matches!(
+        ldap::authenticate(&aliased, "ad", &upn, "wrong").await,
+        Err(LdapError::InvalidCredentials)
+    ));
+}
+
 fn state(options: &serde_json::Value, staff_dn: &str) -> String {
     format!(
         r#"

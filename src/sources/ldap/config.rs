@@ -123,6 +123,11 @@ pub struct LdapOptions {
     /// The attribute a username is matched against: uid, sAMAccountName, mail, …
     #[serde(default = "default_login_attribute")]
     pub login_attribute: String,
+    /// Other attributes a user may sign in with, e.g. `["userPrincipalName"]` so that both
+    /// `alice` and `alice@corp.example` sign in on Active Directory. Whatever was typed, the
+    /// user is named by their `login_attribute` value, so both are one user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub login_aliases: Vec<String>,
     #[serde(default)]
     pub group_source: GroupSource,
     /// Where groups are searched (group-search modes and nested groups); default: user_base_dn.
@@ -323,15 +328,20 @@ impl LdapOptions {
                 )));
             }
         }
-        if self.login_attribute.is_empty()
-            || !self
-                .login_attribute
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';')
-        {
+        let attribute_name = |a: &str| {
+            !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';')
+        };
+        if !attribute_name(&self.login_attribute) {
             return Err(OptionsError(format!(
                 "login_attribute {:?} is not an attribute name",
                 self.login_attribute
+            )));
+        }
+        if let Some(alias) = self.login_aliases.iter().find(|a| !attribute_name(a)) {
+            return Err(OptionsError(format!(
+                "login_aliases: {alias:?} is not an attribute name"
             )));
         }
         if !(1..=100_000).contains(&self.page_size) {

@@ -136,12 +136,16 @@ async fn find_user(
     username: &str,
 ) -> Result<FoundUser, LdapError> {
     let options = &directory.options;
-    let filter = format!(
-        "(&{}({}={}))",
-        options.user_search_filter(),
-        options.login_attribute,
-        ldap_escape(username)
-    );
+    let escaped = ldap_escape(username);
+    let names: String = std::iter::once(&options.login_attribute)
+        .chain(&options.login_aliases)
+        .map(|attribute| format!("({attribute}={escaped})"))
+        .collect();
+    let filter = if options.login_aliases.is_empty() {
+        format!("(&{}{names})", options.user_search_filter())
+    } else {
+        format!("(&{}(|{names}))", options.user_search_filter())
+    };
     let attrs = groups::user_attributes(directory);
     let mut found = Vec::new();
     directory
@@ -158,11 +162,19 @@ async fn find_user(
     let Some(user) = found.pop() else {
         return Err(LdapError::UnknownUser(username.to_string()));
     };
-    let login = client::values(&user, &options.login_attribute)
-        .iter()
-        .find(|v| v.eq_ignore_ascii_case(username))
-        .cloned()
-        .unwrap_or_else(|| username.to_string());
+    // The directory's spelling of the login name, whichever name was typed: with aliases the
+    // entry may have been found by another attribute, and the user is still named by this one.
+    let logins = client::values(&user, &options.login_attribute);
+    let login = match logins.iter().find(|v| v.eq_ignore_ascii_case(username)) {
+        Some(login) => login.clone(),
+        None if options.login_aliases.is_empty() => username.to_string(),
+        None => logins.first().cloned().ok_or_else(|| {
+            LdapError::UnknownUser(format!(
+                "{username} (its entry has no {})",
+                options.login_attribute
+            ))
+        })?,
+    };
     let group_values = groups::groups_of(directory, ldap, &user, &login).await?;
     Ok(FoundUser {
         dn: user.dn,
