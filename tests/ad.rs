@@ -5,10 +5,9 @@
 mod support;
 
 use idsync::sources::ldap::{self, Directory, LdapError, LdapOptions};
-use idsync::store::MembershipStore;
 use idsync::sync::{run_sync, SyncRequest};
 use support::samba::SambaDc;
-use support::{apply_state, Db, TestDb};
+use support::{apply_state, group_names, Db, TestDb};
 
 fn options(dc: &SambaDc, extra: serde_json::Value) -> serde_json::Value {
     let mut options = serde_json::json!({
@@ -169,21 +168,6 @@ attributes = ["{staff_dn}"]
     )
 }
 
-async fn groups_of(store: &idsync::store::SqlStore, user: &str) -> Vec<String> {
-    let Some(u) = store.user_by_name(user).await.unwrap() else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = store
-        .memberships(u.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.group.name)
-        .collect();
-    names.sort();
-    names
-}
-
 async fn a_disabled_account_loses_its_mapped_memberships_at_the_next_full_run(db: Db) {
     let dc = SambaDc::start();
     populate(&dc);
@@ -200,25 +184,25 @@ async fn a_disabled_account_loses_its_mapped_memberships_at_the_next_full_run(db
     let sync = || run_sync(&db.store, &request, &|_| {}, &idsync::clock::now_ms);
     let first = sync().await.unwrap();
     assert_eq!(first.run.status, "succeeded", "{:?}", first.run.error);
-    assert_eq!(groups_of(&db.store, "alice").await, ["Staff"]);
-    assert_eq!(groups_of(&db.store, "bob").await, ["Staff"]);
+    assert_eq!(group_names(&db.store, "alice").await, ["Staff"]);
+    assert_eq!(group_names(&db.store, "bob").await, ["Staff"]);
     assert!(
-        groups_of(&db.store, "carol").await.is_empty(),
+        group_names(&db.store, "carol").await.is_empty(),
         "disabled from the start"
     );
     dc.set_enabled("bob", false);
     let second = sync().await.unwrap();
     assert_eq!(second.run.status, "succeeded", "{:?}", second.run.error);
     assert!(
-        groups_of(&db.store, "bob").await.is_empty(),
+        group_names(&db.store, "bob").await.is_empty(),
         "disabled since"
     );
-    assert_eq!(groups_of(&db.store, "alice").await, ["Staff"]);
+    assert_eq!(group_names(&db.store, "alice").await, ["Staff"]);
     dc.set_enabled("bob", true);
     let third = sync().await.unwrap();
     assert_eq!(third.run.status, "succeeded", "{:?}", third.run.error);
     assert_eq!(
-        groups_of(&db.store, "bob").await,
+        group_names(&db.store, "bob").await,
         ["Staff"],
         "enabled again"
     );
@@ -267,7 +251,7 @@ async fn member_range_size_reads_a_large_group_slice_by_slice(db: Db) {
         .unwrap();
     assert_eq!(all.len(), 120);
     for name in [&names[0], &names[49], &names[50], &names[119]] {
-        assert_eq!(groups_of(&db.store, name).await, ["Staff"], "{name}");
+        assert_eq!(group_names(&db.store, name).await, ["Staff"], "{name}");
     }
 }
 

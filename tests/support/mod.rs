@@ -196,6 +196,23 @@ pub const REFUSAL_TABLES: &[&str] = &["security_events", "login_failures"];
 
 /// The number of rows of every table but those a refusal writes its record to: a refusal must
 /// leave it unchanged.
+/// The names of the groups a user is in, sorted; none when the user does not exist.
+pub async fn group_names(store: &SqlStore, username: &str) -> Vec<String> {
+    use idsync::store::MembershipStore;
+    let Some(user) = store.user_by_name(username).await.expect("read user") else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = store
+        .memberships(user.id)
+        .await
+        .expect("read memberships")
+        .into_iter()
+        .map(|m| m.group.name)
+        .collect();
+    names.sort();
+    names
+}
+
 pub async fn row_counts(store: &SqlStore) -> Vec<i64> {
     let mut counts = Vec::new();
     for table in SqlStore::TABLES {

@@ -50,7 +50,7 @@ use crate::model::mapping::MAX_ATTRIBUTE_VALUES;
 pub const MAX_ID_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Signature algorithms accepted: asymmetric only.
-const ALLOWED_ALGORITHMS: &[CoreJwsSigningAlgorithm] = &[
+pub const ALLOWED_ALGORITHMS: &[CoreJwsSigningAlgorithm] = &[
     CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
     CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
     CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
