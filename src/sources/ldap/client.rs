@@ -41,6 +41,10 @@ pub const MAX_IDLE_CONNECTIONS: usize = 16;
 /// connections (Active Directory after 900 s by default), and a fresh one costs less than a
 /// failed attempt.
 pub const MAX_IDLE: Duration = Duration::from_secs(60);
+/// A connection is not reused once it is this old, however busy: a service account disabled
+/// or given a new password in the directory keeps its already-bound sessions there, so without
+/// a limit a connection in constant use would outlive the change indefinitely.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(300);
 
 /// What a pooled connection is used for. The two never mix: a connection that ever carried a
 /// user's bind is never used to search, so no search runs with a user's rights.
@@ -57,13 +61,20 @@ enum Purpose {
 /// on it completed; one that failed in any way is closed.
 #[derive(Default)]
 struct ConnectionPool {
-    service: std::sync::Mutex<Vec<(Ldap, std::time::Instant)>>,
-    user_bind: std::sync::Mutex<Vec<(Ldap, std::time::Instant)>>,
+    service: std::sync::Mutex<Vec<Idle>>,
+    user_bind: std::sync::Mutex<Vec<Idle>>,
     opened: std::sync::atomic::AtomicU64,
 }
 
+/// A kept connection: when it was opened, and since when it waits.
+struct Idle {
+    ldap: Ldap,
+    opened_at: std::time::Instant,
+    since: std::time::Instant,
+}
+
 impl ConnectionPool {
-    fn idle(&self, purpose: Purpose) -> std::sync::MutexGuard<'_, Vec<(Ldap, std::time::Instant)>> {
+    fn idle(&self, purpose: Purpose) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         let idle = match purpose {
             Purpose::Service => &self.service,
             Purpose::UserBind => &self.user_bind,
@@ -71,30 +82,38 @@ impl ConnectionPool {
         idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(&self, purpose: Purpose) -> Option<Ldap> {
+    fn take(&self, purpose: Purpose) -> Option<(Ldap, std::time::Instant)> {
         let mut idle = self.idle(purpose);
-        while let Some((mut ldap, since)) = idle.pop() {
-            if since.elapsed() <= MAX_IDLE && !ldap.is_closed() {
-                return Some(ldap);
+        while let Some(mut kept) = idle.pop() {
+            if kept.since.elapsed() <= MAX_IDLE
+                && kept.opened_at.elapsed() <= MAX_LIFETIME
+                && !kept.ldap.is_closed()
+            {
+                return Some((kept.ldap, kept.opened_at));
             }
         }
         None
     }
 
-    fn give_back(&self, purpose: Purpose, mut ldap: Ldap) {
-        if ldap.is_closed() {
+    fn give_back(&self, purpose: Purpose, mut taken: Taken) {
+        if taken.ldap.is_closed() || taken.opened_at.elapsed() > MAX_LIFETIME {
             return;
         }
         let mut idle = self.idle(purpose);
         if idle.len() < MAX_IDLE_CONNECTIONS {
-            idle.push((ldap, std::time::Instant::now()));
+            idle.push(Idle {
+                ldap: taken.ldap,
+                opened_at: taken.opened_at,
+                since: std::time::Instant::now(),
+            });
         }
     }
 }
 
-/// A connection taken for one operation, and whether it was open before.
+/// A connection taken for one operation, when it was opened, and whether it was open before.
 struct Taken {
     ldap: Ldap,
+    opened_at: std::time::Instant,
     reused: bool,
 }
 
@@ -250,15 +269,25 @@ impl Directory {
     }
 
     async fn take(&self, purpose: Purpose) -> Result<Taken, LdapError> {
-        if let Some(ldap) = self.pool.take(purpose) {
-            return Ok(Taken { ldap, reused: true });
+        if let Some((ldap, opened_at)) = self.pool.take(purpose) {
+            return Ok(Taken {
+                ldap,
+                opened_at,
+                reused: true,
+            });
         }
+        self.open(purpose).await
+    }
+
+    async fn open(&self, purpose: Purpose) -> Result<Taken, LdapError> {
+        let opened_at = std::time::Instant::now();
         let ldap = match purpose {
             Purpose::Service => self.service_connection().await?,
             Purpose::UserBind => self.connect().await?,
         };
         Ok(Taken {
             ldap,
+            opened_at,
             reused: false,
         })
     }
@@ -278,17 +307,11 @@ impl Directory {
         let mut result = operation(taken.ldap.clone()).await;
         if taken.reused && matches!(result, Err(LdapError::Unreachable { .. })) {
             tracing::debug!("a pooled LDAP connection failed; retrying on a new one");
-            taken = Taken {
-                ldap: match purpose {
-                    Purpose::Service => self.service_connection().await?,
-                    Purpose::UserBind => self.connect().await?,
-                },
-                reused: false,
-            };
+            taken = self.open(purpose).await?;
             result = operation(taken.ldap.clone()).await;
         }
         if answered(&result) {
-            self.pool.give_back(purpose, taken.ldap);
+            self.pool.give_back(purpose, taken);
         }
         result
     }
