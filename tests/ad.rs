@@ -140,6 +140,56 @@ async fn users_sign_in_by_account_name_or_principal_name_as_one_user() {
     ));
 }
 
+/// Samba takes `modifyTimestamp>=…ssZ` (no fraction) to match every entry, however late the
+/// time: an "incremental" run would read the whole directory. The filter idsync writes has the
+/// fraction, and matches what it says.
+async fn count_users(
+    directory: &Directory,
+    ldap: &mut ldap3::Ldap,
+    base: &str,
+    filter: &str,
+) -> u64 {
+    directory
+        .for_each_entry(
+            ldap,
+            base,
+            &format!("(&(objectClass=user){filter})"),
+            &["1.1"],
+            |_| Ok(()),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_changed_since_filter_means_what_it_says_on_samba() {
+    let dc = SambaDc::start();
+    populate(&dc);
+    let directory = directory(&dc, serde_json::json!({}));
+    let mut ldap = directory.service_connection().await.unwrap();
+    let base = dc.base_dn.clone();
+    let day_ms = 86_400_000;
+    let now = idsync::clock::now_ms();
+    let tomorrow = idsync::sync::generalized_time(now + day_ms);
+    let yesterday = idsync::sync::generalized_time(now - day_ms);
+    assert!(tomorrow.ends_with(".0Z"), "{tomorrow}");
+    let filter = idsync::sync::changed_since_filter(&tomorrow);
+    assert_eq!(count_users(&directory, &mut ldap, &base, &filter).await, 0);
+    let filter = idsync::sync::changed_since_filter(&yesterday);
+    assert!(count_users(&directory, &mut ldap, &base, &filter).await >= 3);
+    // A mark stored before the fraction was written is given it.
+    let legacy = tomorrow.replace(".0Z", "Z");
+    let filter = idsync::sync::changed_since_filter(&legacy);
+    assert_eq!(count_users(&directory, &mut ldap, &base, &filter).await, 0);
+    // What the fraction protects from: the server's reading of the bare form.
+    let bare = format!("(modifyTimestamp>={legacy})");
+    let matched = count_users(&directory, &mut ldap, &base, &bare).await;
+    assert!(
+        matched >= 3,
+        "Samba matched {matched} entries with {legacy}"
+    );
+}
+
 fn state(options: &serde_json::Value, staff_dn: &str) -> String {
     format!(
         r#"

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use ldap3::{ldap_escape, SearchEntry};
 
 use super::directory_groups::DirectoryGroups;
-use super::{stage_page, CollectError, Collected, Sink, MODIFY_TIMESTAMP};
+use super::{stage_page, CollectError, Collected, Sink};
 use crate::model::dn;
 use crate::model::mapping::{Mapping, ProviderRef, MAX_ATTRIBUTE_VALUES};
 use crate::model::sync::DirectoryUser;
@@ -38,7 +38,7 @@ pub(crate) async fn collect<S: SyncStore>(
 ) -> Result<Collected, CollectError> {
     let options = &directory.options;
     let mut ldap = directory.service_connection().await?;
-    let changed_since = format!("({MODIFY_TIMESTAMP}>={})", ldap_escape(since));
+    let changed_since = super::changed_since_filter(since);
     let user_attrs = groups::user_attributes(directory);
     let dn_attribute = if options.active_directory {
         "distinguishedName"

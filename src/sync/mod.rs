@@ -1149,14 +1149,31 @@ impl Drop for PageReader {
 /// The operational attribute holding an entry's last change (GeneralizedTime, UTC).
 pub const MODIFY_TIMESTAMP: &str = "modifyTimestamp";
 
-/// The GeneralizedTime (`YYYYMMDDhhmmssZ`, UTC) of a unix-millisecond instant.
+/// The GeneralizedTime of a unix-millisecond instant, to the second, with a zero fraction:
+/// `YYYYMMDDhhmmss.0Z` (UTC). The fraction is not decoration: Active Directory (Samba at
+/// least) takes `modifyTimestamp>=YYYYMMDDhhmmssZ` to match every entry, and the `.0Z` form
+/// as written; OpenLDAP takes both.
 pub fn generalized_time(unix_ms: i64) -> String {
     let at = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(at)
+    let digits: String = humantime::format_rfc3339_seconds(at)
         .to_string()
         .chars()
-        .filter(|c| c.is_ascii_digit() || *c == 'Z')
-        .collect()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    format!("{digits}.0Z")
+}
+
+/// The filter for entries changed at or after `since`, a stored high-water mark. Marks stored
+/// before the fraction was written (`…ssZ`) are given it here.
+pub fn changed_since_filter(since: &str) -> String {
+    let since = match since.strip_suffix('Z') {
+        Some(seconds) if !seconds.contains('.') => format!("{seconds}.0Z"),
+        _ => since.to_string(),
+    };
+    format!(
+        "({MODIFY_TIMESTAMP}>={})",
+        ldap3::ldap_escape(since.as_str())
+    )
 }
 
 fn options_overlap_ms(directory: &Directory) -> i64 {

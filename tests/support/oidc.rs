@@ -38,8 +38,10 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-/// How long node gets to print `READY` (it generates an RSA key first).
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long node gets to print `READY` (it generates an RSA key first). The wait ends as soon
+/// as the line comes; the bound only decides when a provider that never starts is given up
+/// on, so it is generous: on a loaded 2-core machine a start once took over 20 s.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// At most this many HTTP hops in one headless sign-in.
 const MAX_HOPS: usize = 12;
 const SETUP_HINT: &str =
