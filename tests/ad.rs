@@ -7,7 +7,7 @@ mod support;
 use idsync::sources::ldap::{self, Directory, LdapError, LdapOptions};
 use idsync::sync::{run_sync, SyncRequest};
 use support::samba::SambaDc;
-use support::{apply_state, group_names, Db, TestDb};
+use support::{apply_state, group_names, options_toml, Db, TestDb};
 
 fn options(dc: &SambaDc, extra: serde_json::Value) -> serde_json::Value {
     let mut options = serde_json::json!({
@@ -208,13 +208,7 @@ priority = 100
 provider = "ad"
 attributes = ["{staff_dn}"]
 "#,
-        options
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        options_toml(options)
     )
 }
 

@@ -196,6 +196,11 @@ pub const REFUSAL_TABLES: &[&str] = &["security_events", "login_failures"];
 
 /// The number of rows of every table but those a refusal writes its record to: a refusal must
 /// leave it unchanged.
+/// A provider's options (JSON) as the TOML body of its `[providers.options]` table.
+pub fn options_toml(options: &serde_json::Value) -> String {
+    toml::to_string(&serde_json::from_value::<toml::Table>(options.clone()).unwrap()).unwrap()
+}
+
 /// The names of the groups a user is in, sorted; none when the user does not exist.
 pub async fn group_names(store: &SqlStore, username: &str) -> Vec<String> {
     use idsync::store::MembershipStore;

@@ -37,9 +37,7 @@ pub fn names(value: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub fn options_toml(options: &Value) -> String {
-    toml::to_string(&serde_json::from_value::<toml::Table>(options.clone()).unwrap()).unwrap()
-}
+pub use crate::support::options_toml;
 
 pub async fn refusal(app: &TestApp, answer: &Value) -> idsync::store::SecurityEvent {
     app.refusal(answer).await

@@ -482,16 +482,12 @@ impl EntryStream<'_> {
 }
 
 /// Whether the directory answered the operation (with success or with a verdict on the
-/// request), so the connection that carried it is fit to carry the next.
+/// request, i.e. anything but a directory failure), so the connection that carried it is fit
+/// to carry the next.
 fn answered<T>(result: &Result<T, LdapError>) -> bool {
     match result {
         Ok(_) => true,
-        Err(error) => matches!(
-            error,
-            LdapError::InvalidCredentials
-                | LdapError::UnknownUser(_)
-                | LdapError::AmbiguousUser { .. }
-        ),
+        Err(error) => !error.is_directory_failure(),
     }
 }
 
