@@ -373,12 +373,17 @@ pub fn sync_run_line(run: &SyncRun) -> String {
         "succeeded" | "abandoned" | "failed" | "running"
     );
     format!(
-        "{} {} {} {}: {} users, +{} -{}{}{} (limit {}){}",
+        "{} {} {} {}: {} users{}, +{} -{}{}{} (limit {}){}",
         id,
         humantime::format_rfc3339_seconds(at),
         run.kind,
         run.status,
         run.users_seen,
+        if run.entries_read > 0 {
+            format!(" ({} entries read)", run.entries_read)
+        } else {
+            String::new()
+        },
         run.additions,
         run.removals,
         if applied { " applied" } else { " planned" },

@@ -5,6 +5,7 @@
 mod support;
 
 use idsync::sources::ldap::{self, Directory, LdapError, LdapOptions};
+use idsync::store::SyncStore;
 use idsync::sync::{run_sync, SyncRequest};
 use support::samba::SambaDc;
 use support::{apply_state, group_names, options_toml, Db, TestDb};
@@ -140,6 +141,84 @@ async fn users_sign_in_by_account_name_or_principal_name_as_one_user() {
     ));
 }
 
+/// AD keeps a user's primary group (Domain Users, by `primaryGroupID`) out of `member` and
+/// `memberOf`. With `primary_group` it is a group value, at sign-in and in a full or an
+/// incremental run alike, with the groups containing it when nesting; without, it is not.
+async fn the_primary_group_is_a_group_value_when_asked_for(db: Db) {
+    let dc = SambaDc::start();
+    populate(&dc);
+    let domain_users = format!("CN=Domain Users,CN=Users,{}", dc.base_dn);
+    dc.add_group("Everyone", std::slice::from_ref(&domain_users));
+    let db = TestDb::new(db).await;
+    for (extra, expected) in [
+        (serde_json::json!({}), vec!["Staff"]),
+        (
+            serde_json::json!({"primary_group": true}),
+            vec!["Domain", "Staff"],
+        ),
+        (
+            serde_json::json!({"primary_group": true, "nested_groups": true}),
+            vec!["Domain", "Everyone", "Staff"],
+        ),
+    ] {
+        let options = options(&dc, extra.clone());
+        let state = format!(
+            "{}\n[[groups]]\nname = \"Domain\"\npriority = 90\n\n[[groups.mappings]]\nprovider = \"ad\"\nattributes = [\"{domain_users}\"]\n\n[[groups]]\nname = \"Everyone\"\npriority = 80\n\n[[groups.mappings]]\nprovider = \"ad\"\nattributes = [\"{}\"]\n",
+            state(&options, &dc.dn("Staff")),
+            dc.dn("Everyone")
+        );
+        apply_state(&db.store, &state).await;
+        let run = run_sync(
+            &db.store,
+            &SyncRequest {
+                provider: "ad".into(),
+                ..SyncRequest::default()
+            },
+            &|_| {},
+            &idsync::clock::now_ms,
+        )
+        .await
+        .unwrap();
+        assert_eq!(run.run.status, "succeeded", "{extra}: {:?}", run.run.error);
+        assert_eq!(
+            group_names(&db.store, "alice").await,
+            expected,
+            "{extra}: sync"
+        );
+
+        // A sign-in finds the same group values as the sync.
+        let directory = Directory::new(LdapOptions::from_json(&options).unwrap()).unwrap();
+        let identity = ldap::authenticate(&directory, "ad", "bob", "Bob-Passw0rd!")
+            .await
+            .unwrap();
+        let has = |dn: &str| {
+            identity
+                .group_values
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case(dn))
+        };
+        assert_eq!(has(&domain_users), expected.contains(&"Domain"), "{extra}");
+        assert_eq!(
+            has(&dc.dn("Everyone")),
+            expected.contains(&"Everyone"),
+            "{extra}"
+        );
+    }
+}
+
+#[test]
+fn primary_group_is_refused_where_the_server_is_not_active_directory() {
+    let error = LdapOptions::from_json(&serde_json::json!({
+        "url": "ldaps://ldap.example.com",
+        "bind_dn": "cn=svc,dc=example,dc=com",
+        "bind_password_env": "X",
+        "user_base_dn": "dc=example,dc=com",
+        "primary_group": true,
+    }))
+    .unwrap_err();
+    assert!(error.to_string().contains("active_directory"), "{error}");
+}
+
 /// Samba takes `modifyTimestamp>=…ssZ` (no fraction) to match every entry, however late the
 /// time: an "incremental" run would read the whole directory. The filter idsync writes has the
 /// fraction, and matches what it says.
@@ -252,6 +331,130 @@ async fn a_disabled_account_loses_its_mapped_memberships_at_the_next_full_run(db
     );
 }
 
+/// In a 5,000-user domain, an incremental run after three changes (one account disabled, one
+/// deleted, one user added to a group) reads a handful of entries, not the directory: changed
+/// entries by uSNChanged, the deleted one through its tombstone. The disabled and the deleted
+/// user lose their mapped memberships in that one run.
+async fn an_incremental_run_reads_what_changed_and_sees_deletions(db: Db) {
+    let dc = SambaDc::start();
+    let names: Vec<String> = (0..5000).map(|i| format!("p{i:04}")).collect();
+    dc.add_people(&names);
+    dc.add_group(
+        "Staff",
+        &names[..100].iter().map(|n| dc.dn(n)).collect::<Vec<_>>(),
+    );
+    let db = TestDb::new(db).await;
+    apply_state(
+        &db.store,
+        &state(&options(&dc, serde_json::json!({})), &dc.dn("Staff")),
+    )
+    .await;
+    let request = SyncRequest {
+        provider: "ad".into(),
+        incremental: true,
+        ..SyncRequest::default()
+    };
+    let sync = || run_sync(&db.store, &request, &|_| {}, &idsync::clock::now_ms);
+    let first = sync().await.unwrap();
+    assert_eq!(
+        (first.run.kind.as_str(), first.run.status.as_str()),
+        ("full", "succeeded"),
+        "{:?}",
+        first.run.error
+    );
+    assert!(first.run.entries_read >= 5000, "{}", first.run.entries_read);
+    let mark = first.run.high_water.clone().unwrap();
+    assert!(mark.starts_with("usn:"), "{mark}");
+    for name in ["p0001", "p0002"] {
+        assert_eq!(group_names(&db.store, name).await, ["Staff"]);
+    }
+    assert!(group_names(&db.store, "p0200").await.is_empty());
+
+    dc.set_enabled("p0001", false);
+    dc.delete("p0002");
+    dc.add_member("Staff", &dc.dn("p0200"));
+    let incremental = sync().await.unwrap();
+    assert_eq!(
+        (
+            incremental.run.kind.as_str(),
+            incremental.run.status.as_str()
+        ),
+        ("incremental", "succeeded"),
+        "{:?}",
+        incremental.run.error
+    );
+    assert!(
+        group_names(&db.store, "p0001").await.is_empty(),
+        "disabled since the last run"
+    );
+    assert!(
+        group_names(&db.store, "p0002").await.is_empty(),
+        "deleted since the last run"
+    );
+    assert_eq!(group_names(&db.store, "p0200").await, ["Staff"]);
+    assert_eq!(
+        (incremental.run.additions, incremental.run.removals),
+        (1, 2)
+    );
+    assert!(
+        incremental.run.entries_read <= 36,
+        "an incremental run after 3 changes read {} entries",
+        incremental.run.entries_read
+    );
+
+    // Nothing changed since: nothing read, nothing written.
+    let quiet = sync().await.unwrap();
+    assert_eq!(quiet.run.kind, "incremental");
+    assert_eq!((quiet.run.additions, quiet.run.removals), (0, 0));
+    assert_eq!(quiet.run.entries_read, 0);
+
+    // A mark from another domain controller (or this one before a restore from backup): its
+    // USNs mean nothing here, so the run reads everything.
+    let Some(idsync::sources::ldap::changes::ChangeMark::Usn { usn, .. }) =
+        idsync::sources::ldap::changes::ChangeMark::parse(quiet.run.high_water.as_deref().unwrap())
+    else {
+        panic!("a USN mark: {:?}", quiet.run.high_water);
+    };
+    let foreign = idsync::sources::ldap::changes::ChangeMark::Usn {
+        invocation_id: "00000000-0000-4000-8000-000000000001".into(),
+        usn,
+    };
+    db.store
+        .save_sync_run(&idsync::store::SyncRun {
+            id: "other-dc".into(),
+            started_at: quiet.run.started_at + 1,
+            finished_at: Some(quiet.run.started_at + 2),
+            high_water: Some(foreign.to_string()),
+            ..quiet.run.clone()
+        })
+        .await
+        .unwrap();
+    let restored = sync().await.unwrap();
+    assert_eq!(
+        (restored.run.kind.as_str(), restored.run.status.as_str()),
+        ("full", "succeeded"),
+        "{:?}",
+        restored.run.error
+    );
+    assert!(restored.run.entries_read >= 5000);
+
+    // What the incremental run did is what a full run finds: nothing is left to do.
+    let check = run_sync(
+        &db.store,
+        &SyncRequest {
+            provider: "ad".into(),
+            dry_run: true,
+            ..SyncRequest::default()
+        },
+        &|_| {},
+        &idsync::clock::now_ms,
+    )
+    .await
+    .unwrap();
+    assert_eq!(check.run.status, "dry_run", "{:?}", check.run.error);
+    assert_eq!((check.run.additions, check.run.removals), (0, 0));
+}
+
 /// Samba sends every value of `member` unless asked for a range: `member_range_size` makes
 /// idsync ask, so the continuation loop of range retrieval runs against a real server.
 async fn member_range_size_reads_a_large_group_slice_by_slice(db: Db) {
@@ -315,4 +518,6 @@ fn member_range_size_is_refused_where_the_server_is_not_active_directory() {
 on_both_databases!(
     a_disabled_account_loses_its_mapped_memberships_at_the_next_full_run,
     member_range_size_reads_a_large_group_slice_by_slice,
+    an_incremental_run_reads_what_changed_and_sees_deletions,
+    the_primary_group_is_a_group_value_when_asked_for,
 );

@@ -877,6 +877,98 @@ async fn an_incremental_run_reads_only_what_changed(db: Db) {
     assert_eq!(env.store().count("audit_log").await.unwrap(), audit);
 }
 
+/// Where the server offers content synchronisation (syncprov), an incremental run continues
+/// from the stored cookie: it reads the entries changed since, and learns of deleted entries
+/// by entryUUID, so a deleted user's memberships go in one incremental run. No waiting for
+/// the clock: the cookie, not a timestamp, marks where the last run stood.
+async fn content_synchronisation_reads_changes_and_deletions(db: Db) {
+    let env = Env::new(
+        db,
+        SlapdOptions {
+            syncprov: true,
+            ..SlapdOptions::default()
+        },
+        8,
+        serde_json::json!({"incremental_overlap_secs": 0}),
+    )
+    .await;
+    let first = env.sync(incremental_request()).await;
+    assert_eq!(
+        (first.run.kind.as_str(), first.run.status.as_str()),
+        ("full", "succeeded"),
+        "{:?}",
+        first.run.error
+    );
+    let mark = first.run.high_water.clone().unwrap();
+    assert!(mark.starts_with("cookie:"), "{mark}");
+    assert!(!env.groups("u03").await.is_empty());
+    let u03_before = env.groups("u03").await.len() as i64;
+
+    // u03 is deleted (the memberof overlay takes it out of its groups); u07 joins devs.
+    env.slapd.delete(&user_dn(BASE, "u03"));
+    env.slapd.modify_ldif(&member_change_ldif(
+        &group_dn(BASE, "devs"),
+        true,
+        &[user_dn(BASE, "u07")],
+    ));
+    let incremental = env.sync(incremental_request()).await;
+    assert_eq!(
+        (
+            incremental.run.kind.as_str(),
+            incremental.run.status.as_str()
+        ),
+        ("incremental", "succeeded"),
+        "{:?}",
+        incremental.run.error
+    );
+    assert!(env.groups("u03").await.is_empty(), "deleted since");
+    assert_eq!(env.groups("u07").await, set(&["Developers", "Operators"]));
+    assert_eq!(
+        (incremental.run.additions, incremental.run.removals),
+        (1, u03_before)
+    );
+    assert!(
+        incremental.run.entries_read <= 6,
+        "read {} entries",
+        incremental.run.entries_read
+    );
+    assert!(incremental.run.high_water.unwrap().starts_with("cookie:"));
+
+    // Nothing changed since: nothing read, nothing written.
+    let quiet = env.sync(incremental_request()).await;
+    assert_eq!(quiet.run.kind, "incremental");
+    assert_eq!((quiet.run.additions, quiet.run.removals), (0, 0));
+    assert_eq!(quiet.run.entries_read, 0);
+
+    // A cookie older than anything the server can list deletions for: it answers with the
+    // ids of every entry still present, and the users known and not among them are gone.
+    env.slapd.delete(&user_dn(BASE, "u04"));
+    let old_cookie = idsync::sources::ldap::changes::ChangeMark::Cookie(
+        b"rid=000,csn=20000101000000.000000Z#000000#000#000000".to_vec(),
+    );
+    let stale = idsync::store::SyncRun {
+        id: "stale-cookie".into(),
+        started_at: quiet.run.started_at + 1,
+        finished_at: Some(quiet.run.started_at + 2),
+        high_water: Some(old_cookie.to_string()),
+        ..quiet.run.clone()
+    };
+    env.store().save_sync_run(&stale).await.unwrap();
+    let present = env.sync(incremental_request()).await;
+    assert_eq!(
+        (present.run.kind.as_str(), present.run.status.as_str()),
+        ("incremental", "succeeded"),
+        "{:?}",
+        present.run.error
+    );
+    assert!(env.groups("u04").await.is_empty(), "deleted since");
+    assert!(!env.groups("u05").await.is_empty(), "still there");
+
+    // What the incremental runs did is what a full run finds: it has nothing left to do.
+    let check = env.sync(request(true)).await;
+    assert_eq!((check.run.additions, check.run.removals), (0, 0));
+}
+
 /// With nesting, a user leaving a group nested in another leaves both at the next incremental
 /// run, a user joining joins both, and a group joining a group brings its members in; only
 /// those users are read.
@@ -980,6 +1072,7 @@ on_both_databases!(
     referrals_are_neither_chased_nor_counted,
     an_incremental_run_reads_only_what_changed,
     an_incremental_run_follows_nesting_both_ways,
+    content_synchronisation_reads_changes_and_deletions,
     login_verifies_the_password_and_maps_the_groups,
     wrong_empty_and_unknown_credentials_are_told_apart,
     sign_ins_reuse_pooled_connections_and_survive_a_restart,

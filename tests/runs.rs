@@ -907,6 +907,7 @@ async fn a_live_run_is_named_and_left_alone(db: Db) {
         removal_limit: 0,
         skipped: 0,
         high_water: None,
+        entries_read: 0,
         error: None,
         config_version: None,
         superseded_by: None,

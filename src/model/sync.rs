@@ -15,12 +15,20 @@ pub struct DirectoryUser {
     pub username: String,
     pub dn: String,
     pub group_values: Vec<String>,
+    /// The entry's own identifier (AD's objectGUID, OpenLDAP's entryUUID), kept so that an
+    /// incremental run that learns of a deletion by id can tell whose it was.
+    pub entry_id: Option<String>,
 }
 
 impl DirectoryUser {
-    /// The last-seen attributes kept for the user.
+    /// The last-seen attributes kept for the user: by a sign-in and a sync alike, so the two
+    /// agree on the digest of an unchanged entry.
     pub fn attributes(&self) -> serde_json::Value {
-        serde_json::json!({ "dn": self.dn, "groups": self.group_values })
+        let mut attributes = serde_json::json!({ "dn": self.dn, "groups": self.group_values });
+        if let Some(id) = &self.entry_id {
+            attributes["id"] = serde_json::json!(id);
+        }
+        attributes
     }
 }
 
@@ -275,6 +283,7 @@ mod tests {
 
     fn user(groups: &[&str]) -> DirectoryUser {
         DirectoryUser {
+            entry_id: None,
             username: "alice".into(),
             dn: "uid=alice,dc=example".into(),
             group_values: groups.iter().map(|g| g.to_string()).collect(),

@@ -433,7 +433,11 @@ pub struct SyncRun {
     /// the run read them (a sign-in, an admin, another run); the next run reconsiders them.
     #[serde(default)]
     pub skipped: i64,
-    /// Incremental sync resumes from here (the directory's modifyTimestamp).
+    /// Directory entries the run read: changed entries and tombstones for an incremental
+    /// run, every entry for a full one (0 for runs recorded before this was).
+    #[serde(default)]
+    pub entries_read: i64,
+    /// An incremental sync resumes from here: see `sources::ldap::changes::ChangeMark`.
     pub high_water: Option<String>,
     pub error: Option<String>,
     /// The configuration version the diff was computed against (`None` for runs recorded

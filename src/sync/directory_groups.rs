@@ -17,10 +17,19 @@ use ldap3::SearchEntry;
 
 use crate::model::dn;
 use crate::sources::ldap::client::{values, Directory};
-use crate::sources::ldap::groups::{all_values, members_request};
+use crate::sources::ldap::groups::{
+    all_values, binary_value, members_request, primary_group_sid, OBJECT_SID,
+};
 use crate::sources::ldap::{GroupSource, LdapError, LdapOptions};
 
-pub(crate) enum DirectoryGroups {
+pub(crate) struct DirectoryGroups {
+    view: View,
+    /// With `primary_group`: the groups under the group base by SID, for users' primary
+    /// groups, which AD keeps out of `member` and `memberOf`.
+    primary: Option<HashMap<Vec<u8>, String>>,
+}
+
+enum View {
     /// The user entry's memberOf, as it is.
     MemberOf,
     /// The user entry's memberOf and the ancestors of those groups.
@@ -121,9 +130,49 @@ impl DirectoryGroups {
         directory: &Directory,
         ldap: &mut ldap3::Ldap,
     ) -> Result<DirectoryGroups, LdapError> {
+        let view = View::load(directory, ldap).await?;
+        let primary = if directory.options.primary_group {
+            let mut by_sid = HashMap::new();
+            for entry in read_groups(directory, ldap, OBJECT_SID).await? {
+                if let Some(sid) = binary_value(&entry, OBJECT_SID) {
+                    by_sid.insert(sid, entry.dn);
+                }
+            }
+            Some(by_sid)
+        } else {
+            None
+        };
+        Ok(DirectoryGroups { view, primary })
+    }
+
+    /// The user's group values: direct ones (the primary group too, with `primary_group`),
+    /// then (with nesting) every group containing one.
+    pub(crate) fn groups_of(
+        &self,
+        entry: &SearchEntry,
+        username: &str,
+        options: &LdapOptions,
+    ) -> Vec<String> {
+        let mut found = self.view.groups_of(entry, username, options);
+        let primary = self
+            .primary
+            .as_ref()
+            .zip(primary_group_sid(entry))
+            .and_then(|(by_sid, sid)| by_sid.get(&sid));
+        if let Some(primary) = primary {
+            found.extend(self.view.with_ancestors_of(primary));
+            let mut seen = std::collections::HashSet::new();
+            found.retain(|dn| seen.insert(dn::comparison_key(dn)));
+        }
+        found
+    }
+}
+
+impl View {
+    async fn load(directory: &Directory, ldap: &mut ldap3::Ldap) -> Result<View, LdapError> {
         let options = &directory.options;
         match (options.group_source, options.nested_groups) {
-            (GroupSource::MemberOf, false) => Ok(DirectoryGroups::MemberOf),
+            (GroupSource::MemberOf, false) => Ok(View::MemberOf),
             (GroupSource::MemberOf, true) => {
                 let entries = read_groups(directory, ldap, "memberOf").await?;
                 let mut tree =
@@ -138,7 +187,7 @@ impl DirectoryGroups {
                     })
                     .collect();
                 tree.close(&parents);
-                Ok(DirectoryGroups::MemberOfNested(tree))
+                Ok(View::MemberOfNested(tree))
             }
             (source, nested) => {
                 let attribute = source.member_attribute();
@@ -169,21 +218,28 @@ impl DirectoryGroups {
                         .collect();
                     tree.close(&parents);
                 }
-                Ok(DirectoryGroups::Index { tree, member_of })
+                Ok(View::Index { tree, member_of })
             }
         }
     }
 
+    /// A group and, with nesting, every group containing it.
+    fn with_ancestors_of(&self, group: &str) -> Vec<String> {
+        let tree = match self {
+            View::MemberOf => None,
+            View::MemberOfNested(tree) | View::Index { tree, .. } => Some(tree),
+        };
+        match tree.and_then(|tree| Some((tree, tree.find(group)?))) {
+            Some((tree, i)) => tree.with_ancestors([i]),
+            None => vec![group.to_string()],
+        }
+    }
+
     /// The user's group values: direct ones, then (with nesting) every group containing one.
-    pub(crate) fn groups_of(
-        &self,
-        entry: &SearchEntry,
-        username: &str,
-        options: &LdapOptions,
-    ) -> Vec<String> {
+    fn groups_of(&self, entry: &SearchEntry, username: &str, options: &LdapOptions) -> Vec<String> {
         match self {
-            DirectoryGroups::MemberOf => values(entry, "memberOf").to_vec(),
-            DirectoryGroups::MemberOfNested(tree) => {
+            View::MemberOf => values(entry, "memberOf").to_vec(),
+            View::MemberOfNested(tree) => {
                 let direct = values(entry, "memberOf");
                 // Groups outside the group base or filter keep their place as direct values;
                 // only groups the tree knows have ancestors.
@@ -199,7 +255,7 @@ impl DirectoryGroups {
                 all.extend(outside);
                 all
             }
-            DirectoryGroups::Index { tree, member_of } => {
+            View::Index { tree, member_of } => {
                 let key = if options.group_source == GroupSource::MemberUid {
                     username.to_lowercase()
                 } else {

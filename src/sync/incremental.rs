@@ -1,15 +1,20 @@
-//! An incremental run: only the users and groups whose modifyTimestamp is at or after the last
-//! successful run's high-water mark (that run's start, less a configured overlap for clock
-//! differences), so its cost follows the number of changes, not the size of the directory.
+//! An incremental run: only the users and groups changed since the last successful run's mark
+//! (see [`crate::sources::ldap::changes`]: uSNChanged on Active Directory, an RFC 4533 cookie
+//! where the server offers content synchronisation, modifyTimestamp otherwise), so its cost
+//! follows the number of changes, not the size of the directory.
 //!
-//! Membership changes show in the group entries' timestamps (the memberof overlay and Active
-//! Directory do not touch the member's own modifyTimestamp). For each changed group the run
-//! compares who is in it now (its members, and with nesting the members of the groups nested
-//! in it, at any depth) with who was in it at the last run (the users whose last-seen group
-//! values name it, directly or as an ancestor): only the users in one and not the other are
-//! read and evaluated. A group of 36,000 people gaining one member costs one user, not 36,000;
-//! a team leaving a department costs the team's people, who really change.
-//! Deleted entries leave no timestamp behind: full runs find them.
+//! Membership changes show in the group entries (the memberof overlay and Active Directory do
+//! not touch the member's own entry). For each changed group the run compares who is in it now
+//! (its members, and with nesting the members of the groups nested in it, at any depth) with
+//! who was in it at the last run (the users whose last-seen group values name it, directly or
+//! as an ancestor): only the users in one and not the other are read and evaluated. A group of
+//! 36,000 people gaining one member costs one user, not 36,000.
+//!
+//! Users gone since the last run lose what the provider's mappings granted, as in a full run
+//! and under the same removal threshold: users deleted (AD tombstones; RFC 4533 deletions,
+//! by entryUUID), no longer matching the user search (RFC 4533), or disabled (AD, unless
+//! `keep_disabled_users`). Ids are matched to users through the id kept with their last-seen
+//! attributes. Under modifyTimestamp, deletions leave nothing to read: full runs find them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -20,10 +25,14 @@ use super::{stage_page, CollectError, Collected, Sink};
 use crate::model::dn;
 use crate::model::mapping::{Mapping, ProviderRef, MAX_ATTRIBUTE_VALUES};
 use crate::model::sync::DirectoryUser;
+use crate::sources::ldap::changes::{self, ChangeMark};
 use crate::sources::ldap::client::{values, Directory};
 use crate::sources::ldap::groups::{self, all_values, MAX_NESTING_DEPTH};
 use crate::sources::ldap::{GroupSource, LdapError};
 use crate::store::SyncStore;
+
+/// AD's account flags; bit 2 (ACCOUNTDISABLE) marks a disabled account.
+const USER_ACCOUNT_CONTROL: &str = "userAccountControl";
 
 /// Member DNs per search when reading entries by DN.
 const DNS_PER_SEARCH: usize = 200;
@@ -34,34 +43,83 @@ pub(crate) async fn collect<S: SyncStore>(
     provider: &ProviderRef,
     mappings: &[Mapping],
     sink: &mut Sink<'_, S>,
-    since: &str,
+    since: &ChangeMark,
+    fallback_mark: String,
 ) -> Result<Collected, CollectError> {
     let options = &directory.options;
     let mut ldap = directory.service_connection().await?;
-    let changed_since = super::changed_since_filter(since);
-    let user_attrs = groups::user_attributes(directory);
+    // The next run's mark, read before anything else: what changes from here on is read again.
+    let mark = changes::current_mark(directory, &mut ldap, fallback_mark)
+        .await
+        .map_err(CollectError::in_search(
+            "the read of the directory's change mark",
+        ))?;
+    let mut user_attrs = groups::user_attributes(directory);
+    let leaves_out_disabled = options.leaves_out_disabled_accounts();
+    if leaves_out_disabled {
+        user_attrs.push(USER_ACCOUNT_CONTROL);
+    }
     let dn_attribute = if options.active_directory {
         "distinguishedName"
     } else {
         "entryDN"
     };
 
-    // Users whose own entry changed.
+    // Users whose own entry changed. Searched for without the enabled-accounts clause, so a
+    // user disabled since the last run is seen, and is gone.
     let mut entries: BTreeMap<String, SearchEntry> = BTreeMap::new();
+    let mut gone_names: BTreeSet<String> = BTreeSet::new();
+    let mut gone_ids: HashSet<String> = HashSet::new();
+    let mut changed_ids: HashSet<String> = HashSet::new();
+    let present_ids: Option<HashSet<String>>;
     {
-        let filter = format!("(&{}{changed_since})", options.user_search_filter());
+        let filter = options.changed_user_filter();
         let search = format!(
-            "the search for changed users under {} with {filter}",
+            "the search for users changed since {} under {} with {filter}",
+            since.method(),
             options.user_base_dn
         );
-        let in_search = CollectError::in_search(&search);
-        let mut stream = directory
-            .search_stream(&mut ldap, &options.user_base_dn, &filter, &user_attrs)
-            .await
-            .map_err(&in_search)?;
-        while let Some(entry) = stream.next().await.map_err(&in_search)? {
-            sink.entries_read += 1;
+        let found = changes::changes_since(
+            directory,
+            &mut ldap,
+            &options.user_base_dn,
+            &filter,
+            &user_attrs,
+            since,
+        )
+        .await
+        .map_err(CollectError::in_search(&search))?;
+        sink.entries_read += found.entries_read;
+        gone_ids.extend(found.gone_ids);
+        present_ids = found.present_ids;
+        for entry in found.entries {
+            changed_ids.extend(changes::entry_id(&entry, options.active_directory));
+            let disabled = leaves_out_disabled
+                && options.is_disabled_account(values(&entry, USER_ACCOUNT_CONTROL));
+            if disabled {
+                if let Some(name) = values(&entry, &options.login_attribute).first() {
+                    gone_names.insert(name.clone());
+                }
+                continue;
+            }
             entries.insert(dn::comparison_key(&entry.dn), entry);
+        }
+    }
+    // Users deleted since: AD keeps tombstones, with the objectGUID and sAMAccountName.
+    if options.active_directory {
+        let search = format!("the search for users deleted since {}", since.method());
+        let tombstones = changes::tombstones_since(directory, &mut ldap, since, "user")
+            .await
+            .map_err(CollectError::in_search(&search))?;
+        sink.entries_read += tombstones.len() as u64;
+        for tombstone in tombstones {
+            if options
+                .login_attribute
+                .eq_ignore_ascii_case("sAMAccountName")
+            {
+                gone_names.extend(tombstone.account_name);
+            }
+            gone_ids.insert(tombstone.id);
         }
     }
 
@@ -69,27 +127,26 @@ pub(crate) async fn collect<S: SyncStore>(
     let member_attr = options.group_source.member_attribute();
     let member_request = groups::members_request(directory, member_attr);
     let changed_groups: Vec<SearchEntry> = {
-        let filter = format!("(&{}{changed_since})", options.group_filter);
         let search = format!(
-            "the search for changed groups under {} with {filter}",
-            options.group_base()
+            "the search for groups changed since {} under {} with {}",
+            since.method(),
+            options.group_base(),
+            options.group_filter
         );
-        let in_search = CollectError::in_search(&search);
-        let mut found = Vec::new();
-        let mut stream = directory
-            .search_stream(
-                &mut ldap,
-                options.group_base(),
-                &filter,
-                &[member_request.as_str()],
-            )
-            .await
-            .map_err(&in_search)?;
-        while let Some(entry) = stream.next().await.map_err(&in_search)? {
-            sink.entries_read += 1;
-            found.push(entry);
-        }
-        found
+        let found = changes::changes_since(
+            directory,
+            &mut ldap,
+            options.group_base(),
+            &options.group_filter,
+            &[member_request.as_str()],
+            since,
+        )
+        .await
+        .map_err(CollectError::in_search(&search))?;
+        sink.entries_read += found.entries_read;
+        // Ids of deleted entries may come with either search; only users' ids match a user.
+        gone_ids.extend(found.gone_ids);
+        found.entries
     };
 
     // For each changed group, who is in it now and who was at the last run: the users in one
@@ -212,6 +269,7 @@ pub(crate) async fn collect<S: SyncStore>(
             return Err(LdapError::AmbiguousUser { username }.into());
         }
         page.push(DirectoryUser {
+            entry_id: changes::entry_id(&entry, options.active_directory),
             username,
             dn: entry.dn,
             group_values,
@@ -222,7 +280,42 @@ pub(crate) async fn collect<S: SyncStore>(
     }
     stage_page(store, &set, sink, &mut page).await?;
     let _ = ldap.unbind().await;
-    Ok(seen)
+
+    // Who the gone ids were: the users whose last-seen attributes carry them. With the
+    // server's list of every id still present instead, the known ids not in it are gone.
+    gone_ids.retain(|id| !changed_ids.contains(id));
+    let absent = |id: &str| {
+        gone_ids.contains(id)
+            || present_ids
+                .as_ref()
+                .is_some_and(|present| !present.contains(id) && !changed_ids.contains(id))
+    };
+    if !gone_ids.is_empty() || present_ids.is_some() {
+        let matcher = if present_ids.is_some() {
+            None
+        } else {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(gone_ids.iter())
+                .ok()
+        };
+        let stored = store
+            .last_seen_where(provider.id, &|text| {
+                matcher.as_ref().is_none_or(|m| m.is_match(text))
+            })
+            .await?;
+        for (name, attributes) in stored {
+            if attributes["id"].as_str().is_some_and(absent) {
+                gone_names.insert(name);
+            }
+        }
+    }
+    gone_names.retain(|name| !seen.contains(name));
+    Ok(Collected {
+        seen,
+        gone: gone_names,
+        mark,
+    })
 }
 
 /// Who is in a changed group now: its members (normalised DNs, or lower-cased memberUid

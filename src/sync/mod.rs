@@ -26,6 +26,8 @@ use crate::model::sync::{
     attributes_digest, diff_missing_user, diff_present_user, is_settled, ChangeKind, DirectoryUser,
     StagedChange,
 };
+pub use crate::sources::ldap::changes::changed_since_filter;
+use crate::sources::ldap::changes::{self, ChangeMark};
 use crate::sources::ldap::client::{values, Directory};
 use crate::sources::ldap::{LdapError, LdapOptions};
 use crate::store::run_status::{
@@ -537,6 +539,7 @@ where
             .next()
             .filter(|r| r.config_version == Some(config_version))
             .and_then(|r| r.high_water)
+            .and_then(|mark| ChangeMark::parse(&mark))
     } else {
         None
     };
@@ -560,6 +563,7 @@ where
         removal_limit: 0,
         skipped: 0,
         high_water: None,
+        entries_read: 0,
         error: None,
         config_version: Some(config_version),
         superseded_by: None,
@@ -614,7 +618,7 @@ async fn run_recorded<S>(
     provider: &ProviderRef,
     mappings: &[Mapping],
     request: &SyncRequest,
-    since: Option<String>,
+    mut since: Option<ChangeMark>,
     mut run: SyncRun,
     progress: &(dyn Fn(Progress) + Send + Sync),
     now_ms: &(dyn Fn() -> i64 + Send + Sync),
@@ -623,10 +627,52 @@ where
     S: ConfigStore + SyncStore,
 {
     let mut sink = Sink::new(store, &run.id, request.dry_run).settling(run.config_version);
-    let collected = match &since {
-        None => collect(store, directory, provider, mappings, &mut sink, progress).await,
-        Some(since) => {
-            incremental::collect(store, directory, provider, mappings, &mut sink, since).await
+    // Where the next run continues from when the directory offers no better mark.
+    let fallback_mark = generalized_time(run.started_at - options_overlap_ms(directory));
+    let mut collected = match &since {
+        None => None,
+        Some(mark) => Some(
+            incremental::collect(
+                store,
+                directory,
+                provider,
+                mappings,
+                &mut sink,
+                mark,
+                fallback_mark.clone(),
+            )
+            .await,
+        ),
+    };
+    if let Some(Err(CollectError::Directory(DirectoryFailure {
+        error: LdapError::RefreshRequired { reason },
+        ..
+    }))) = &collected
+    {
+        // The directory cannot say what changed since the mark: this run reads everything.
+        tracing::info!(provider = %provider.name, run = %run.id, %reason, "incremental run becomes a full run");
+        run.kind = FULL_KIND.into();
+        if !request.dry_run {
+            store.save_sync_run(&run).await?;
+            store.purge_staged(&run.id).await?;
+        }
+        since = None;
+        sink = Sink::new(store, &run.id, request.dry_run).settling(run.config_version);
+        collected = None;
+    }
+    let collected = match collected {
+        Some(collected) => collected,
+        None => {
+            collect(
+                store,
+                directory,
+                provider,
+                mappings,
+                &mut sink,
+                progress,
+                fallback_mark,
+            )
+            .await
         }
     };
     let finish = |mut run: SyncRun, status: &str, error: Option<String>| {
@@ -635,12 +681,13 @@ where
         run.finished_at = Some(now_ms());
         run
     };
-    let seen = match collected {
-        Ok(seen) => seen,
+    let Collected { seen, gone, mark } = match collected {
+        Ok(collected) => collected,
         Err(CollectError::Store(e)) => return Err(e.into()),
         Err(CollectError::Directory(failure)) => {
             // Nothing was applied; the run says how far it got.
             run.users_seen = sink.entries_read as i64;
+            run.entries_read = sink.entries_read as i64;
             run.additions = 0;
             run.removals = 0;
             let message = failure.describe(sink.entries_read);
@@ -656,11 +703,8 @@ where
         }
     };
     run.users_seen = seen.len() as i64;
-    // The next incremental run reads what changed from this run's start on, less the overlap
-    // that covers the difference between this clock and the directory's.
-    run.high_water = Some(generalized_time(
-        run.started_at - options_overlap_ms(directory),
-    ));
+    run.entries_read = sink.entries_read as i64;
+    run.high_water = Some(mark.to_string());
     if since.is_none() && seen.is_empty() {
         // Compared with the last full run that succeeded: an incremental run sees only what
         // changed, so its count says nothing about the directory's size.
@@ -701,10 +745,10 @@ where
         }
     }
 
-    // Users the provider reported before and the directory no longer returns (full runs only:
-    // an incremental run sees only what changed).
+    // Users the provider reported before and the directory no longer returns: for a full run
+    // every such user, for an incremental run those it learned are gone.
     let missing: Vec<String> = if since.is_some() {
-        Vec::new()
+        gone.into_iter().collect()
     } else {
         store
             .provider_usernames(provider.id)
@@ -742,8 +786,13 @@ where
             )
         }
     };
+    // An incremental run evaluated the users it read and the users it found gone.
+    let mut evaluated_users = seen;
+    if since.is_some() {
+        evaluated_users.extend(missing.iter().cloned());
+    }
     let evaluated = if since.is_some() {
-        Evaluated::Users(&seen)
+        Evaluated::Users(&evaluated_users)
     } else {
         Evaluated::Everyone
     };
@@ -952,8 +1001,15 @@ impl CollectError {
     }
 }
 
-/// The usernames a run saw.
-type Collected = HashSet<String>;
+/// What reading the directory came to.
+pub(crate) struct Collected {
+    /// The usernames the run saw (and evaluated).
+    seen: HashSet<String>,
+    /// Users an incremental run learned are gone: deleted, disabled or out of the search.
+    gone: std::collections::BTreeSet<String>,
+    /// Where the next incremental run continues from, read before the reading began.
+    mark: ChangeMark,
+}
 
 /// Streams the directory's users, staging each page's changes; returns the usernames seen.
 ///
@@ -967,9 +1023,17 @@ async fn collect<S: SyncStore>(
     mappings: &[Mapping],
     sink: &mut Sink<'_, S>,
     progress: &(dyn Fn(Progress) + Send + Sync),
+    fallback_mark: String,
 ) -> Result<Collected, CollectError> {
     let options = &directory.options;
     let mut ldap = directory.service_connection().await?;
+    // The next incremental run's mark, read before anything else: what changes while this run
+    // reads is read again by the next.
+    let mark = changes::current_mark(directory, &mut ldap, fallback_mark)
+        .await
+        .map_err(CollectError::in_search(
+            "the read of the directory's change mark",
+        ))?;
     let directory_groups = {
         let search = format!(
             "the group search under {} with {}",
@@ -1025,6 +1089,7 @@ async fn collect<S: SyncStore>(
                 return Err(in_user_search(LdapError::AmbiguousUser { username }));
             }
             page.push(DirectoryUser {
+                entry_id: changes::entry_id(&entry, options.active_directory),
                 username,
                 dn: entry.dn,
                 group_values,
@@ -1033,7 +1098,11 @@ async fn collect<S: SyncStore>(
         stage_page(store, &set, sink, &mut page).await?;
         progress(Progress::Users(sink.entries_read));
     }
-    Ok(seen)
+    Ok(Collected {
+        seen,
+        gone: Default::default(),
+        mark,
+    })
 }
 
 /// What the reading task hands over.
@@ -1146,9 +1215,6 @@ impl Drop for PageReader {
     }
 }
 
-/// The operational attribute holding an entry's last change (GeneralizedTime, UTC).
-pub const MODIFY_TIMESTAMP: &str = "modifyTimestamp";
-
 /// The GeneralizedTime of a unix-millisecond instant, to the second, with a zero fraction:
 /// `YYYYMMDDhhmmss.0Z` (UTC). The fraction is not decoration: Active Directory (Samba at
 /// least) takes `modifyTimestamp>=YYYYMMDDhhmmssZ` to match every entry, and the `.0Z` form
@@ -1161,19 +1227,6 @@ pub fn generalized_time(unix_ms: i64) -> String {
         .filter(|c| c.is_ascii_digit())
         .collect();
     format!("{digits}.0Z")
-}
-
-/// The filter for entries changed at or after `since`, a stored high-water mark. Marks stored
-/// before the fraction was written (`…ssZ`) are given it here.
-pub fn changed_since_filter(since: &str) -> String {
-    let since = match since.strip_suffix('Z') {
-        Some(seconds) if !seconds.contains('.') => format!("{seconds}.0Z"),
-        _ => since.to_string(),
-    };
-    format!(
-        "({MODIFY_TIMESTAMP}>={})",
-        ldap3::ldap_escape(since.as_str())
-    )
 }
 
 fn options_overlap_ms(directory: &Directory) -> i64 {

@@ -174,6 +174,7 @@ async fn reevaluate_leased(
         removal_limit: 0,
         skipped: 0,
         high_water: None,
+        entries_read: 0,
         error: None,
         config_version: Some(config_version),
         superseded_by: None,
@@ -278,6 +279,7 @@ async fn collect(
                 username: name.clone(),
                 dn: String::new(),
                 group_values,
+                entry_id: None,
             };
             changes.extend(
                 diff_present_user(set, &user, Some(&state), None)

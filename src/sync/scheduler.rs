@@ -719,6 +719,7 @@ mod tests {
             removal_limit: 0,
             skipped: 0,
             high_water: None,
+            entries_read: 0,
             error: None,
             config_version: None,
             superseded_by: None,

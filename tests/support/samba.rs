@@ -242,6 +242,43 @@ impl SambaDc {
         self.add_ldif(&ldif);
     }
 
+    /// Adds enabled accounts without a password (they cannot sign in), many per request: a
+    /// large directory without the cost of hashing a password for each.
+    pub fn add_people(&self, names: &[String]) {
+        for chunk in names.chunks(1000) {
+            let ldif: Vec<String> = chunk
+                .iter()
+                .map(|name| {
+                    format!(
+                        "dn: {}\nobjectClass: user\nsAMAccountName: {name}\n\
+                         userPrincipalName: {name}@{}\nuserAccountControl: 512\n",
+                        self.dn(name),
+                        self.realm.to_ascii_lowercase()
+                    )
+                })
+                .collect();
+            self.add_ldif(&ldif.join("\n"));
+        }
+    }
+
+    /// Adds a member (a DN) to a group made by [`Self::add_group`].
+    pub fn add_member(&self, group: &str, member: &str) {
+        self.modify_ldif(&format!(
+            "dn: {}\nchangetype: modify\nadd: member\nmember: {member}\n",
+            self.dn(group)
+        ));
+    }
+
+    /// Deletes the user or group `cn` (it becomes a tombstone).
+    pub fn delete(&self, cn: &str) {
+        let out = self.tool_as("ldapdelete", &self.admin_dn, &[&self.dn(cn)]);
+        assert!(
+            out.status.success(),
+            "ldapdelete failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Disables or enables an account.
     pub fn set_enabled(&self, name: &str, enabled: bool) {
         self.modify_ldif(&format!(

@@ -73,6 +73,9 @@ pub struct SlapdOptions {
     pub tls: bool,
     /// The memberof overlay (on `groupOfNames`/`member`).
     pub memberof: bool,
+    /// The syncprov overlay, with a session log: RFC 4533 content synchronisation, which
+    /// incremental runs then use (deletions arrive as entryUUIDs).
+    pub syncprov: bool,
 }
 
 impl Default for SlapdOptions {
@@ -84,6 +87,7 @@ impl Default for SlapdOptions {
             paged_unlimited: false,
             tls: false,
             memberof: true,
+            syncprov: false,
         }
     }
 }
@@ -392,7 +396,13 @@ impl Slapd {
              cn: module{0}\n\
              olcModulePath: /usr/lib/ldap\n\
              olcModuleLoad: {0}back_mdb\n\
-             olcModuleLoad: {1}memberof\n\n\
+             olcModuleLoad: {1}memberof\n",
+        );
+        if o.syncprov {
+            s.push_str("olcModuleLoad: {2}syncprov\n");
+        }
+        s.push_str(
+            "\n\
              dn: cn=schema,cn=config\n\
              objectClass: olcSchemaConfig\n\
              cn: schema\n\n",
@@ -437,6 +447,7 @@ impl Slapd {
             "memberUid eq",
             "memberOf eq",
             "entryUUID eq",
+            "entryCSN eq",
         ] {
             writeln!(s, "olcDbIndex: {index}").unwrap();
         }
@@ -484,6 +495,19 @@ impl Slapd {
                  olcMemberOfMemberOfAD: memberOf\n\
                  olcMemberOfDangling: ignore\n\n",
             );
+        }
+        if o.syncprov {
+            let index = usize::from(o.memberof);
+            writeln!(
+                s,
+                "dn: olcOverlay={{{index}}}syncprov,olcDatabase={{1}}mdb,cn=config\n\
+                 objectClass: olcOverlayConfig\n\
+                 objectClass: olcSyncProvConfig\n\
+                 olcOverlay: {{{index}}}syncprov\n\
+                 olcSpCheckpoint: 100 10\n\
+                 olcSpSessionlog: 200000\n"
+            )
+            .unwrap();
         }
         s
     }

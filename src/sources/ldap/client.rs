@@ -22,8 +22,12 @@ pub mod rc {
     pub const SIZE_LIMIT_EXCEEDED: u32 = 4;
     pub const REFERRAL: u32 = 10;
     pub const ADMIN_LIMIT_EXCEEDED: u32 = 11;
+    pub const UNAVAILABLE_CRITICAL_EXTENSION: u32 = 12;
     pub const NO_SUCH_OBJECT: u32 = 32;
     pub const INVALID_CREDENTIALS: u32 = 49;
+    pub const UNWILLING_TO_PERFORM: u32 = 53;
+    /// e-syncRefreshRequired (RFC 4533): the server cannot send the changes since the cookie.
+    pub const SYNC_REFRESH_REQUIRED: u32 = 4096;
 }
 
 /// A configured directory: options, the TLS configuration built once, and the connections
@@ -359,6 +363,23 @@ impl Directory {
         filter: &str,
         attrs: &[&str],
     ) -> Result<EntryStream<'_>, LdapError> {
+        self.search_stream_with(ldap, base, filter, attrs, Vec::new())
+            .await
+    }
+
+    /// [`Directory::search_stream`] with request controls besides paging (e.g. AD's
+    /// show-deleted).
+    pub async fn search_stream_with(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        filter: &str,
+        attrs: &[&str],
+        controls: Vec<ldap3::controls::RawControl>,
+    ) -> Result<EntryStream<'_>, LdapError> {
+        if !controls.is_empty() {
+            ldap.with_controls(controls);
+        }
         let adapters: Vec<Box<dyn Adapter<'static, String, Vec<String>>>> = vec![
             Box::new(EntriesOnly::new()),
             Box::new(PagedResults::new(self.options.page_size)),

@@ -146,6 +146,12 @@ pub struct LdapOptions {
     /// full run, as a deleted account does.
     #[serde(default)]
     pub keep_disabled_users: bool,
+    /// Active Directory: a user's primary group (`primaryGroupID`, e.g. Domain Users), which AD
+    /// keeps out of `member` and `memberOf`, is one of their group values (with the groups
+    /// containing it, when nesting). It must be under the group base and match the group
+    /// filter, like any other group value.
+    #[serde(default)]
+    pub primary_group: bool,
     /// Active Directory: read the members of groups in slices of this many values (range
     /// retrieval, `member;range=0-N`), asked for by idsync rather than left to the server,
     /// which slices only above its own limit (MaxValRange, 1,500 by default; Samba never).
@@ -218,16 +224,38 @@ impl LdapOptions {
     /// only. The one place this is decided, for sign-ins, live look-ups, full and incremental
     /// runs alike.
     pub fn user_search_filter(&self) -> String {
-        let configured = match (&self.user_filter, self.active_directory) {
-            (Some(filter), _) => filter.trim(),
-            (None, true) => DEFAULT_AD_USER_FILTER,
-            (None, false) => DEFAULT_USER_FILTER,
-        };
-        if self.active_directory && !self.keep_disabled_users {
+        let configured = self.changed_user_filter();
+        if self.leaves_out_disabled_accounts() {
             format!("(&{configured}{ENABLED_AD_ACCOUNTS})")
         } else {
-            configured.to_string()
+            configured
         }
+    }
+
+    /// The user filter without the enabled-accounts clause: what an incremental run searches
+    /// changed users with, so that a user disabled since the last run is seen, and told apart
+    /// by [`LdapOptions::is_disabled_account`].
+    pub fn changed_user_filter(&self) -> String {
+        match (&self.user_filter, self.active_directory) {
+            (Some(filter), _) => filter.trim().to_string(),
+            (None, true) => DEFAULT_AD_USER_FILTER.to_string(),
+            (None, false) => DEFAULT_USER_FILTER.to_string(),
+        }
+    }
+
+    /// Whether disabled AD accounts are left out of the users (see
+    /// [`LdapOptions::user_search_filter`]).
+    pub fn leaves_out_disabled_accounts(&self) -> bool {
+        self.active_directory && !self.keep_disabled_users
+    }
+
+    /// Whether an entry's `userAccountControl` values mark a disabled account (bit 2,
+    /// ACCOUNTDISABLE), as [`ENABLED_AD_ACCOUNTS`] decides it on the server.
+    pub fn is_disabled_account(&self, user_account_control: &[String]) -> bool {
+        user_account_control
+            .iter()
+            .filter_map(|v| v.trim().parse::<i64>().ok())
+            .any(|flags| flags & 2 != 0)
     }
 
     /// Reads and checks the options stored with a provider.
@@ -299,6 +327,13 @@ impl LdapOptions {
         if self.bind_password_env.is_none() && self.bind_password_file.is_none() {
             return Err(OptionsError(
                 "the service account's password needs bind_password_env or bind_password_file"
+                    .into(),
+            ));
+        }
+        if self.primary_group && !self.active_directory {
+            return Err(OptionsError(
+                "primary_group needs active_directory = true: only Active Directory has primary \
+                 groups (primaryGroupID)"
                     .into(),
             ));
         }

@@ -20,11 +20,88 @@ pub const IN_CHAIN_RULE: &str = "1.2.840.113556.1.4.1941";
 
 /// The attributes a user search must read for the configured group source.
 pub fn user_attributes(directory: &Directory) -> Vec<&str> {
-    let mut attrs = vec![directory.options.login_attribute.as_str()];
+    let mut attrs = vec![
+        directory.options.login_attribute.as_str(),
+        super::changes::id_attribute(directory.options.active_directory),
+    ];
     if directory.options.group_source == GroupSource::MemberOf {
         attrs.push("memberOf");
     }
+    if directory.options.primary_group {
+        attrs.extend([OBJECT_SID, PRIMARY_GROUP_ID]);
+    }
     attrs
+}
+
+/// A security principal's SID (binary).
+pub const OBJECT_SID: &str = "objectSid";
+/// The relative id of an AD user's primary group, within the user's own domain.
+pub const PRIMARY_GROUP_ID: &str = "primaryGroupID";
+
+/// The SID of a user's primary group: the user's own SID with its last sub-authority (the
+/// user's relative id) replaced by `primaryGroupID`. `None` when the entry lacks either or the
+/// SID is malformed.
+pub fn primary_group_sid(user: &SearchEntry) -> Option<Vec<u8>> {
+    let rid: u32 = values(user, PRIMARY_GROUP_ID)
+        .first()?
+        .trim()
+        .parse()
+        .ok()?;
+    let sid = binary_value(user, OBJECT_SID)?;
+    with_last_sub_authority(&sid, rid)
+}
+
+/// A binary attribute's first value (ldap3 files values that happen to be UTF-8 as text).
+pub fn binary_value(entry: &SearchEntry, attribute: &str) -> Option<Vec<u8>> {
+    entry
+        .bin_attrs
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(attribute))
+        .and_then(|(_, v)| v.first().cloned())
+        .or_else(|| {
+            values(entry, attribute)
+                .first()
+                .map(|v| v.as_bytes().to_vec())
+        })
+}
+
+/// A binary SID (revision, sub-authority count, 6-byte authority, 4-byte little-endian
+/// sub-authorities) with its last sub-authority replaced.
+fn with_last_sub_authority(sid: &[u8], rid: u32) -> Option<Vec<u8>> {
+    let count = usize::from(*sid.get(1)?);
+    if sid.first() != Some(&1) || count == 0 || sid.len() != 8 + 4 * count {
+        return None;
+    }
+    let mut group = sid.to_vec();
+    group[sid.len() - 4..].copy_from_slice(&rid.to_le_bytes());
+    Some(group)
+}
+
+/// A binary value as an LDAP filter assertion: every byte escaped (RFC 4515).
+pub fn escape_binary(value: &[u8]) -> String {
+    value.iter().map(|b| format!("\\{b:02x}")).collect()
+}
+
+/// The DN of the user's primary group, found by its SID under the group base with the group
+/// filter; `None` when the user has none there.
+async fn primary_group_dn(
+    directory: &Directory,
+    ldap: &mut Ldap,
+    user: &SearchEntry,
+) -> Result<Option<String>, LdapError> {
+    let Some(sid) = primary_group_sid(user) else {
+        return Ok(None);
+    };
+    let options = &directory.options;
+    let filter = format!(
+        "(&{}({OBJECT_SID}={}))",
+        options.group_filter,
+        escape_binary(&sid)
+    );
+    Ok(search_dns(directory, ldap, options.group_base(), &filter)
+        .await?
+        .into_iter()
+        .next())
 }
 
 /// The group DNs of one user, as the server spells them.
@@ -40,17 +117,32 @@ pub async fn groups_of(
         format!("(&{}({attr}={}))", options.group_filter, ldap_escape(value))
     };
 
+    let primary = if options.primary_group {
+        primary_group_dn(directory, ldap, user).await?
+    } else {
+        None
+    };
+
     if options.active_directory && options.nested_groups {
-        // One search returns the whole transitive closure.
-        let filter = format!(
-            "(&{}(member:{IN_CHAIN_RULE}:={}))",
-            options.group_filter,
-            ldap_escape(user.dn.as_str())
-        );
-        return search_dns(directory, ldap, &base, &filter).await;
+        // One search returns the whole transitive closure (of the primary group too, which
+        // AD leaves out of `member`).
+        let in_chain = |dn: &str| {
+            format!(
+                "(&{}(member:{IN_CHAIN_RULE}:={}))",
+                options.group_filter,
+                ldap_escape(dn)
+            )
+        };
+        let mut found = search_dns(directory, ldap, &base, &in_chain(&user.dn)).await?;
+        if let Some(primary) = primary {
+            found.extend(search_dns(directory, ldap, &base, &in_chain(&primary)).await?);
+            found.push(primary);
+            dedup_dns(&mut found);
+        }
+        return Ok(found);
     }
 
-    let direct: Vec<String> = match options.group_source {
+    let mut direct: Vec<String> = match options.group_source {
         GroupSource::MemberOf => values(user, "memberOf").to_vec(),
         GroupSource::Member | GroupSource::UniqueMember => {
             let filter = member_filter(options.group_source.member_attribute(), &user.dn);
@@ -61,6 +153,10 @@ pub async fn groups_of(
             search_dns(directory, ldap, &base, &filter).await?
         }
     };
+    if let Some(primary) = primary {
+        direct.push(primary);
+        dedup_dns(&mut direct);
+    }
     if !options.nested_groups {
         return Ok(direct);
     }
@@ -69,6 +165,12 @@ pub async fn groups_of(
         _ => "member",
     };
     parents_closure(directory, ldap, &base, member_attr, direct).await
+}
+
+/// Drops the DNs that name a group already listed, however spelled.
+fn dedup_dns(dns: &mut Vec<String>) {
+    let mut seen = BTreeSet::new();
+    dns.retain(|dn| seen.insert(dn::comparison_key(dn)));
 }
 
 /// Adds to `groups` every group that contains one of them, level by level, with a guard against
@@ -251,5 +353,28 @@ mod tests {
         assert_eq!(ranged_values(&last, "member").unwrap().1, None);
         assert!(ranged_values(&entry(&[("member", &["a"])]), "member").is_none());
         assert!(ranged_values(&entry(&[("member;range=junk", &["a"])]), "member").is_none());
+    }
+}
+
+#[cfg(test)]
+mod primary_group_tests {
+    use super::*;
+
+    #[test]
+    fn the_primary_group_sid_is_the_users_with_the_group_rid() {
+        // S-1-5-21-1-2-3-1104 → S-1-5-21-1-2-3-513.
+        let mut sid = vec![1u8, 5, 0, 0, 0, 0, 0, 5];
+        for sub in [21u32, 1, 2, 3, 1104] {
+            sid.extend(sub.to_le_bytes());
+        }
+        let group = with_last_sub_authority(&sid, 513).unwrap();
+        assert_eq!(&group[..sid.len() - 4], &sid[..sid.len() - 4]);
+        assert_eq!(&group[sid.len() - 4..], &513u32.to_le_bytes());
+        assert_eq!(with_last_sub_authority(&sid[..10], 513), None);
+        assert_eq!(
+            with_last_sub_authority(&[1, 0, 0, 0, 0, 0, 0, 5], 513),
+            None
+        );
+        assert_eq!(escape_binary(&[0x01, 0x2a, 0xff]), "\\01\\2a\\ff");
     }
 }

@@ -9,6 +9,7 @@
 
 use ldap3::ldap_escape;
 
+pub mod changes;
 pub mod client;
 pub mod config;
 pub mod groups;
@@ -48,6 +49,9 @@ pub enum LdapError {
     },
     #[error("the search ended early after {entries} entries: {reason}; nothing is inferred from a partial result")]
     Incomplete { entries: u64, reason: String },
+    /// The directory cannot say what changed since the stored mark: the run reads everything.
+    #[error("the changes since the last run cannot be read: {reason}")]
+    RefreshRequired { reason: String },
 }
 
 impl LdapError {
@@ -64,7 +68,8 @@ impl LdapError {
             | LdapError::Timeout { .. }
             | LdapError::ServiceBind { .. }
             | LdapError::Directory { .. }
-            | LdapError::Incomplete { .. } => "directory_unavailable",
+            | LdapError::Incomplete { .. }
+            | LdapError::RefreshRequired { .. } => "directory_unavailable",
         }
     }
 
@@ -92,15 +97,23 @@ pub struct FoundUser {
     /// The directory's spelling of the login name, so "Alice" and "alice" are one user.
     pub username: String,
     pub group_values: Vec<String>,
+    /// The entry's objectGUID or entryUUID (see [`changes::entry_id`]).
+    pub entry_id: Option<String>,
 }
 
 impl FoundUser {
     pub fn into_identity(self, provider: &str) -> VerifiedIdentity {
+        let user = crate::model::sync::DirectoryUser {
+            username: self.username,
+            dn: self.dn,
+            group_values: self.group_values,
+            entry_id: self.entry_id,
+        };
         VerifiedIdentity {
             provider: provider.to_string(),
-            username: self.username,
-            attributes: serde_json::json!({ "dn": self.dn, "groups": self.group_values }),
-            group_values: self.group_values,
+            attributes: user.attributes(),
+            username: user.username,
+            group_values: user.group_values,
         }
     }
 }
@@ -177,6 +190,7 @@ async fn find_user(
     };
     let group_values = groups::groups_of(directory, ldap, &user, &login).await?;
     Ok(FoundUser {
+        entry_id: changes::entry_id(&user, options.active_directory),
         dn: user.dn,
         username: login,
         group_values,

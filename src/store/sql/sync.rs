@@ -38,6 +38,7 @@ fn run_from_row(row: &AnyRow) -> StoreResult<SyncRun> {
         removal_limit: row.try_get("removal_limit")?,
         skipped: row.try_get("skipped")?,
         high_water: row.try_get("high_water")?,
+        entries_read: row.try_get("entries_read")?,
         error: row.try_get("error")?,
         config_version: row.try_get("config_version")?,
         superseded_by: row.try_get("superseded_by")?,
@@ -68,14 +69,16 @@ impl SyncStore for SqlStore {
         sqlx::query(
             "INSERT INTO sync_runs (id, provider_id, provider, kind, status, dry_run, started_at, \
              finished_at, users_seen, additions, removals, removal_limit, high_water, error, \
-             skipped, config_version, superseded_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             skipped, config_version, superseded_by, entries_read) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18) \
              ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, status = excluded.status, \
              finished_at = excluded.finished_at, users_seen = excluded.users_seen, \
              additions = excluded.additions, removals = excluded.removals, \
              removal_limit = excluded.removal_limit, high_water = excluded.high_water, \
              error = excluded.error, skipped = excluded.skipped, \
-             config_version = excluded.config_version, superseded_by = excluded.superseded_by",
+             config_version = excluded.config_version, superseded_by = excluded.superseded_by, \
+             entries_read = excluded.entries_read",
         )
         .bind(run.id.as_str())
         .bind(run.provider_id)
@@ -94,6 +97,7 @@ impl SyncStore for SqlStore {
         .bind(run.skipped)
         .bind(run.config_version)
         .bind(run.superseded_by.as_deref())
+        .bind(run.entries_read)
         .execute(self.pool())
         .await?;
         Ok(())
