@@ -860,7 +860,7 @@ EOF
   [ "$use_pg" = 1 ] &&
     echo "| | realistic, PostgreSQL | $(truth_summary real_pg_first) | – | $(truth_verdict real_pg_first) |"
   cat <<EOF
-| … after the incremental run (the users the changes deleted aside: only full runs find deletions) | realistic, SQLite | $(truth_summary real_incremental) | – | $(truth_verdict real_incremental) |
+| … after the incremental run (deletions included: the servers offer content synchronisation) | realistic, SQLite | $(truth_summary real_incremental) | – | $(truth_verdict real_incremental) |
 EOF
   [ "$use_pg" = 1 ] &&
     echo "| | realistic, PostgreSQL | $(truth_summary real_pg_incremental) | – | $(truth_verdict real_pg_incremental) |"

@@ -22,8 +22,10 @@ applied, with nothing of idsync's:
   - All Users is implicit and never stored.
 
 Phases: `first` is the directory as loaded; `full` is after the changes; `incremental` is
-after the changes too, except that the users the changes deleted keep the memberships they had
-(deleted entries leave no timestamp: only full runs find them).
+after the changes too: the servers scripts/ldap/slapd.sh starts offer RFC 4533 content
+synchronisation, through which an incremental run learns of deleted entries. With
+--timestamps-only, the users the changes deleted keep the memberships they had (a directory
+without content synchronisation: deleted entries leave no timestamp, only full runs find them).
 
 The database's memberships (every row of `memberships`, joined to users and groups by name)
 must equal the truth exactly. Prints "memberships equal the directory's truth: yes (N rows)",
@@ -576,7 +578,7 @@ def build(args, state):
             uid = directory.users.get(normalize(attrs[0][1]))
             if uid:
                 deleted_uids.add(uid)
-    if args.phase == "incremental" and deleted_uids:
+    if args.phase == "incremental" and deleted_uids and args.timestamps_only:
         deleted_rows = before.rows(only=deleted_uids)
     directory.apply_changes(args.changes)
     after = Truth(directory, state.get("groups", []), args.provider, bool(options.get("nested_groups")))
@@ -599,6 +601,7 @@ def cache_key(args, state):
         h.update(json.dumps(p, sort_keys=True).encode())
     h.update(json.dumps(state.get("groups", []), sort_keys=True).encode())
     h.update(args.phase.encode())
+    h.update(b"timestamps-only" if args.timestamps_only else b"")
     return h.hexdigest()[:16]
 
 
@@ -609,6 +612,8 @@ def main():
     p.add_argument("--state", required=True)
     p.add_argument("--provider", required=True)
     p.add_argument("--phase", choices=("first", "incremental", "full"), required=True)
+    p.add_argument("--timestamps-only", action="store_true",
+                   help="the incremental run could not see deletions (no content synchronisation)")
     db = p.add_mutually_exclusive_group(required=True)
     db.add_argument("--sqlite")
     db.add_argument("--pg")

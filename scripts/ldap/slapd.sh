@@ -28,7 +28,9 @@
 #   as gen_directory.py's does;
 # - size limits as a production directory has them: plain searches stop at 500 entries for
 #   everyone but the rootdn, while the service account's paged searches may return any number
-#   in total (size.prtotal=unlimited), which a sync of 100k users needs.
+#   in total (size.prtotal=unlimited), which a sync of 100k users needs;
+# - the syncprov overlay with a session log (RFC 4533 content synchronisation): incremental
+#   runs continue from a cookie and learn of deletions by entryUUID.
 #
 # slapd runs as a daemon (as openldap when started by root) with logging off, so that a
 # benchmark measures the server and not its log; its PID is in DIR/slapd.pid.
@@ -72,6 +74,7 @@ cn: module{0}
 olcModulePath: /usr/lib/ldap
 olcModuleLoad: {0}back_mdb
 olcModuleLoad: {1}memberof
+olcModuleLoad: {2}syncprov
 
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig
@@ -113,6 +116,7 @@ olcDbIndex: uniqueMember eq
 olcDbIndex: memberUid eq
 olcDbIndex: memberOf eq
 olcDbIndex: entryUUID eq
+olcDbIndex: entryCSN eq
 olcSizeLimit: 500
 olcLimits: {0}dn.exact="$service_dn" size.soft=500 size.hard=500 size.prtotal=unlimited
 olcAccess: {0}to attrs=userPassword by anonymous auth by * none
@@ -127,6 +131,13 @@ olcMemberOfGroupOC: groupOfNames
 olcMemberOfMemberAD: member
 olcMemberOfMemberOfAD: memberOf
 olcMemberOfDangling: ignore
+
+dn: olcOverlay={1}syncprov,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcSyncProvConfig
+olcOverlay: {1}syncprov
+olcSpCheckpoint: 100 10
+olcSpSessionlog: 200000
 
 EOF
 }

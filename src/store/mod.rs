@@ -551,10 +551,14 @@ pub trait SyncStore: Send + Sync {
     /// Memberships this provider's mappings granted.
     async fn provider_membership_count(&self, provider_id: i64) -> StoreResult<i64>;
     /// The last-seen attributes from this provider of the users whose attributes (as stored,
-    /// JSON text) `wanted` accepts: one pass over the provider's users, parsing only those.
+    /// JSON text) `wanted` accepts, parsing only those. With `mentioning` (lower-case words of
+    /// ASCII letters, digits, `-` and `.`), only the users whose attributes contain one of the
+    /// words, in any case, are read at all: the database looks, so a large provider's users
+    /// are not all sent over to be looked at.
     async fn last_seen_where(
         &self,
         provider_id: i64,
+        mentioning: Option<&[String]>,
         wanted: &(dyn for<'t> Fn(&'t str) -> bool + Send + Sync),
     ) -> StoreResult<Vec<(String, serde_json::Value)>>;
     /// Stages changes at `first_seq`, `first_seq + 1`, …. A user's changes are staged

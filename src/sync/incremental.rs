@@ -291,18 +291,12 @@ pub(crate) async fn collect<S: SyncStore>(
                 .is_some_and(|present| !present.contains(id) && !changed_ids.contains(id))
     };
     if !gone_ids.is_empty() || present_ids.is_some() {
-        let matcher = if present_ids.is_some() {
-            None
-        } else {
-            aho_corasick::AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .build(gone_ids.iter())
-                .ok()
-        };
+        // With a list of what is present every user is compared; otherwise only those whose
+        // attributes mention a gone id are read.
+        let ids: Vec<String> = gone_ids.iter().map(|id| id.to_ascii_lowercase()).collect();
+        let mentioning = present_ids.is_none().then_some(ids.as_slice());
         let stored = store
-            .last_seen_where(provider.id, &|text| {
-                matcher.as_ref().is_none_or(|m| m.is_match(text))
-            })
+            .last_seen_where(provider.id, mentioning, &|_| true)
             .await?;
         for (name, attributes) in stored {
             if attributes["id"].as_str().is_some_and(absent) {
@@ -403,7 +397,7 @@ async fn members_before<S: SyncStore>(
             .ok()
     });
     let stored = store
-        .last_seen_where(provider_id, &|text| {
+        .last_seen_where(provider_id, words.as_deref(), &|text| {
             matcher.as_ref().is_none_or(|m| m.is_match(text))
         })
         .await?;

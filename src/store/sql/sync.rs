@@ -274,27 +274,56 @@ impl SyncStore for SqlStore {
     async fn last_seen_where(
         &self,
         provider_id: i64,
+        mentioning: Option<&[String]>,
         wanted: &(dyn for<'t> Fn(&'t str) -> bool + Send + Sync),
     ) -> StoreResult<Vec<(String, serde_json::Value)>> {
         use futures::TryStreamExt;
-        let mut rows = sqlx::query(
-            "SELECT u.username, a.attributes_json FROM user_attributes a JOIN users u ON u.id = a.user_id \
-             WHERE a.provider_id = $1",
-        )
-        .bind(provider_id)
-        .fetch(self.pool());
+        const BASE: &str = "SELECT u.username, a.attributes_json FROM user_attributes a \
+                            JOIN users u ON u.id = a.user_id WHERE a.provider_id = $1";
+        // Words are matched with LIKE: only characters LIKE takes literally are accepted.
+        let literal = |w: &String| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
+        let queries: Vec<(String, Vec<String>)> = match mentioning {
+            Some(words) if words.iter().all(literal) => words
+                .chunks(NAME_CHUNK)
+                .map(|chunk| {
+                    let alternatives: Vec<String> = (0..chunk.len())
+                        .map(|i| format!("LOWER(a.attributes_json) LIKE ${}", i + 2))
+                        .collect();
+                    (
+                        format!("{BASE} AND ({})", alternatives.join(" OR ")),
+                        chunk.iter().map(|w| format!("%{w}%")).collect(),
+                    )
+                })
+                .collect(),
+            _ => vec![(BASE.to_string(), Vec::new())],
+        };
+        let mut seen = std::collections::HashSet::new();
         let mut found = Vec::new();
-        while let Some(row) = rows.try_next().await? {
-            let text: String = row.try_get("attributes_json")?;
-            if !wanted(&text) {
-                continue;
+        for (sql, patterns) in &queries {
+            let mut query = sqlx::query(sql).bind(provider_id);
+            for pattern in patterns {
+                query = query.bind(pattern.as_str());
             }
-            let name: String = row.try_get("username")?;
-            let value = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                what: format!("user_attributes of {name:?}"),
-                message: e.to_string(),
-            })?;
-            found.push((name, value));
+            let mut rows = query.fetch(self.pool());
+            while let Some(row) = rows.try_next().await? {
+                let text: String = row.try_get("attributes_json")?;
+                if !wanted(&text) {
+                    continue;
+                }
+                let name: String = row.try_get("username")?;
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+                let value = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    what: format!("user_attributes of {name:?}"),
+                    message: e.to_string(),
+                })?;
+                found.push((name, value));
+            }
         }
         Ok(found)
     }
