@@ -343,10 +343,18 @@ async fn an_incremental_run_reads_what_changed_and_sees_deletions(db: Db) {
         "Staff",
         &names[..100].iter().map(|n| dc.dn(n)).collect::<Vec<_>>(),
     );
+    dc.add_group(
+        "Temps",
+        &names[10..13].iter().map(|n| dc.dn(n)).collect::<Vec<_>>(),
+    );
     let db = TestDb::new(db).await;
+    let temps = format!(
+        "\n[[groups]]\nname = \"Temps\"\npriority = 90\n\n[[groups.mappings]]\nprovider = \"ad\"\nattributes = [\"{}\"]\n",
+        dc.dn("Temps")
+    );
     apply_state(
         &db.store,
-        &state(&options(&dc, serde_json::json!({})), &dc.dn("Staff")),
+        &(state(&options(&dc, serde_json::json!({})), &dc.dn("Staff")) + &temps),
     )
     .await;
     let request = SyncRequest {
@@ -437,6 +445,28 @@ async fn an_incremental_run_reads_what_changed_and_sees_deletions(db: Db) {
         restored.run.error
     );
     assert!(restored.run.entries_read >= 5000);
+
+    // A group deleted since: its members lose what it granted at the next incremental run.
+    assert_eq!(group_names(&db.store, "p0010").await, ["Staff", "Temps"]);
+    dc.delete("Temps");
+    let deleted_group = sync().await.unwrap();
+    assert_eq!(
+        (
+            deleted_group.run.kind.as_str(),
+            deleted_group.run.status.as_str()
+        ),
+        ("incremental", "succeeded"),
+        "{:?}",
+        deleted_group.run.error
+    );
+    for name in ["p0010", "p0011", "p0012"] {
+        assert_eq!(group_names(&db.store, name).await, ["Staff"], "{name}");
+    }
+    assert!(
+        deleted_group.run.entries_read <= 10,
+        "{}",
+        deleted_group.run.entries_read
+    );
 
     // What the incremental run did is what a full run finds: nothing is left to do.
     let check = run_sync(

@@ -889,7 +889,10 @@ async fn content_synchronisation_reads_changes_and_deletions(db: Db) {
             ..SlapdOptions::default()
         },
         8,
-        serde_json::json!({"incremental_overlap_secs": 0}),
+        serde_json::json!({
+            "incremental_overlap_secs": 0,
+            "user_filter": "(&(objectClass=inetOrgPerson)(!(description=left)))",
+        }),
     )
     .await;
     let first = env.sync(incremental_request()).await;
@@ -901,6 +904,21 @@ async fn content_synchronisation_reads_changes_and_deletions(db: Db) {
     );
     let mark = first.run.high_water.clone().unwrap();
     assert!(mark.starts_with("cookie:"), "{mark}");
+
+    // u06 no longer matches the user filter: the server says so, by entryUUID.
+    assert!(!env.groups("u06").await.is_empty());
+    env.slapd.modify_ldif(&format!(
+        "dn: {}\nchangetype: modify\nreplace: description\ndescription: left\n",
+        user_dn(BASE, "u06")
+    ));
+    let left = env.sync(incremental_request()).await;
+    assert_eq!(
+        (left.run.kind.as_str(), left.run.status.as_str()),
+        ("incremental", "succeeded"),
+        "{:?}",
+        left.run.error
+    );
+    assert!(env.groups("u06").await.is_empty(), "out of the user search");
     assert!(!env.groups("u03").await.is_empty());
     let u03_before = env.groups("u03").await.len() as i64;
 

@@ -129,8 +129,9 @@ pub struct StagedChange {
     pub user_version: i64,
 }
 
-/// A stable digest of the attributes a sync compares (the entry DN and its group values, in
-/// any order).
+/// A stable digest of the attributes a sync compares (the entry DN, its group values in any
+/// order, and its id where the directory gives one: a user last seen without it is written
+/// again, so that a later deletion by id finds them).
 pub fn attributes_digest(user: &DirectoryUser) -> String {
     let mut values: Vec<&str> = user.group_values.iter().map(String::as_str).collect();
     values.sort_unstable();
@@ -141,7 +142,42 @@ pub fn attributes_digest(user: &DirectoryUser) -> String {
         hasher.update([0u8]);
         hasher.update(v.as_bytes());
     }
+    if let Some(id) = &user.entry_id {
+        hasher.update([1u8]);
+        hasher.update(id.as_bytes());
+    }
     hex::encode(hasher.finalize())
+}
+
+/// A word every spelling of a group's DN carries: the longest run of ASCII letters and digits
+/// in its first RDN value, lower-cased (escapes and spacing differ between spellings; the words
+/// do not). `None` when it has no word of three characters or more.
+pub fn group_word(group_dn: &str) -> Option<String> {
+    let first = group_dn.split(',').next()?;
+    let value = first.split_once('=')?.1;
+    value
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .max_by_key(|word| word.len())
+        .filter(|word| word.len() >= 3)
+        .map(str::to_lowercase)
+}
+
+/// The words of last-seen attributes by which an incremental run looks users up: the
+/// [`group_word`] of each group value, and the entry's id (lower-cased), deduplicated.
+pub fn attribute_words(attributes: &serde_json::Value) -> Vec<String> {
+    let mut words: Vec<String> = attributes["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .filter_map(group_word)
+        .collect();
+    if let Some(id) = attributes["id"].as_str() {
+        words.push(id.to_ascii_lowercase());
+    }
+    words.sort_unstable();
+    words.dedup();
+    words
 }
 
 /// The changes one directory entry brings: the mapping evaluation a login would do, plus the
@@ -375,5 +411,29 @@ mod tests {
         assert!(changes[0]
             .reason
             .contains("no longer in the corp directory"));
+    }
+
+    #[test]
+    fn attribute_words_name_every_group_and_the_id() {
+        let attributes = serde_json::json!({
+            "dn": "uid=a,ou=People,dc=x",
+            "groups": ["cn=Team 42 Platform,ou=Groups,dc=x", "CN=devs,OU=Groups,DC=x", "cn=a\\2Cb,dc=x"],
+            "id": "1D1B64FD-63b1-4a68-bf22-c195ce0e9ef3",
+        });
+        assert_eq!(
+            attribute_words(&attributes),
+            [
+                "1d1b64fd-63b1-4a68-bf22-c195ce0e9ef3",
+                "2cb",
+                "devs",
+                "platform"
+            ]
+        );
+        assert_eq!(
+            group_word("CN=Team 42 Platform, OU=Groups"),
+            Some("platform".into())
+        );
+        assert_eq!(group_word("cn=ab"), None);
+        assert!(attribute_words(&serde_json::json!({})).is_empty());
     }
 }

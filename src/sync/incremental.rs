@@ -24,7 +24,7 @@ use super::directory_groups::DirectoryGroups;
 use super::{stage_page, CollectError, Collected, Sink};
 use crate::model::dn;
 use crate::model::mapping::{Mapping, ProviderRef, MAX_ATTRIBUTE_VALUES};
-use crate::model::sync::DirectoryUser;
+use crate::model::sync::{group_word, DirectoryUser};
 use crate::sources::ldap::changes::{self, ChangeMark};
 use crate::sources::ldap::client::{values, Directory};
 use crate::sources::ldap::groups::{self, all_values, MAX_NESTING_DEPTH};
@@ -146,7 +146,24 @@ pub(crate) async fn collect<S: SyncStore>(
         sink.entries_read += found.entries_read;
         // Ids of deleted entries may come with either search; only users' ids match a user.
         gone_ids.extend(found.gone_ids);
-        found.entries
+        let mut changed = found.entries;
+        // Groups deleted since (AD tombstones): a changed group with no members now, so the
+        // users it held are read again and lose it.
+        if options.active_directory {
+            let search = format!("the search for groups deleted since {}", since.method());
+            let tombstones = changes::tombstones_since(directory, &mut ldap, since, "group")
+                .await
+                .map_err(CollectError::in_search(&search))?;
+            sink.entries_read += tombstones.len() as u64;
+            changed.extend(tombstones.into_iter().filter_map(|t| {
+                Some(SearchEntry {
+                    dn: t.former_dn?,
+                    attrs: Default::default(),
+                    bin_attrs: Default::default(),
+                })
+            }));
+        }
+        changed
     };
 
     // For each changed group, who is in it now and who was at the last run: the users in one
@@ -387,7 +404,7 @@ async fn members_before<S: SyncStore>(
     if groups.is_empty() {
         return Ok(Vec::new());
     }
-    let words: Option<Vec<String>> = groups.iter().map(|g| mention(&g.dn)).collect();
+    let words: Option<Vec<String>> = groups.iter().map(|g| group_word(&g.dn)).collect();
     // Without a word for every group, or if the words cannot be built into a matcher, every
     // user is compared: slower, never wrong.
     let matcher = words.as_ref().and_then(|words| {
@@ -424,19 +441,6 @@ async fn members_before<S: SyncStore>(
         }
     }
     Ok(before)
-}
-
-/// A word of a group's DN that every spelling of it carries: the longest run of ASCII
-/// letters and digits in its first RDN value (escapes and spacing differ between spellings;
-/// the words do not). `None` when it has no usable word: then every user is compared.
-fn mention(group_dn: &str) -> Option<String> {
-    let first = group_dn.split(',').next()?;
-    let value = first.split_once('=')?.1;
-    value
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .max_by_key(|word| word.len())
-        .filter(|word| word.len() >= 3)
-        .map(str::to_lowercase)
 }
 
 /// The entries under `base` matching `filter` whose `attribute` equals one of `wanted`, many

@@ -122,6 +122,19 @@ pub struct Tombstone {
     pub id: String,
     /// Its `sAMAccountName`, which AD keeps on tombstones.
     pub account_name: Option<String>,
+    /// The DN the entry had before it was deleted, where the tombstone tells it: its RDN
+    /// without the `\0ADEL:GUID` AD appends, under `lastKnownParent`.
+    pub former_dn: Option<String>,
+}
+
+/// The DN a tombstone's entry had: `CN=name\0ADEL:guid,CN=Deleted Objects,…` with
+/// `lastKnownParent` gives `CN=name,PARENT`.
+pub fn former_dn(tombstone_dn: &str, last_known_parent: &str) -> Option<String> {
+    let (rdn, _) = tombstone_dn.split_once("\\0ADEL:")?;
+    if rdn.is_empty() || last_known_parent.is_empty() {
+        return None;
+    }
+    Some(format!("{rdn},{last_known_parent}"))
 }
 
 /// The directory id of an entry: AD's `objectGUID` in its usual text form, or `entryUUID`.
@@ -359,7 +372,7 @@ pub async fn tombstones_since(
             ldap,
             &domain,
             &filter,
-            &[AD_ID_ATTRIBUTE, "sAMAccountName"],
+            &[AD_ID_ATTRIBUTE, "sAMAccountName", "lastKnownParent"],
             vec![show_deleted],
         )
         .await?;
@@ -368,6 +381,9 @@ pub async fn tombstones_since(
             found.push(Tombstone {
                 id,
                 account_name: values(&entry, "sAMAccountName").first().cloned(),
+                former_dn: values(&entry, "lastKnownParent")
+                    .first()
+                    .and_then(|parent| former_dn(&entry.dn, parent)),
             });
         }
     }
@@ -590,6 +606,19 @@ mod tests {
             Some("1d1b64fd-63b1-4a68-bf22-c195ce0e9ef3")
         );
         assert_eq!(guid_text(&raw[..15]), None);
+    }
+
+    #[test]
+    fn a_tombstone_tells_the_dn_its_entry_had() {
+        assert_eq!(
+            former_dn(
+                "CN=zed\\0ADEL:1d1b64fd-63b1-4a68-bf22-c195ce0e9ef3,CN=Deleted Objects,DC=ad,DC=test",
+                "CN=Users,DC=ad,DC=test"
+            )
+            .as_deref(),
+            Some("CN=zed,CN=Users,DC=ad,DC=test")
+        );
+        assert_eq!(former_dn("CN=zed,CN=Users,DC=ad,DC=test", "CN=Users"), None);
     }
 
     #[test]

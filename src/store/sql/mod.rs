@@ -59,6 +59,9 @@ pub struct Dialect {
     /// other writer's work. On PostgreSQL no: a statement that waited for the row lock still
     /// reads other tables as of when it started, so they are read by the next statement.
     memberships_with_row_lock: bool,
+    /// A table-valued expansion of a JSON array of strings, joined after a FROM list, whose
+    /// column `value` holds each string; `{}` stands for the JSON text.
+    json_strings: &'static str,
 }
 
 impl Dialect {
@@ -70,6 +73,7 @@ impl Dialect {
                 memberships_json: "json_group_array(json_array(g.id, g.name, g.priority, \
                                    g.is_system, m.source_kind, m.provider_id, m.mapping_id))",
                 memberships_with_row_lock: true,
+                json_strings: "json_each({}) w",
             },
             Backend::Postgres => Dialect {
                 begin_write: "BEGIN",
@@ -77,6 +81,7 @@ impl Dialect {
                 memberships_json: "COALESCE(json_agg(json_build_array(g.id, g.name, g.priority, \
                                    g.is_system, m.source_kind, m.provider_id, m.mapping_id))::text, '[]')",
                 memberships_with_row_lock: false,
+                json_strings: "jsonb_array_elements_text(CAST({} AS jsonb)) AS w(value)",
             },
         }
     }
@@ -1748,9 +1753,10 @@ impl UserChange for SqlUserChange {
         now: i64,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO user_attributes (user_id, provider_id, attributes_json, seen_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, provider_id) DO UPDATE SET \
-             attributes_json = excluded.attributes_json, seen_at = excluded.seen_at",
+            "INSERT INTO user_attributes (user_id, provider_id, attributes_json, seen_at, \
+             words_indexed) VALUES ($1, $2, $3, $4, 1) ON CONFLICT (user_id, provider_id) DO \
+             UPDATE SET attributes_json = excluded.attributes_json, seen_at = excluded.seen_at, \
+             words_indexed = 1",
         )
         .bind(self.user.id)
         .bind(provider_id)
@@ -1758,7 +1764,13 @@ impl UserChange for SqlUserChange {
         .bind(now)
         .execute(&mut **self.tx)
         .await?;
-        Ok(())
+        sync::record_words(
+            &mut self.tx,
+            provider_id,
+            self.user.id,
+            &crate::model::sync::attribute_words(attributes),
+        )
+        .await
     }
 
     async fn current_grants(&mut self) -> StoreResult<Vec<(GroupRef, String)>> {

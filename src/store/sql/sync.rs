@@ -278,35 +278,34 @@ impl SyncStore for SqlStore {
         wanted: &(dyn for<'t> Fn(&'t str) -> bool + Send + Sync),
     ) -> StoreResult<Vec<(String, serde_json::Value)>> {
         use futures::TryStreamExt;
-        const BASE: &str = "SELECT u.username, a.attributes_json FROM user_attributes a \
-                            JOIN users u ON u.id = a.user_id WHERE a.provider_id = $1";
-        // Words are matched with LIKE: only characters LIKE takes literally are accepted.
-        let literal = |w: &String| {
-            !w.is_empty()
-                && w.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        };
-        let queries: Vec<(String, Vec<String>)> = match mentioning {
-            Some(words) if words.iter().all(literal) => words
-                .chunks(NAME_CHUNK)
-                .map(|chunk| {
-                    let alternatives: Vec<String> = (0..chunk.len())
-                        .map(|i| format!("LOWER(a.attributes_json) LIKE ${}", i + 2))
-                        .collect();
-                    (
-                        format!("{BASE} AND ({})", alternatives.join(" OR ")),
-                        chunk.iter().map(|w| format!("%{w}%")).collect(),
-                    )
-                })
-                .collect(),
-            _ => vec![(BASE.to_string(), Vec::new())],
+        const SELECT: &str = "SELECT u.username, a.attributes_json FROM user_attributes a \
+                              JOIN users u ON u.id = a.user_id WHERE a.provider_id = $1";
+        // With words: the users whose recorded words include one, and those whose words are
+        // not recorded yet (written before the words were), who are compared in full.
+        let queries: Vec<(String, &[String])> = match mentioning {
+            Some(words) => {
+                let mut queries = vec![(format!("{SELECT} AND a.words_indexed = 0"), &[][..])];
+                for chunk in words.chunks(NAME_CHUNK) {
+                    queries.push((
+                        format!(
+                            "{SELECT} AND a.words_indexed = 1 AND a.user_id IN \
+                             (SELECT user_id FROM user_attribute_words WHERE provider_id = $1 \
+                             AND word IN ({}))",
+                            placeholders(2, chunk.len())
+                        ),
+                        chunk,
+                    ));
+                }
+                queries
+            }
+            None => vec![(SELECT.to_string(), &[][..])],
         };
         let mut seen = std::collections::HashSet::new();
         let mut found = Vec::new();
-        for (sql, patterns) in &queries {
+        for (sql, words) in &queries {
             let mut query = sqlx::query(sql).bind(provider_id);
-            for pattern in patterns {
-                query = query.bind(pattern.as_str());
+            for word in words.iter() {
+                query = query.bind(word.as_str());
             }
             let mut rows = query.fetch(self.pool());
             while let Some(row) = rows.try_next().await? {
@@ -338,11 +337,12 @@ impl SyncStore for SqlStore {
         let mut seq = first_seq;
         for chunk in changes.chunks(STAGE_CHUNK) {
             let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(1 + i * 11, 11)))
+                .map(|i| format!("({})", placeholders(1 + i * 12, 12)))
                 .collect();
             let sql = format!(
                 "INSERT INTO sync_changes (run_id, seq, username, group_id, group_name, action, \
-                 mapping_id, reason, attributes_json, attributes_digest, user_version) VALUES {}",
+                 mapping_id, reason, attributes_json, attributes_digest, user_version, \
+                 words_json) VALUES {}",
                 rows.join(", ")
             );
             let mut query = sqlx::query(&sql);
@@ -358,7 +358,10 @@ impl SyncStore for SqlStore {
                     .bind(change.reason.as_str())
                     .bind(change.attributes.as_ref().map(|a| a.to_string()))
                     .bind(change.attributes_digest.as_deref())
-                    .bind(change.user_version);
+                    .bind(change.user_version)
+                    .bind(change.attributes.as_ref().map(|a| {
+                        serde_json::Value::from(crate::model::sync::attribute_words(a)).to_string()
+                    }));
                 seq += 1;
             }
             query.execute(&mut **tx).await?;
@@ -757,17 +760,45 @@ impl SqlStore {
         .await?
         .rows_affected();
         sqlx::query(&format!(
-            "INSERT INTO user_attributes (user_id, provider_id, attributes_json, seen_at, digest) \
-             SELECT u.id, $4, c.attributes_json, $5, c.attributes_digest {BATCH} \
+            "INSERT INTO user_attributes (user_id, provider_id, attributes_json, seen_at, digest, \
+             words_indexed) \
+             SELECT u.id, $4, c.attributes_json, $5, c.attributes_digest, 1 {BATCH} \
              AND c.action = 'attributes' \
              ON CONFLICT (user_id, provider_id) DO UPDATE SET attributes_json = excluded.attributes_json, \
-             seen_at = excluded.seen_at, digest = excluded.digest"
+             seen_at = excluded.seen_at, digest = excluded.digest, words_indexed = 1"
         ))
         .bind(id)
         .bind(lo)
         .bind(hi)
         .bind(run.provider_id)
         .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        // The words of the attributes written: the old ones go, the staged ones come.
+        sqlx::query(&format!(
+            "DELETE FROM user_attribute_words WHERE provider_id = $4 AND user_id IN \
+             (SELECT u.id {BATCH} AND c.action = 'attributes')"
+        ))
+        .bind(id)
+        .bind(lo)
+        .bind(hi)
+        .bind(run.provider_id)
+        .execute(&mut **tx)
+        .await?;
+        let words = self.dialect.json_strings.replace("{}", "c.words_json");
+        sqlx::query(&format!(
+            "INSERT INTO user_attribute_words (provider_id, word, user_id) \
+             SELECT DISTINCT $4, w.value, u.id FROM sync_changes c JOIN users u \
+             ON u.username = c.username AND u.membership_version = c.user_version \
+             CROSS JOIN {words} \
+             WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3 AND c.action = 'attributes' \
+             AND c.words_json IS NOT NULL \
+             ON CONFLICT DO NOTHING"
+        ))
+        .bind(id)
+        .bind(lo)
+        .bind(hi)
+        .bind(run.provider_id)
         .execute(&mut **tx)
         .await?;
         refresh_batch_versions(&mut tx, id, lo, hi, digest, now).await?;
@@ -787,6 +818,37 @@ impl SqlStore {
         tx.commit().await?;
         Ok((added as i64, removed as i64))
     }
+}
+
+/// Replaces the recorded words of a user's last-seen attributes from a provider (a sign-in's
+/// write; a sync writes them set-based in `apply_batch`).
+pub(crate) async fn record_words(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    provider_id: i64,
+    user_id: i64,
+    words: &[String],
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM user_attribute_words WHERE provider_id = $1 AND user_id = $2")
+        .bind(provider_id)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    for chunk in words.chunks(NAME_CHUNK) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("($1, ${}, $2)", i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO user_attribute_words (provider_id, word, user_id) VALUES {} \
+             ON CONFLICT DO NOTHING",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(provider_id).bind(user_id);
+        for word in chunk {
+            query = query.bind(word.as_str());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Records where the run left the batch's users whose rows applied (their attributes were
