@@ -1063,8 +1063,8 @@ the baseline search $(fmt_ratio "$(med_ratio server_cpu real_first real_search)"
   (transitive nesting, Assign All Users, globs and regexes against the DN's canonical form,
   exact DNs compared as DNs: case, spacing, escapes and attribute type aliases ignored), and
   compares it with every row of the database's \`memberships\` table (joined to users and
-  groups by name). After the incremental run, the users the changes deleted are expected to keep
-  their memberships (a deleted entry leaves no timestamp: full runs find deletions).
+  groups by name). After the incremental run too, deletions included: the servers offer RFC 4533
+  content synchronisation, through which the run learns of deleted entries.
 - **First sync**: every user is evaluated, and each membership is inserted with its audit row.
   The $(thousands "$small_users")-user runs use the same $(thousands "$groups") numbered groups and mappings on their own
   server and database, so the RSS ratio follows the number of users.
@@ -1074,13 +1074,12 @@ the baseline search $(fmt_ratio "$(med_ratio server_cpu real_first real_search)"
 - **Incremental sync**: \`scripts/ldap/gen_directory.py --changes $changes\` applied with ldapmodify
   as the rootdn (the memberof overlay updates the users' memberOf; with \`--department\`, 30% of
   the membership changes are to and from the department's teams), then \`sync --incremental\`,
-  which reads what changed since the repeat run started (\`incremental_overlap_secs = 0\`; the
-  script waits over a second between steps, as modifyTimestamp has one-second resolution). It
-  evaluates the users whose entry changed, the current members of every group whose entry
-  changed (the overlay does not touch the members' own timestamps), and the holders of every
-  local group such a group's mappings feed, so its "users seen" counts all of those. Deleted
-  users leave no timestamp, so a full run removes their memberships: the full dry run afterwards
-  shows what remained for it.
+  which reads what changed since the repeat run's mark: the servers (\`scripts/ldap/slapd.sh\`)
+  run the syncprov overlay with a session log, so the mark is an RFC 4533 cookie and deleted
+  users arrive as entryUUIDs. It evaluates the users whose entry changed, the users who joined or
+  left a group whose entry changed (the overlay does not touch the members' own entries), found
+  through the index of last-seen attribute words, and removes the deleted users' memberships;
+  the full dry run afterwards shows what it left to a full run (nothing, when it is right).
 EOF
 } >"$section"
 

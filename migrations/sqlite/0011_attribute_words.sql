@@ -12,6 +12,7 @@ CREATE INDEX user_attribute_words_user ON user_attribute_words (user_id, provide
 -- Whether a user's words are recorded: rows written before this table are not, and are read
 -- in full until a sync or a sign-in writes them again.
 ALTER TABLE user_attributes ADD COLUMN words_indexed INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX user_attributes_words_indexed ON user_attributes (provider_id, words_indexed);
+-- Partial, so that no query of a provider's users by other columns is planned through it.
+CREATE INDEX user_attributes_words_unrecorded ON user_attributes (provider_id) WHERE words_indexed = 0;
 -- The words of a staged attributes change (a JSON array of strings).
 ALTER TABLE sync_changes ADD COLUMN words_json TEXT;
