@@ -7,7 +7,7 @@ CREATE TABLE user_attribute_words (
     word        TEXT    NOT NULL,
     user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     PRIMARY KEY (provider_id, word, user_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX user_attribute_words_user ON user_attribute_words (user_id, provider_id);
 -- Whether a user's words are recorded: rows written before this table are not, and are read
 -- in full until a sync or a sign-in writes them again.

@@ -149,17 +149,61 @@ pub fn attributes_digest(user: &DirectoryUser) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// A word every spelling of a group's DN carries: the longest run of ASCII letters and digits
-/// in its first RDN value, lower-cased (escapes and spacing differ between spellings; the words
-/// do not). `None` when it has no word of three characters or more.
+/// What every spelling of a group's DN has in common, for looking up who holds it: the ASCII
+/// letters and digits of its first RDN's value, escapes decoded (RFC 4514: `\,` and `\2C`
+/// alike), lower-cased. Case, spacing, escapes and the attribute type's spelling differ
+/// between spellings; this does not. Groups of one name in two places share it: it narrows a
+/// search, the DN decides. `None` when the value has no ASCII letter or digit.
 pub fn group_word(group_dn: &str) -> Option<String> {
-    let first = group_dn.split(',').next()?;
-    let value = first.split_once('=')?.1;
-    value
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .max_by_key(|word| word.len())
-        .filter(|word| word.len() >= 3)
-        .map(str::to_lowercase)
+    let value = first_rdn_value(group_dn)?;
+    let bytes = value.as_bytes();
+    let mut decoded: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|pair| std::str::from_utf8(pair).ok())
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+            match hex {
+                Some(byte) => {
+                    decoded.push(byte);
+                    i += 3;
+                }
+                None => {
+                    decoded.extend(bytes.get(i + 1));
+                    i += 2;
+                }
+            }
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let word: String = decoded
+        .iter()
+        .filter(|b| b.is_ascii_alphanumeric())
+        .map(|b| char::from(b.to_ascii_lowercase()))
+        .collect();
+    (!word.is_empty()).then_some(word)
+}
+
+/// The value of a DN's first RDN as written: after the first unescaped `=`, up to the first
+/// unescaped `,` or `+`.
+fn first_rdn_value(dn: &str) -> Option<&str> {
+    let bytes = dn.as_bytes();
+    let mut start = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'=' if start.is_none() => start = Some(i + 1),
+            b',' | b'+' if start.is_some() => return Some(&dn[start?..i]),
+            _ => {}
+        }
+        i += 1;
+    }
+    start.map(|s| &dn[s.min(dn.len())..])
 }
 
 /// The words of last-seen attributes by which an incremental run looks users up: the
@@ -424,16 +468,41 @@ mod tests {
             attribute_words(&attributes),
             [
                 "1d1b64fd-63b1-4a68-bf22-c195ce0e9ef3",
-                "2cb",
+                "ab",
                 "devs",
-                "platform"
+                "team42platform"
             ]
         );
-        assert_eq!(
-            group_word("CN=Team 42 Platform, OU=Groups"),
-            Some("platform".into())
-        );
-        assert_eq!(group_word("cn=ab"), None);
         assert!(attribute_words(&serde_json::json!({})).is_empty());
+    }
+
+    #[test]
+    fn every_spelling_of_a_group_has_one_word() {
+        for spelling in [
+            "cn=Team 42 Platform,ou=Groups,dc=x",
+            "CN=team 42 platform, OU=groups, DC=X",
+            "commonName=Team\\2042\\20Platform,ou=Groups,dc=x",
+            "cn=Team 42 Platform+uid=7,ou=Groups,dc=x",
+        ] {
+            assert_eq!(
+                group_word(spelling).as_deref(),
+                Some("team42platform"),
+                "{spelling}"
+            );
+        }
+        assert_eq!(group_word("cn=a\\,b,dc=x"), group_word("cn=a\\2Cb,dc=x"));
+        assert_eq!(
+            group_word("cn=Accounting\\2C Europe,dc=x").as_deref(),
+            Some("accountingeurope")
+        );
+        assert_eq!(group_word("cn=\\D0\\93,dc=x"), None);
+        assert_eq!(group_word("no rdn here"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_group_word_never_panics(dn in ".{0,60}") {
+            let _ = group_word(&dn);
+        }
     }
 }

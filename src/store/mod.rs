@@ -551,10 +551,10 @@ pub trait SyncStore: Send + Sync {
     /// Memberships this provider's mappings granted.
     async fn provider_membership_count(&self, provider_id: i64) -> StoreResult<i64>;
     /// The last-seen attributes from this provider of the users whose attributes (as stored,
-    /// JSON text) `wanted` accepts, parsing only those. With `mentioning` (lower-case words of
-    /// ASCII letters, digits, `-` and `.`), only the users whose attributes contain one of the
-    /// words, in any case, are read at all: the database looks, so a large provider's users
-    /// are not all sent over to be looked at.
+    /// JSON text) `wanted` accepts, parsing only those. With `mentioning`, only the users whose
+    /// recorded words (`model::sync::attribute_words`) include one of these are read, through
+    /// an index, and those whose words are not recorded yet: a large provider's users are not
+    /// all read to find a few.
     async fn last_seen_where(
         &self,
         provider_id: i64,

@@ -404,19 +404,11 @@ async fn members_before<S: SyncStore>(
     if groups.is_empty() {
         return Ok(Vec::new());
     }
+    // The users whose recorded words name one of the groups; without a word for every group,
+    // every user is compared: slower, never wrong. The comparison below decides.
     let words: Option<Vec<String>> = groups.iter().map(|g| group_word(&g.dn)).collect();
-    // Without a word for every group, or if the words cannot be built into a matcher, every
-    // user is compared: slower, never wrong.
-    let matcher = words.as_ref().and_then(|words| {
-        aho_corasick::AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(words)
-            .ok()
-    });
     let stored = store
-        .last_seen_where(provider_id, words.as_deref(), &|text| {
-            matcher.as_ref().is_none_or(|m| m.is_match(text))
-        })
+        .last_seen_where(provider_id, words.as_deref(), &|_| true)
         .await?;
     let wanted: Vec<String> = groups.iter().map(|g| dn::comparison_key(&g.dn)).collect();
     let mut keys: HashMap<String, String> = HashMap::new();

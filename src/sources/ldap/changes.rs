@@ -194,6 +194,8 @@ pub async fn current_mark(
         return Ok(ChangeMark::Timestamp(fallback));
     }
     // A refresh that matches nothing: the server answers with the cookie of its present state.
+    // The filter names an entryUUID no entry has, so an indexed server finds no candidate
+    // without looking at the entries (a negation would have it look at every one).
     // The rootDSE lists the controls of the whole server; the database holding the users may
     // still not offer synchronisation (slapd with syncprov loaded but not on that database).
     let options = &directory.options;
@@ -201,7 +203,7 @@ pub async fn current_mark(
         directory,
         ldap,
         &options.user_base_dn,
-        "(!(objectClass=*))",
+        "(entryUUID=00000000-0000-0000-0000-000000000000)",
         &["1.1"],
         None,
     )

@@ -788,7 +788,7 @@ impl SqlStore {
         let words = self.dialect.json_strings.replace("{}", "c.words_json");
         sqlx::query(&format!(
             "INSERT INTO user_attribute_words (provider_id, word, user_id) \
-             SELECT DISTINCT $4, w.value, u.id FROM sync_changes c JOIN users u \
+             SELECT $4, w.value, u.id FROM sync_changes c JOIN users u \
              ON u.username = c.username AND u.membership_version = c.user_version \
              CROSS JOIN {words} \
              WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3 AND c.action = 'attributes' \
