@@ -272,43 +272,31 @@ pub async fn changes_since(
     attrs: &[&str],
     mark: &ChangeMark,
 ) -> Result<Changes, LdapError> {
-    match mark {
-        ChangeMark::Timestamp(at) => {
-            let filter = format!("(&{filter}{})", changed_since_filter(at));
-            let mut changes = Changes::default();
-            directory
-                .for_each_entry(ldap, base, &filter, attrs, |entry| {
-                    changes.entries.push(entry);
-                    Ok(())
-                })
-                .await?;
-            changes.entries_read = changes.entries.len() as u64;
-            Ok(changes)
-        }
-        ChangeMark::Usn { invocation_id, usn } => {
-            check_same_database(directory, ldap, invocation_id).await?;
-            let filter = format!("(&{filter}(uSNChanged>={}))", usn + 1);
-            let mut changes = Changes::default();
-            directory
-                .for_each_entry(ldap, base, &filter, attrs, |entry| {
-                    changes.entries.push(entry);
-                    Ok(())
-                })
-                .await?;
-            changes.entries_read = changes.entries.len() as u64;
-            Ok(changes)
-        }
+    let since = match mark {
         ChangeMark::Cookie(cookie) => {
             let answer = sync_refresh(directory, ldap, base, filter, attrs, Some(cookie)).await?;
-            let entries_read = answer.entries.len() as u64;
-            Ok(Changes {
+            return Ok(Changes {
+                entries_read: answer.entries.len() as u64,
                 entries: answer.entries,
                 gone_ids: answer.gone_ids,
                 present_ids: answer.present_ids,
-                entries_read,
-            })
+            });
         }
-    }
+        ChangeMark::Timestamp(at) => changed_since_filter(at),
+        ChangeMark::Usn { invocation_id, usn } => {
+            check_same_database(directory, ldap, invocation_id).await?;
+            format!("(uSNChanged>={})", usn + 1)
+        }
+    };
+    let mut changes = Changes::default();
+    directory
+        .for_each_entry(ldap, base, &format!("(&{filter}{since})"), attrs, |entry| {
+            changes.entries.push(entry);
+            Ok(())
+        })
+        .await?;
+    changes.entries_read = changes.entries.len() as u64;
+    Ok(changes)
 }
 
 /// The mark's DC must be the one answering, with the same database: USNs mean nothing on
