@@ -172,6 +172,18 @@ fn apply_checks_options_and_guards_deletions() {
             "did you mean \"active_directory\"?",
         ),
         ("bind_dn = \"svc@corp.example\"", "bind_dn"),
+        (
+            "bind_dn = \"cn=svc,dc=corp,dc=example\", primary_group = true",
+            "primary_group needs active_directory",
+        ),
+        (
+            "bind_dn = \"cn=svc,dc=corp,dc=example\", member_range_size = 50",
+            "member_range_size needs active_directory",
+        ),
+        (
+            "bind_dn = \"cn=svc,dc=corp,dc=example\", login_aliases = [\"mail)(uid=*\"]",
+            "is not an attribute name",
+        ),
     ] {
         std::fs::write(&state, ldap(extra)).unwrap();
         let err = env.fails(&["apply", state.to_str().unwrap()]);

@@ -960,6 +960,43 @@ async fn auth_create(db: Db) {
     assert_eq!(body["error"]["code"], "secret_in_options");
     assert!(!body.to_string().contains("hunter2"));
     assert_eq!(counts(&app).await, before);
+    // Options only Active Directory has are refused elsewhere, with what is wrong; so is an
+    // alias that is not an attribute name. Nothing is written.
+    for (extra, expected) in [
+        (
+            json!({ "primary_group": true }),
+            "primary_group needs active_directory",
+        ),
+        (
+            json!({ "member_range_size": 50 }),
+            "member_range_size needs active_directory",
+        ),
+        (
+            json!({ "login_aliases": ["mail)(uid=*"] }),
+            "is not an attribute name",
+        ),
+    ] {
+        let mut options = json!({
+            "url": "ldaps://ldap.example.com",
+            "bind_dn": "cn=svc,dc=example,dc=com",
+            "bind_password_env": "LDAP_PW",
+            "user_base_dn": "dc=example,dc=com",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            options[k] = v.clone();
+        }
+        let (status, body) = app
+            .post(
+                "/api/v1/providers",
+                Some(&creator),
+                &json!({ "name": "dir", "kind": "ldap", "options": options }),
+            )
+            .await;
+        assert_eq!(status, 400, "{extra}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_options", "{body}");
+        assert!(body.to_string().contains(expected), "{extra}: {body}");
+        assert_eq!(counts(&app).await, before);
+    }
     let viewer = app.api_key("viewer", &["Auth View"]).await;
     refused(
         &app,
