@@ -408,6 +408,23 @@ pub trait UserChange: Send {
     async fn rollback(self: Box<Self>) -> StoreResult<()>;
 }
 
+/// Who held some words at their last sync: see [`SyncStore::word_holders`].
+#[derive(Debug, Default)]
+pub struct WordHolders {
+    /// The users whose recorded words include one of the words, once per word they hold.
+    pub indexed: Vec<WordHolder>,
+    /// The users whose words are not recorded yet, with their last-seen attributes.
+    pub unindexed: Vec<(String, serde_json::Value)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WordHolder {
+    pub word: String,
+    pub username: String,
+    /// The last-seen DN as recorded (as the directory spelled it); empty when none was.
+    pub dn: String,
+}
+
 /// One directory sync run, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncRun {
@@ -561,6 +578,11 @@ pub trait SyncStore: Send + Sync {
         mentioning: Option<&[String]>,
         wanted: &(dyn for<'t> Fn(&'t str) -> bool + Send + Sync),
     ) -> StoreResult<Vec<(String, serde_json::Value)>>;
+    /// Who held one of these words at their last sync: each user of the provider whose recorded
+    /// words include one, with the word, the login name and the last-seen DN (as recorded),
+    /// read through the words index without the rest of the attributes; and the users whose
+    /// words are not recorded yet, with all their attributes, to be compared in full.
+    async fn word_holders(&self, provider_id: i64, words: &[String]) -> StoreResult<WordHolders>;
     /// Stages changes at `first_seq`, `first_seq + 1`, …. A user's changes are staged
     /// together, one after another (applying relies on it: a batch ends where a user's rows
     /// end, so a user's changes apply in one transaction against the version they were

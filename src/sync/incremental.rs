@@ -166,33 +166,52 @@ pub(crate) async fn collect<S: SyncStore>(
         changed
     };
 
+    tracing::debug!(
+        users = entries.len(),
+        groups = changed_groups.len(),
+        gone = gone_ids.len() + gone_names.len(),
+        present = present_ids.as_ref().map(|p| p.len()),
+        "incremental run: changed entries read"
+    );
     // For each changed group, who is in it now and who was at the last run: the users in one
     // and not the other are the ones whose groups changed with it.
     let by_uid = options.group_source == GroupSource::MemberUid;
     let mut moved_dns: BTreeSet<String> = BTreeSet::new();
     let mut moved_names: BTreeSet<String> = BTreeSet::new();
     let mut before_all = members_before(store, provider.id, &changed_groups).await?;
+    let bases = Bases::new(options);
     for (group, before) in changed_groups.iter().zip(before_all.drain(..)) {
-        let now = members_now(directory, &mut ldap, group, member_attr, dn_attribute).await?;
+        let now = members_now(
+            directory,
+            &mut ldap,
+            &bases,
+            group,
+            member_attr,
+            dn_attribute,
+        )
+        .await?;
         if by_uid {
-            let before_names: BTreeSet<String> =
+            let before_names: HashSet<String> =
                 before.iter().map(|(name, _)| name.to_lowercase()).collect();
-            moved_names.extend(now.symmetric_difference(&before_names).cloned());
+            moved_names.extend(
+                now.iter()
+                    .filter(|name| !before_names.contains(*name))
+                    .cloned(),
+            );
+            moved_names.extend(before_names.into_iter().filter(|name| !now.contains(name)));
         } else {
-            let before_dns: BTreeMap<String, String> =
-                before.into_iter().map(|(name, dn)| (dn, name)).collect();
-            for dn in now.iter().filter(|dn| !before_dns.contains_key(*dn)) {
-                moved_dns.insert(dn.clone());
-            }
+            let (joined, left) = compare_members(&now, before);
+            moved_dns.extend(joined);
             // Users who left: read by login name (their entry may have moved too).
-            for (dn, name) in &before_dns {
-                if !now.contains(dn) {
-                    moved_names.insert(name.clone());
-                }
-            }
+            moved_names.extend(left);
         }
     }
 
+    tracing::debug!(
+        by_dn = moved_dns.len(),
+        by_name = moved_names.len(),
+        "incremental run: members compared"
+    );
     // Read the entries not read yet: by DN, many per search (one search per member would
     // make a busy group cost a round trip per member), then by login name.
     let unread: Vec<String> = moved_dns
@@ -262,6 +281,7 @@ pub(crate) async fn collect<S: SyncStore>(
         None
     };
 
+    tracing::debug!(users = entries.len(), "incremental run: users to evaluate");
     // Evaluate them as a full run would, a page at a time.
     let set = crate::model::mapping::MappingSet::new(provider, mappings);
     let mut seen = HashSet::new();
@@ -298,6 +318,7 @@ pub(crate) async fn collect<S: SyncStore>(
     stage_page(store, &set, sink, &mut page).await?;
     let _ = ldap.unbind().await;
 
+    tracing::debug!(users = seen.len(), "incremental run: users staged");
     // Who the gone ids were: the users whose last-seen attributes carry them. With the
     // server's list of every id still present instead, the known ids not in it are gone.
     gone_ids.retain(|id| !changed_ids.contains(id));
@@ -329,24 +350,28 @@ pub(crate) async fn collect<S: SyncStore>(
     })
 }
 
-/// Who is in a changed group now: its members (normalised DNs, or lower-cased memberUid
-/// values), and with nesting the members of the groups nested in it, at any depth.
+/// Who is in a changed group now: its members as the directory spells them (or lower-cased
+/// memberUid values), and with nesting the members of the groups nested in it, at any depth.
+/// Groups are read below the group base only: a member DN that is surely below a user base
+/// apart from it is a user and is not looked up, so a group of thousands of people costs its
+/// member list, not a search for each member.
 async fn members_now(
     directory: &Directory,
     ldap: &mut ldap3::Ldap,
+    bases: &Bases,
     group: &SearchEntry,
     member_attr: &str,
     dn_attribute: &str,
-) -> Result<BTreeSet<String>, CollectError> {
+) -> Result<HashSet<String>, CollectError> {
     let options = &directory.options;
-    let mut found = BTreeSet::new();
-    let mut visited: BTreeSet<String> = BTreeSet::from([dn::comparison_key(&group.dn)]);
+    let mut found = HashSet::new();
+    let mut visited: HashSet<String> = HashSet::from([dn::comparison_key(&group.dn)]);
     let mut frontier = vec![group.clone()];
     for _ in 0..=MAX_NESTING_DEPTH {
         if frontier.is_empty() {
             return Ok(found);
         }
-        let mut candidates = Vec::new();
+        let mut candidates: HashMap<String, String> = HashMap::new();
         for entry in &frontier {
             for member in all_values(directory, ldap, entry, member_attr).await? {
                 if member.is_empty() {
@@ -354,32 +379,36 @@ async fn members_now(
                 }
                 if options.group_source == GroupSource::MemberUid {
                     found.insert(member.to_lowercase());
+                } else if !options.nested_groups || bases.surely_not_a_group(&member) {
+                    found.insert(member);
                 } else {
                     let key = dn::comparison_key(&member);
                     if visited.insert(key.clone()) {
-                        found.insert(key);
-                        candidates.push(member);
+                        candidates.insert(key, member);
                     }
                 }
             }
         }
-        if !options.nested_groups || candidates.is_empty() {
+        if candidates.is_empty() {
             return Ok(found);
         }
-        // The members that are groups: their members are in this group too.
+        // The members that are groups: their members are in this group too. The others are
+        // users (or entries no search reads, which no comparison finds).
+        let wanted: Vec<String> = candidates.values().cloned().collect();
         frontier = read_entries(
             directory,
             ldap,
             options.group_base(),
             &options.group_filter,
             dn_attribute,
-            &candidates,
+            &wanted,
             &[groups::members_request(directory, member_attr).as_str()],
         )
         .await?;
         for subgroup in &frontier {
-            found.remove(&dn::comparison_key(&subgroup.dn));
+            candidates.remove(&dn::comparison_key(&subgroup.dn));
         }
+        found.extend(candidates.into_values());
     }
     Err(LdapError::Directory {
         operation: "nested group resolution",
@@ -392,28 +421,124 @@ async fn members_now(
     .into())
 }
 
+/// The user and group bases, for telling cheaply that a member DN cannot be a group.
+struct Bases {
+    /// The user base as configured, when it and the group base are apart (neither below the
+    /// other): a DN that ends with it is below it, so not below the group base.
+    apart_user_base: Option<String>,
+}
+
+impl Bases {
+    fn new(options: &crate::sources::ldap::LdapOptions) -> Bases {
+        let apart = match (
+            dn::Dn::parse(&options.user_base_dn),
+            dn::Dn::parse(options.group_base()),
+        ) {
+            (Ok(users), Ok(groups)) => {
+                !users.is_descendant_of(&groups) && !groups.is_descendant_of(&users)
+            }
+            _ => false,
+        };
+        Bases {
+            apart_user_base: apart.then(|| options.user_base_dn.clone()),
+        }
+    }
+
+    /// True when `member` ends with `,` and the user base as configured (letters in any case,
+    /// the comma not escaped): it is below the user base, so not a group. False says nothing.
+    fn surely_not_a_group(&self, member: &str) -> bool {
+        let Some(base) = &self.apart_user_base else {
+            return false;
+        };
+        let (member, base) = (member.as_bytes(), base.as_bytes());
+        let Some(split) = member.len().checked_sub(base.len() + 1) else {
+            return false;
+        };
+        member[split] == b','
+            && (split == 0 || member[split - 1] != b'\\')
+            && member[split + 1..].eq_ignore_ascii_case(base)
+    }
+}
+
+/// The users who joined (normalised DNs) and left (login names) a group, from its members
+/// now (as the directory spells them) and at the last run (login name, last-seen DN). A DN is
+/// compared as spelled first, and normalised only when spelled unlike any on the other side:
+/// a server spells an entry's DN the same way in every value, so few are.
+fn compare_members(
+    now: &HashSet<String>,
+    before: Vec<(String, String)>,
+) -> (Vec<String>, Vec<String>) {
+    let before_spellings: HashSet<&str> = before.iter().map(|(_, dn)| dn.as_str()).collect();
+    let now_keys: HashSet<String> = now
+        .iter()
+        .filter(|dn| !before_spellings.contains(dn.as_str()))
+        .map(|dn| dn::comparison_key(dn))
+        .collect();
+    let mut before_keys: HashSet<String> = HashSet::new();
+    let mut left = Vec::new();
+    for (name, dn) in before.iter().filter(|(_, dn)| !now.contains(dn)) {
+        let key = dn::comparison_key(dn);
+        if !now_keys.contains(&key) {
+            left.push(name.clone());
+        }
+        before_keys.insert(key);
+    }
+    let joined = now_keys
+        .into_iter()
+        .filter(|key| !before_keys.contains(key))
+        .collect();
+    (joined, left)
+}
+
 /// Who was in each group at the last run: the users whose last-seen group values (which hold
-/// the groups containing their groups too) name it, with their last-seen DN (normalised).
-/// One pass over the provider's last-seen attributes for all the groups, parsing only the
-/// users whose attributes mention one of them.
+/// the groups containing their groups too) name it, with their last-seen DN as recorded.
+///
+/// Found through the words index (one word per group, see [`group_word`]) without reading
+/// the users' attributes: a user whose word matches but who did not hold the group (two
+/// groups sharing a word) counts as a member before, and is read again and evaluated from the
+/// directory, which costs a read and changes nothing. Users whose words are not recorded yet,
+/// and every user when a group has no word, are compared by their attributes.
 async fn members_before<S: SyncStore>(
     store: &S,
     provider_id: i64,
     groups: &[SearchEntry],
 ) -> Result<Vec<Vec<(String, String)>>, CollectError> {
+    let mut before = vec![Vec::new(); groups.len()];
     if groups.is_empty() {
-        return Ok(Vec::new());
+        return Ok(before);
     }
-    // The users whose recorded words name one of the groups; without a word for every group,
-    // every user is compared: slower, never wrong. The comparison below decides.
     let words: Option<Vec<String>> = groups.iter().map(|g| group_word(&g.dn)).collect();
-    let stored = store
-        .last_seen_where(provider_id, words.as_deref(), &|_| true)
-        .await?;
+    let compared_in_full = match &words {
+        Some(words) => {
+            let mut unique = words.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            let holders = store.word_holders(provider_id, &unique).await?;
+            let mut by_word: HashMap<&str, Vec<usize>> = HashMap::new();
+            for (i, word) in words.iter().enumerate() {
+                by_word.entry(word.as_str()).or_default().push(i);
+            }
+            for holder in holders.indexed {
+                for i in by_word.get(holder.word.as_str()).into_iter().flatten() {
+                    before[*i].push((holder.username.clone(), holder.dn.clone()));
+                }
+            }
+            holders.unindexed
+        }
+        None => store.last_seen_where(provider_id, None, &|_| true).await?,
+    };
+    tracing::debug!(
+        groups = groups.len(),
+        holders = before.iter().map(Vec::len).sum::<usize>(),
+        compared_in_full = compared_in_full.len(),
+        "incremental run: the changed groups' members at the last run found"
+    );
+    if compared_in_full.is_empty() {
+        return Ok(before);
+    }
     let wanted: Vec<String> = groups.iter().map(|g| dn::comparison_key(&g.dn)).collect();
     let mut keys: HashMap<String, String> = HashMap::new();
-    let mut before = vec![Vec::new(); groups.len()];
-    for (name, attributes) in stored {
+    for (name, attributes) in compared_in_full {
         let (Some(values), Some(dn)) = (attributes["groups"].as_array(), attributes["dn"].as_str())
         else {
             continue;
@@ -425,10 +550,9 @@ async fn members_before<S: SyncStore>(
                 .or_insert_with(|| dn::comparison_key(value));
             held.insert(key.clone());
         }
-        let dn = dn::comparison_key(dn);
         for (i, group) in wanted.iter().enumerate() {
             if held.contains(group) {
-                before[i].push((name.clone(), dn.clone()));
+                before[i].push((name.clone(), dn.to_string()));
             }
         }
     }
@@ -461,4 +585,102 @@ async fn read_entries(
             .await?;
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bases(users: &str, groups: &str) -> Bases {
+        let options = crate::sources::ldap::LdapOptions::from_json(&serde_json::json!({
+            "url": "ldaps://ldap.example.com",
+            "bind_dn": "cn=idsync,ou=services,dc=example,dc=com",
+            "bind_password_env": "LDAP_PW",
+            "user_base_dn": users,
+            "group_base_dn": groups,
+        }))
+        .unwrap();
+        Bases::new(&options)
+    }
+
+    #[test]
+    fn a_member_below_a_user_base_apart_from_the_group_base_is_not_a_group() {
+        let b = bases("ou=People,dc=example,dc=com", "ou=Groups,dc=example,dc=com");
+        assert!(b.surely_not_a_group("uid=ann,ou=People,dc=example,dc=com"));
+        assert!(b.surely_not_a_group("UID=ann,OU=PEOPLE,DC=EXAMPLE,DC=COM"));
+        assert!(b.surely_not_a_group("uid=a+cn=b,ou=People,dc=example,dc=com"));
+        // Not provably below the user base: looked up.
+        assert!(!b.surely_not_a_group("cn=x,ou=Groups,dc=example,dc=com"));
+        assert!(!b.surely_not_a_group("cn=x\\,ou=People,dc=example,dc=com"));
+        assert!(!b.surely_not_a_group("uid=ann, ou=People, dc=example, dc=com"));
+        assert!(!b.surely_not_a_group("xou=People,dc=example,dc=com"));
+        assert!(!b.surely_not_a_group("ou=People,dc=example,dc=com"));
+        // One base below the other: nothing is sure.
+        let nested = bases("dc=example,dc=com", "ou=Groups,dc=example,dc=com");
+        assert!(!nested.surely_not_a_group("uid=ann,ou=People,dc=example,dc=com"));
+        let same = bases("dc=example,dc=com", "dc=example,dc=com");
+        assert!(!same.surely_not_a_group("cn=x,dc=example,dc=com"));
+    }
+
+    fn set(values: &[&str]) -> HashSet<String> {
+        values.iter().map(|v| v.to_string()).collect()
+    }
+
+    #[test]
+    fn members_are_compared_as_spelled_and_then_normalised() {
+        let now = set(&[
+            "uid=ann,ou=P,dc=x",
+            "UID=Bob, OU=P, DC=X",
+            "uid=new,ou=P,dc=x",
+        ]);
+        let before = vec![
+            ("ann".to_string(), "uid=ann,ou=P,dc=x".to_string()),
+            ("bob".to_string(), "uid=bob,ou=p,dc=x".to_string()),
+            ("cat".to_string(), "uid=cat,ou=P,dc=x".to_string()),
+        ];
+        let (joined, left) = compare_members(&now, before);
+        assert_eq!(joined, vec![dn::comparison_key("uid=new,ou=P,dc=x")]);
+        assert_eq!(left, vec!["cat".to_string()]);
+    }
+
+    proptest! {
+        /// Whatever the spellings, no user who joined or left is missed: the users who joined
+        /// include every normalised DN now and not before, those who left every user before
+        /// and not now. Anything more (only where one DN comes in two spellings) is a user of
+        /// the group now or before, read again for nothing.
+        #[test]
+        fn comparing_members_is_comparing_normalised_dns(
+            now in proptest::collection::vec((0u8..12, any::<bool>()), 0..10),
+            before in proptest::collection::vec((0u8..12, any::<bool>()), 0..10),
+        ) {
+            let spell = |i: u8, upper: bool| {
+                if upper { format!("UID=U{i}, OU=P,DC=X") } else { format!("uid=u{i},ou=P,dc=x") }
+            };
+            let now_set: HashSet<String> = now.iter().map(|(i, u)| spell(*i, *u)).collect();
+            let before_list: Vec<(String, String)> =
+                before.iter().map(|(i, u)| (format!("u{i}"), spell(*i, *u))).collect();
+            let (joined, left) = compare_members(&now_set, before_list.clone());
+            let now_keys: BTreeSet<String> = now_set.iter().map(|d| dn::comparison_key(d)).collect();
+            let before_keys: BTreeSet<String> =
+                before_list.iter().map(|(_, d)| dn::comparison_key(d)).collect();
+            let expect_joined: BTreeSet<String> = now_keys.difference(&before_keys).cloned().collect();
+            let expect_left: BTreeSet<String> = before_list
+                .iter()
+                .filter(|(_, d)| !now_keys.contains(&dn::comparison_key(d)))
+                .map(|(n, _)| n.clone())
+                .collect();
+            let joined: BTreeSet<String> = joined.into_iter().collect();
+            let left: BTreeSet<String> = left.into_iter().collect();
+            prop_assert!(joined.is_superset(&expect_joined) && joined.is_subset(&now_keys));
+            let before_names: BTreeSet<String> = before_list.iter().map(|(n, _)| n.clone()).collect();
+            prop_assert!(left.is_superset(&expect_left) && left.is_subset(&before_names));
+            // One spelling per DN on each side (as one group's values are): exactly.
+            let one_spelling = |keys: &BTreeSet<String>, count: usize| keys.len() == count;
+            if one_spelling(&now_keys, now_set.len()) && one_spelling(&before_keys, before_list.len()) {
+                prop_assert_eq!(joined, expect_joined);
+                prop_assert_eq!(left, expect_left);
+            }
+        }
+    }
 }

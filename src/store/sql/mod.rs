@@ -62,6 +62,9 @@ pub struct Dialect {
     /// A table-valued expansion of a JSON array of strings, joined after a FROM list, whose
     /// column `value` holds each string; `{}` stands for the JSON text.
     json_strings: &'static str,
+    /// The string at key `dn` of a JSON object held as text; `{}` stands for the text. The
+    /// database reads it, so that a query of thousands of last-seen DNs returns those alone.
+    json_dn: &'static str,
 }
 
 impl Dialect {
@@ -74,6 +77,7 @@ impl Dialect {
                                    g.is_system, m.source_kind, m.provider_id, m.mapping_id))",
                 memberships_with_row_lock: true,
                 json_strings: "json_each({}) w",
+                json_dn: "json_extract({}, '$.dn')",
             },
             Backend::Postgres => Dialect {
                 begin_write: "BEGIN",
@@ -82,6 +86,7 @@ impl Dialect {
                                    g.is_system, m.source_kind, m.provider_id, m.mapping_id))::text, '[]')",
                 memberships_with_row_lock: false,
                 json_strings: "jsonb_array_elements_text(CAST({} AS jsonb)) AS w(value)",
+                json_dn: "CAST({} AS json) ->> 'dn'",
             },
         }
     }

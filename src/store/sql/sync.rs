@@ -12,7 +12,7 @@ use crate::model::group::{GroupRef, ALL_USERS};
 use crate::model::sync::{ChangeKind, Settled, StagedChange, StoredSummary, StoredUser};
 use crate::store::{
     AppliedCounts, PermissionDigest, RunQuery, StagedComparison, StoreError, StoreResult, SyncRun,
-    SyncStore,
+    SyncStore, WordHolder, WordHolders,
 };
 
 /// Rows per multi-row INSERT when staging (10 parameters each). sqlx looks every parameter up
@@ -325,6 +325,39 @@ impl SyncStore for SqlStore {
             }
         }
         Ok(found)
+    }
+
+    async fn word_holders(&self, provider_id: i64, words: &[String]) -> StoreResult<WordHolders> {
+        use futures::TryStreamExt;
+        let mut holders = WordHolders {
+            unindexed: self
+                .last_seen_where(provider_id, Some(&[]), &|_| true)
+                .await?,
+            ..WordHolders::default()
+        };
+        let dn = self.dialect.json_dn.replace("{}", "a.attributes_json");
+        for chunk in words.chunks(NAME_CHUNK) {
+            let sql = format!(
+                "SELECT w.word, u.username, {dn} AS dn FROM user_attribute_words w \
+                 JOIN user_attributes a ON a.user_id = w.user_id AND a.provider_id = w.provider_id \
+                 JOIN users u ON u.id = w.user_id \
+                 WHERE w.provider_id = $1 AND a.words_indexed = 1 AND w.word IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(provider_id);
+            for word in chunk {
+                query = query.bind(word.as_str());
+            }
+            let mut rows = query.fetch(self.pool());
+            while let Some(row) = rows.try_next().await? {
+                holders.indexed.push(WordHolder {
+                    word: row.try_get("word")?,
+                    username: row.try_get("username")?,
+                    dn: row.try_get::<Option<String>, _>("dn")?.unwrap_or_default(),
+                });
+            }
+        }
+        Ok(holders)
     }
 
     async fn stage_changes(
