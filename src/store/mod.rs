@@ -420,9 +420,9 @@ pub struct WordHolders {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WordHolder {
     pub word: String,
-    pub username: String,
-    /// The last-seen DN as recorded (as the directory spelled it); empty when none was.
-    pub dn: String,
+    pub user_id: i64,
+    /// [`crate::model::sync::dn_hash`] of the last-seen DN.
+    pub dn_hash: i64,
 }
 
 /// One directory sync run, as recorded.
@@ -579,10 +579,16 @@ pub trait SyncStore: Send + Sync {
         wanted: &(dyn for<'t> Fn(&'t str) -> bool + Send + Sync),
     ) -> StoreResult<Vec<(String, serde_json::Value)>>;
     /// Who held one of these words at their last sync: each user of the provider whose recorded
-    /// words include one, with the word, the login name and the last-seen DN (as recorded),
-    /// read through the words index without the rest of the attributes; and the users whose
-    /// words are not recorded yet, with all their attributes, to be compared in full.
+    /// words include one, with the word, the user's id and the hash of their last-seen DN
+    /// ([`crate::model::sync::dn_hash`]), read from the words index alone; and the users whose
+    /// words are not recorded yet (or recorded without a DN hash), with all their attributes,
+    /// to be compared in full.
     async fn word_holders(&self, provider_id: i64, words: &[String]) -> StoreResult<WordHolders>;
+    /// The login names of these users (ids of users that do not exist are left out).
+    async fn usernames_by_id(
+        &self,
+        user_ids: &[i64],
+    ) -> StoreResult<std::collections::HashMap<i64, String>>;
     /// Stages changes at `first_seq`, `first_seq + 1`, …. A user's changes are staged
     /// together, one after another (applying relies on it: a batch ends where a user's rows
     /// end, so a user's changes apply in one transaction against the version they were

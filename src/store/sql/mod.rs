@@ -62,9 +62,9 @@ pub struct Dialect {
     /// A table-valued expansion of a JSON array of strings, joined after a FROM list, whose
     /// column `value` holds each string; `{}` stands for the JSON text.
     json_strings: &'static str,
-    /// The string at key `dn` of a JSON object held as text; `{}` stands for the text. The
-    /// database reads it, so that a query of thousands of last-seen DNs returns those alone.
-    json_dn: &'static str,
+    /// An aggregate of `[w.user_id, w.dn_hash]` JSON arrays (over `user_attribute_words w`) as
+    /// one JSON text: thousands of holders of a word come back as one value, not a row each.
+    holders_json: &'static str,
 }
 
 impl Dialect {
@@ -77,7 +77,7 @@ impl Dialect {
                                    g.is_system, m.source_kind, m.provider_id, m.mapping_id))",
                 memberships_with_row_lock: true,
                 json_strings: "json_each({}) w",
-                json_dn: "json_extract({}, '$.dn')",
+                holders_json: "json_group_array(json_array(w.user_id, w.dn_hash))",
             },
             Backend::Postgres => Dialect {
                 begin_write: "BEGIN",
@@ -86,7 +86,7 @@ impl Dialect {
                                    g.is_system, m.source_kind, m.provider_id, m.mapping_id))::text, '[]')",
                 memberships_with_row_lock: false,
                 json_strings: "jsonb_array_elements_text(CAST({} AS jsonb)) AS w(value)",
-                json_dn: "CAST({} AS json) ->> 'dn'",
+                holders_json: "json_agg(json_build_array(w.user_id, w.dn_hash))::text",
             },
         }
     }
@@ -1774,6 +1774,7 @@ impl UserChange for SqlUserChange {
             provider_id,
             self.user.id,
             &crate::model::sync::attribute_words(attributes),
+            attributes["dn"].as_str().map(crate::model::sync::dn_hash),
         )
         .await
     }

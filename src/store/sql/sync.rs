@@ -329,19 +329,13 @@ impl SyncStore for SqlStore {
 
     async fn word_holders(&self, provider_id: i64, words: &[String]) -> StoreResult<WordHolders> {
         use futures::TryStreamExt;
-        let mut holders = WordHolders {
-            unindexed: self
-                .last_seen_where(provider_id, Some(&[]), &|_| true)
-                .await?,
-            ..WordHolders::default()
-        };
-        let dn = self.dialect.json_dn.replace("{}", "a.attributes_json");
+        let mut holders = WordHolders::default();
+        let pairs = self.dialect.holders_json;
         for chunk in words.chunks(NAME_CHUNK) {
             let sql = format!(
-                "SELECT w.word, u.username, {dn} AS dn FROM user_attribute_words w \
-                 JOIN user_attributes a ON a.user_id = w.user_id AND a.provider_id = w.provider_id \
-                 JOIN users u ON u.id = w.user_id \
-                 WHERE w.provider_id = $1 AND a.words_indexed = 1 AND w.word IN ({})",
+                "SELECT w.word, {pairs} AS holders FROM user_attribute_words w \
+                 WHERE w.provider_id = $1 AND w.dn_hash IS NOT NULL AND w.word IN ({}) \
+                 GROUP BY w.word",
                 placeholders(2, chunk.len())
             );
             let mut query = sqlx::query(&sql).bind(provider_id);
@@ -350,14 +344,68 @@ impl SyncStore for SqlStore {
             }
             let mut rows = query.fetch(self.pool());
             while let Some(row) = rows.try_next().await? {
-                holders.indexed.push(WordHolder {
-                    word: row.try_get("word")?,
-                    username: row.try_get("username")?,
-                    dn: row.try_get::<Option<String>, _>("dn")?.unwrap_or_default(),
-                });
+                let word: String = row.try_get("word")?;
+                let text: String = row.try_get("holders")?;
+                let pairs: Vec<(i64, i64)> =
+                    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                        what: format!("the holders of the word {word:?}"),
+                        message: e.to_string(),
+                    })?;
+                holders
+                    .indexed
+                    .extend(pairs.into_iter().map(|(user_id, dn_hash)| WordHolder {
+                        word: word.clone(),
+                        user_id,
+                        dn_hash,
+                    }));
+            }
+        }
+        // Users whose words are not recorded, or recorded without a DN hash: in full.
+        holders.unindexed = self
+            .last_seen_where(provider_id, Some(&[]), &|_| true)
+            .await?;
+        for chunk in words.chunks(NAME_CHUNK) {
+            let sql = format!(
+                "SELECT u.username, a.attributes_json FROM user_attributes a \
+                 JOIN users u ON u.id = a.user_id WHERE a.provider_id = $1 AND a.user_id IN \
+                 (SELECT user_id FROM user_attribute_words WHERE provider_id = $1 \
+                 AND dn_hash IS NULL AND word IN ({}))",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(provider_id);
+            for word in chunk {
+                query = query.bind(word.as_str());
+            }
+            let mut rows = query.fetch(self.pool());
+            while let Some(row) = rows.try_next().await? {
+                let name: String = row.try_get("username")?;
+                let text: String = row.try_get("attributes_json")?;
+                let value = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    what: format!("user_attributes of {name:?}"),
+                    message: e.to_string(),
+                })?;
+                holders.unindexed.push((name, value));
             }
         }
         Ok(holders)
+    }
+
+    async fn usernames_by_id(&self, user_ids: &[i64]) -> StoreResult<HashMap<i64, String>> {
+        let mut found = HashMap::new();
+        for chunk in user_ids.chunks(NAME_CHUNK) {
+            let sql = format!(
+                "SELECT id, username FROM users WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                found.insert(row.try_get("id")?, row.try_get("username")?);
+            }
+        }
+        Ok(found)
     }
 
     async fn stage_changes(
@@ -370,12 +418,12 @@ impl SyncStore for SqlStore {
         let mut seq = first_seq;
         for chunk in changes.chunks(STAGE_CHUNK) {
             let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(1 + i * 12, 12)))
+                .map(|i| format!("({})", placeholders(1 + i * 13, 13)))
                 .collect();
             let sql = format!(
                 "INSERT INTO sync_changes (run_id, seq, username, group_id, group_name, action, \
                  mapping_id, reason, attributes_json, attributes_digest, user_version, \
-                 words_json) VALUES {}",
+                 words_json, dn_hash) VALUES {}",
                 rows.join(", ")
             );
             let mut query = sqlx::query(&sql);
@@ -394,7 +442,13 @@ impl SyncStore for SqlStore {
                     .bind(change.user_version)
                     .bind(change.attributes.as_ref().map(|a| {
                         serde_json::Value::from(crate::model::sync::attribute_words(a)).to_string()
-                    }));
+                    }))
+                    .bind(
+                        change
+                            .attributes
+                            .as_ref()
+                            .and_then(|a| a["dn"].as_str().map(crate::model::sync::dn_hash)),
+                    );
                 seq += 1;
             }
             query.execute(&mut **tx).await?;
@@ -820,8 +874,8 @@ impl SqlStore {
         .await?;
         let words = self.dialect.json_strings.replace("{}", "c.words_json");
         sqlx::query(&format!(
-            "INSERT INTO user_attribute_words (provider_id, word, user_id) \
-             SELECT $4, w.value, u.id FROM sync_changes c JOIN users u \
+            "INSERT INTO user_attribute_words (provider_id, word, user_id, dn_hash) \
+             SELECT $4, w.value, u.id, c.dn_hash FROM sync_changes c JOIN users u \
              ON u.username = c.username AND u.membership_version = c.user_version \
              CROSS JOIN {words} \
              WHERE c.run_id = $1 AND c.seq BETWEEN $2 AND $3 AND c.action = 'attributes' \
@@ -853,13 +907,15 @@ impl SqlStore {
     }
 }
 
-/// Replaces the recorded words of a user's last-seen attributes from a provider (a sign-in's
-/// write; a sync writes them set-based in `apply_batch`).
+/// Replaces the recorded words of a user's last-seen attributes from a provider, each with
+/// the hash of the user's DN (a sign-in's write; a sync writes them set-based in
+/// `apply_batch`).
 pub(crate) async fn record_words(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     provider_id: i64,
     user_id: i64,
     words: &[String],
+    dn_hash: Option<i64>,
 ) -> StoreResult<()> {
     sqlx::query("DELETE FROM user_attribute_words WHERE provider_id = $1 AND user_id = $2")
         .bind(provider_id)
@@ -868,14 +924,17 @@ pub(crate) async fn record_words(
         .await?;
     for chunk in words.chunks(NAME_CHUNK) {
         let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("($1, ${}, $2)", i + 3))
+            .map(|i| format!("($1, ${}, $2, $3)", i + 4))
             .collect();
         let sql = format!(
-            "INSERT INTO user_attribute_words (provider_id, word, user_id) VALUES {} \
+            "INSERT INTO user_attribute_words (provider_id, word, user_id, dn_hash) VALUES {} \
              ON CONFLICT DO NOTHING",
             rows.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(provider_id).bind(user_id);
+        let mut query = sqlx::query(&sql)
+            .bind(provider_id)
+            .bind(user_id)
+            .bind(dn_hash);
         for word in chunk {
             query = query.bind(word.as_str());
         }
