@@ -5,3 +5,6 @@
 ALTER TABLE user_attribute_words ADD COLUMN dn_hash INTEGER;
 -- The DN hash of a staged attributes change.
 ALTER TABLE sync_changes ADD COLUMN dn_hash INTEGER;
+-- A provider's memberships counted through an index (the removal threshold of every run
+-- counts them), not by reading the whole table.
+CREATE INDEX memberships_provider ON memberships (provider_id, source_kind);
