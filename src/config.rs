@@ -24,8 +24,16 @@ const SECTIONS: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration file {path} does not exist; pass --config with an existing file or omit it to use the defaults")]
-    Missing { path: PathBuf },
+    #[error("configuration file {path} (named by {source_name}) does not exist; name an existing file, or neither --config nor IDSYNC_CONFIG to use the defaults")]
+    Missing {
+        path: PathBuf,
+        source_name: &'static str,
+    },
+    #[error("configuration {path} (named by {source_name}) is a directory; name the TOML file inside it")]
+    NotAFile {
+        path: PathBuf,
+        source_name: &'static str,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -353,9 +361,22 @@ impl Config {
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
+            // Where the path came from, for the message: clap fills --config from the variable.
+            let source_name = if std::env::var_os("IDSYNC_CONFIG").is_some_and(|v| v == path) {
+                "IDSYNC_CONFIG"
+            } else {
+                "--config"
+            };
             if !path.exists() {
                 return Err(ConfigError::Missing {
                     path: path.to_path_buf(),
+                    source_name,
+                });
+            }
+            if path.is_dir() {
+                return Err(ConfigError::NotAFile {
+                    path: path.to_path_buf(),
+                    source_name,
                 });
             }
             figment = figment.merge(Toml::file_exact(path));
@@ -399,6 +420,7 @@ impl Config {
                 t.leeway_secs, t.lifetime_secs
             )));
         }
+        check_log_level(&self.log.level)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid(format!(
                 "log.format must be \"text\" or \"json\", not {:?}",
@@ -486,11 +508,32 @@ impl Config {
     }
 }
 
+/// `log.level` is a tracing filter: levels and `target=level` directives, comma-separated. A
+/// bare word that is not a level would be read as a target name at trace level, which is
+/// never what `verbose` or `warning` meant: refused, with what to write instead.
+fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains('=') && !directive.contains('[');
+        if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+            return Err(ConfigError::Invalid(format!(
+                "log.level {level:?}: {directive:?} is not a level ({}); to set one module's \
+                 level write module=level, e.g. \"info,idsync=debug\"",
+                LEVELS.join(", ")
+            )));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
+        ConfigError::Invalid(format!("log.level {level:?} is not a tracing filter: {e}"))
+    })?;
+    Ok(())
+}
+
 fn describe_figment_error(error: figment::Error) -> String {
     error
         .into_iter()
         .map(|e| {
-            let mut text = e.to_string();
+            let mut text = describe_one(&e);
             if let Some(source) = e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
                 text.push_str(&format!(" (from {source})"));
             }
@@ -498,6 +541,42 @@ fn describe_figment_error(error: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// One configuration error in an operator's words: an unknown key with the nearest known
+/// one, a value of the wrong type with the type wanted in plain words (not `i64`).
+fn describe_one(e: &figment::Error) -> String {
+    use figment::error::Kind;
+    let at = |field: &str| {
+        let mut path = e.path.clone();
+        if path.last().map(String::as_str) != Some(field) {
+            path.push(field.to_string());
+        }
+        path.join(".")
+    };
+    match &e.kind {
+        Kind::UnknownField(field, expected) => {
+            let key = at(field);
+            match crate::model::suggest::nearest(field, expected) {
+                Some(near) => format!("unknown key {key}; did you mean {near}?"),
+                None => format!(
+                    "unknown key {key}; the keys here are {}",
+                    expected.join(", ")
+                ),
+            }
+        }
+        Kind::InvalidType(actual, expected) => {
+            let wanted = match expected.as_str() {
+                "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+                "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more",
+                "f32" | "f64" => "a number",
+                "a boolean" | "bool" => "true or false",
+                other => other,
+            };
+            format!("{}: expected {wanted}, found {actual}", e.path.join("."))
+        }
+        _ => e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -515,7 +594,19 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "[tokens]\nlifetime = 300").unwrap();
         let err = Config::load(Some(file.path())).unwrap_err().to_string();
-        assert!(err.contains("lifetime"), "{err}");
+        assert!(
+            err.contains("unknown key tokens.lifetime; did you mean lifetime_secs?"),
+            "{err}"
+        );
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[tokens]\nlifetime_secs = \"soon\"").unwrap();
+        let err = Config::load(Some(file.path())).unwrap_err().to_string();
+        assert!(
+            err.contains("tokens.lifetime_secs: expected a whole number, found string \"soon\""),
+            "{err}"
+        );
+        assert!(!err.contains("i64"), "{err}");
 
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(

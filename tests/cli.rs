@@ -318,4 +318,146 @@ fn bad_configuration_is_explained() {
     std::fs::write(&env.config, "[database]\nurl = \"mysql://x\"\n").unwrap();
     let err = env.fails(&["migrate"]);
     assert!(err.contains("unsupported database URL"), "{err}");
+    // A log level that is not one: refused with what to write, not read as a module name.
+    std::fs::write(&env.config, "[log]\nlevel = \"verbose\"\n").unwrap();
+    let err = env.fails(&["migrate"]);
+    assert!(
+        err.contains("\"verbose\" is not a level (off, error, warn, info, debug, trace)"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_idsync"))
+        .args(["--config", &env.config.display().to_string(), "migrate"])
+        .env_remove("IDSYNC_CONFIG")
+        .env("IDSYNC_LOG__LEVEL", "warning")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\"warning\" is not a level"),
+        "{out:?}"
+    );
+    // A directory, and a missing file named by the environment: each says so, and where the
+    // name came from.
+    let dir = env.dir.path().display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_idsync"))
+        .args(["--config", &dir, "migrate"])
+        .env_remove("IDSYNC_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("(named by --config) is a directory; name the TOML file inside it"),
+        "{err}"
+    );
+    assert!(!err.contains("os error"), "{err}");
+    let missing = env.dir.path().join("nowhere.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_idsync"))
+        .arg("migrate")
+        .env("IDSYNC_CONFIG", &missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("(named by IDSYNC_CONFIG) does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn migrate_says_what_it_applied_and_when_there_was_nothing() {
+    let env = Env::sqlite();
+    let first = env.ok(&["migrate"]);
+    let count = std::fs::read_dir(repo("migrations/sqlite"))
+        .unwrap()
+        .count();
+    assert!(
+        first.starts_with(&format!("applied {count} migration(s) (0001, 0002,")),
+        "{first}"
+    );
+    assert!(
+        first.contains(&format!("the database schema is at version {count}")),
+        "{first}"
+    );
+    let again = env.ok(&["migrate"]);
+    assert_eq!(
+        again.trim(),
+        format!("the database schema is up to date (version {count}): nothing to apply")
+    );
+}
+
+#[test]
+fn an_unreachable_database_is_named_with_its_cause() {
+    let env = Env::sqlite();
+    // Port 1 on loopback: nothing listens there, the connection is refused at once.
+    let config = env.write(
+        "unreachable.toml",
+        "[database]\nurl = \"postgres://idsync:secret-pw@127.0.0.1:1/idsync\"\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_idsync"))
+        .args(["--config", &config, "groups", "list"])
+        .env_remove("IDSYNC_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot connect to the database at 127.0.0.1:1: connection refused"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret-pw"), "{stderr}");
+    assert!(!stderr.contains("pool timed out"), "{stderr}");
+}
+
+#[test]
+fn logs_are_plain_text_when_not_on_a_terminal() {
+    let env = Env::sqlite();
+    let out = Command::new(env!("CARGO_BIN_EXE_idsync"))
+        .args(["--config", &env.config.display().to_string(), "migrate"])
+        .env_remove("IDSYNC_CONFIG")
+        .env("IDSYNC_LOG__LEVEL", "debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DEBUG"), "no log line to look at: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in the log: {stderr}"
+    );
+}
+
+#[test]
+fn completions_and_the_manual_come_from_the_command_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_idsync"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("IDSYNC_CONFIG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "idsync {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(
+        bash.contains("_idsync()") && bash.contains("complete -F _idsync"),
+        "{bash}"
+    );
+    assert!(
+        bash.contains("migrate") && bash.contains("mappings"),
+        "{bash}"
+    );
+    let zsh = run(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef idsync"), "{zsh}");
+    let man = run(&["man"]);
+    assert!(man.contains(".TH idsync 1"), "{man}");
+    assert!(
+        man.contains("migrate") && man.contains("completions"),
+        "{man}"
+    );
+    // Neither reads a configuration nor opens a database.
+    assert!(!dir.path().join("idsync.db").exists());
 }

@@ -245,9 +245,89 @@ async fn operations_endpoints_answer(db: Db) {
     assert!(doc["paths"]["/api/v1/token/refresh"]["post"].is_object());
 }
 
+async fn metrics_show_before_the_first_request(db: Db) {
+    let app = TestApp::start(db).await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let build = format!(
+        "idsync_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(metrics.contains(&build), "{metrics}");
+    assert!(
+        metrics.contains("# HELP idsync_token_refreshes_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("idsync_token_refreshes_total{outcome=\"refused\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("idsync_webhook_posts_total{outcome=\"failed\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("process_resident_memory_bytes"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("process_cpu_seconds_total"), "{metrics}");
+}
+
+async fn readiness_checks_each_providers_secrets(db: Db) {
+    let app = TestApp::start(db).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let password = secrets.path().join("ldap-bind-password");
+    std::fs::write(&password, "bind-pw").unwrap();
+    let state = format!(
+        r#"
+[[providers]]
+name = "corp"
+kind = "ldap"
+
+[providers.options]
+url = "ldaps://ldap.example.com"
+bind_dn = "cn=idsync,ou=services,dc=example,dc=com"
+bind_password_file = "{}"
+user_base_dn = "ou=people,dc=example,dc=com"
+
+[[providers]]
+name = "pipeline"
+kind = "oidc"
+options = {{ accept_verified_attributes = true }}
+"#,
+        password.display()
+    );
+    apply_state(app.store(), &state).await;
+    let (status, ready) = app.get("/readyz", None).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["providers"]["corp"], "ok", "{ready}");
+
+    // The secret file goes away after start: not ready, and the body says which provider
+    // without saying where its secret lives (the log says that).
+    std::fs::remove_file(&password).unwrap();
+    let (status, ready) = app.get("/readyz", None).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["ready"], false);
+    assert_eq!(ready["providers"]["corp"], "misconfigured", "{ready}");
+    assert!(!ready.to_string().contains("ldap-bind-password"), "{ready}");
+
+    std::fs::write(&password, "bind-pw").unwrap();
+    let (status, ready) = app.get("/readyz", None).await;
+    assert_eq!(status, 200, "{ready}");
+}
+
 on_both_databases!(
     verified_attributes_login_applies_mappings_and_signs,
     verified_attributes_need_users_auth_session,
     bad_input_is_a_clear_4xx_and_changes_nothing,
     operations_endpoints_answer,
+    readiness_checks_each_providers_secrets,
+    metrics_show_before_the_first_request,
 );

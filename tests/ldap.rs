@@ -238,6 +238,23 @@ async fn login_verifies_the_password_and_maps_the_groups(db: Db) {
         .contains(&"Images View".to_string()));
 }
 
+/// Signs in as `marker` (a user that does not exist) and waits until slapd's log shows its
+/// search: every operation before it has been logged by then. Fails only if it never shows.
+async fn logged_up_to(env: &Env, directory: &Directory, marker: &str) {
+    assert!(matches!(
+        ldap::authenticate(directory, "corp", marker, "pw").await,
+        Err(LdapError::UnknownUser(_))
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !env.slapd.log().contains(marker) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slapd never logged the search for {marker}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 async fn wrong_empty_and_unknown_credentials_are_told_apart(db: Db) {
     let env = Env::new(db, SlapdOptions::default(), 3, serde_json::json!({})).await;
     let directory = env.directory();
@@ -253,8 +270,9 @@ async fn wrong_empty_and_unknown_credentials_are_told_apart(db: Db) {
         ldap::authenticate(&directory, "corp", "nobody", "pw").await,
         Err(LdapError::UnknownUser(_))
     ));
-    // slapd writes its log asynchronously: let earlier operations land first.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // slapd writes its log asynchronously: an operation after those counted marks when they
+    // have all landed.
+    logged_up_to(&env, &directory, "marker-one").await;
     let user_binds = || env.slapd.log().matches("BIND dn=\"uid=u01,").count();
     let before = user_binds();
     assert!(before > 0, "the wrong-password attempt bound as u01");
@@ -262,7 +280,7 @@ async fn wrong_empty_and_unknown_credentials_are_told_apart(db: Db) {
         ldap::authenticate(&directory, "corp", "u01", "").await,
         Err(LdapError::EmptyPassword)
     ));
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    logged_up_to(&env, &directory, "marker-two").await;
     assert_eq!(
         user_binds(),
         before,

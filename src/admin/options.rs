@@ -76,27 +76,13 @@ fn explain(problem: &str) -> String {
         .step_by(2)
         .filter(|name| !name.is_empty())
         .collect();
-    match nearest(unknown, &known) {
+    match crate::model::suggest::nearest(unknown, &known) {
         Some(name) => format!("unknown option {unknown:?}; did you mean {name:?}?"),
         None => format!(
             "unknown option {unknown:?}; the options are {}",
             super::quoted_list(&known)
         ),
     }
-}
-
-/// The known name closest to `name`, if one is close enough to be a likely typo.
-fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
-    let name = name.to_ascii_lowercase().replace('-', "_");
-    known
-        .iter()
-        .map(|k| (*k, strsim::normalized_damerau_levenshtein(&name, k)))
-        .filter(|(_, score)| *score >= 0.7)
-        .fold(None, |best: Option<(&str, f64)>, candidate| match best {
-            Some(b) if b.1 >= candidate.1 => Some(b),
-            _ => Some(candidate),
-        })
-        .map(|(k, _)| k)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 pub mod admin;
 
@@ -72,6 +72,13 @@ pub struct Cli {
 pub enum Command {
     /// Create or upgrade the database schema.
     Migrate,
+    /// Print a completion script for a shell: `idsync completions bash > /etc/bash_completion.d/idsync`.
+    Completions {
+        /// The shell the script is for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `idsync man > /usr/local/share/man/man1/idsync.1`.
+    Man,
     /// Run the service: login hook, tokens, browser sign-in, admin API, scheduled syncs.
     Serve,
     /// API keys for the admin API and trusted login pipelines. The first key is made here:
@@ -316,8 +323,11 @@ pub async fn run(args: impl IntoIterator<Item = OsString>, serve: Serve) -> i32 
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours for a person at a terminal only: a log file or journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = if config.log.format == "json" {
         builder.json().try_init()
@@ -331,14 +341,51 @@ async fn open_store(config: &Config) -> Result<SqlStore, CliError> {
 }
 
 async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
+    // Generated from the command definitions: no configuration read, no database touched.
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "idsync",
+                &mut std::io::stdout(),
+            );
+            return Ok(0);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(0);
+        }
+        _ => {}
+    }
     let config = Config::load(cli.config.as_deref())?;
     init_logging(&config);
+    if matches!(cli.command, Command::Migrate) {
+        let store = SqlStore::connect(&config.database_url()?).await?;
+        let migrated = store.migrate_reporting().await?;
+        match migrated.applied.as_slice() {
+            [] => println!(
+                "the database schema is up to date (version {}): nothing to apply",
+                migrated.version
+            ),
+            applied => println!(
+                "applied {} migration(s) ({}); the database schema is at version {}",
+                applied.len(),
+                applied
+                    .iter()
+                    .map(|v| format!("{v:04}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                migrated.version
+            ),
+        }
+        return Ok(0);
+    }
     let store = open_store(&config).await?;
     let now = clock::now_ms();
     match cli.command {
-        Command::Migrate => {
-            println!("database is up to date");
-            Ok(0)
+        Command::Migrate | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled above")
         }
         Command::Serve => {
             serve(config, store).await.map_err(CliError::Serve)?;

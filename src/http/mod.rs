@@ -297,6 +297,14 @@ impl Server {
         listener: tokio::net::TcpListener,
     ) -> Result<Server, ServeError> {
         ops::install_metrics();
+        if let Ok(config) = crate::store::ConfigStore::load_config(&state.store).await {
+            let providers: Vec<String> = config
+                .providers
+                .iter()
+                .map(|p| p.provider.name.clone())
+                .collect();
+            ops::zero_provider_metrics(&providers);
+        }
         let addr = listener.local_addr()?;
         let (shutdown, mut signal) = watch::channel(false);
         let background = background_tasks(&state, shutdown.subscribe());

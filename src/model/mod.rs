@@ -13,4 +13,5 @@ pub mod mapping;
 pub mod matcher;
 pub mod permissions;
 pub mod settings;
+pub mod suggest;
 pub mod sync;

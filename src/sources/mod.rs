@@ -13,4 +13,4 @@ pub use evidence::{
     identity_from_claims, identity_from_claims_value, verify, Evidence, Purpose, VerifiedIdentity,
     VerifyContext, VerifyError,
 };
-pub use registry::{Source, SourceError, SourceRegistry};
+pub use registry::{readiness, Readiness, Source, SourceError, SourceRegistry};

@@ -40,6 +40,62 @@ impl SourceError {
     }
 }
 
+/// What readiness says of one provider's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Its options parse and the secrets they name can be read.
+    Ready,
+    /// No options beyond `accept_verified_attributes` (a provider whose users sign in through
+    /// the login pipeline's verified attributes only): nothing to check.
+    NoOptions,
+    /// What is wrong, in words an admin can act on.
+    Misconfigured(String),
+}
+
+/// Whether a stored provider can work as configured, without contacting it: its options
+/// parse, and the secrets they name (a file, an environment variable) can be read now. A
+/// secret file deleted or an environment variable missing after start shows here before the
+/// next sign-in fails on it.
+pub fn readiness(record: &ProviderRecord) -> Readiness {
+    let empty = record.options.is_null()
+        || record
+            .options
+            .as_object()
+            .is_some_and(|o| o.keys().all(|k| k == "accept_verified_attributes"));
+    if empty {
+        return Readiness::NoOptions;
+    }
+    let checked: Result<(), String> = match record.provider.kind {
+        ProviderKind::Ldap => LdapOptions::from_json(&record.options)
+            .map_err(|e| e.to_string())
+            .and_then(|options| {
+                options
+                    .bind_password()
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }),
+        ProviderKind::Oidc => OidcOptions::from_json(&record.options)
+            .map_err(|e| e.to_string())
+            .and_then(|options| {
+                options
+                    .client_secret()
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }),
+        ProviderKind::Saml => SamlOptions::from_json(&record.options)
+            .map_err(|e| e.to_string())
+            .and_then(|options| {
+                SamlSource::new(&record.provider.name, options)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }),
+    };
+    match checked {
+        Ok(()) => Readiness::Ready,
+        Err(reason) => Readiness::Misconfigured(reason),
+    }
+}
+
 /// The first pause after a provider's adapter failed to build, doubled after each further
 /// failure up to [`MAX_SETUP_BACKOFF_SECS`].
 const FIRST_SETUP_BACKOFF_SECS: i64 = 2;

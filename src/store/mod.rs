@@ -34,6 +34,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL {0:?}: use sqlite://PATH (or sqlite::memory:) or postgres://USER@HOST:PORT/DB")]
     UnsupportedUrl(String),
+    /// The database server could not be reached or refused the connection: where, and why.
+    #[error("cannot connect to the database at {address}: {cause}")]
+    Unreachable { address: String, cause: String },
     #[error("stored value {what} is unreadable: {message}")]
     Corrupt { what: String, message: String },
     #[error("{0}")]

@@ -92,6 +92,62 @@ impl Dialect {
     }
 }
 
+/// What `migrate_reporting` did: the migrations it applied, and the schema version now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    pub applied: Vec<i64>,
+    pub version: i64,
+}
+
+/// How long a first connection to PostgreSQL may take before it counts as no answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One connection to the server before the pool is built: the pool retries a refused or
+/// unanswered connection until its acquire timeout and then says only "pool timed out", where
+/// an operator needs the host, the port and the cause, within seconds. The URL's password is
+/// never part of the message.
+async fn check_reachable(url: &str) -> StoreResult<()> {
+    use sqlx::Connection;
+    let address = match url::Url::parse(url) {
+        Ok(parsed) => format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or("localhost"),
+            parsed.port().unwrap_or(5432)
+        ),
+        Err(_) => "the configured address".to_string(),
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, sqlx::AnyConnection::connect(url)).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(StoreError::Unreachable {
+            address,
+            cause: connect_cause(&e),
+        }),
+        Err(_) => Err(StoreError::Unreachable {
+            address,
+            cause: format!(
+                "no answer within {} s (is the server up, and is the address right?)",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+        }),
+    }
+}
+
+/// The cause of a failed connection in an operator's words.
+fn connect_cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused (is PostgreSQL running and listening on that address?)".into()
+        }
+        sqlx::Error::Io(io) => format!("{io}"),
+        sqlx::Error::Database(db) => format!("the server refused: {}", db.message()),
+        sqlx::Error::Tls(tls) => format!("TLS failed: {tls}"),
+        other => other.to_string(),
+    }
+}
+
 /// How long a SQLite writer waits for another before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 30_000;
 
@@ -211,6 +267,9 @@ impl SqlStore {
         } else {
             options = options.max_connections(16);
         }
+        if backend == Backend::Postgres {
+            check_reachable(&url).await?;
+        }
         let pool = options.connect(&url).await?;
         Ok(SqlStore {
             pool,
@@ -226,6 +285,39 @@ impl SqlStore {
         let store = Self::connect(url).await?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Runs the migrations this database has not had yet, and says which ran.
+    pub async fn migrate_reporting(&self) -> StoreResult<Migrated> {
+        let migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        // No table yet: a new database, nothing applied.
+        let before: std::collections::HashSet<i64> =
+            sqlx::query("SELECT version FROM _sqlx_migrations")
+                .fetch_all(&self.pool)
+                .await
+                .map(|rows| {
+                    rows.iter()
+                        .filter_map(|row| row.try_get::<i64, _>("version").ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+        self.migrate().await?;
+        let versions: Vec<i64> = migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .collect();
+        Ok(Migrated {
+            applied: versions
+                .iter()
+                .copied()
+                .filter(|v| !before.contains(v))
+                .collect(),
+            version: versions.iter().copied().max().unwrap_or(0),
+        })
     }
 
     pub fn backend(&self) -> Backend {
