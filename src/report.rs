@@ -29,6 +29,9 @@ pub struct IdentityReport {
     pub permissions: PermissionsReport,
     pub settings: ResolvedSettings,
     pub changes_written: usize,
+    /// What the admin should look at: a groups claim missing from a claims sample, a value
+    /// that differs from a mapping's pattern only in case.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +103,61 @@ fn membership_names(
     names(&groups)
 }
 
+/// The values a test read, for the first line of the text report: all of a few, the first
+/// of many.
+fn listed_values(values: &[String]) -> String {
+    const SHOWN: usize = 10;
+    if values.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = values
+        .iter()
+        .take(SHOWN)
+        .map(|v| format!("{v:?}"))
+        .collect();
+    let more = values.len().saturating_sub(SHOWN);
+    format!(
+        ": {}{}",
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// A group value that matched no mapping but equals an exact pattern of one when case is
+/// ignored: values are compared as the provider sends them, so `devs` does not match `Devs`.
+/// Pure.
+fn case_only_differences(
+    values: &[String],
+    decisions: &[crate::model::mapping::GroupDecision],
+) -> Vec<String> {
+    use crate::model::mapping::Reason;
+    let mut warnings = Vec::new();
+    for decision in decisions {
+        let Reason::NoMappingMatched { patterns, .. } = &decision.reason else {
+            continue;
+        };
+        for pattern in patterns {
+            if pattern.starts_with("glob:") || pattern.starts_with("regex:") {
+                continue;
+            }
+            for value in values {
+                if value != pattern && value.to_lowercase() == pattern.to_lowercase() {
+                    warnings.push(format!(
+                        "the value {value:?} differs only in case from {pattern:?}, a pattern of \
+                         the mapping into {:?}; values are compared as sent, so it does not match",
+                        decision.group.name
+                    ));
+                }
+            }
+        }
+    }
+    warnings
+}
+
 impl IdentityReport {
     pub fn new(identity: &VerifiedIdentity, existed: bool, outcome: &LoginOutcome) -> Self {
         let all_users = outcome.access.groups.iter().find(|g| g.is_all_users());
@@ -143,6 +201,7 @@ impl IdentityReport {
             },
             settings: outcome.access.settings.clone(),
             changes_written: outcome.changes_written,
+            warnings: case_only_differences(&identity.group_values, &outcome.evaluation.decisions),
         }
     }
 
@@ -156,14 +215,18 @@ impl IdentityReport {
         push(
             &mut out,
             format!(
-                "Provider {} ({}); user {}{}; {} group value(s)",
+                "Provider {} ({}); user {}{}; {} group value(s){}",
                 self.provider.name,
                 self.provider.kind,
                 self.user.username,
                 if self.user.exists { "" } else { " (new)" },
-                self.user.group_values.len()
+                self.user.group_values.len(),
+                listed_values(&self.user.group_values)
             ),
         );
+        for warning in &self.warnings {
+            push(&mut out, format!("warning: {warning}"));
+        }
         push(&mut out, String::new());
         push(&mut out, "Mappings:".into());
         if self.decisions.is_empty() {

@@ -210,8 +210,16 @@ fn login_then_token_verify_and_refresh() {
         serde_json::json!(["Developers", "Everyone via Okta", "All Users"])
     );
 
+    // One character of the signature changed, one that carries whole bytes (the last one of
+    // an Ed25519 signature in base64url carries 2 bits only, and "AAA" may already be there).
     let mut tampered = token.to_string();
-    tampered.replace_range(tampered.len() - 3.., "AAA");
+    let at = tampered.len() - 10;
+    let replacement = if &tampered[at..at + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    tampered.replace_range(at..at + 1, replacement);
     let err = env.fails(&["token", "verify", &tampered]);
     assert!(err.contains("token refused"), "{err}");
 
@@ -460,4 +468,115 @@ fn completions_and_the_manual_come_from_the_command_definitions() {
     );
     // Neither reads a configuration nor opens a database.
     assert!(!dir.path().join("idsync.db").exists());
+}
+
+#[test]
+fn a_misspelled_group_name_gets_the_nearest_one() {
+    let env = Env::sqlite();
+    env.ok(&["apply", &example("state.toml")]);
+    let err = env.fails(&["groups", "show", "Develpers"]);
+    assert!(
+        err.contains("no group named \"Develpers\"; did you mean \"Developers\"?"),
+        "{err}"
+    );
+    let err = env.fails(&["groups", "show", "Quality"]);
+    assert!(err.contains("`idsync groups list` lists them"), "{err}");
+}
+
+#[test]
+fn a_claims_sample_is_read_at_the_providers_groups_claim_with_warnings() {
+    let env = Env::sqlite();
+    let state = env.write(
+        "kc.toml",
+        r#"
+[[providers]]
+name = "kc"
+kind = "oidc"
+
+[providers.options]
+issuer = "http://127.0.0.1:9400"
+client_id = "idsync"
+groups_claim = "realm_access.roles"
+
+[[groups]]
+name = "Developers"
+priority = 100
+
+[[groups.mappings]]
+provider = "kc"
+attributes = ["devs"]
+
+[[groups]]
+name = "Operators"
+priority = 110
+
+[[groups.mappings]]
+provider = "kc"
+attributes = ["ops"]
+"#,
+    );
+    env.ok(&["apply", &state]);
+    let claims = env.write(
+        "ann.json",
+        r#"{"preferred_username": "ann", "realm_access": {"roles": ["devs", "Ops"]}}"#,
+    );
+    let doc: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "mappings",
+        "test",
+        "--provider",
+        "kc",
+        "--claims",
+        &claims,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        doc["user"]["group_values"],
+        serde_json::json!(["devs", "Ops"]),
+        "{doc}"
+    );
+    assert_eq!(
+        doc["groups_after"],
+        serde_json::json!(["Developers", "All Users"]),
+        "{doc}"
+    );
+    let warnings = doc["warnings"].to_string();
+    assert!(
+        warnings.contains("the value \\\"Ops\\\" differs only in case from \\\"ops\\\""),
+        "{warnings}"
+    );
+    // The text form lists the values it read and the warning.
+    let text = env.ok(&["mappings", "test", "--provider", "kc", "--claims", &claims]);
+    assert!(
+        text.contains("2 group value(s): \"devs\", \"Ops\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: the value \"Ops\" differs only in case"),
+        "{text}"
+    );
+
+    // Claims without the provider's groups claim: said, not a silent "0 group value(s)".
+    let bare = env.write(
+        "bare.json",
+        r#"{"preferred_username": "ann", "groups": ["devs"]}"#,
+    );
+    let text = env.ok(&["mappings", "test", "--provider", "kc", "--claims", &bare]);
+    assert!(text.contains("0 group value(s)"), "{text}");
+    assert!(
+        text.contains("warning: the claims have no \"realm_access.roles\""),
+        "{text}"
+    );
+    // An explicit --groups-claim still wins.
+    let text = env.ok(&[
+        "mappings",
+        "test",
+        "--provider",
+        "kc",
+        "--claims",
+        &bare,
+        "--groups-claim",
+        "groups",
+    ]);
+    assert!(text.contains("1 group value(s): \"devs\""), "{text}");
 }

@@ -619,6 +619,13 @@ async fn incremental_runs_are_recorded_as_incremental(db: Db) {
     let dir = Directory::new();
     let app = TestApp::start(db).await;
     apply_state(app.store(), &dir.state()).await;
+    // No run yet: the history says so, and how to run one.
+    let out = Cli::new(&app.db).run(&["sync", "--provider", "corp", "--history"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "no sync runs of corp yet: `idsync sync --provider corp` runs one (add --dry-run to change nothing)"
+    );
     let admin = app.api_key("admin", &["Auth View", "Auth Modify"]).await;
     let path = "/api/v1/providers/corp/sync";
     let (status, body) = app.post(path, Some(&admin), &json!({})).await;

@@ -181,10 +181,15 @@ async fn groups(store: &SqlStore, command: GroupsCommand, now: i64) -> Result<i3
             Ok(0)
         }
         GroupsCommand::Show { name, json } => {
-            let record = store
-                .group_by_name(&name)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("no group named {name:?}")))?;
+            let Some(record) = store.group_by_name(&name).await? else {
+                let config = store.load_config().await?;
+                let known: Vec<&str> = config
+                    .groups
+                    .iter()
+                    .map(|g| g.group.name.as_str())
+                    .collect();
+                return Err(StoreError::NotFound(unknown_name("group", &name, &known)).into());
+            };
             let members = store.group_members(record.group.id).await?;
             if json {
                 let mut value = serde_json::to_value(&record).unwrap_or_default();
@@ -398,5 +403,13 @@ async fn mapping(store: &SqlStore, command: MappingCommand, now: i64) -> Result<
             println!("removed mapping {id}");
             Ok(0)
         }
+    }
+}
+
+/// "no group named X" with the nearest known name, or how to find the names.
+fn unknown_name(what: &str, name: &str, known: &[&str]) -> String {
+    match crate::model::suggest::nearest(name, known) {
+        Some(near) => format!("no {what} named {name:?}; did you mean {near:?}?"),
+        None => format!("no {what} named {name:?}; `idsync {what}s list` lists them"),
     }
 }

@@ -257,9 +257,11 @@ pub struct SampleArgs {
     /// The username; default: the claims' username, preferred_username, uid or sub.
     #[arg(long)]
     pub user: Option<String>,
-    /// Where the group values are in the claims: a name or a dotted path.
-    #[arg(long, default_value = "groups")]
-    pub groups_claim: String,
+    /// Where the group values are in the claims: a name or a dotted path. Default: the
+    /// provider's own (an OpenID provider's groups_claim, a SAML provider's group attribute),
+    /// else "groups".
+    #[arg(long)]
+    pub groups_claim: Option<String>,
     /// A file holding an ID token of an OpenID provider (the compact JWT). It is verified
     /// (signature against the provider's keys, issuer, audience, expiry) before it is used.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["claims", "saml_response", "user"])]
@@ -495,8 +497,13 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
             })
         }
         Command::Mappings(MappingsCommand::Test { sample, json }) => {
-            let identity = match sample_evidence(&sample, Purpose::Test)? {
-                Sample::Claims(identity) => identity,
+            let groups_claim = sample_groups_claim(&store, &sample).await?;
+            let mut warnings = Vec::new();
+            let identity = match sample_evidence(&sample, Purpose::Test, &groups_claim)? {
+                Sample::Claims(identity) => {
+                    warnings = crate::sources::claims_warnings(&identity.attributes, &groups_claim);
+                    identity
+                }
                 Sample::Evidence(evidence, file) => {
                     let record = store.provider(&sample.provider).await?;
                     let context = VerifyContext::new(now, Purpose::Test);
@@ -513,12 +520,14 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
             };
             let exists = store.user_by_name(&identity.username).await?.is_some();
             let outcome = login::preview(&store, &identity, now).await?;
-            let report = IdentityReport::new(&identity, exists, &outcome);
+            let mut report = IdentityReport::new(&identity, exists, &outcome);
+            report.warnings.splice(0..0, warnings);
             print_report(&report, json);
             Ok(0)
         }
         Command::Login { sample, json } => {
-            let (evidence, file) = match sample_evidence(&sample, Purpose::SignIn)? {
+            let groups_claim = sample_groups_claim(&store, &sample).await?;
+            let (evidence, file) = match sample_evidence(&sample, Purpose::SignIn, &groups_claim)? {
                 Sample::Evidence(evidence, file) => (evidence, file),
                 Sample::Claims(identity) => (
                     Evidence::VerifiedAttributes {
@@ -847,6 +856,11 @@ async fn sync_command(
                 "{}",
                 serde_json::to_string_pretty(&runs).unwrap_or_default()
             );
+        } else if runs.is_empty() {
+            println!(
+                "no sync runs of {} yet: `idsync sync --provider {}` runs one (add --dry-run to change nothing)",
+                request.provider, request.provider
+            );
         } else {
             for run in &runs {
                 println!("{}", report::sync_run_line(run));
@@ -1016,9 +1030,13 @@ fn refused_sample(file: Option<PathBuf>, error: impl std::fmt::Display) -> CliEr
 /// The evidence of a mapping test or a command-line sign-in: a claims file, an ID token or
 /// SAML response file, or an LDAP username (a sign-in reads the password from standard input
 /// or IDSYNC_PASSWORD; a test looks the user up without one).
-fn sample_evidence(sample: &SampleArgs, purpose: Purpose) -> Result<Sample, CliError> {
+fn sample_evidence(
+    sample: &SampleArgs,
+    purpose: Purpose,
+    groups_claim: &str,
+) -> Result<Sample, CliError> {
     if sample.claims.is_some() {
-        return Ok(Sample::Claims(read_identity(sample)?));
+        return Ok(Sample::Claims(read_identity(sample, groups_claim)?));
     }
     if let Some(path) = &sample.id_token {
         let token = read_capped(path, MAX_SAMPLE_BYTES)?;
@@ -1099,8 +1117,26 @@ fn read_capped(path: &Path, limit: u64) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| input(e.to_string()))
 }
 
-/// Reads a claims sample into a verified identity.
-pub fn read_identity(sample: &SampleArgs) -> Result<VerifiedIdentity, CliError> {
+/// Where a claims sample's group values are: `--groups-claim`, else the provider's own.
+async fn sample_groups_claim(store: &SqlStore, sample: &SampleArgs) -> Result<String, CliError> {
+    if let Some(claim) = &sample.groups_claim {
+        return Ok(claim.clone());
+    }
+    if sample.claims.is_none() {
+        return Ok("groups".into());
+    }
+    let record = store.provider(&sample.provider).await?;
+    Ok(crate::sources::provider_groups_claim(
+        record.provider.kind,
+        &record.options,
+    ))
+}
+
+/// Reads a claims sample into a verified identity, its group values at `groups_claim`.
+pub fn read_identity(
+    sample: &SampleArgs,
+    groups_claim: &str,
+) -> Result<VerifiedIdentity, CliError> {
     let Some(claims) = &sample.claims else {
         return Err(CliError::Input {
             path: "command line".into(),
@@ -1112,7 +1148,7 @@ pub fn read_identity(sample: &SampleArgs) -> Result<VerifiedIdentity, CliError> 
         &sample.provider,
         &text,
         sample.user.as_deref(),
-        &sample.groups_claim,
+        groups_claim,
     )
     .map_err(|message| CliError::Input {
         path: claims.display().to_string(),

@@ -30,10 +30,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-fn default_groups_claim() -> String {
-    "groups".into()
-}
-
 /// What to test: exactly one of `evidence`, `claims` or `ldap_user`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -47,9 +43,10 @@ pub struct MappingTestRequest {
     /// A claims document (an ID token's payload, SAML attributes, an LDAP entry as JSON).
     #[schema(value_type = Option<Object>)]
     pub claims: Option<serde_json::Value>,
-    /// Where the group values are in `claims`: a name or a dotted path.
-    #[serde(default = "default_groups_claim")]
-    pub groups_claim: String,
+    /// Where the group values are in `claims`: a name or a dotted path. Default: the
+    /// provider's own (an OpenID provider's `groups_claim`, a SAML provider's group
+    /// attribute), else `groups`.
+    pub groups_claim: Option<String>,
     /// With `claims`: the username, when the claims' username, preferred_username, uid or sub
     /// is not the one to use.
     pub username: Option<String>,
@@ -89,14 +86,15 @@ pub async fn test_mappings(
     ApiJson(request): ApiJson<MappingTestRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Permission::AuthView)?;
-    let identity = identity_for(&state, &caller, &meta, request).await?;
+    let (identity, warnings) = identity_for(&state, &caller, &meta, request).await?;
     let exists = state
         .store
         .user_by_name(&identity.username)
         .await?
         .is_some();
     let outcome = login::preview(&state.store, &identity, crate::clock::now_ms()).await?;
-    let report = IdentityReport::new(&identity, exists, &outcome);
+    let mut report = IdentityReport::new(&identity, exists, &outcome);
+    report.warnings.splice(0..0, warnings);
     let document = serde_json::to_value(&report)
         .map_err(|e| ApiError::internal(format!("cannot encode the report: {e}")))?;
     Ok(Json(document))
@@ -107,7 +105,7 @@ async fn identity_for(
     caller: &Caller,
     meta: &RequestMeta,
     request: MappingTestRequest,
-) -> Result<VerifiedIdentity, ApiError> {
+) -> Result<(VerifiedIdentity, Vec<String>), ApiError> {
     let MappingTestRequest {
         provider,
         evidence,
@@ -141,13 +139,18 @@ async fn identity_for(
     })?;
     if let Some(claims) = claims {
         // Claims are what the admin says a provider would send: nothing to verify.
-        return sources::identity_from_claims_value(
+        let groups_claim = groups_claim.unwrap_or_else(|| {
+            sources::provider_groups_claim(record.provider.kind, &record.options)
+        });
+        let warnings = sources::claims_warnings(&claims, &groups_claim);
+        let identity = sources::identity_from_claims_value(
             &provider,
             claims,
             username.as_deref(),
             &groups_claim,
         )
-        .map_err(|message| ApiError::bad_request("invalid_claims", message));
+        .map_err(|message| ApiError::bad_request("invalid_claims", message))?;
+        return Ok((identity, warnings));
     }
     let evidence = match (ldap_user, evidence) {
         (Some(username), _) => sources::Evidence::DirectoryLookup { username },
@@ -161,5 +164,7 @@ async fn identity_for(
     };
     // The sign-in's own verification, with nothing recorded as used.
     let context = state.verify_context(Purpose::Test, Some(caller), meta);
-    Ok(sources::verify(&state.store, &state.sources, &record, evidence, &context).await?)
+    let identity =
+        sources::verify(&state.store, &state.sources, &record, evidence, &context).await?;
+    Ok((identity, Vec::new()))
 }

@@ -7,9 +7,10 @@ pub fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
     known
         .iter()
         .map(|k| {
-            let typo = strsim::normalized_damerau_levenshtein(&name, k);
+            let candidate = k.to_ascii_lowercase().replace('-', "_");
+            let typo = strsim::normalized_damerau_levenshtein(&name, &candidate);
             // A unit left off (`lifetime` for `lifetime_secs`) is as likely as a typo.
-            let unit_left_off = k.starts_with(&format!("{name}_"));
+            let unit_left_off = candidate.starts_with(&format!("{name}_"));
             (*k, if unit_left_off { typo.max(0.7) } else { typo })
         })
         .filter(|(_, score)| *score >= 0.7)
@@ -33,5 +34,9 @@ mod tests {
         assert_eq!(nearest("lifetime", &known), Some("lifetime_secs"));
         assert_eq!(nearest("session", &known), Some("session_lifetime_secs"));
         assert_eq!(nearest("time", &known), None);
+        // Names as people write them: case aside on both sides.
+        let groups = ["Developers", "Operators", "All Users"];
+        assert_eq!(nearest("Develpers", &groups), Some("Developers"));
+        assert_eq!(nearest("all users", &groups), Some("All Users"));
     }
 }

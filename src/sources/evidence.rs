@@ -568,14 +568,74 @@ pub fn identity_from_claims_value(
             .map(str::to_string)
             .ok_or("no username: pass --user or put \"username\" in the claims")?,
     };
-    let group_values =
-        crate::model::claims::group_values(&claims, groups_claim).map_err(|e| e.to_string())?;
+    // A claim named with dots (a SAML attribute URI, a namespaced claim) is taken whole first;
+    // otherwise the name is a dotted path into nested objects.
+    let group_values = match claims.get(groups_claim) {
+        Some(value) => {
+            crate::model::claims::group_values(&serde_json::json!({ "claim": value }), "claim")
+        }
+        None => crate::model::claims::group_values(&claims, groups_claim),
+    }
+    .map_err(|e| e.to_string())?;
     Ok(VerifiedIdentity {
         provider: provider.to_string(),
         username,
         group_values,
         attributes: claims,
     })
+}
+
+/// Where a provider's group values are in a claims sample when the admin does not say: an
+/// OpenID provider's `groups_claim`, a SAML provider's group attribute (its friendly name when
+/// set), `groups` otherwise. Pure.
+pub fn provider_groups_claim(
+    kind: crate::model::mapping::ProviderKind,
+    options: &serde_json::Value,
+) -> String {
+    use crate::model::mapping::ProviderKind;
+    let option = |key: &str| {
+        options
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    match kind {
+        ProviderKind::Oidc => option("groups_claim"),
+        ProviderKind::Saml => {
+            option("group_attribute_friendly_name").or_else(|| option("group_attribute"))
+        }
+        ProviderKind::Ldap => None,
+    }
+    .unwrap_or_else(|| "groups".to_string())
+}
+
+/// What an admin testing mappings with a claims sample should know: the groups claim is not in
+/// the sample (so no group values were read, which is not the same as a user in no groups).
+/// Pure.
+pub fn claims_warnings(claims: &serde_json::Value, groups_claim: &str) -> Vec<String> {
+    let mut node = Some(claims);
+    if claims.get(groups_claim).is_none() {
+        for part in groups_claim.split('.') {
+            node = node.and_then(|n| n.get(part));
+        }
+    }
+    if node.is_none() {
+        let present: Vec<&str> = claims
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        vec![format!(
+            "the claims have no {groups_claim:?} (where this test reads group values), so no \
+             group values were read; the claims present are: {}",
+            if present.is_empty() {
+                "none".to_string()
+            } else {
+                present.join(", ")
+            }
+        )]
+    } else {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
