@@ -245,6 +245,75 @@ async fn operations_endpoints_answer(db: Db) {
     assert!(doc["paths"]["/api/v1/token/refresh"]["post"].is_object());
 }
 
+/// The HTTP mapping test reads a claims sample as the command line does: at the provider's
+/// groups claim unless told otherwise, with the same warnings.
+async fn the_mapping_test_reads_claims_at_the_providers_groups_claim(db: Db) {
+    let app = TestApp::start(db).await;
+    apply_state(
+        app.store(),
+        r#"
+[[providers]]
+name = "kc"
+kind = "oidc"
+
+[providers.options]
+issuer = "http://127.0.0.1:9400"
+client_id = "idsync"
+groups_claim = "realm_access.roles"
+
+[[groups]]
+name = "Operators"
+priority = 110
+
+[[groups.mappings]]
+provider = "kc"
+attributes = ["ops"]
+"#,
+    )
+    .await;
+    let admin = app.api_key("admin", &["Auth View"]).await;
+    let path = "/api/v1/mappings/test";
+    let (status, doc) = app
+        .post(
+            path,
+            Some(&admin),
+            &json!({"provider": "kc", "claims": {"sub": "ann", "realm_access": {"roles": ["Ops"]}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["user"]["group_values"], json!(["Ops"]), "{doc}");
+    assert!(
+        doc["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("differs only in case from \"ops\"")),
+        "{doc}"
+    );
+    let (status, doc) = app
+        .post(
+            path,
+            Some(&admin),
+            &json!({"provider": "kc", "claims": {"sub": "ann", "groups": ["ops"]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["user"]["group_values"], json!([]), "{doc}");
+    assert!(
+        doc["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("the claims have no \"realm_access.roles\"")),
+        "{doc}"
+    );
+    let (status, doc) = app
+        .post(
+            path,
+            Some(&admin),
+            &json!({"provider": "kc", "claims": {"sub": "ann", "groups": ["ops"]}, "groups_claim": "groups"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["groups_after"][0], "Operators", "{doc}");
+}
+
 async fn metrics_show_before_the_first_request(db: Db) {
     let app = TestApp::start(db).await;
     let metrics = app
@@ -330,4 +399,5 @@ on_both_databases!(
     operations_endpoints_answer,
     readiness_checks_each_providers_secrets,
     metrics_show_before_the_first_request,
+    the_mapping_test_reads_claims_at_the_providers_groups_claim,
 );

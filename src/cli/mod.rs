@@ -11,12 +11,13 @@ use crate::admin::{self as admin_layer, AdminCaller, ApplyMode};
 use crate::clock;
 use crate::config::{Config, ConfigError};
 use crate::declarative::{self, StateFileError};
-use crate::login::{self, LoginError, VerifiedIdentity};
+use crate::login::{self, LoginError};
 use crate::report::{self, IdentityReport};
 use crate::signer::{Signer, SignerError};
 use crate::sources::{Evidence, Purpose, SourceRegistry, VerifyContext};
 use crate::store::{
-    Actor, AuditQuery, AuditStore, ConfigStore, MembershipStore, SqlStore, StoreError,
+    Actor, AuditQuery, AuditStore, ConfigStore, MembershipStore, ProviderRecord, SqlStore,
+    StoreError,
 };
 
 /// Largest claims or assertion sample file read.
@@ -497,15 +498,14 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
             })
         }
         Command::Mappings(MappingsCommand::Test { sample, json }) => {
-            let groups_claim = sample_groups_claim(&store, &sample).await?;
+            let record = store.provider(&sample.provider).await?;
             let mut warnings = Vec::new();
-            let identity = match sample_evidence(&sample, Purpose::Test, &groups_claim)? {
-                Sample::Claims(identity) => {
-                    warnings = crate::sources::claims_warnings(&identity.attributes, &groups_claim);
-                    identity
+            let identity = match sample_evidence(&sample, Purpose::Test, &record)? {
+                Sample::Claims(claims) => {
+                    warnings = claims.warnings;
+                    claims.identity
                 }
                 Sample::Evidence(evidence, file) => {
-                    let record = store.provider(&sample.provider).await?;
                     let context = VerifyContext::new(now, Purpose::Test);
                     crate::sources::verify(
                         &store,
@@ -526,10 +526,10 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Login { sample, json } => {
-            let groups_claim = sample_groups_claim(&store, &sample).await?;
-            let (evidence, file) = match sample_evidence(&sample, Purpose::SignIn, &groups_claim)? {
+            let record = store.provider(&sample.provider).await?;
+            let (evidence, file) = match sample_evidence(&sample, Purpose::SignIn, &record)? {
                 Sample::Evidence(evidence, file) => (evidence, file),
-                Sample::Claims(identity) => (
+                Sample::Claims(crate::sources::ClaimsSample { identity, .. }) => (
                     Evidence::VerifiedAttributes {
                         username: identity.username,
                         groups: identity.group_values,
@@ -936,7 +936,7 @@ async fn sync_command(
 /// What a sample names: a claims document (an identity as the admin says a provider would
 /// send it) or evidence to verify.
 enum Sample {
-    Claims(VerifiedIdentity),
+    Claims(crate::sources::ClaimsSample),
     /// Evidence, and the file it was read from (named in a refusal).
     Evidence(Evidence, Option<PathBuf>),
 }
@@ -1033,10 +1033,10 @@ fn refused_sample(file: Option<PathBuf>, error: impl std::fmt::Display) -> CliEr
 fn sample_evidence(
     sample: &SampleArgs,
     purpose: Purpose,
-    groups_claim: &str,
+    record: &ProviderRecord,
 ) -> Result<Sample, CliError> {
     if sample.claims.is_some() {
-        return Ok(Sample::Claims(read_identity(sample, groups_claim)?));
+        return Ok(Sample::Claims(read_claims(sample, record)?));
     }
     if let Some(path) = &sample.id_token {
         let token = read_capped(path, MAX_SAMPLE_BYTES)?;
@@ -1117,41 +1117,30 @@ fn read_capped(path: &Path, limit: u64) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| input(e.to_string()))
 }
 
-/// Where a claims sample's group values are: `--groups-claim`, else the provider's own.
-async fn sample_groups_claim(store: &SqlStore, sample: &SampleArgs) -> Result<String, CliError> {
-    if let Some(claim) = &sample.groups_claim {
-        return Ok(claim.clone());
-    }
-    if sample.claims.is_none() {
-        return Ok("groups".into());
-    }
-    let record = store.provider(&sample.provider).await?;
-    Ok(crate::sources::provider_groups_claim(
-        record.provider.kind,
-        &record.options,
-    ))
-}
-
-/// Reads a claims sample into a verified identity, its group values at `groups_claim`.
-pub fn read_identity(
+/// Reads a claims sample for a provider: its group values at `--groups-claim`, else where the
+/// provider puts them.
+pub fn read_claims(
     sample: &SampleArgs,
-    groups_claim: &str,
-) -> Result<VerifiedIdentity, CliError> {
-    let Some(claims) = &sample.claims else {
+    record: &ProviderRecord,
+) -> Result<crate::sources::ClaimsSample, CliError> {
+    let Some(path) = &sample.claims else {
         return Err(CliError::Input {
             path: "command line".into(),
             message: "no --claims file".into(),
         });
     };
-    let text = read_capped(claims, MAX_SAMPLE_BYTES)?;
-    crate::sources::identity_from_claims(
-        &sample.provider,
-        &text,
-        sample.user.as_deref(),
-        groups_claim,
-    )
-    .map_err(|message| CliError::Input {
-        path: claims.display().to_string(),
-        message,
-    })
+    let text = read_capped(path, MAX_SAMPLE_BYTES)?;
+    crate::sources::parse_claims(&text)
+        .and_then(|claims| {
+            crate::sources::claims_sample(
+                record,
+                claims,
+                sample.user.as_deref(),
+                sample.groups_claim.as_deref(),
+            )
+        })
+        .map_err(|message| CliError::Input {
+            path: path.display().to_string(),
+            message,
+        })
 }

@@ -139,18 +139,14 @@ async fn identity_for(
     })?;
     if let Some(claims) = claims {
         // Claims are what the admin says a provider would send: nothing to verify.
-        let groups_claim = groups_claim.unwrap_or_else(|| {
-            sources::provider_groups_claim(record.provider.kind, &record.options)
-        });
-        let warnings = sources::claims_warnings(&claims, &groups_claim);
-        let identity = sources::identity_from_claims_value(
-            &provider,
+        let sample = sources::claims_sample(
+            &record,
             claims,
             username.as_deref(),
-            &groups_claim,
+            groups_claim.as_deref(),
         )
         .map_err(|message| ApiError::bad_request("invalid_claims", message))?;
-        return Ok((identity, warnings));
+        return Ok((sample.identity, sample.warnings));
     }
     let evidence = match (ldap_user, evidence) {
         (Some(username), _) => sources::Evidence::DirectoryLookup { username },

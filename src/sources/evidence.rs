@@ -540,14 +540,18 @@ pub fn identity_from_claims(
     user: Option<&str>,
     groups_claim: &str,
 ) -> Result<VerifiedIdentity, String> {
-    let claims: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+    identity_from_claims_value(provider, parse_claims(text)?, user, groups_claim)
+}
+
+/// A claims sample's text as JSON, or where it is not. Pure.
+pub fn parse_claims(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| {
         format!(
             "not valid JSON at line {} column {}: {e}",
             e.line(),
             e.column()
         )
-    })?;
-    identity_from_claims_value(provider, claims, user, groups_claim)
+    })
 }
 
 /// [`identity_from_claims`] for claims already parsed. Pure.
@@ -568,15 +572,8 @@ pub fn identity_from_claims_value(
             .map(str::to_string)
             .ok_or("no username: pass --user or put \"username\" in the claims")?,
     };
-    // A claim named with dots (a SAML attribute URI, a namespaced claim) is taken whole first;
-    // otherwise the name is a dotted path into nested objects.
-    let group_values = match claims.get(groups_claim) {
-        Some(value) => {
-            crate::model::claims::group_values(&serde_json::json!({ "claim": value }), "claim")
-        }
-        None => crate::model::claims::group_values(&claims, groups_claim),
-    }
-    .map_err(|e| e.to_string())?;
+    let group_values =
+        crate::model::claims::group_values(&claims, groups_claim).map_err(|e| e.to_string())?;
     Ok(VerifiedIdentity {
         provider: provider.to_string(),
         username,
@@ -585,10 +582,36 @@ pub fn identity_from_claims_value(
     })
 }
 
+/// A claims sample as a mapping test reads it, and what the admin should know about it.
+#[derive(Debug, Clone)]
+pub struct ClaimsSample {
+    pub identity: VerifiedIdentity,
+    /// The groups claim is missing from the sample, for one.
+    pub warnings: Vec<String>,
+}
+
+/// Reads a claims sample for a provider: its group values at `groups_claim`, or where the
+/// provider puts them when the admin does not say ([`provider_groups_claim`]). The one reading
+/// of a sample, for the command line and the HTTP mapping test alike. Pure.
+pub fn claims_sample(
+    record: &crate::store::ProviderRecord,
+    claims: serde_json::Value,
+    user: Option<&str>,
+    groups_claim: Option<&str>,
+) -> Result<ClaimsSample, String> {
+    let groups_claim = groups_claim.map_or_else(
+        || provider_groups_claim(record.provider.kind, &record.options),
+        str::to_string,
+    );
+    let warnings = claims_warnings(&claims, &groups_claim);
+    let identity = identity_from_claims_value(&record.provider.name, claims, user, &groups_claim)?;
+    Ok(ClaimsSample { identity, warnings })
+}
+
 /// Where a provider's group values are in a claims sample when the admin does not say: an
 /// OpenID provider's `groups_claim`, a SAML provider's group attribute (its friendly name when
 /// set), `groups` otherwise. Pure.
-pub fn provider_groups_claim(
+fn provider_groups_claim(
     kind: crate::model::mapping::ProviderKind,
     options: &serde_json::Value,
 ) -> String {
@@ -612,14 +635,8 @@ pub fn provider_groups_claim(
 /// What an admin testing mappings with a claims sample should know: the groups claim is not in
 /// the sample (so no group values were read, which is not the same as a user in no groups).
 /// Pure.
-pub fn claims_warnings(claims: &serde_json::Value, groups_claim: &str) -> Vec<String> {
-    let mut node = Some(claims);
-    if claims.get(groups_claim).is_none() {
-        for part in groups_claim.split('.') {
-            node = node.and_then(|n| n.get(part));
-        }
-    }
-    if node.is_none() {
+fn claims_warnings(claims: &serde_json::Value, groups_claim: &str) -> Vec<String> {
+    if crate::model::claims::claim_at(claims, groups_claim).is_none() {
         let present: Vec<&str> = claims
             .as_object()
             .map(|o| o.keys().map(String::as_str).collect())

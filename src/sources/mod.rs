@@ -10,7 +10,7 @@ pub mod saml;
 mod registry;
 
 pub use evidence::{
-    claims_warnings, identity_from_claims, identity_from_claims_value, provider_groups_claim,
-    verify, Evidence, Purpose, VerifiedIdentity, VerifyContext, VerifyError,
+    claims_sample, identity_from_claims, identity_from_claims_value, parse_claims, verify,
+    ClaimsSample, Evidence, Purpose, VerifiedIdentity, VerifyContext, VerifyError,
 };
 pub use registry::{readiness, Readiness, Source, SourceError, SourceRegistry};

@@ -40,6 +40,29 @@ impl SourceError {
     }
 }
 
+/// A provider's options, parsed and checked for its kind.
+enum ProviderOptions {
+    Ldap(LdapOptions),
+    Oidc(OidcOptions),
+    Saml(SamlOptions),
+}
+
+/// The one parse of a stored provider's options: building its adapter and readiness both go
+/// through it.
+fn parse_options(record: &ProviderRecord) -> Result<ProviderOptions, SourceError> {
+    Ok(match record.provider.kind {
+        ProviderKind::Ldap => {
+            ProviderOptions::Ldap(LdapOptions::from_json(&record.options).map_err(LdapError::from)?)
+        }
+        ProviderKind::Oidc => {
+            ProviderOptions::Oidc(OidcOptions::from_json(&record.options).map_err(OidcError::from)?)
+        }
+        ProviderKind::Saml => {
+            ProviderOptions::Saml(SamlOptions::from_json(&record.options).map_err(SamlError::from)?)
+        }
+    })
+}
+
 /// What readiness says of one provider's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
@@ -65,34 +88,22 @@ pub fn readiness(record: &ProviderRecord) -> Readiness {
     if empty {
         return Readiness::NoOptions;
     }
-    let checked: Result<(), String> = match record.provider.kind {
-        ProviderKind::Ldap => LdapOptions::from_json(&record.options)
-            .map_err(|e| e.to_string())
-            .and_then(|options| {
-                options
-                    .bind_password()
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }),
-        ProviderKind::Oidc => OidcOptions::from_json(&record.options)
-            .map_err(|e| e.to_string())
-            .and_then(|options| {
-                options
-                    .client_secret()
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }),
-        ProviderKind::Saml => SamlOptions::from_json(&record.options)
-            .map_err(|e| e.to_string())
-            .and_then(|options| {
-                SamlSource::new(&record.provider.name, options)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }),
-    };
+    let checked = parse_options(record).and_then(|options| match options {
+        ProviderOptions::Ldap(options) => options
+            .bind_password()
+            .map(drop)
+            .map_err(|e| LdapError::from(e).into()),
+        ProviderOptions::Oidc(options) => options
+            .client_secret()
+            .map(drop)
+            .map_err(|e| OidcError::from(e).into()),
+        ProviderOptions::Saml(options) => SamlSource::new(&record.provider.name, options)
+            .map(drop)
+            .map_err(SourceError::from),
+    });
     match checked {
         Ok(()) => Readiness::Ready,
-        Err(reason) => Readiness::Misconfigured(reason),
+        Err(e) => Readiness::Misconfigured(e.to_string()),
     }
 }
 
@@ -187,21 +198,15 @@ impl SourceRegistry {
 
     async fn build(&self, record: &ProviderRecord) -> Result<Source, SourceError> {
         let name = &record.provider.name;
-        let source = match record.provider.kind {
-            ProviderKind::Ldap => {
-                let options = LdapOptions::from_json(&record.options).map_err(LdapError::from)?;
-                Source::Ldap(Arc::new(Directory::new(options)?))
-            }
-            ProviderKind::Oidc => {
-                let options = OidcOptions::from_json(&record.options).map_err(OidcError::from)?;
+        Ok(match parse_options(record)? {
+            ProviderOptions::Ldap(options) => Source::Ldap(Arc::new(Directory::new(options)?)),
+            ProviderOptions::Oidc(options) => {
                 Source::Oidc(Arc::new(OidcSource::discover(name, options).await?))
             }
-            ProviderKind::Saml => {
-                let options = SamlOptions::from_json(&record.options).map_err(SamlError::from)?;
+            ProviderOptions::Saml(options) => {
                 Source::Saml(Arc::new(SamlSource::new(name, options)?))
             }
-        };
-        Ok(source)
+        })
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, SetupFailure>> {

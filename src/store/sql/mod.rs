@@ -289,10 +289,7 @@ impl SqlStore {
 
     /// Runs the migrations this database has not had yet, and says which ran.
     pub async fn migrate_reporting(&self) -> StoreResult<Migrated> {
-        let migrator = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-        };
+        let migrator = self.migrator();
         // No table yet: a new database, nothing applied.
         let before: std::collections::HashSet<i64> =
             sqlx::query("SELECT version FROM _sqlx_migrations")
@@ -330,19 +327,16 @@ impl SqlStore {
 
     /// Runs pending migrations and creates the system groups on first start.
     pub async fn migrate(&self) -> StoreResult<()> {
-        match self.backend {
-            Backend::Sqlite => {
-                sqlx::migrate!("./migrations/sqlite")
-                    .run(&self.pool)
-                    .await?
-            }
-            Backend::Postgres => {
-                sqlx::migrate!("./migrations/postgres")
-                    .run(&self.pool)
-                    .await?
-            }
-        }
+        self.migrator().run(&self.pool).await?;
         self.ensure_system_groups(crate::clock::now_ms()).await
+    }
+
+    /// This database's migrations, embedded in the binary once per backend.
+    fn migrator(&self) -> sqlx::migrate::Migrator {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        }
     }
 
     async fn begin_write(&self) -> StoreResult<WriteTx> {

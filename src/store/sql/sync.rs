@@ -303,11 +303,7 @@ impl SyncStore for SqlStore {
         let mut seen = std::collections::HashSet::new();
         let mut found = Vec::new();
         for (sql, words) in &queries {
-            let mut query = sqlx::query(sql).bind(provider_id);
-            for word in words.iter() {
-                query = query.bind(word.as_str());
-            }
-            let mut rows = query.fetch(self.pool());
+            let mut rows = with_words(sql, provider_id, words).fetch(self.pool());
             while let Some(row) = rows.try_next().await? {
                 let text: String = row.try_get("attributes_json")?;
                 if !wanted(&text) {
@@ -317,10 +313,7 @@ impl SyncStore for SqlStore {
                 if !seen.insert(name.clone()) {
                     continue;
                 }
-                let value = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                    what: format!("user_attributes of {name:?}"),
-                    message: e.to_string(),
-                })?;
+                let value = parse_attributes(&name, &text)?;
                 found.push((name, value));
             }
         }
@@ -338,11 +331,7 @@ impl SyncStore for SqlStore {
                  GROUP BY w.word",
                 placeholders(2, chunk.len())
             );
-            let mut query = sqlx::query(&sql).bind(provider_id);
-            for word in chunk {
-                query = query.bind(word.as_str());
-            }
-            let mut rows = query.fetch(self.pool());
+            let mut rows = with_words(&sql, provider_id, chunk).fetch(self.pool());
             while let Some(row) = rows.try_next().await? {
                 let word: String = row.try_get("word")?;
                 let text: String = row.try_get("holders")?;
@@ -372,18 +361,11 @@ impl SyncStore for SqlStore {
                  AND dn_hash IS NULL AND word IN ({}))",
                 placeholders(2, chunk.len())
             );
-            let mut query = sqlx::query(&sql).bind(provider_id);
-            for word in chunk {
-                query = query.bind(word.as_str());
-            }
-            let mut rows = query.fetch(self.pool());
+            let mut rows = with_words(&sql, provider_id, chunk).fetch(self.pool());
             while let Some(row) = rows.try_next().await? {
                 let name: String = row.try_get("username")?;
                 let text: String = row.try_get("attributes_json")?;
-                let value = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                    what: format!("user_attributes of {name:?}"),
-                    message: e.to_string(),
-                })?;
+                let value = parse_attributes(&name, &text)?;
                 holders.unindexed.push((name, value));
             }
         }
@@ -905,6 +887,27 @@ impl SqlStore {
         tx.commit().await?;
         Ok((added as i64, removed as i64))
     }
+}
+
+/// A user's last-seen attributes as stored (JSON text), parsed.
+fn parse_attributes(username: &str, text: &str) -> StoreResult<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what: format!("user_attributes of {username:?}"),
+        message: e.to_string(),
+    })
+}
+
+/// `sql`, whose `$1` is the provider and `$2…` these words, with them bound.
+fn with_words<'q>(
+    sql: &'q str,
+    provider_id: i64,
+    words: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    words
+        .iter()
+        .fold(sqlx::query(sql).bind(provider_id), |query, word| {
+            query.bind(word.as_str())
+        })
 }
 
 /// Replaces the recorded words of a user's last-seen attributes from a provider, each with
