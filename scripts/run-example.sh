@@ -24,6 +24,7 @@ install_packages "${IDSYNC_APT_PACKAGES[@]}" curl gawk python3
 source scripts/oidc-provider-setup.sh
 oidc_provider_setup
 
+echo "== cargo build --bin idsync (about 10 min the first time on 2 cores; then only what changed)"
 cargo build --quiet --bin idsync
 work=.idsync
 idsync() { ./target/debug/idsync --config "$work/idsync.toml" "$@"; }

@@ -29,16 +29,16 @@ install_packages() {
   missing=$(missing_packages "$@")
   [ -z "$missing" ] && return 0
   missing=$(echo $missing)
-  echo "setup: installing Debian packages: $missing"
+  echo "setup: installing Debian packages (a few minutes on a new machine): $missing"
   if [ "$(id -u)" != 0 ]; then
     echo "setup: these packages are missing and installing them needs root: sudo apt-get install -y $missing" >&2
     return 1
   fi
   # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null 2>&1 || {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q ${IDSYNC_APT_OPTIONS:-} $missing >/dev/null 2>&1 || {
     apt-get update -q >/dev/null
     # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q ${IDSYNC_APT_OPTIONS:-} $missing >/dev/null
   }
 }
 
@@ -98,8 +98,25 @@ stop_throwaway_postgres() {
   fi
 }
 
+# cargo-deny checks the dependency tree against deny.toml (licences, bans, sources) in
+# scripts/test.sh; installed from crates.io when missing (about 3 min, once per machine).
+IDSYNC_CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  if cargo deny --version 2>/dev/null | grep -qx "cargo-deny $IDSYNC_CARGO_DENY_VERSION"; then
+    return 0
+  fi
+  echo "setup: installing cargo-deny $IDSYNC_CARGO_DENY_VERSION from crates.io (about 3 min, once per machine)"
+  cargo install cargo-deny --version "$IDSYNC_CARGO_DENY_VERSION" --locked --quiet || {
+    echo "setup: cargo install cargo-deny failed (it needs crates.io)" >&2
+    return 1
+  }
+}
+
 idsync_setup() {
   install_packages "${IDSYNC_APT_PACKAGES[@]}"
+  # docker-compose, Debian's, without the Docker daemon it recommends: tests/compose.rs checks
+  # docker-compose.yml with it (no daemon runs here, so nothing is built or started).
+  IDSYNC_APT_OPTIONS=--no-install-recommends install_packages docker-compose
   # The OpenID provider the OpenID Connect tests run (node packages from the npm registry).
   # shellcheck source=scripts/oidc-provider-setup.sh
   source "$(dirname "${BASH_SOURCE[0]}")/oidc-provider-setup.sh"
@@ -108,6 +125,7 @@ idsync_setup() {
   # shellcheck source=scripts/pysaml2-setup.sh
   source "$(dirname "${BASH_SOURCE[0]}")/pysaml2-setup.sh"
   pysaml2_setup
+  ensure_cargo_deny
   ensure_postgres
   echo "setup: PostgreSQL for tests at ${IDSYNC_TEST_PG_URL}"
 }

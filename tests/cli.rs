@@ -100,10 +100,9 @@ fn apply_plans_then_applies_then_has_nothing_to_do() {
         "{dry}"
     );
     assert!(dry.contains("Dry run: nothing was changed."), "{dry}");
-    assert_eq!(
-        env.audit_len(),
-        2,
-        "only the system groups' creation so far"
+    assert!(
+        !env.dir.path().join("idsync.db").exists(),
+        "a dry run against no database plans against an empty one and creates none"
     );
 
     let applied = env.ok(&["apply", &example("state.toml")]);
@@ -480,7 +479,118 @@ fn a_misspelled_group_name_gets_the_nearest_one() {
         "{err}"
     );
     let err = env.fails(&["groups", "show", "Quality"]);
-    assert!(err.contains("`idsync groups list` lists them"), "{err}");
+    assert!(
+        err.contains("no group named \"Quality\"; list the groups to find the exact name"),
+        "{err}"
+    );
+    // The same words wherever a name is taken: users, a manual membership, a mapping.
+    env.ok(&["members", "add", "Developers", "alice", "--create"]);
+    let err = env.fails(&["users", "show", "Alcie"]);
+    assert!(
+        err.contains("no user named \"Alcie\"; did you mean \"alice\"?"),
+        "{err}"
+    );
+    let err = env.fails(&["members", "add", "Developers", "alicee"]);
+    assert!(
+        err.contains("no user named \"alicee\"; did you mean \"alice\"?")
+            && err.contains("--create"),
+        "{err}"
+    );
+    let err = env.fails(&["members", "add", "Develpers", "alice"]);
+    assert!(err.contains("did you mean \"Developers\"?"), "{err}");
+    let err = env.fails(&[
+        "mappings",
+        "add",
+        "--provider",
+        "corp-ldp",
+        "--group",
+        "Developers",
+        "--assign-all-users",
+    ]);
+    assert!(err.contains("did you mean \"corp-ldap\"?"), "{err}");
+}
+
+/// One command per noun: `users` disables and enables, `mappings` lists, adds, removes and
+/// tests; the singular spellings reach the same commands.
+#[test]
+fn one_command_per_noun_with_the_singular_as_an_alias() {
+    let env = Env::sqlite();
+    env.ok(&["apply", &example("state.toml")]);
+    env.ok(&["members", "add", "Developers", "alice", "--create"]);
+    assert_eq!(
+        env.ok(&["users", "disable", "alice"]).trim(),
+        "user \"alice\" disabled"
+    );
+    assert!(env.ok(&["users", "show", "alice"]).contains("disabled"));
+    assert_eq!(
+        env.ok(&["user", "enable", "alice"]).trim(),
+        "user \"alice\" enabled"
+    );
+    assert!(!env.ok(&["users", "show", "alice"]).contains("disabled"));
+    let listed = env.ok(&["mappings", "list", "--json"]);
+    assert_eq!(env.ok(&["mapping", "list", "--json"]), listed);
+    let help = env.ok(&["--help"]);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        commands.contains(&"users") && commands.contains(&"mappings"),
+        "{help}"
+    );
+    assert!(
+        !commands.contains(&"user") && !commands.contains(&"mapping"),
+        "{help}"
+    );
+}
+
+/// Only the commands that set a database up create one: a read against a database that is not
+/// there says so and leaves no empty file behind.
+#[test]
+fn reading_without_a_database_creates_none_and_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_idsync"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("IDSYNC_CONFIG")
+            .env_remove("IDSYNC_DATABASE__URL")
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["groups", "list"][..],
+        &["users", "show", "alice"],
+        &["sync", "--provider", "corp", "--history"],
+        &["audit"],
+        &["token", "jwks"],
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "idsync {args:?}: {err}");
+        assert!(
+            err.contains("there is no database at idsync.db: `idsync migrate` creates one")
+                && err.contains("no configuration file was named"),
+            "idsync {args:?}: {err}"
+        );
+        assert!(
+            !dir.path().join("idsync.db").exists(),
+            "idsync {args:?} made one"
+        );
+    }
+    // A configuration naming a file that is not there: the same refusal, without the default's
+    // explanation.
+    let env = Env::sqlite();
+    let err = env.fails(&["groups", "list"]);
+    assert!(err.contains("there is no database at "), "{err}");
+    assert!(!err.contains("no configuration file was named"), "{err}");
+    assert!(!env.dir.path().join("idsync.db").exists());
+    // `migrate` creates it; then the read works.
+    env.ok(&["migrate"]);
+    assert!(env.ok(&["groups", "list"]).contains("All Users"));
 }
 
 #[test]

@@ -104,7 +104,7 @@ fn groups_users_providers_and_mappings_from_the_command_line() {
     assert!(providers.contains("sso\toidc"), "{providers}");
 
     env.ok(&[
-        "mapping",
+        "mappings",
         "add",
         "--provider",
         "sso",
@@ -113,12 +113,12 @@ fn groups_users_providers_and_mappings_from_the_command_line() {
         "--attribute",
         "team",
     ]);
-    let mappings = env.ok(&["mapping", "list", "--json"]);
+    let mappings = env.ok(&["mappings", "list", "--json"]);
     let mappings: serde_json::Value = serde_json::from_str(&mappings).unwrap();
     let id = mappings[0]["id"].as_i64().unwrap();
     assert_eq!(mappings[0]["attributes"], serde_json::json!(["team"]));
     let err = env.fails(&[
-        "mapping",
+        "mappings",
         "add",
         "--provider",
         "sso",
@@ -128,8 +128,8 @@ fn groups_users_providers_and_mappings_from_the_command_line() {
         "regex:(",
     ]);
     assert!(err.contains("regex"), "{err}");
-    env.ok(&["mapping", "remove", &id.to_string()]);
-    assert_eq!(env.ok(&["mapping", "list"]).trim(), "");
+    env.ok(&["mappings", "remove", &id.to_string()]);
+    assert_eq!(env.ok(&["mappings", "list"]).trim(), "");
 
     let users = env.ok(&["users", "list"]);
     assert!(users.contains("alice"), "{users}");

@@ -663,6 +663,14 @@ async fn users_view(db: Db) {
     assert_eq!(listed, vec!["bob", "root"]);
     let root = allowed(&app, Method::GET, "/api/v1/users/root", &viewer, None).await;
     assert_eq!(root["is_global_admin"], true);
+    // A typo is answered with the nearest name, in the admin layer's words.
+    let (status, answer) = call(&app, Method::GET, "/api/v1/users/boob", &viewer, None).await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["error"]["code"], "unknown_user", "{answer}");
+    assert_eq!(
+        answer["error"]["message"], "no user named \"boob\"; did you mean \"bob\"?",
+        "{answer}"
+    );
     assert!(root["permissions"]
         .as_array()
         .unwrap()

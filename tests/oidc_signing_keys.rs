@@ -30,14 +30,19 @@ struct TestKey {
 
 fn openssl_key(dir: &Path, name: &str, args: &[&str]) -> Vec<u8> {
     let out = dir.join(format!("{name}.pem"));
-    let status = Command::new("openssl")
+    // Its progress dots go to standard error: kept, and shown only if it fails.
+    let run = Command::new("openssl")
         .arg("genpkey")
         .args(args)
         .arg("-out")
         .arg(&out)
-        .status()
+        .output()
         .expect("openssl runs (scripts/setup.sh installs it)");
-    assert!(status.success(), "openssl genpkey {args:?} failed");
+    assert!(
+        run.status.success(),
+        "openssl genpkey {args:?} failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     std::fs::read(out).expect("read key")
 }
 

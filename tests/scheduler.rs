@@ -296,10 +296,11 @@ async fn two_instances_run_each_scheduled_sync_once_and_hand_over() {
         running && holder.is_some_and(|(h, _)| h == survivor_id)
     })
     .await;
-    let stopping = tokio::spawn(survivor.stop());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stop is asked for before the directory answers again, so the run is in progress
+    // when the instance learns it must stop.
+    survivor.request_stop();
     dir.signal("CONT");
-    stopping.await.unwrap().unwrap();
+    survivor.stop().await.unwrap();
     assert_eq!(
         store
             .lease_holder(&lease, idsync::clock::now_ms())

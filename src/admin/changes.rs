@@ -226,19 +226,15 @@ impl View {
 
     fn group(&self, name: &str) -> Result<&GroupRecord, AdminError> {
         self.groups.get(name).ok_or_else(|| {
-            AdminError::not_found(
-                "unknown_group",
-                format!("no group named {name:?}; list the groups to find its exact name"),
-            )
+            let known: Vec<&str> = self.groups.keys().map(String::as_str).collect();
+            super::names::unknown(super::names::Named::Group, name, &known)
         })
     }
 
     fn provider(&self, name: &str) -> Result<&ProviderRecord, AdminError> {
         self.providers.get(name).ok_or_else(|| {
-            AdminError::not_found(
-                "unknown_provider",
-                format!("no provider named {name:?}; list the providers to find its exact name"),
-            )
+            let known: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+            super::names::unknown(super::names::Named::Provider, name, &known)
         })
     }
 

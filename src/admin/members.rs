@@ -12,6 +12,7 @@ use crate::store::{ConfigStore, GroupRecord, MembershipStore, SqlStore, StoreErr
 use super::changes::{
     ensure_may_hand_out_group, ensure_may_modify, grants_global_admin, may_at_all,
 };
+use super::names::{self, Named};
 use super::{check_name, AdminCaller, AdminError};
 use crate::model::permissions::Permission;
 
@@ -26,12 +27,9 @@ pub async fn modifiable_group(
         Permission::GroupsModify,
         Permission::GroupsModifyIfMember,
     )?;
-    let record = store.group_by_name(name).await?.ok_or_else(|| {
-        AdminError::not_found(
-            "unknown_group",
-            format!("no group named {name:?}; list the groups to find its exact name"),
-        )
-    })?;
+    let Some(record) = store.group_by_name(name).await? else {
+        return Err(names::unknown_in_store(store, Named::Group, name).await);
+    };
     ensure_may_modify(caller, &record)?;
     Ok(record)
 }
@@ -63,13 +61,17 @@ pub async fn add(
     ensure_may_hand_out_group(caller, &record)?;
     check_name("user", username)?;
     if !create && store.user_by_name(username).await?.is_none() {
-        return Err(AdminError::not_found(
-            "unknown_user",
-            format!(
-                "no user named {username:?}: check the spelling, or ask to create the user \
-                 (--create on the command line, ?create=true over HTTP)"
-            ),
-        ));
+        let unknown = names::unknown_in_store(store, Named::User, username).await;
+        return Err(match unknown {
+            AdminError::NotFound { code, message } => AdminError::NotFound {
+                code,
+                message: format!(
+                    "{message}; or, for a user idsync has not seen yet, ask to create them \
+                     (--create on the command line, ?create=true over HTTP)"
+                ),
+            },
+            other => other,
+        });
     }
     store
         .set_manual_membership(

@@ -21,6 +21,7 @@ pub mod changes;
 pub mod images;
 pub mod keys;
 pub mod members;
+pub mod names;
 pub mod options;
 pub mod users;
 

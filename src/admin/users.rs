@@ -9,12 +9,12 @@ use super::{AdminCaller, AdminError};
 
 /// The user, or a refusal that says how to find the right name.
 pub async fn user_named(store: &SqlStore, username: &str) -> Result<UserRecord, AdminError> {
-    store.user_by_name(username).await?.ok_or_else(|| {
-        AdminError::not_found(
-            "unknown_user",
-            format!("no user named {username:?}; list the users to find the exact name"),
-        )
-    })
+    match store.user_by_name(username).await? {
+        Some(user) => Ok(user),
+        None => {
+            Err(super::names::unknown_in_store(store, super::names::Named::User, username).await)
+        }
+    }
 }
 
 /// What the special rules need to know about a target user, from their current access.

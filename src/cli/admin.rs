@@ -5,40 +5,45 @@
 use clap::Subcommand;
 
 use super::CliError;
+use crate::admin::names::{unknown_in_store, Named};
 use crate::admin::{self as admin_layer, AdminCaller, ApplyMode, ChangeOutcome};
 use crate::store::admin::AdminStore;
-use crate::store::{ConfigChange, ConfigStore, MembershipStore, SqlStore, StoreError};
+use crate::store::{ConfigChange, ConfigStore, MembershipStore, SqlStore};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Groups: list, show, create, delete.
     #[command(subcommand)]
     Groups(GroupsCommand),
-    /// Users: list, show, delete, revoke sessions.
-    #[command(subcommand)]
+    /// Users: list, show, disable, enable, delete, revoke sessions.
+    #[command(subcommand, alias = "user")]
     Users(UsersCommand),
     /// Providers: list them (secrets are never stored in their options).
-    #[command(subcommand)]
+    #[command(subcommand, alias = "provider")]
     Providers(ProvidersCommand),
-    /// SSO group mappings, one at a time (the state file manages them all at once).
-    #[command(subcommand)]
-    Mapping(MappingCommand),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum GroupsCommand {
+    /// Every group by name, with its priority.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// A group with its permissions, settings, workspaces and members.
     Show {
+        /// The group's name.
         name: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Create an empty group; its permissions and settings come from a state file or the API.
     Create {
+        /// A unique name.
         name: String,
+        /// What the group is for, shown to admins.
         #[arg(long, default_value = "")]
         description: String,
         /// Lower wins when groups define the same setting.
@@ -46,32 +51,58 @@ pub enum GroupsCommand {
         priority: i64,
     },
     /// Delete a group (system groups never are); its members lose it, each with an audit row.
-    Delete { name: String },
+    Delete {
+        /// The group's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
+    /// Users by name, with their permission version and whether they are disabled.
     List {
+        /// At most this many users, in name order.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// A user with their groups and effective permissions.
     Show {
+        /// The user's name.
         name: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Disable a user: they cannot sign in or refresh, and their sessions end.
+    Disable {
+        /// The user's name.
+        name: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        /// The user's name.
+        name: String,
+    },
     /// Delete a user with their memberships, last-seen attributes and sessions.
-    Delete { name: String },
+    Delete {
+        /// The user's name.
+        name: String,
+    },
     /// Revoke every session of the user: no earlier token authenticates or refreshes.
-    RevokeSessions { name: String },
+    RevokeSessions {
+        /// The user's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ProvidersCommand {
+    /// Every provider with its kind and options (secrets redacted).
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -79,26 +110,35 @@ pub enum ProvidersCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum MappingCommand {
+    /// The mappings, with their ids (which `remove` takes).
     List {
+        /// Only this provider's mappings.
         #[arg(long)]
         provider: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Map a provider's users into a group: everyone, or those carrying a group attribute.
     Add {
+        /// The provider whose users are mapped.
         #[arg(long)]
         provider: String,
+        /// The group they are mapped into.
         #[arg(long)]
         group: String,
+        /// Every user of the provider, whatever their group attributes.
         #[arg(long, conflicts_with = "attributes")]
         assign_all_users: bool,
         /// A group attribute value (exact, glob:PATTERN or regex:PATTERN). Repeat for several.
         #[arg(long = "attribute", required_unless_present = "assign_all_users")]
         attributes: Vec<String>,
     },
-    /// Remove a mapping by id.
-    Remove { id: i64 },
+    /// Remove a mapping by id; the memberships it alone granted go.
+    Remove {
+        /// The mapping's id, as `mappings list` shows it.
+        id: i64,
+    },
 }
 
 fn print_json(value: &impl serde::Serialize) {
@@ -157,7 +197,6 @@ pub async fn run(store: &SqlStore, command: AdminCommand, now: i64) -> Result<i3
             }
             Ok(0)
         }
-        AdminCommand::Mapping(command) => mapping(store, command, now).await,
     }
 }
 
@@ -182,13 +221,7 @@ async fn groups(store: &SqlStore, command: GroupsCommand, now: i64) -> Result<i3
         }
         GroupsCommand::Show { name, json } => {
             let Some(record) = store.group_by_name(&name).await? else {
-                let config = store.load_config().await?;
-                let known: Vec<&str> = config
-                    .groups
-                    .iter()
-                    .map(|g| g.group.name.as_str())
-                    .collect();
-                return Err(StoreError::NotFound(unknown_name("group", &name, &known)).into());
+                return Err(unknown_in_store(store, Named::Group, &name).await.into());
             };
             let members = store.group_members(record.group.id).await?;
             if json {
@@ -267,15 +300,6 @@ async fn groups(store: &SqlStore, command: GroupsCommand, now: i64) -> Result<i3
 
 async fn users(store: &SqlStore, command: UsersCommand, now: i64) -> Result<i32, CliError> {
     let caller = AdminCaller::command_line("users");
-    let user_named = |name: &str| {
-        let name = name.to_owned();
-        async move {
-            store
-                .user_by_name(&name)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("no user named {name:?}")))
-        }
-    };
     match command {
         UsersCommand::List { limit, json } => {
             let list = store.users(limit, None).await?;
@@ -294,7 +318,7 @@ async fn users(store: &SqlStore, command: UsersCommand, now: i64) -> Result<i32,
             Ok(0)
         }
         UsersCommand::Show { name, json } => {
-            let user = user_named(&name).await?;
+            let user = admin_layer::users::user_named(store, &name).await?;
             let memberships = store.memberships(user.id).await?;
             let access = crate::login::load_access(store, &memberships).await?;
             let groups: Vec<&str> = access.groups.iter().map(|g| g.name.as_str()).collect();
@@ -318,6 +342,8 @@ async fn users(store: &SqlStore, command: UsersCommand, now: i64) -> Result<i32,
             }
             Ok(0)
         }
+        UsersCommand::Disable { name } => set_disabled(store, &caller, &name, true, now).await,
+        UsersCommand::Enable { name } => set_disabled(store, &caller, &name, false, now).await,
         UsersCommand::Delete { name } => {
             admin_layer::users::delete(store, &caller, &name, now).await?;
             println!("deleted user {name:?}");
@@ -331,7 +357,26 @@ async fn users(store: &SqlStore, command: UsersCommand, now: i64) -> Result<i32,
     }
 }
 
-async fn mapping(store: &SqlStore, command: MappingCommand, now: i64) -> Result<i32, CliError> {
+async fn set_disabled(
+    store: &SqlStore,
+    caller: &AdminCaller,
+    name: &str,
+    disable: bool,
+    now: i64,
+) -> Result<i32, CliError> {
+    admin_layer::users::set_disabled(store, caller, name, disable, now).await?;
+    println!(
+        "user {name:?} {}",
+        if disable { "disabled" } else { "enabled" }
+    );
+    Ok(0)
+}
+
+pub(super) async fn mapping(
+    store: &SqlStore,
+    command: MappingCommand,
+    now: i64,
+) -> Result<i32, CliError> {
     match command {
         MappingCommand::List { provider, json } => {
             let config = store.load_config().await?;
@@ -403,13 +448,5 @@ async fn mapping(store: &SqlStore, command: MappingCommand, now: i64) -> Result<
             println!("removed mapping {id}");
             Ok(0)
         }
-    }
-}
-
-/// "no group named X" with the nearest known name, or how to find the names.
-fn unknown_name(what: &str, name: &str, known: &[&str]) -> String {
-    match crate::model::suggest::nearest(name, known) {
-        Some(near) => format!("no {what} named {name:?}; did you mean {near:?}?"),
-        None => format!("no {what} named {name:?}; `idsync {what}s list` lists them"),
     }
 }

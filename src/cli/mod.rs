@@ -93,10 +93,12 @@ pub enum Command {
     /// Every change is checked as the admin API checks it. A plan that deletes groups or
     /// providers asks first on a terminal; elsewhere it needs --prune (or --yes).
     Apply {
+        /// The state file (TOML).
         file: PathBuf,
         /// Print the plan and change nothing.
         #[arg(long, short = 'n')]
         dry_run: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// Allow the plan to delete groups and providers the file no longer lists.
@@ -109,6 +111,7 @@ pub enum Command {
     /// Re-evaluate an OpenID Connect or SAML provider's users from their last-seen attributes,
     /// or apply (--confirm) a re-evaluation that stopped at the removal threshold.
     Reevaluate {
+        /// The provider, by name.
         provider: String,
         /// Show what would change; change nothing.
         #[arg(long, short = 'n')]
@@ -116,11 +119,13 @@ pub enum Command {
         /// The id of a run that stopped at the removal threshold: apply its diff.
         #[arg(long)]
         confirm: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// SSO group mappings.
-    #[command(subcommand)]
+    /// SSO group mappings: test them against a sample, list, add and remove them one at a
+    /// time (a state file manages them all at once).
+    #[command(subcommand, alias = "mapping")]
     Mappings(MappingsCommand),
     /// Sign a user in and print the token: from already-verified attributes (--claims, as a
     /// trusted login pipeline does), or with a password against an LDAP provider (--user, the
@@ -128,11 +133,13 @@ pub enum Command {
     Login {
         #[command(flatten)]
         sample: SampleArgs,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Sync an LDAP directory: bring every user's memberships in line with the mappings.
     Sync {
+        /// The provider, by name.
         #[arg(long)]
         provider: String,
         /// Compute and show the diff; write nothing.
@@ -150,6 +157,7 @@ pub enum Command {
         /// Show the recent runs instead of running.
         #[arg(long)]
         history: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -158,12 +166,16 @@ pub enum Command {
     Token(TokenCommand),
     /// Read the audit log, newest first.
     Audit {
+        /// Only rows about this user.
         #[arg(long)]
         user: Option<String>,
+        /// Only rows about this group.
         #[arg(long, conflicts_with = "security")]
         group: Option<String>,
+        /// Only rows about this provider.
         #[arg(long)]
         provider: Option<String>,
+        /// Only the changes of this sync run (its id).
         #[arg(long, conflicts_with = "security")]
         run: Option<String>,
         /// Show refused sign-ins (security events) instead of membership and configuration
@@ -176,22 +188,16 @@ pub enum Command {
         /// With --security: refusals from this client address.
         #[arg(long, requires = "security")]
         client: Option<String>,
+        /// At most this many rows, newest first.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Add or remove a group membership by hand (a "manual" membership).
     #[command(subcommand)]
     Members(MembersCommand),
-    /// Disable or enable a user (a disabled user cannot sign in or refresh).
-    User {
-        username: String,
-        #[arg(long, conflicts_with = "enable", required_unless_present = "enable")]
-        disable: bool,
-        #[arg(long)]
-        enable: bool,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,25 +217,34 @@ pub enum ApiKeyCommand {
     },
     /// List the keys (never their secrets).
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Revoke a key by name.
-    Revoke { name: String },
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum MembersCommand {
     /// Add a known user to a group by hand; an unknown name is refused unless --create.
     Add {
+        /// The group, by name.
         group: String,
+        /// The user, by name.
         username: String,
         /// Create the user when idsync does not know them yet.
         #[arg(long)]
         create: bool,
     },
+    /// Take a user out of a group by hand.
     Remove {
+        /// The group, by name.
         group: String,
+        /// The user, by name.
         username: String,
     },
 }
@@ -241,9 +256,12 @@ pub enum MappingsCommand {
     Test {
         #[command(flatten)]
         sample: SampleArgs,
+        /// Print the report as JSON (the document `POST /api/v1/mappings/test` returns).
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Manage(admin::MappingCommand),
 }
 
 #[derive(Debug, Args)]
@@ -283,9 +301,15 @@ pub struct SampleArgs {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Verify a token's signature, issuer, audience and times, and print its claims.
-    Verify { token: String },
+    Verify {
+        /// The token (compact JWT).
+        token: String,
+    },
     /// Issue a new token for a valid token's session from the current memberships.
-    Refresh { token: String },
+    Refresh {
+        /// The token (compact JWT).
+        token: String,
+    },
     /// Print the JWKS other services verify tokens with.
     Jwks,
     /// Start signing with a new key; the old one keeps verifying for the overlap.
@@ -339,8 +363,38 @@ fn init_logging(config: &Config) {
     };
 }
 
-async fn open_store(config: &Config) -> Result<SqlStore, CliError> {
-    Ok(SqlStore::open(&config.database_url()?).await?)
+/// Opens the database. Only the commands that set a database up may create one: a read or a
+/// single change against a database that is not there would otherwise leave an empty
+/// `./idsync.db` behind and answer as if it were the real one.
+async fn open_store(
+    config: &Config,
+    command: &Command,
+    named_config: bool,
+) -> Result<SqlStore, CliError> {
+    let url = config.database_url()?;
+    let creates = matches!(
+        command,
+        Command::Serve | Command::Apply { dry_run: false, .. }
+    );
+    if creates {
+        return Ok(SqlStore::open(&url).await?);
+    }
+    match SqlStore::open_existing(&url).await {
+        // A dry run plans against what is there: nothing yet, so an empty schema, in memory.
+        Err(StoreError::NoDatabase { path }) if matches!(command, Command::Apply { .. }) => {
+            eprintln!(
+                "note: there is no database at {path} yet; the plan is against an empty one \
+                 and creates nothing"
+            );
+            Ok(SqlStore::open("sqlite::memory:").await?)
+        }
+        Err(StoreError::NoDatabase { path }) if !named_config => Err(CliError::Refused(format!(
+            "{}; no configuration file was named (--config or IDSYNC_CONFIG), so the default \
+             database {path} in the current directory was looked for",
+            StoreError::NoDatabase { path: path.clone() }
+        ))),
+        other => Ok(other?),
+    }
 }
 
 async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
@@ -384,7 +438,7 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
         }
         return Ok(0);
     }
-    let store = open_store(&config).await?;
+    let store = open_store(&config, &cli.command, cli.config.is_some()).await?;
     let now = clock::now_ms();
     match cli.command {
         Command::Migrate | Command::Completions { .. } | Command::Man => {
@@ -496,6 +550,9 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
             } else {
                 0
             })
+        }
+        Command::Mappings(MappingsCommand::Manage(command)) => {
+            admin::mapping(&store, command, now).await
         }
         Command::Mappings(MappingsCommand::Test { sample, json }) => {
             let record = store.provider(&sample.provider).await?;
@@ -743,25 +800,6 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
                     "is not a member of"
                 },
                 if changed { "" } else { " (unchanged)" }
-            );
-            Ok(0)
-        }
-        Command::User {
-            username,
-            disable,
-            enable: _,
-        } => {
-            admin_layer::users::set_disabled(
-                &store,
-                &AdminCaller::command_line("user"),
-                &username,
-                disable,
-                now,
-            )
-            .await?;
-            println!(
-                "user {username:?} {}",
-                if disable { "disabled" } else { "enabled" }
             );
             Ok(0)
         }
@@ -1143,4 +1181,62 @@ pub fn read_claims(
             path: path.display().to_string(),
             message,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and subcommand, with its path from `idsync`.
+    fn all_commands(command: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.clone(), command.clone()));
+        for sub in command.get_subcommands() {
+            all_commands(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_command_and_option_says_what_it_is_for() {
+        let mut commands = Vec::new();
+        all_commands(&Cli::command(), "idsync".into(), &mut commands);
+        let mut silent = Vec::new();
+        for (path, command) in &commands {
+            if command.get_about().is_none() && path != "idsync help" {
+                silent.push(format!("{path} (the command)"));
+            }
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    silent.push(format!("{path} {id}"));
+                }
+            }
+        }
+        assert!(silent.is_empty(), "without help text: {silent:#?}");
+    }
+
+    #[test]
+    fn one_command_per_noun() {
+        let cli = Cli::command();
+        let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+        for name in &names {
+            let singular = name.strip_suffix('s').unwrap_or(name);
+            let twins: Vec<&&str> = names
+                .iter()
+                .filter(|other| {
+                    *other != name && other.strip_suffix('s').unwrap_or(other) == singular
+                })
+                .collect();
+            assert!(twins.is_empty(), "{name} has a near-twin: {twins:?}");
+        }
+        // The singular spellings people type still reach the one command.
+        for (typed, meant) in [("mapping", "mappings"), ("user", "users")] {
+            let matches = Cli::try_parse_from(["idsync", typed, "list"])
+                .unwrap_or_else(|e| panic!("`idsync {typed} list`: {e}"));
+            let reached = format!("{:?}", matches.command).to_lowercase();
+            assert!(reached.contains(meant), "{typed} reached {reached}");
+        }
+    }
 }

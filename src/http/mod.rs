@@ -326,10 +326,16 @@ impl Server {
         })
     }
 
+    /// Asks the server to stop without waiting: from here on it takes no new work. Tests use
+    /// it to order a stop before some other event, without a sleep.
+    pub fn request_stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
     /// Stops accepting, lets requests in flight finish and the background work end its
     /// current transaction.
     pub async fn stop(self) -> Result<(), ServeError> {
-        let _ = self.shutdown.send(true);
+        self.request_stop();
         for task in self.background {
             let _ = task.await;
         }

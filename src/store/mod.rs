@@ -37,6 +37,13 @@ pub enum StoreError {
     /// The database server could not be reached or refused the connection: where, and why.
     #[error("cannot connect to the database at {address}: {cause}")]
     Unreachable { address: String, cause: String },
+    /// A command that only works on an existing database found no SQLite file.
+    #[error(
+        "there is no database at {path}: `idsync migrate` creates one (or `idsync apply` \
+             with a state file); if the database is elsewhere, name it as database.url in the \
+             configuration or in IDSYNC_DATABASE__URL"
+    )]
+    NoDatabase { path: String },
     #[error("stored value {what} is unreadable: {message}")]
     Corrupt { what: String, message: String },
     #[error("{0}")]

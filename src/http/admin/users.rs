@@ -37,13 +37,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/users/{username}/sessions", delete(revoke_sessions))
 }
 
+/// The user, or the admin layer's refusal with the nearest name (the caller may list users).
 async fn user_named(state: &AppState, username: &str) -> Result<UserRecord, ApiError> {
-    state.store.user_by_name(username).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_user",
-            format!("no user named {username:?}; GET /api/v1/users lists them"),
-        )
-    })
+    Ok(crate::admin::users::user_named(&state.store, username).await?)
 }
 
 /// What the special rules need to know about the target, and the target's access.

@@ -287,6 +287,19 @@ impl SqlStore {
         Ok(store)
     }
 
+    /// Like [`SqlStore::open`], for commands that only make sense on a database that exists:
+    /// a SQLite file that is not there is refused rather than created empty.
+    pub async fn open_existing(url: &str) -> StoreResult<SqlStore> {
+        if let Some(path) = sqlite_file(url) {
+            if !path.exists() {
+                return Err(StoreError::NoDatabase {
+                    path: path.display().to_string(),
+                });
+            }
+        }
+        Self::open(url).await
+    }
+
     /// Runs the migrations this database has not had yet, and says which ran.
     pub async fn migrate_reporting(&self) -> StoreResult<Migrated> {
         let migrator = self.migrator();
@@ -428,12 +441,23 @@ impl SqlStore {
 }
 
 /// Creates the folder a SQLite file URL points into, so a fresh checkout needs no set-up.
-fn create_parent_dir(url: &str) {
+/// The file a SQLite URL names; `None` for an in-memory database or another backend.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or("");
-    if let Some(parent) = std::path::Path::new(path).parent() {
+    Some(std::path::PathBuf::from(path))
+}
+
+fn create_parent_dir(url: &str) {
+    let Some(path) = sqlite_file(url) else {
+        return;
+    };
+    if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
             let _ = std::fs::create_dir_all(parent);
         }
