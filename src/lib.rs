@@ -13,6 +13,7 @@ pub mod http;
 pub mod login;
 pub mod model;
 pub mod report;
+pub mod scim;
 pub mod signer;
 pub mod sources;
 pub mod store;

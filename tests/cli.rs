@@ -690,3 +690,39 @@ attributes = ["ops"]
     ]);
     assert!(text.contains("1 group value(s): \"devs\""), "{text}");
 }
+
+/// A SCIM token is made on the command line as over HTTP, through the admin layer.
+#[test]
+fn a_scim_token_is_made_for_one_provider() {
+    let env = Env::sqlite();
+    env.ok(&["apply", &example("state.toml")]);
+    let out = env.run(&[
+        "api-key",
+        "create",
+        "--name",
+        "okta-scim",
+        "--scim-provider",
+        "okta",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert!(token.trim().starts_with("idsync_"), "{token}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("/scim/v2/okta"), "{said}");
+    let listed = env.ok(&["api-key", "list"]);
+    assert!(
+        listed.contains("okta-scim") && listed.contains("SCIM for okta"),
+        "{listed}"
+    );
+    let err = env.fails(&[
+        "api-key",
+        "create",
+        "--name",
+        "x",
+        "--scim-provider",
+        "corp-ldap",
+    ]);
+    assert!(err.contains("is an LDAP directory"), "{err}");
+    let err = env.fails(&["api-key", "create", "--name", "x"]);
+    assert!(err.contains("--permission"), "{err}");
+}

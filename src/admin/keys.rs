@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::login::ConfigCache;
 use crate::model::permissions::{self, Permission};
-use crate::store::{ApiKeyRecord, ApiKeyStore, SqlStore, StoreError};
+use crate::store::{ApiKeyRecord, ApiKeyStore, ConfigStore, SqlStore, StoreError};
 
 use super::{check_name, parse_permission, AdminCaller, AdminError};
 
@@ -36,30 +36,50 @@ pub fn hash_api_key_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Creates a key carrying `permission_names`; returns its record and the full key, shown once.
+/// What a new key opens.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyGrant<'a> {
+    /// The admin API and the login hook, with these permissions (by their documented names).
+    Permissions(&'a [String]),
+    /// One provider's SCIM endpoint (`/scim/v2/{provider}`), and nothing else: a SCIM client
+    /// (Entra ID, Okta, …) provisions that provider's users and groups with it.
+    Scim { provider: &'a str },
+}
+
+/// Creates a key; returns its record and the full key, shown once.
 pub async fn create(
     store: &SqlStore,
     caller: &AdminCaller,
     name: &str,
-    permission_names: &[String],
+    grant: KeyGrant<'_>,
     expires_in_ms: Option<i64>,
     now_ms: i64,
 ) -> Result<(ApiKeyRecord, String), AdminError> {
     caller.require(Permission::DevApiCreate)?;
     check_name("API key", name)?;
-    if permission_names.is_empty() {
-        return Err(AdminError::invalid(
-            "invalid_request",
-            "list at least one permission the key carries",
-        ));
-    }
-    let mut granted: Vec<Permission> = permission_names
-        .iter()
-        .map(|name| parse_permission(name))
-        .collect::<Result<_, _>>()?;
-    granted.sort();
-    granted.dedup();
-    caller.ensure_holds(&granted, "this API key")?;
+    let (granted, scim_provider) = match grant {
+        KeyGrant::Permissions(permission_names) => {
+            if permission_names.is_empty() {
+                return Err(AdminError::invalid(
+                    "invalid_request",
+                    "list at least one permission the key carries, or make it a SCIM token \
+                     for one provider",
+                ));
+            }
+            let mut granted: Vec<Permission> = permission_names
+                .iter()
+                .map(|name| parse_permission(name))
+                .collect::<Result<_, _>>()?;
+            granted.sort();
+            granted.dedup();
+            caller.ensure_holds(&granted, "this API key")?;
+            (granted, None)
+        }
+        KeyGrant::Scim { provider } => (
+            Vec::new(),
+            Some(scim_provider(store, caller, provider).await?),
+        ),
+    };
     let expires_at = match expires_in_ms {
         None => None,
         Some(ms) if ms > 0 => Some(now_ms.saturating_add(ms)),
@@ -80,6 +100,7 @@ pub async fn create(
         created_at: now_ms,
         expires_at,
         revoked_at: None,
+        scim_provider,
     };
     store
         .create_api_key(&record, &caller.actor)
@@ -89,6 +110,46 @@ pub async fn create(
             other => other.into(),
         })?;
     Ok((record, format_api_key(&id, &secret)))
+}
+
+/// The provider a SCIM token is for, after checking the caller may make one. A SCIM client
+/// changes who the provider's users are and which groups they hold, as editing the provider
+/// would: it takes Auth Modify. Only OpenID Connect and SAML providers take SCIM: an LDAP
+/// provider's users come from its directory.
+async fn scim_provider(
+    store: &SqlStore,
+    caller: &AdminCaller,
+    provider: &str,
+) -> Result<String, AdminError> {
+    caller.require(Permission::AuthModify)?;
+    let config = store.load_config().await?;
+    let Some(record) = config
+        .providers
+        .iter()
+        .find(|p| p.provider.name == provider)
+    else {
+        let known: Vec<&str> = config
+            .providers
+            .iter()
+            .map(|p| p.provider.name.as_str())
+            .collect();
+        return Err(super::names::unknown(
+            super::names::Named::Provider,
+            provider,
+            &known,
+        ));
+    };
+    if record.provider.kind == crate::model::mapping::ProviderKind::Ldap {
+        return Err(AdminError::invalid(
+            "scim_not_for_ldap",
+            format!(
+                "provider {provider:?} is an LDAP directory: its users and groups come from \
+                 its directory sync, not from SCIM; make the SCIM token for the OpenID Connect \
+                 or SAML provider your identity provider signs users in through"
+            ),
+        ));
+    }
+    Ok(record.provider.name.clone())
 }
 
 /// Revokes the live key named `name`: it stops working at once.

@@ -209,8 +209,16 @@ pub enum ApiKeyCommand {
         name: String,
         /// A permission the key carries, by its documented name ("Global Admin", "Users Auth
         /// Session", "Groups View", …). Repeat for several.
-        #[arg(long = "permission", required = true)]
+        #[arg(
+            long = "permission",
+            required_unless_present = "scim_provider",
+            conflicts_with = "scim_provider"
+        )]
         permissions: Vec<String>,
+        /// Make a SCIM token instead: it opens this provider's SCIM endpoint
+        /// (/scim/v2/PROVIDER) for a SCIM client such as Entra ID or Okta, and nothing else.
+        #[arg(long, value_name = "PROVIDER")]
+        scim_provider: Option<String>,
         /// The key stops working after this long (e.g. 90d); default: never.
         #[arg(long, value_parser = humantime::parse_duration)]
         expires_in: Option<std::time::Duration>,
@@ -816,21 +824,32 @@ async fn api_key_command(
         ApiKeyCommand::Create {
             name,
             permissions,
+            scim_provider,
             expires_in,
         } => {
+            let grant = match &scim_provider {
+                Some(provider) => admin_layer::keys::KeyGrant::Scim { provider },
+                None => admin_layer::keys::KeyGrant::Permissions(&permissions),
+            };
             let (record, key) = admin_layer::keys::create(
                 store,
                 &AdminCaller::command_line("api-key"),
                 &name,
-                &permissions,
+                grant,
                 expires_in.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
                 now,
             )
             .await?;
-            eprintln!(
-                "API key {name:?} created with {}. It is shown once; keep it secret:",
-                record.permissions.join(", ")
-            );
+            match &record.scim_provider {
+                Some(provider) => eprintln!(
+                    "SCIM token {name:?} created for provider {provider:?}: the SCIM client's \
+                     bearer token at /scim/v2/{provider}. It is shown once; keep it secret:"
+                ),
+                None => eprintln!(
+                    "API key {name:?} created with {}. It is shown once; keep it secret:",
+                    record.permissions.join(", ")
+                ),
+            }
             println!("{key}");
             Ok(0)
         }
@@ -850,12 +869,11 @@ async fn api_key_command(
                     } else {
                         "active"
                     };
-                    println!(
-                        "{}\t{}\t{state}\t{}",
-                        key.name,
-                        key.id,
-                        key.permissions.join(", ")
-                    );
+                    let grant = match &key.scim_provider {
+                        Some(provider) => format!("SCIM for {provider}"),
+                        None => key.permissions.join(", "),
+                    };
+                    println!("{}\t{}\t{state}\t{grant}", key.name, key.id);
                 }
             }
             Ok(0)

@@ -187,8 +187,42 @@ impl ApiKeyCache {
     }
 }
 
-/// Checks a presented API key against the store.
+/// An API key that checked out: known, its secret matching, live, and what its creator still
+/// allows it.
+pub struct VerifiedKey {
+    pub key: ApiKeyRecord,
+    pub permissions: PermissionSet,
+    /// What the key's creator holds now; `None` for a key made on the command line.
+    pub creator_holds: Option<PermissionSet>,
+}
+
+/// Checks a presented API key against the store, as a caller of the admin API or the login
+/// hook. A SCIM token is refused here: it opens its provider's SCIM endpoint only.
 pub async fn authenticate_api_key(state: &AppState, presented: &str) -> Result<Caller, ApiError> {
+    let VerifiedKey {
+        key, permissions, ..
+    } = verify_api_key(state, presented).await?;
+    if let Some(provider) = &key.scim_provider {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "scim_token",
+            format!(
+                "this key is a SCIM token: it opens /scim/v2/{provider} and nothing else; use an \
+                 API key with permissions here"
+            ),
+        ));
+    }
+    Ok(Caller {
+        permissions,
+        principal: Principal::ApiKey {
+            id: key.id,
+            name: key.name,
+        },
+    })
+}
+
+/// Checks a presented API key against the store, whatever it opens.
+pub async fn verify_api_key(state: &AppState, presented: &str) -> Result<VerifiedKey, ApiError> {
     let refused = || ApiError::unauthenticated("the API key is unknown, expired or revoked");
     let rest = presented.strip_prefix(API_KEY_PREFIX).ok_or_else(refused)?;
     let (id, secret) = rest.split_once('.').ok_or_else(refused)?;
@@ -213,20 +247,20 @@ pub async fn authenticate_api_key(state: &AppState, presented: &str) -> Result<C
     }
     // A key never does more than whoever made it can do now: its grants, within its creator's
     // current permissions (re-read on every call); a disabled or deleted creator's keys stop.
-    let permissions = match creator_limit(state, &key.created_by, now).await? {
-        CreatorLimit::None => api_key_permissions(&key),
-        CreatorLimit::Within(limit) => api_key_permissions(&key).intersection(&limit),
+    let (permissions, creator_holds) = match creator_limit(state, &key.created_by, now).await? {
+        CreatorLimit::None => (api_key_permissions(&key), None),
+        CreatorLimit::Within(limit) => {
+            (api_key_permissions(&key).intersection(&limit), Some(limit))
+        }
         CreatorLimit::Gone => {
             tracing::info!(key = %key.name, creator = %key.created_by, "API key refused: its creator is disabled, deleted or revoked");
             return Err(refused());
         }
     };
-    Ok(Caller {
+    Ok(VerifiedKey {
+        key,
         permissions,
-        principal: Principal::ApiKey {
-            id: key.id,
-            name: key.name,
-        },
+        creator_holds,
     })
 }
 

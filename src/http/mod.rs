@@ -19,6 +19,7 @@ pub mod error;
 pub mod login;
 pub mod mappings;
 pub mod ops;
+pub mod scim;
 pub mod sso;
 pub mod sync;
 
@@ -245,6 +246,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(sync::routes())
         .merge(ops::routes())
+        .merge(scim::routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(|| async {
             ApiError::new(

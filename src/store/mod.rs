@@ -104,6 +104,9 @@ pub struct ApiKeyRecord {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// A SCIM token: the provider whose SCIM endpoint it opens, and nothing else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scim_provider: Option<String>,
 }
 
 /// A group with everything attached to it, values as stored (JSON), not yet validated.

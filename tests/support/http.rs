@@ -79,6 +79,7 @@ impl TestApp {
             created_at: idsync::clock::now_ms(),
             expires_at: None,
             revoked_at: None,
+            scim_provider: None,
         };
         self.store()
             .create_api_key(&record, &Actor::new("test"))

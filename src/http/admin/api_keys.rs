@@ -34,6 +34,7 @@ fn key_json(key: &ApiKeyRecord, now: i64) -> Value {
         "created_at": key.created_at,
         "expires_at": key.expires_at,
         "revoked_at": key.revoked_at,
+        "scim_provider": key.scim_provider,
         "active": key.revoked_at.is_none() && key.expires_at.is_none_or(|at| at > now),
     })
 }
@@ -66,8 +67,13 @@ pub async fn list_api_keys(
 pub struct NewApiKey {
     /// A unique name, e.g. the pipeline or person the key is for.
     pub name: String,
-    /// Permissions by their documented names; the caller must hold each.
+    /// Permissions by their documented names; the caller must hold each. Not with
+    /// `scim_provider`.
+    #[serde(default)]
     pub permissions: Vec<String>,
+    /// Make a SCIM token for this provider instead: it opens `/scim/v2/{provider}` and
+    /// nothing else (Auth Modify).
+    pub scim_provider: Option<String>,
     /// The key stops working after this many seconds; default: never.
     pub expires_in_secs: Option<i64>,
 }
@@ -102,11 +108,20 @@ pub async fn create_api_key(
             ))
         }
     };
+    let grant =
+        match &body.scim_provider {
+            Some(_) if !body.permissions.is_empty() => return Err(ApiError::bad_request(
+                "invalid_request",
+                "a SCIM token carries no permissions: give scim_provider or permissions, not both",
+            )),
+            Some(provider) => crate::admin::keys::KeyGrant::Scim { provider },
+            None => crate::admin::keys::KeyGrant::Permissions(&body.permissions),
+        };
     let (record, key) = crate::admin::keys::create(
         &state.store,
         &caller.admin(),
         &body.name,
-        &body.permissions,
+        grant,
         expires_in_ms,
         now,
     )

@@ -16,6 +16,7 @@ fn api_key_record(row: &AnyRow) -> StoreResult<ApiKeyRecord> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        scim_provider: row.try_get("scim_provider")?,
     })
 }
 
@@ -25,7 +26,8 @@ impl ApiKeyStore for SqlStore {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO api_keys (id, name, secret_hash, permissions_json, created_by, created_at, \
-             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+             expires_at, scim_provider) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(key.id.as_str())
         .bind(key.name.as_str())
@@ -34,6 +36,7 @@ impl ApiKeyStore for SqlStore {
         .bind(key.created_by.as_str())
         .bind(key.created_at)
         .bind(key.expires_at)
+        .bind(key.scim_provider.as_deref())
         .execute(&mut **tx)
         .await?
         .rows_affected();
@@ -55,6 +58,7 @@ impl ApiKeyStore for SqlStore {
                     "name": key.name,
                     "permissions": key.permissions,
                     "expires_at": key.expires_at,
+                    "scim_provider": key.scim_provider,
                 })),
                 ..AuditRow::default()
             },
