@@ -66,8 +66,9 @@ pub async fn add(
             AdminError::NotFound { code, message } => AdminError::NotFound {
                 code,
                 message: format!(
-                    "{message}; or, for a user idsync has not seen yet, ask to create them \
-                     (--create on the command line, ?create=true over HTTP)"
+                    "{message}{} To add a user idsync has not seen yet, ask to create them: \
+                     --create on the command line, ?create=true over HTTP",
+                    if message.ends_with('?') { "" } else { "." }
                 ),
             },
             other => other,

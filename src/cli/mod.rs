@@ -446,6 +446,11 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
         }
         return Ok(0);
     }
+    // A state file that does not parse is refused before a database is opened, or created.
+    if let Command::Apply { file, .. } = &cli.command {
+        let text = read_capped(file, declarative::MAX_STATE_FILE_BYTES as u64)?;
+        declarative::parse_state(&file.display().to_string(), &text)?;
+    }
     let store = open_store(&config, &cli.command, cli.config.is_some()).await?;
     let now = clock::now_ms();
     match cli.command {
