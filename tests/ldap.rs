@@ -847,7 +847,7 @@ async fn an_incremental_run_reads_only_what_changed(db: Db) {
     )
     .await;
     // Timestamps have one-second resolution: let the loaded entries be older than the run.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    into_the_next_second().await;
     // Without an earlier run there is nothing to start from: a full run.
     let first = env.sync(incremental_request()).await;
     assert_eq!(
@@ -1023,12 +1023,12 @@ async fn an_incremental_run_follows_nesting_both_ways(db: Db) {
     );
     apply_state(env.store(), &unmapped).await;
     // Timestamps have one-second resolution: let the loaded entries be older than the run.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    into_the_next_second().await;
     let first = env.sync(request(false)).await;
     assert_eq!(first.run.status, "succeeded", "{:?}", first.run.error);
     assert_eq!(env.groups("u02").await, set(&["Engineering"]));
     assert_eq!(env.groups("u07").await, set(&["Operators"]));
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    into_the_next_second().await;
 
     // devs is nested in eng: u02 leaves devs, u07 joins it.
     env.slapd.modify_ldif(&member_change_ldif(
@@ -1051,7 +1051,7 @@ async fn an_incremental_run_follows_nesting_both_ways(db: Db) {
     assert!(env.groups("u02").await.is_empty(), "left devs, so eng too");
     assert_eq!(env.groups("u07").await, set(&["Engineering", "Operators"]));
     assert_eq!(incremental.run.users_seen, 2, "only the two who moved");
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    into_the_next_second().await;
 
     // ops joins eng: its members are in eng now.
     env.slapd.modify_ldif(&member_change_ldif(
@@ -1099,6 +1099,23 @@ async fn referrals_are_neither_chased_nor_counted(db: Db) {
     let outcome = env.sync(request(false)).await;
     assert_eq!(outcome.run.status, "succeeded", "{:?}", outcome.run.error);
     assert_eq!(outcome.run.users_seen, 8);
+}
+
+/// Returns once the clock is in a later second than when it was called. Directory timestamps
+/// have one-second resolution, so entries written before the call are then older than any
+/// run that starts after it: a wait on the clock itself, however busy the machine, rather
+/// than a guess at how long to sleep.
+async fn into_the_next_second() {
+    let second = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .as_secs()
+    };
+    let now = second();
+    while second() <= now {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 on_both_databases!(
