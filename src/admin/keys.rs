@@ -112,6 +112,16 @@ pub async fn create(
     Ok((record, format_api_key(&id, &secret)))
 }
 
+/// What making and keeping a SCIM token takes: a SCIM client changes who a provider's users
+/// are and which groups they hold, as editing the provider would.
+pub const SCIM_TOKEN_NEEDS: Permission = Permission::AuthModify;
+
+/// Whether a SCIM token's creator, holding `permissions` now, still lets it work: the same
+/// rule as making one, so a token never outlives its creator's right to make it.
+pub fn scim_token_creator_suffices(permissions: &permissions::PermissionSet) -> bool {
+    permissions.contains(Permission::GlobalAdmin) || permissions.satisfies(SCIM_TOKEN_NEEDS)
+}
+
 /// The provider a SCIM token is for, after checking the caller may make one. A SCIM client
 /// changes who the provider's users are and which groups they hold, as editing the provider
 /// would: it takes Auth Modify. Only OpenID Connect and SAML providers take SCIM: an LDAP
@@ -121,7 +131,7 @@ async fn scim_provider(
     caller: &AdminCaller,
     provider: &str,
 ) -> Result<String, AdminError> {
-    caller.require(Permission::AuthModify)?;
+    caller.require(SCIM_TOKEN_NEEDS)?;
     let config = store.load_config().await?;
     let Some(record) = config
         .providers

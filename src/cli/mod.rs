@@ -446,11 +446,18 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
         }
         return Ok(0);
     }
-    // A state file that does not parse is refused before a database is opened, or created.
-    if let Command::Apply { file, .. } = &cli.command {
-        let text = read_capped(file, declarative::MAX_STATE_FILE_BYTES as u64)?;
-        declarative::parse_state(&file.display().to_string(), &text)?;
-    }
+    // A state file that does not parse is refused before a database is opened, or created;
+    // it is read and parsed this once.
+    let desired_state = match &cli.command {
+        Command::Apply { file, .. } => {
+            let text = read_capped(file, declarative::MAX_STATE_FILE_BYTES as u64)?;
+            Some(declarative::parse_state(
+                &file.display().to_string(),
+                &text,
+            )?)
+        }
+        _ => None,
+    };
     let store = open_store(&config, &cli.command, cli.config.is_some()).await?;
     let now = clock::now_ms();
     match cli.command {
@@ -464,14 +471,15 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
         Command::ApiKey(command) => api_key_command(&store, command, now).await,
         Command::Admin(command) => admin::run(&store, command, now).await,
         Command::Apply {
-            file,
+            file: _,
             dry_run,
             json,
             prune,
             yes,
         } => {
-            let text = read_capped(&file, declarative::MAX_STATE_FILE_BYTES as u64)?;
-            let desired = declarative::parse_state(&file.display().to_string(), &text)?;
+            let Some(desired) = desired_state else {
+                unreachable!("an apply's state file is parsed before the store opens")
+            };
             let current = store.load_config().await?;
             let plan = declarative::plan(&current, &desired);
             if json {

@@ -12,7 +12,6 @@ use axum::routing::{any, get};
 use axum::Router;
 use serde_json::Value;
 
-use crate::model::permissions::Permission;
 use crate::scim::{discovery, ScimError, MEDIA_TYPE};
 use crate::store::ConfigStore;
 
@@ -123,16 +122,17 @@ impl FromRequestParts<AppState> for ScimClient {
         // creator can now.
         if let Some(holds) = &verified.creator_holds {
             if key.scim_provider.is_some()
-                && !(holds.contains(Permission::GlobalAdmin)
-                    || holds.satisfies(Permission::AuthModify))
+                && !crate::admin::keys::scim_token_creator_suffices(holds)
             {
                 return Err(ScimError::new(
                     403,
                     None,
                     format!(
-                        "SCIM token {:?} was made by {}, who no longer holds Auth Modify; make a \
-                         new token",
-                        key.name, key.created_by
+                        "SCIM token {:?} was made by {}, who no longer holds {}; make a new \
+                         token",
+                        key.name,
+                        key.created_by,
+                        crate::admin::keys::SCIM_TOKEN_NEEDS.name()
                     ),
                 )
                 .into());
