@@ -12,6 +12,7 @@ pub mod declarative;
 pub mod http;
 pub mod login;
 pub mod model;
+pub mod provisioning;
 pub mod report;
 pub mod scim;
 pub mod signer;

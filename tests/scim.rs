@@ -282,13 +282,13 @@ async fn discovery_documents_describe_the_endpoint(db: Db) {
         "{location} (base {base})"
     );
 
-    // Unknown ids and paths: a SCIM 404; resources not served yet: 501.
+    // Unknown ids and paths: a SCIM 404; bulk operations, not served: 501.
     for (path, expected) in [
         ("/scim/v2/okta/ResourceTypes/Device", 404),
         ("/scim/v2/okta/Schemas/urn:nope", 404),
         ("/scim/v2/okta/Nothing", 404),
-        ("/scim/v2/okta/Users", 501),
-        ("/scim/v2/okta/Groups/42", 501),
+        ("/scim/v2/okta/Groups/42", 404),
+        ("/scim/v2/okta/Bulk", 501),
     ] {
         let (status, content_type, body) = scim_get(&app, path, Some(&token)).await;
         assert_scim_error(status, &content_type, &body, expected);
@@ -338,9 +338,674 @@ async fn a_scim_token_ends_with_its_creators_auth_modify(db: Db) {
     );
 }
 
+/// A SCIM answer with the headers the protocol gives meaning to.
+struct Reply {
+    status: u16,
+    content_type: String,
+    etag: Option<String>,
+    location: Option<String>,
+    body: Value,
+}
+
+/// A SCIM client: the provider's token, and requests sent as a provider sends them.
+struct Client<'a> {
+    app: &'a TestApp,
+    token: String,
+    base: String,
+}
+
+impl Client<'_> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = reqwest::Client::new()
+            .request(method, self.app.url(&format!("{}{path}", self.base)))
+            .bearer_auth(&self.token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/scim+json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.expect("request");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (status, content_type, etag, location) = (
+            response.status().as_u16(),
+            header("content-type").unwrap_or_default(),
+            header("etag"),
+            header("location"),
+        );
+        let text = response.text().await.unwrap_or_default();
+        Reply {
+            status,
+            content_type,
+            etag,
+            location,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None, &[]).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(body), &[]).await
+    }
+
+    async fn patch(&self, path: &str, operations: Value) -> Reply {
+        self.send(
+            Method::PATCH,
+            path,
+            Some(json!({"schemas": [PATCH_OP], "Operations": operations})),
+            &[],
+        )
+        .await
+    }
+
+    /// Creates a user as Entra ID does (its documented request), answering its id.
+    async fn create_user(&self, user_name: &str, external_id: &str) -> String {
+        let reply = self
+            .post(
+                "/Users",
+                json!({
+                    "schemas": [USER, ENTERPRISE],
+                    "externalId": external_id,
+                    "userName": user_name,
+                    "active": true,
+                    "displayName": user_name,
+                    "emails": [{"primary": true, "type": "work", "value": user_name}],
+                    "meta": {"resourceType": "User"},
+                    "name": {"formatted": "x", "familyName": "y", "givenName": "z"},
+                    "roles": [],
+                    ENTERPRISE: {"department": "R&D"},
+                }),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn create_group(&self, name: &str, members: &[&str]) -> String {
+        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
+        let reply = self
+            .post(
+                "/Groups",
+                json!({"schemas": [GROUP], "displayName": name, "members": members}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn member_ids(&self, group: &str) -> Vec<String> {
+        let reply = self.get(&format!("/Groups/{group}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let mut ids: Vec<String> = reply.body["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| m["value"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+async fn scim_client<'a>(app: &'a TestApp, provider: &str) -> Client<'a> {
+    let admin = app
+        .api_key(
+            &format!("{provider} admin"),
+            &["DevAPI View", "DevAPI Create", "Auth View", "Auth Modify"],
+        )
+        .await;
+    Client {
+        app,
+        token: scim_token(app, &admin, &format!("{provider}-scim"), provider).await,
+        base: format!("/scim/v2/{provider}"),
+    }
+}
+
+fn assert_refused(reply: &Reply, status: u16, scim_type: Option<&str>, words: &str) {
+    assert_scim_error(reply.status, &reply.content_type, &reply.body, status);
+    if let Some(scim_type) = scim_type {
+        assert_eq!(reply.body["scimType"], scim_type, "{}", reply.body);
+    }
+    assert!(
+        reply.body["detail"].as_str().unwrap().contains(words),
+        "{words:?} not in {}",
+        reply.body
+    );
+}
+
+async fn users_are_created_read_filtered_paged_replaced_and_deleted(db: Db) {
+    let app = TestApp::start(db).await;
+    apply_state(app.store(), STATE).await;
+    let okta = scim_client(&app, "okta").await;
+
+    let created = okta
+        .post(
+            "/Users",
+            json!({
+                "schemas": [USER],
+                "userName": "Alice@Example.com",
+                "externalId": "00u1",
+                "name": {"givenName": "Alice"},
+                "password": "Secret-1234",
+            }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.content_type, "application/scim+json");
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let location = created.location.clone().unwrap();
+    assert!(
+        location.starts_with("http") && location.ends_with(&format!("/scim/v2/okta/Users/{id}")),
+        "{location}"
+    );
+    assert_eq!(created.body["meta"]["location"], location);
+    assert_eq!(created.etag.as_deref(), Some("W/\"1\""));
+    assert_eq!(
+        created.body["active"],
+        Value::Null,
+        "absent, read as active"
+    );
+    // The password is neither answered nor stored.
+    assert!(created.body.get("password").is_none(), "{}", created.body);
+    let stored: String = sqlx::query_scalar("SELECT document FROM scim_resources")
+        .fetch_one(app.store().pool())
+        .await
+        .unwrap();
+    assert!(!stored.contains("Secret-1234"), "{stored}");
+
+    // userName is unique without regard to case.
+    let again = okta
+        .post(
+            "/Users",
+            json!({"schemas": [USER], "userName": "alice@example.COM"}),
+        )
+        .await;
+    assert_refused(&again, 409, Some("uniqueness"), "alice@example.COM");
+
+    // Read back, and as conditional reads.
+    let read = okta.get(&format!("/Users/{id}")).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.body["userName"], "Alice@Example.com");
+    assert_eq!(read.body["name"]["givenName"], "Alice");
+    let unchanged = okta
+        .send(
+            Method::GET,
+            &format!("/Users/{id}"),
+            None,
+            &[("if-none-match", "W/\"1\"")],
+        )
+        .await;
+    assert_eq!(unchanged.status, 304);
+    let missing = okta.get("/Users/no-such-id").await;
+    assert_refused(&missing, 404, None, "no-such-id");
+
+    // Filters, as clients send them.
+    for (filter, expected) in [
+        ("userName eq \"alice@example.com\"", 1),
+        ("externalId eq \"00u1\"", 1),
+        ("externalId eq \"00U1\"", 0),
+        ("userName sw \"ALICE\" and name.givenName pr", 1),
+        ("userName eq \"bob\"", 0),
+    ] {
+        let reply = okta
+            .send(
+                Method::GET,
+                &format!("/Users?filter={}", urlencode(filter)),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{filter}: {}", reply.body);
+        assert_eq!(
+            reply.body["totalResults"], expected,
+            "{filter}: {}",
+            reply.body
+        );
+    }
+    for filter in ["userName eq", "shoeSize eq \"44\"", "active gt true"] {
+        let reply = okta
+            .get(&format!("/Users?filter={}", urlencode(filter)))
+            .await;
+        assert_refused(&reply, 400, Some("invalidFilter"), "");
+    }
+
+    // Pages.
+    for n in 0..5 {
+        okta.create_user(&format!("user{n}@example.com"), &format!("ext{n}"))
+            .await;
+    }
+    let page = okta.get("/Users?startIndex=3&count=2").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.body["totalResults"], 6);
+    assert_eq!(page.body["startIndex"], 3);
+    assert_eq!(page.body["itemsPerPage"], 2);
+    assert_eq!(page.body["Resources"][0]["userName"], "user1@example.com");
+    let counted = okta.get("/Users?count=0").await;
+    assert_eq!(counted.body["totalResults"], 6);
+    assert_eq!(counted.body["Resources"], json!([]));
+    let searched = okta
+        .post(
+            "/Users/.search",
+            json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": "userName sw \"user\"",
+                "startIndex": 2,
+                "count": 10,
+                "attributes": ["userName"],
+            }),
+        )
+        .await;
+    assert_eq!(searched.status, 200, "{}", searched.body);
+    assert_eq!(searched.body["totalResults"], 5);
+    assert_eq!(searched.body["itemsPerPage"], 4);
+    assert!(searched.body["Resources"][0].get("externalId").is_none());
+    let root = okta
+        .post(
+            "/.search",
+            json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": "userName eq \"user0@example.com\"",
+            }),
+        )
+        .await;
+    assert_eq!(root.status, 200, "{}", root.body);
+    assert_eq!(root.body["totalResults"], 1, "{}", root.body);
+
+    // Replace: at the version read, or not at all.
+    let replaced = okta
+        .send(
+            Method::PUT,
+            &format!("/Users/{id}"),
+            Some(json!({"schemas": [USER], "userName": "alice@example.com", "active": false})),
+            &[("if-match", "W/\"1\"")],
+        )
+        .await;
+    assert_eq!(replaced.status, 200, "{}", replaced.body);
+    assert_eq!(replaced.etag.as_deref(), Some("W/\"2\""));
+    assert_eq!(replaced.body["active"], false);
+    assert!(
+        replaced.body.get("name").is_none(),
+        "PUT replaces the whole"
+    );
+    let stale = okta
+        .send(
+            Method::PUT,
+            &format!("/Users/{id}"),
+            Some(json!({"schemas": [USER], "userName": "alice"})),
+            &[("if-match", "W/\"1\"")],
+        )
+        .await;
+    assert_refused(&stale, 412, None, "W/\"2\"");
+    let stale = okta
+        .send(
+            Method::DELETE,
+            &format!("/Users/{id}"),
+            None,
+            &[("if-match", "W/\"1\"")],
+        )
+        .await;
+    assert_eq!(stale.status, 412, "{}", stale.body);
+
+    // Delete.
+    let deleted = okta
+        .send(Method::DELETE, &format!("/Users/{id}"), None, &[])
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_refused(&okta.get(&format!("/Users/{id}")).await, 404, None, &id);
+    let again = okta
+        .send(Method::DELETE, &format!("/Users/{id}"), None, &[])
+        .await;
+    assert_eq!(again.status, 404);
+
+    // Every write is audited, with the token as the actor.
+    let actions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, actor FROM audit_log WHERE action LIKE 'scim.%' ORDER BY id",
+    )
+    .fetch_all(app.store().pool())
+    .await
+    .unwrap();
+    assert_eq!(actions.len(), 1 + 5 + 1 + 1, "{actions:?}");
+    assert!(
+        actions
+            .iter()
+            .all(|(_, actor)| actor == "scim:okta:okta-scim"),
+        "{actions:?}"
+    );
+    assert_eq!(actions.last().unwrap().0, "scim.user.delete");
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The request sequences Entra ID and Okta send, from their documentation.
+async fn groups_take_the_patch_shapes_entra_and_okta_send(db: Db) {
+    let app = TestApp::start(db).await;
+    apply_state(app.store(), STATE).await;
+    let entra = scim_client(&app, "entra").await;
+    let alice = entra.create_user("alice@example.com", "a1").await;
+    let bob = entra.create_user("bob@example.com", "b1").await;
+    let carol = entra.create_user("carol@example.com", "c1").await;
+
+    // Entra: look the group up, create it without members, then add them with PATCH.
+    let none = entra
+        .get(&format!(
+            "/Groups?excludedAttributes=members&filter={}",
+            urlencode("displayName eq \"Engineering\"")
+        ))
+        .await;
+    assert_eq!(none.body["totalResults"], 0, "{}", none.body);
+    let group = entra
+        .post(
+            "/Groups",
+            json!({"schemas": [GROUP], "externalId": "e-1", "displayName": "Engineering",
+                   "meta": {"resourceType": "Group"}}),
+        )
+        .await;
+    assert_eq!(group.status, 201, "{}", group.body);
+    let g = group.body["id"].as_str().unwrap().to_owned();
+    let added = entra
+        .patch(
+            &format!("/Groups/{g}"),
+            json!([{"op": "Add", "path": "members",
+                    "value": [{"value": alice}, {"value": bob}, {"value": carol}]}]),
+        )
+        .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert_eq!(added.body["members"].as_array().unwrap().len(), 3);
+    // Entra's membership check.
+    let check = entra
+        .get(&format!(
+            "/Groups?excludedAttributes=members&filter={}",
+            urlencode(&format!("id eq \"{g}\" and members eq \"{bob}\""))
+        ))
+        .await;
+    assert_eq!(check.body["totalResults"], 1, "{}", check.body);
+    assert!(check.body["Resources"][0].get("members").is_none());
+    // Entra: remove with a value list; $ref null.
+    let removed = entra
+        .patch(
+            &format!("/Groups/{g}"),
+            json!([{"op": "Remove", "path": "members",
+                    "value": [{"value": bob, "$ref": null}]}]),
+        )
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    let mut expected = vec![alice.clone(), carol.clone()];
+    expected.sort();
+    assert_eq!(entra.member_ids(&g).await, expected);
+    let check = entra
+        .get(&format!(
+            "/Groups?filter={}",
+            urlencode(&format!("id eq \"{g}\" and members eq \"{bob}\""))
+        ))
+        .await;
+    assert_eq!(check.body["totalResults"], 0, "{}", check.body);
+    // Entra: a user's attributes with capitalised ops, "False" and a dotted key; the user's
+    // groups are answered with it.
+    let user = entra
+        .patch(
+            &format!("/Users/{alice}"),
+            json!([
+                {"op": "Replace", "path": "active", "value": "False"},
+                {"op": "Add", "value": {"name.givenName": "Alice"}},
+                {"op": "Add", "path": format!("{ENTERPRISE}:manager"), "value": bob},
+            ]),
+        )
+        .await;
+    assert_eq!(user.status, 200, "{}", user.body);
+    assert_eq!(user.body["active"], false);
+    assert_eq!(user.body["name"]["givenName"], "Alice");
+    assert_eq!(user.body[ENTERPRISE]["manager"]["value"], bob.as_str());
+    assert_eq!(
+        user.body["groups"][0]["display"], "Engineering",
+        "{}",
+        user.body
+    );
+
+    // Okta: a group pushed with members; one removed by filter and one added, in one PATCH;
+    // renamed with its own id; the whole member list replaced; a user deactivated.
+    let okta = scim_client(&app, "okta").await;
+    let dave = okta.create_user("dave@example.com", "00ud").await;
+    let erin = okta.create_user("erin@example.com", "00ue").await;
+    let frank = okta.create_user("frank@example.com", "00uf").await;
+    let og = okta.create_group("Admins", &[&dave, &erin]).await;
+    let changed = okta
+        .patch(
+            &format!("/Groups/{og}"),
+            json!([
+                {"op": "remove", "path": format!("members[value eq \"{dave}\"]")},
+                {"op": "add", "path": "members", "value": [{"value": frank, "display": "frank"}]},
+            ]),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let mut expected = vec![erin.clone(), frank.clone()];
+    expected.sort();
+    assert_eq!(okta.member_ids(&og).await, expected);
+    let renamed = okta
+        .patch(
+            &format!("/Groups/{og}"),
+            json!([{"op": "replace", "value": {"id": og, "displayName": "Administrators"}}]),
+        )
+        .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert_eq!(renamed.body["displayName"], "Administrators");
+    let replaced = okta
+        .patch(
+            &format!("/Groups/{og}"),
+            json!([{"op": "replace", "path": "members", "value": [{"value": dave}]}]),
+        )
+        .await;
+    assert_eq!(replaced.status, 200, "{}", replaced.body);
+    assert_eq!(okta.member_ids(&og).await, vec![dave.clone()]);
+    let deactivated = okta
+        .patch(
+            &format!("/Users/{dave}"),
+            json!([{"op": "replace", "value": {"active": false}}]),
+        )
+        .await;
+    assert_eq!(deactivated.body["active"], false, "{}", deactivated.body);
+    // Okta pages through groups by startIndex and count.
+    let page = okta.get("/Groups?startIndex=1&count=100").await;
+    assert_eq!(page.body["totalResults"], 1, "{}", page.body);
+
+    // One provider's endpoint never shows or takes another's resources.
+    assert_eq!(okta.get(&format!("/Groups/{g}")).await.status, 404);
+    let foreign = okta
+        .patch(
+            &format!("/Groups/{og}"),
+            json!([{"op": "add", "path": "members", "value": [{"value": alice}]}]),
+        )
+        .await;
+    assert_refused(&foreign, 400, Some("invalidValue"), &alice);
+    assert_eq!(okta.member_ids(&og).await, vec![dave.clone()]);
+
+    // A deleted user leaves every group.
+    let gone = okta
+        .send(Method::DELETE, &format!("/Users/{dave}"), None, &[])
+        .await;
+    assert_eq!(gone.status, 204);
+    assert!(okta.member_ids(&og).await.is_empty());
+}
+
+/// Bad input is refused with the RFC's error and changes nothing.
+async fn bad_scim_requests_change_nothing(db: Db) {
+    let app = TestApp::start(db).await;
+    apply_state(app.store(), STATE).await;
+    let okta = scim_client(&app, "okta").await;
+    let alice = okta.create_user("alice@example.com", "00ua").await;
+    let group = okta.create_group("Engineering", &[&alice]).await;
+    let snapshot = || async {
+        let rows: Vec<(String, i64, String)> =
+            sqlx::query_as("SELECT id, version, document FROM scim_resources ORDER BY id")
+                .fetch_all(app.store().pool())
+                .await
+                .unwrap();
+        let members: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scim_members")
+            .fetch_one(app.store().pool())
+            .await
+            .unwrap();
+        (rows, members)
+    };
+    let before = snapshot().await;
+
+    // Tokens: none, forged, another provider's.
+    let anonymous = Client {
+        app: &app,
+        token: "not-a-token".into(),
+        base: "/scim/v2/okta".into(),
+    };
+    let reply = anonymous
+        .post("/Users", json!({"schemas": [USER], "userName": "mallory"}))
+        .await;
+    assert_refused(&reply, 401, None, "SCIM token");
+    let entra = scim_client(&app, "entra").await;
+    let reply = Client {
+        base: "/scim/v2/okta".into(),
+        ..entra
+    }
+    .patch(
+        &format!("/Groups/{group}"),
+        json!([{"op": "remove", "path": "members"}]),
+    )
+    .await;
+    assert_refused(&reply, 403, None, "for provider \"entra\"");
+
+    for (reply, status, scim_type, words) in [
+        (
+            okta.post(
+                "/Users",
+                json!({"schemas": [USER], "userName": "m", "shoeSize": 44}),
+            )
+            .await,
+            400,
+            Some("invalidSyntax"),
+            "shoeSize",
+        ),
+        (
+            okta.post("/Users", json!({"userName": "m"})).await,
+            400,
+            Some("invalidSyntax"),
+            "schemas",
+        ),
+        (
+            okta.send(Method::POST, "/Users", None, &[]).await,
+            400,
+            Some("invalidSyntax"),
+            "not JSON",
+        ),
+        (
+            okta.patch(
+                &format!("/Users/{alice}"),
+                json!([{"op": "replace", "path": "shoeSize", "value": 44}]),
+            )
+            .await,
+            400,
+            Some("invalidPath"),
+            "shoeSize",
+        ),
+        (
+            okta.patch(
+                &format!("/Users/{alice}"),
+                json!([
+                    {"op": "replace", "path": "displayName", "value": "Alice"},
+                    {"op": "replace", "path": "active", "value": "perhaps"},
+                ]),
+            )
+            .await,
+            400,
+            Some("invalidValue"),
+            "active",
+        ),
+        (
+            okta.patch(
+                &format!("/Groups/{group}"),
+                json!([{"op": "add", "path": "members", "value": [{"value": "nobody"}]}]),
+            )
+            .await,
+            400,
+            Some("invalidValue"),
+            "nobody",
+        ),
+        (
+            okta.patch(
+                &format!("/Groups/{group}"),
+                json!([{"op": "replace", "path": "members[value eq", "value": []}]),
+            )
+            .await,
+            400,
+            Some("invalidPath"),
+            "does not parse",
+        ),
+        (
+            okta.get(&format!("/Users?filter={}", urlencode("userName xx \"a\"")))
+                .await,
+            400,
+            Some("invalidFilter"),
+            "does not parse",
+        ),
+        (
+            okta.post(
+                "/Users",
+                json!({"schemas": [USER], "userName": "big", "title": "x".repeat(5 * 1024 * 1024)}),
+            )
+            .await,
+            413,
+            None,
+            "larger than",
+        ),
+        (
+            okta.get("/Users?count=ten").await,
+            400,
+            Some("invalidValue"),
+            "count",
+        ),
+    ] {
+        assert_refused(&reply, status, scim_type, words);
+    }
+    assert_eq!(
+        snapshot().await,
+        before,
+        "a refused request changed nothing"
+    );
+}
+
 on_both_databases!(
     a_scim_token_ends_with_its_creators_auth_modify,
     tokens_open_their_providers_endpoint_and_nothing_else,
     a_scim_token_is_for_an_oidc_or_saml_provider_made_by_an_auth_admin,
     discovery_documents_describe_the_endpoint,
+    users_are_created_read_filtered_paged_replaced_and_deleted,
+    groups_take_the_patch_shapes_entra_and_okta_send,
+    bad_scim_requests_change_nothing,
 );

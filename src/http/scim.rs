@@ -4,15 +4,20 @@
 //! another provider's token is 403. Every answer, errors included, is `application/scim+json`
 //! with the protocol's error document.
 
-use axum::extract::{FromRequestParts, Path, RawPathParams};
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawPathParams, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 use serde_json::Value;
 
-use crate::scim::{discovery, ScimError, MEDIA_TYPE};
+use crate::provisioning::{self, Answer, Endpoint};
+use crate::scim::resource::Projection;
+use crate::scim::schema::Kind;
+use crate::scim::{discovery, ScimError, MAX_BODY_BYTES, MEDIA_TYPE};
 use crate::store::ConfigStore;
 
 use super::auth::{bearer, verify_api_key};
@@ -28,6 +33,31 @@ pub fn routes() -> Router<AppState> {
         .route("/scim/v2/{provider}/ResourceTypes/{id}", get(resource_type))
         .route("/scim/v2/{provider}/Schemas", get(schemas))
         .route("/scim/v2/{provider}/Schemas/{id}", get(schema))
+        .route(
+            "/scim/v2/{provider}/Users",
+            get(list_users).post(create_user),
+        )
+        .route("/scim/v2/{provider}/Users/.search", post(search_users))
+        .route(
+            "/scim/v2/{provider}/Users/{id}",
+            get(get_user)
+                .put(replace_user)
+                .patch(patch_user)
+                .delete(delete_user),
+        )
+        .route(
+            "/scim/v2/{provider}/Groups",
+            get(list_groups).post(create_group),
+        )
+        .route("/scim/v2/{provider}/Groups/.search", post(search_groups))
+        .route(
+            "/scim/v2/{provider}/Groups/{id}",
+            get(get_group)
+                .put(replace_group)
+                .patch(patch_group)
+                .delete(delete_group),
+        )
+        .route("/scim/v2/{provider}/.search", post(search_all))
         .route("/scim/v2/{provider}/{*rest}", any(not_served))
         .route("/scim/v2/{provider}", any(not_served))
 }
@@ -83,6 +113,8 @@ pub struct ScimClient {
     pub token: String,
     /// This endpoint's base URL, for `meta.location`.
     pub base: String,
+    /// The endpoint as the provisioning layer takes it.
+    pub endpoint: Endpoint,
 }
 
 impl FromRequestParts<AppState> for ScimClient {
@@ -159,8 +191,8 @@ impl FromRequestParts<AppState> for ScimClient {
             )
             .into()),
             Some(_) => {
-                match state.store.provider(&provider).await {
-                    Ok(_) => {}
+                let provider_id = match state.store.provider(&provider).await {
+                    Ok(record) => record.provider.id,
                     Err(crate::store::StoreError::NotFound(_)) => {
                         return Err(ScimError::not_found(format!(
                             "provider {provider:?} is no longer configured"
@@ -168,12 +200,18 @@ impl FromRequestParts<AppState> for ScimClient {
                         .into())
                     }
                     Err(e) => return Err(e.into()),
-                }
+                };
                 let base = format!(
                     "{}/scim/v2/{provider}",
                     state.config.http.public_url.trim_end_matches('/')
                 );
                 Ok(ScimClient {
+                    endpoint: Endpoint {
+                        provider: provider.clone(),
+                        provider_id,
+                        base: base.clone(),
+                        token: key.name.clone(),
+                    },
                     provider,
                     token: key.name,
                     base,
@@ -218,9 +256,10 @@ async fn schema(
     ))
 }
 
-/// Everything else under the provider's base: the resource endpoints are not served yet
-/// (501, as RFC 7644 §3.12 answers an operation the service provider does not support), and
-/// anything else is not found. Authenticated first, like every SCIM path.
+/// Everything else under the provider's base: bulk operations are not served (501, as RFC
+/// 7644 §3.12 answers an operation the service provider does not support; the
+/// ServiceProviderConfig says so too), and anything else is not found. Authenticated first,
+/// like every SCIM path.
 async fn not_served(client: ScimClient, request: axum::extract::Request) -> ScimFailure {
     let path = request.uri().path();
     let rest = path
@@ -228,22 +267,367 @@ async fn not_served(client: ScimClient, request: axum::extract::Request) -> Scim
         .and_then(|p| p.split_once('/'))
         .map(|(_, rest)| rest)
         .unwrap_or("");
-    let resource = rest.split('/').next().unwrap_or("");
-    if resource == "Users" || resource == "Groups" || resource == "Bulk" || resource == ".search" {
+    if rest.split('/').next() == Some("Bulk") {
         ScimFailure(ScimError::new(
             501,
             None,
             format!(
-                "the SCIM endpoint of provider {:?} does not serve /{resource} yet: only its \
-                 discovery documents (ServiceProviderConfig, ResourceTypes, Schemas)",
+                "the SCIM endpoint of provider {:?} does not take bulk operations; send each \
+                 change as its own request",
                 client.provider
             ),
         ))
     } else {
         ScimFailure(ScimError::not_found(format!(
-            "no SCIM resource at {path}: the endpoints are ServiceProviderConfig, \
-             ResourceTypes and Schemas under /scim/v2/{}",
+            "no SCIM resource at {path}: the endpoints under /scim/v2/{} are Users, Groups, \
+             .search, ServiceProviderConfig, ResourceTypes and Schemas",
             client.provider
         )))
     }
+}
+
+/// A SCIM request body: JSON, at most `MAX_BODY_BYTES`.
+pub struct ScimBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for ScimBody {
+    type Rejection = ScimFailure;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, ScimFailure> {
+        if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
+            let content_type = content_type
+                .to_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if !content_type.starts_with(MEDIA_TYPE)
+                && !content_type.starts_with("application/json")
+            {
+                return Err(ScimError::new(
+                    415,
+                    None,
+                    format!("send the body as {MEDIA_TYPE} (or application/json)"),
+                )
+                .into());
+            }
+        }
+        let bytes = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                ScimError::new(
+                    413,
+                    None,
+                    format!(
+                        "the body is larger than {} MiB; split the change into several requests",
+                        MAX_BODY_BYTES / (1024 * 1024)
+                    ),
+                )
+            })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ScimError::new(
+                400,
+                Some("invalidSyntax"),
+                format!("the body is not JSON: {e}"),
+            )
+        })?;
+        Ok(ScimBody(value))
+    }
+}
+
+/// A resource with its `ETag` (and on create, `Location`).
+struct Resource(StatusCode, Answer);
+
+impl IntoResponse for Resource {
+    fn into_response(self) -> Response {
+        let Resource(status, answer) = self;
+        let mut response = Scim(status, answer.document).into_response();
+        if let Ok(tag) = HeaderValue::from_str(&crate::scim::resource::etag(answer.version)) {
+            response.headers_mut().insert(header::ETAG, tag);
+        }
+        if status == StatusCode::CREATED {
+            if let Ok(location) = HeaderValue::from_str(&answer.location) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+        }
+        response
+    }
+}
+
+/// The version an `If-Match` header names: `None` without one or with `*`; a tag this server
+/// did not issue names no version (`Some(-1)`), so the write is refused.
+fn if_match(headers: &HeaderMap) -> Option<i64> {
+    let value = headers
+        .get(header::IF_MATCH)?
+        .to_str()
+        .unwrap_or_default()
+        .trim();
+    if value == "*" {
+        return None;
+    }
+    Some(version_of(value).unwrap_or(-1))
+}
+
+fn version_of(tag: &str) -> Option<i64> {
+    tag.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .ok()
+}
+
+fn query_of(params: &HashMap<String, String>) -> Result<provisioning::Query, ScimFailure> {
+    let number = |name: &str| -> Result<Option<i64>, ScimFailure> {
+        match params.get(name) {
+            None => Ok(None),
+            Some(text) => text.trim().parse().map(Some).map_err(|_| {
+                ScimError::new(
+                    400,
+                    Some("invalidValue"),
+                    format!("{name} must be a whole number, not {text:?}"),
+                )
+                .into()
+            }),
+        }
+    };
+    Ok(provisioning::Query {
+        filter: params.get("filter").cloned(),
+        start_index: number("startIndex")?,
+        count: number("count")?,
+        projection: Projection::parse(
+            params.get("attributes").map(String::as_str),
+            params.get("excludedAttributes").map(String::as_str),
+        ),
+    })
+}
+
+const SEARCH_REQUEST_URN: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+
+/// A `POST …/.search` body (RFC 7644 §3.4.3).
+fn search_of(body: &Value) -> Result<provisioning::Query, ScimFailure> {
+    let schemas_ok = body["schemas"].as_array().is_some_and(|s| {
+        s.iter().any(|u| {
+            u.as_str()
+                .is_some_and(|u| u.eq_ignore_ascii_case(SEARCH_REQUEST_URN))
+        })
+    });
+    if !schemas_ok {
+        return Err(ScimError::new(
+            400,
+            Some("invalidSyntax"),
+            format!("a search body must name its schema: \"schemas\": [\"{SEARCH_REQUEST_URN}\"]"),
+        )
+        .into());
+    }
+    let names = |key: &str| -> Option<String> {
+        match &body[key] {
+            Value::Array(items) => Some(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        }
+    };
+    let number = |key: &str| -> Result<Option<i64>, ScimFailure> {
+        match &body[key] {
+            Value::Null => Ok(None),
+            value => value.as_i64().map(Some).ok_or_else(|| {
+                ScimError::new(
+                    400,
+                    Some("invalidValue"),
+                    format!("{key} must be a whole number"),
+                )
+                .into()
+            }),
+        }
+    };
+    Ok(provisioning::Query {
+        filter: body["filter"].as_str().map(str::to_owned),
+        start_index: number("startIndex")?,
+        count: number("count")?,
+        projection: Projection::parse(
+            names("attributes").as_deref(),
+            names("excludedAttributes").as_deref(),
+        ),
+    })
+}
+
+async fn list(
+    state: &AppState,
+    client: &ScimClient,
+    kind: Kind,
+    query: provisioning::Query,
+) -> Result<Scim, ScimFailure> {
+    Ok(Scim(
+        StatusCode::OK,
+        provisioning::list(&state.store, &client.endpoint, kind, &query).await?,
+    ))
+}
+
+async fn get_one(
+    state: &AppState,
+    client: &ScimClient,
+    kind: Kind,
+    id: &str,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, ScimFailure> {
+    let query = query_of(params)?;
+    let answer =
+        provisioning::get(&state.store, &client.endpoint, kind, id, &query.projection).await?;
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| {
+            tags.split(',')
+                .any(|t| t.trim() == "*" || version_of(t) == Some(answer.version))
+        });
+    if unchanged {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(tag) = HeaderValue::from_str(&crate::scim::resource::etag(answer.version)) {
+            response.headers_mut().insert(header::ETAG, tag);
+        }
+        return Ok(response);
+    }
+    Ok(Resource(StatusCode::OK, answer).into_response())
+}
+
+macro_rules! resource_handlers {
+    ($kind:expr, $list:ident, $search:ident, $create:ident, $get:ident, $replace:ident,
+     $patch:ident, $delete:ident) => {
+        async fn $list(
+            client: ScimClient,
+            axum::extract::State(state): axum::extract::State<AppState>,
+            Query(params): Query<HashMap<String, String>>,
+        ) -> Result<Scim, ScimFailure> {
+            list(&state, &client, $kind, query_of(&params)?).await
+        }
+
+        async fn $search(
+            client: ScimClient,
+            axum::extract::State(state): axum::extract::State<AppState>,
+            ScimBody(body): ScimBody,
+        ) -> Result<Scim, ScimFailure> {
+            list(&state, &client, $kind, search_of(&body)?).await
+        }
+
+        async fn $create(
+            client: ScimClient,
+            axum::extract::State(state): axum::extract::State<AppState>,
+            ScimBody(body): ScimBody,
+        ) -> Result<Resource, ScimFailure> {
+            let answer = provisioning::create(
+                &state.store,
+                &client.endpoint,
+                $kind,
+                &body,
+                crate::clock::now_ms(),
+            )
+            .await?;
+            Ok(Resource(StatusCode::CREATED, answer))
+        }
+
+        async fn $get(
+            client: ScimClient,
+            axum::extract::State(state): axum::extract::State<AppState>,
+            Path((_, id)): Path<(String, String)>,
+            Query(params): Query<HashMap<String, String>>,
+            headers: HeaderMap,
+        ) -> Result<Response, ScimFailure> {
+            get_one(&state, &client, $kind, &id, &params, &headers).await
+        }
+
+        async fn $replace(
+            client: ScimClient,
+            axum::extract::State(state): axum::extract::State<AppState>,
+            Path((_, id)): Path<(String, String)>,
+            headers: HeaderMap,
+            ScimBody(body): ScimBody,
+        ) -> Result<Resource, ScimFailure> {
+            let answer = provisioning::replace(
+                &state.store,
+                &client.endpoint,
+                $kind,
+                &id,
+                &body,
+                if_match(&headers),
+                crate::clock::now_ms(),
+            )
+            .await?;
+            Ok(Resource(StatusCode::OK, answer))
+        }
+
+        async fn $patch(
+            client: ScimClient,
+            axum::extract::State(state): axum::extract::State<AppState>,
+            Path((_, id)): Path<(String, String)>,
+            headers: HeaderMap,
+            ScimBody(body): ScimBody,
+        ) -> Result<Resource, ScimFailure> {
+            // 200 with the resource: clients (Okta, scim-sanity) read it back.
+            let answer = provisioning::patch(
+                &state.store,
+                &client.endpoint,
+                $kind,
+                &id,
+                &body,
+                if_match(&headers),
+                crate::clock::now_ms(),
+            )
+            .await?;
+            Ok(Resource(StatusCode::OK, answer))
+        }
+
+        async fn $delete(
+            client: ScimClient,
+            axum::extract::State(state): axum::extract::State<AppState>,
+            Path((_, id)): Path<(String, String)>,
+            headers: HeaderMap,
+        ) -> Result<StatusCode, ScimFailure> {
+            provisioning::delete(
+                &state.store,
+                &client.endpoint,
+                $kind,
+                &id,
+                if_match(&headers),
+                crate::clock::now_ms(),
+            )
+            .await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+    };
+}
+
+resource_handlers!(
+    Kind::User,
+    list_users,
+    search_users,
+    create_user,
+    get_user,
+    replace_user,
+    patch_user,
+    delete_user
+);
+resource_handlers!(
+    Kind::Group,
+    list_groups,
+    search_groups,
+    create_group,
+    get_group,
+    replace_group,
+    patch_group,
+    delete_group
+);
+
+async fn search_all(
+    client: ScimClient,
+    axum::extract::State(state): axum::extract::State<AppState>,
+    ScimBody(body): ScimBody,
+) -> Result<Scim, ScimFailure> {
+    let query = search_of(&body)?;
+    Ok(Scim(
+        StatusCode::OK,
+        provisioning::search_all(&state.store, &client.endpoint, &query).await?,
+    ))
 }

@@ -20,12 +20,13 @@ pub fn service_provider_config(base: &str) -> Value {
     json!({
         "schemas": [SERVICE_PROVIDER_CONFIG_URN],
         "documentationUri": "https://datatracker.ietf.org/doc/html/rfc7644",
-        "patch": unsupported,
+        "patch": {"supported": true},
         "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
-        "filter": {"supported": false, "maxResults": 0},
+        "filter": {"supported": true, "maxResults": super::MAX_PAGE_SIZE},
+        // Passwords are never kept: a cloud provider's users sign in there.
         "changePassword": unsupported,
         "sort": unsupported,
-        "etag": unsupported,
+        "etag": {"supported": true},
         "authenticationSchemes": [{
             "type": "oauthbearertoken",
             "name": "Bearer token",
@@ -136,9 +137,13 @@ mod tests {
     #[test]
     fn the_service_provider_config_claims_nothing_the_endpoint_does_not_do() {
         let config = service_provider_config(BASE);
-        for feature in ["patch", "bulk", "filter", "changePassword", "sort", "etag"] {
+        for feature in ["bulk", "changePassword", "sort"] {
             assert_eq!(config[feature]["supported"], false, "{feature}");
         }
+        for feature in ["patch", "filter", "etag"] {
+            assert_eq!(config[feature]["supported"], true, "{feature}");
+        }
+        assert_eq!(config["filter"]["maxResults"], crate::scim::MAX_PAGE_SIZE);
         assert_eq!(
             config["authenticationSchemes"][0]["type"],
             "oauthbearertoken"

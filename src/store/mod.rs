@@ -801,3 +801,97 @@ pub trait LeaseStore: Send + Sync {
 pub trait AuditStore: Send + Sync {
     async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
 }
+
+/// A SCIM resource (a user or group a provider's SCIM client pushed) as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScimRecord {
+    pub provider_id: i64,
+    pub kind: crate::scim::schema::Kind,
+    pub id: String,
+    /// `userName` or `displayName`.
+    pub name: String,
+    pub external_id: Option<String>,
+    pub active: bool,
+    /// The canonical document, without `id`, `meta` or a group's members.
+    pub document: serde_json::Value,
+    /// Raised by every write; the entity tag is made from it.
+    pub version: i64,
+    pub created_at: i64,
+    pub modified_at: i64,
+}
+
+/// Which rows a SCIM read selects, by an indexed column.
+pub use crate::scim::filter::Narrow as ScimNarrow;
+
+/// What a SCIM write did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScimWrite {
+    /// Written: the record as stored now (its new version).
+    Written(ScimRecord),
+    /// Deleted.
+    Deleted,
+    NotFound,
+    /// The resource is at another version than the one the write was computed from.
+    VersionMismatch {
+        current: i64,
+    },
+    /// Another resource of the provider has this name (compared without case).
+    NameTaken {
+        name: String,
+    },
+    /// Members named that are not users of this provider.
+    UnknownMembers(Vec<String>),
+}
+
+/// The users and groups of each provider's SCIM endpoint. Every write is one transaction with
+/// its audit row; a replace or delete applies only at the version it was computed from.
+#[async_trait]
+pub trait ScimStore: Send + Sync {
+    /// Stores a new resource (a group with its members).
+    async fn scim_create(
+        &self,
+        record: &ScimRecord,
+        members: &[String],
+        actor: &Actor,
+    ) -> StoreResult<ScimWrite>;
+    async fn scim_get(
+        &self,
+        provider_id: i64,
+        kind: crate::scim::schema::Kind,
+        id: &str,
+    ) -> StoreResult<Option<ScimRecord>>;
+    /// The provider's resources of a kind, oldest first, narrowed by an indexed equality; with a
+    /// window `(offset, limit)` one page of them. Also how many there are (narrowed) in all.
+    async fn scim_list(
+        &self,
+        provider_id: i64,
+        kind: crate::scim::schema::Kind,
+        narrow: Option<&ScimNarrow>,
+        window: Option<(i64, i64)>,
+    ) -> StoreResult<(Vec<ScimRecord>, i64)>;
+    /// Replaces a resource's document (and, with `members`, a group's members, written as the
+    /// difference) when it is still at `record.version`; the stored version is raised by one.
+    async fn scim_replace(
+        &self,
+        record: &ScimRecord,
+        members: Option<&[String]>,
+        actor: &Actor,
+    ) -> StoreResult<ScimWrite>;
+    /// Deletes a resource (at `expected_version` when given), with its memberships.
+    async fn scim_delete(
+        &self,
+        provider_id: i64,
+        kind: crate::scim::schema::Kind,
+        id: &str,
+        expected_version: Option<i64>,
+        actor: &Actor,
+        now_ms: i64,
+    ) -> StoreResult<ScimWrite>;
+    /// For users, their groups; for groups, their members: `(resource id, related id, related
+    /// name)`, ordered by resource and related name.
+    async fn scim_related(
+        &self,
+        kind: crate::scim::schema::Kind,
+        ids: &[String],
+    ) -> StoreResult<Vec<(String, String, String)>>;
+}

@@ -14,6 +14,7 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 mod admin;
 mod api_keys;
 mod lease;
+mod scim;
 mod security;
 mod sync;
 

@@ -1,0 +1,498 @@
+//! Inbound provisioning: what a provider's SCIM client asks of its endpoint, as operations on
+//! the store. Each takes the request's document, judges it with `scim` (pure), writes through
+//! `store::ScimStore` (one transaction, audited) and answers the document the client reads.
+//! The HTTP frontend (`http::scim`) only authenticates, parses the request and sends the
+//! answer.
+//!
+//! A PATCH is read, applied and written at the version it was read at; when another write
+//! came in between (and the client named no `If-Match`), it is applied again to what is
+//! stored now, a bounded number of times, so concurrent member changes are never lost.
+
+use serde_json::Value;
+
+use crate::scim::filter::{self, Narrow};
+use crate::scim::resource::{self, Normalised, Projection, Served};
+use crate::scim::schema::Kind;
+use crate::scim::{page_response, patch, Page, ScimError};
+use crate::store::{Actor, ScimRecord, ScimStore, ScimWrite, StoreError};
+
+/// How often a PATCH is applied again when another write came between its read and write.
+const PATCH_ATTEMPTS: usize = 5;
+
+/// The endpoint a request came to: the provider, its base URL, the token that authenticated.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub provider: String,
+    pub provider_id: i64,
+    /// `…/scim/v2/{provider}`, for `meta.location`.
+    pub base: String,
+    /// The SCIM token's name: the audit rows' actor.
+    pub token: String,
+}
+
+impl Endpoint {
+    fn actor(&self) -> Actor {
+        Actor::new(format!("scim:{}:{}", self.provider, self.token))
+    }
+}
+
+/// A resource as answered, with its version for the `ETag` header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub document: Value,
+    pub version: i64,
+    pub location: String,
+}
+
+fn store_failure(e: StoreError) -> ScimError {
+    tracing::error!(error = %e, "SCIM request failed in the store");
+    ScimError::new(
+        500,
+        None,
+        "the request could not be stored; the server log has the cause",
+    )
+}
+
+fn not_found(kind: Kind, id: &str) -> ScimError {
+    ScimError::not_found(format!("no {} with id {id:?}", kind.name()))
+}
+
+fn precondition_failed(current: i64) -> ScimError {
+    ScimError::new(
+        412,
+        None,
+        format!(
+            "the resource has changed: it is at version {}, not the one named in If-Match; read \
+             it again",
+            resource::etag(current)
+        ),
+    )
+}
+
+fn refused_write(kind: Kind, id: &str, write: ScimWrite) -> ScimError {
+    match write {
+        ScimWrite::NotFound => not_found(kind, id),
+        ScimWrite::VersionMismatch { current } => precondition_failed(current),
+        ScimWrite::NameTaken { name } => ScimError::new(
+            409,
+            Some("uniqueness"),
+            format!(
+                "another {} is named {name:?} (names compare without case)",
+                kind.name()
+            ),
+        ),
+        ScimWrite::UnknownMembers(ids) => ScimError::new(
+            400,
+            Some("invalidValue"),
+            format!(
+                "members must be users of this endpoint; no user has the id {}",
+                ids.iter()
+                    .take(10)
+                    .map(|i| format!("{i:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + if ids.len() > 10 { ", …" } else { "" }
+            ),
+        ),
+        ScimWrite::Written(_) | ScimWrite::Deleted => {
+            ScimError::new(500, None, "unexpected answer from the store")
+        }
+    }
+}
+
+async fn related<S: ScimStore + ?Sized>(
+    store: &S,
+    kind: Kind,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, Vec<(String, String)>>, ScimError> {
+    let mut out: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+    for (owner, id, name) in store.scim_related(kind, ids).await.map_err(store_failure)? {
+        out.entry(owner).or_default().push((id, name));
+    }
+    Ok(out)
+}
+
+fn render(endpoint: &Endpoint, record: &ScimRecord, related: Option<&[(String, String)]>) -> Value {
+    resource::render(
+        &record.document,
+        &Served {
+            kind: record.kind,
+            id: &record.id,
+            base: &endpoint.base,
+            created_ms: record.created_at,
+            modified_ms: record.modified_at,
+            version: record.version,
+            related: Some(related.unwrap_or_default()),
+        },
+    )
+}
+
+fn answer(
+    endpoint: &Endpoint,
+    record: &ScimRecord,
+    related: Option<&[(String, String)]>,
+) -> Answer {
+    Answer {
+        document: render(endpoint, record, related),
+        version: record.version,
+        location: format!("{}/{}/{}", endpoint.base, record.kind.endpoint(), record.id),
+    }
+}
+
+/// A record just written, answered with its groups or members.
+async fn answer_stored<S: ScimStore + ?Sized>(
+    store: &S,
+    endpoint: &Endpoint,
+    record: &ScimRecord,
+) -> Result<Answer, ScimError> {
+    let related = related(store, record.kind, std::slice::from_ref(&record.id)).await?;
+    Ok(answer(
+        endpoint,
+        record,
+        related.get(&record.id).map(Vec::as_slice),
+    ))
+}
+
+/// `POST /Users`, `POST /Groups`.
+pub async fn create<S: ScimStore + ?Sized>(
+    store: &S,
+    endpoint: &Endpoint,
+    kind: Kind,
+    body: &Value,
+    now_ms: i64,
+) -> Result<Answer, ScimError> {
+    let judged = resource::normalise(kind, body)?;
+    let record = ScimRecord {
+        provider_id: endpoint.provider_id,
+        kind,
+        id: uuid::Uuid::new_v4().to_string(),
+        name: judged.name,
+        external_id: judged.external_id,
+        active: judged.active,
+        document: judged.document,
+        version: 1,
+        created_at: now_ms,
+        modified_at: now_ms,
+    };
+    match store
+        .scim_create(&record, &judged.members, &endpoint.actor())
+        .await
+        .map_err(store_failure)?
+    {
+        ScimWrite::Written(record) => answer_stored(store, endpoint, &record).await,
+        other => Err(refused_write(kind, &record.id, other)),
+    }
+}
+
+/// `GET /Users/{id}`, `GET /Groups/{id}`.
+pub async fn get<S: ScimStore + ?Sized>(
+    store: &S,
+    endpoint: &Endpoint,
+    kind: Kind,
+    id: &str,
+    projection: &Projection,
+) -> Result<Answer, ScimError> {
+    let record = store
+        .scim_get(endpoint.provider_id, kind, id)
+        .await
+        .map_err(store_failure)?
+        .ok_or_else(|| not_found(kind, id))?;
+    let related_attribute = kind.related_attribute();
+    let related = if projection.wants(kind, related_attribute) {
+        related(store, kind, std::slice::from_ref(&record.id)).await?
+    } else {
+        Default::default()
+    };
+    let mut answered = answer(
+        endpoint,
+        &record,
+        related.get(&record.id).map(Vec::as_slice),
+    );
+    answered.document = projection.apply(kind, answered.document);
+    Ok(answered)
+}
+
+/// A list or search request.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub filter: Option<String>,
+    pub start_index: Option<i64>,
+    pub count: Option<i64>,
+    pub projection: Projection,
+}
+
+/// `GET /Users?filter=…`, `POST /Users/.search` and the same for groups.
+pub async fn list<S: ScimStore + ?Sized>(
+    store: &S,
+    endpoint: &Endpoint,
+    kind: Kind,
+    query: &Query,
+) -> Result<Value, ScimError> {
+    let (resources, total, start) = list_page(store, endpoint, kind, query, None).await?;
+    Ok(page_response(resources, total, start))
+}
+
+/// One kind's page: the rendered resources, how many matched in all, the start index.
+/// `filter` when given was parsed for this kind already.
+async fn list_page<S: ScimStore + ?Sized>(
+    store: &S,
+    endpoint: &Endpoint,
+    kind: Kind,
+    query: &Query,
+    parsed: Option<scim_v2::filter::Filter>,
+) -> Result<(Vec<Value>, usize, usize), ScimError> {
+    let page = Page::new(query.start_index, query.count);
+    let filter = match (parsed, &query.filter) {
+        (Some(f), _) => Some(f),
+        (None, Some(text)) if !text.trim().is_empty() => Some(filter::parse(kind, text)?),
+        _ => None,
+    };
+    let related_attribute = kind.related_attribute();
+    let wants_related = query.projection.wants(kind, related_attribute);
+    let Some(filter) = filter else {
+        // No filter: the page is read as a page.
+        let (records, total) = store
+            .scim_list(
+                endpoint.provider_id,
+                kind,
+                None,
+                Some((page.offset() as i64, page.count as i64)),
+            )
+            .await
+            .map_err(store_failure)?;
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let related = if wants_related && !ids.is_empty() {
+            related(store, kind, &ids).await?
+        } else {
+            Default::default()
+        };
+        let resources = records
+            .iter()
+            .map(|r| {
+                query.projection.apply(
+                    kind,
+                    render(endpoint, r, related.get(&r.id).map(Vec::as_slice)),
+                )
+            })
+            .collect();
+        return Ok((resources, total.max(0) as usize, page.start_index));
+    };
+    let matching = every_match(store, endpoint, kind, Some(&filter), wants_related).await?;
+    let total = matching.len();
+    let resources = matching
+        .into_iter()
+        .skip(page.offset())
+        .take(page.count)
+        .map(|document| query.projection.apply(kind, document))
+        .collect();
+    Ok((resources, total, page.start_index))
+}
+
+/// Every resource of a kind the filter matches, answered, oldest first. The rows it can match
+/// (narrowed by an indexed equality when it has one) are read, and the filter decides on each
+/// answered document.
+async fn every_match<S: ScimStore + ?Sized>(
+    store: &S,
+    endpoint: &Endpoint,
+    kind: Kind,
+    filter: Option<&scim_v2::filter::Filter>,
+    wants_related: bool,
+) -> Result<Vec<Value>, ScimError> {
+    let narrow: Option<Narrow> = filter.and_then(|f| filter::narrow(kind, f));
+    let (candidates, _) = store
+        .scim_list(endpoint.provider_id, kind, narrow.as_ref(), None)
+        .await
+        .map_err(store_failure)?;
+    let needs_related = filter.is_some_and(|f| filter::mentions_related(kind, f));
+    let ids: Vec<String> = candidates.iter().map(|r| r.id.clone()).collect();
+    let related = if (needs_related || wants_related) && !ids.is_empty() {
+        related(store, kind, &ids).await?
+    } else {
+        Default::default()
+    };
+    Ok(candidates
+        .iter()
+        .map(|r| render(endpoint, r, related.get(&r.id).map(Vec::as_slice)))
+        .filter(|document| filter.is_none_or(|f| filter::matches(kind, f, document)))
+        .collect())
+}
+
+/// `POST /.search` at the endpoint's root: users, then groups. A filter that names an
+/// attribute only one of the two has searches that one.
+pub async fn search_all<S: ScimStore + ?Sized>(
+    store: &S,
+    endpoint: &Endpoint,
+    query: &Query,
+) -> Result<Value, ScimError> {
+    let parsed = match &query.filter {
+        Some(text) if !text.trim().is_empty() => Some(filter::parse_syntax(text)?),
+        _ => None,
+    };
+    let mut searched = Vec::new();
+    let mut refusal = None;
+    for kind in [Kind::User, Kind::Group] {
+        match &parsed {
+            None => searched.push(kind),
+            Some(f) => match filter::check(kind, f) {
+                Ok(()) => searched.push(kind),
+                Err(e) => {
+                    refusal.get_or_insert(e);
+                }
+            },
+        }
+    }
+    if searched.is_empty() {
+        return Err(refusal.unwrap_or_else(|| ScimError::new(400, Some("invalidFilter"), "")));
+    }
+    let page = Page::new(query.start_index, query.count);
+    let mut all = Vec::new();
+    for kind in searched {
+        let related_attribute = kind.related_attribute();
+        let wants_related = query.projection.wants(kind, related_attribute);
+        let matching = every_match(store, endpoint, kind, parsed.as_ref(), wants_related).await?;
+        all.extend(
+            matching
+                .into_iter()
+                .map(|document| query.projection.apply(kind, document)),
+        );
+    }
+    let total = all.len();
+    let resources = all
+        .into_iter()
+        .skip(page.offset())
+        .take(page.count)
+        .collect();
+    Ok(page_response(resources, total, page.start_index))
+}
+
+/// `PUT /Users/{id}`, `PUT /Groups/{id}`: the whole resource replaced.
+pub async fn replace<S: ScimStore + ?Sized>(
+    store: &S,
+    endpoint: &Endpoint,
+    kind: Kind,
+    id: &str,
+    body: &Value,
+    if_match: Option<i64>,
+    now_ms: i64,
+) -> Result<Answer, ScimError> {
+    let judged = resource::normalise(kind, body)?;
+    let current = store
+        .scim_get(endpoint.provider_id, kind, id)
+        .await
+        .map_err(store_failure)?
+        .ok_or_else(|| not_found(kind, id))?;
+    if let Some(expected) = if_match {
+        if expected != current.version {
+            return Err(precondition_failed(current.version));
+        }
+    }
+    write(store, endpoint, &current, judged, now_ms).await
+}
+
+async fn write<S: ScimStore + ?Sized>(
+    store: &S,
+    endpoint: &Endpoint,
+    current: &ScimRecord,
+    judged: Normalised,
+    now_ms: i64,
+) -> Result<Answer, ScimError> {
+    let kind = current.kind;
+    let record = ScimRecord {
+        name: judged.name,
+        external_id: judged.external_id,
+        active: judged.active,
+        document: judged.document,
+        modified_at: now_ms.max(current.modified_at),
+        ..current.clone()
+    };
+    let members = (kind == Kind::Group).then_some(judged.members.as_slice());
+    match store
+        .scim_replace(&record, members, &endpoint.actor())
+        .await
+        .map_err(store_failure)?
+    {
+        ScimWrite::Written(stored) => answer_stored(store, endpoint, &stored).await,
+        other => Err(refused_write(kind, &current.id, other)),
+    }
+}
+
+/// `PATCH /Users/{id}`, `PATCH /Groups/{id}`.
+pub async fn patch<S: ScimStore + ?Sized>(
+    store: &S,
+    endpoint: &Endpoint,
+    kind: Kind,
+    id: &str,
+    body: &Value,
+    if_match: Option<i64>,
+    now_ms: i64,
+) -> Result<Answer, ScimError> {
+    for _ in 0..PATCH_ATTEMPTS {
+        let current = store
+            .scim_get(endpoint.provider_id, kind, id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(|| not_found(kind, id))?;
+        if let Some(expected) = if_match {
+            if expected != current.version {
+                return Err(precondition_failed(current.version));
+            }
+        }
+        // The document PATCH paths address: the stored one, with its id and, for a group,
+        // its members as values.
+        let mut document = current.document.clone();
+        document["id"] = Value::String(current.id.clone());
+        if kind == Kind::Group {
+            let members = related(store, kind, std::slice::from_ref(&current.id)).await?;
+            let values: Vec<Value> = members
+                .get(&current.id)
+                .into_iter()
+                .flatten()
+                .map(|(id, _)| serde_json::json!({"value": id}))
+                .collect();
+            if !values.is_empty() {
+                document["members"] = Value::Array(values);
+            }
+        }
+        let patched = patch::apply(kind, &document, body)?;
+        let judged = resource::normalise(kind, &patched)?;
+        match write(store, endpoint, &current, judged, now_ms).await {
+            Err(e) if e.status == 412 && if_match.is_none() => continue,
+            other => return other,
+        }
+    }
+    Err(ScimError::new(
+        409,
+        None,
+        format!(
+            "the {} kept changing while this PATCH was applied ({PATCH_ATTEMPTS} times); send it \
+             again",
+            kind.name()
+        ),
+    ))
+}
+
+/// `DELETE /Users/{id}`, `DELETE /Groups/{id}`.
+pub async fn delete<S: ScimStore + ?Sized>(
+    store: &S,
+    endpoint: &Endpoint,
+    kind: Kind,
+    id: &str,
+    if_match: Option<i64>,
+    now_ms: i64,
+) -> Result<(), ScimError> {
+    match store
+        .scim_delete(
+            endpoint.provider_id,
+            kind,
+            id,
+            if_match,
+            &endpoint.actor(),
+            now_ms,
+        )
+        .await
+        .map_err(store_failure)?
+    {
+        ScimWrite::Deleted => Ok(()),
+        other => Err(refused_write(kind, id, other)),
+    }
+}
