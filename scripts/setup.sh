@@ -3,8 +3,9 @@
 # PostgreSQL server answers for the tests. Safe to run again: it installs only what is missing.
 #
 # Sourced by scripts/test.sh; on success it exports IDSYNC_TEST_PG_URL, an administrative URL
-# the tests use to create a fresh database for each test, and IDSYNC_PYSAML2_PYTHON, the python
-# of the virtualenv (target/pysaml2-venv) in which tests/support/pysaml2_idp.py runs pysaml2.
+# the tests use to create a fresh database for each test, IDSYNC_PYSAML2_PYTHON, the python of
+# the virtualenv (target/pysaml2-venv) in which tests/support/pysaml2_idp.py runs pysaml2, and
+# IDSYNC_SCIM_CHECKERS_PYTHON, the python of the SCIM conformance checkers' virtualenv.
 set -euo pipefail
 
 # Debian packages the build and the test harness need.
@@ -121,10 +122,11 @@ idsync_setup() {
   # shellcheck source=scripts/oidc-provider-setup.sh
   source "$(dirname "${BASH_SOURCE[0]}")/oidc-provider-setup.sh"
   oidc_provider_setup
-  # pysaml2, the second SAML identity provider of the SAML tests (a virtualenv, from PyPI).
-  # shellcheck source=scripts/pysaml2-setup.sh
-  source "$(dirname "${BASH_SOURCE[0]}")/pysaml2-setup.sh"
-  pysaml2_setup
+  # pysaml2, the second SAML identity provider of the SAML tests, and the SCIM conformance
+  # checkers (virtualenvs, from PyPI).
+  # shellcheck source=scripts/python-tools-setup.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/python-tools-setup.sh"
+  python_tools_setup
   ensure_cargo_deny
   ensure_postgres
   echo "setup: PostgreSQL for tests at ${IDSYNC_TEST_PG_URL}"

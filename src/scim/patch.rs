@@ -172,6 +172,9 @@ fn apply_one(kind: Kind, document: &mut Value, operation: &Value) -> Result<(), 
                         )));
                     };
                     for (name, value) in attributes {
+                        if name.eq_ignore_ascii_case("schemas") {
+                            continue;
+                        }
                         let path = format!("{}:{name}", extension.urn);
                         let target = target(kind, &path)?;
                         apply_at(document, op, &target, Some(value), &path)?;
@@ -312,7 +315,9 @@ fn apply_at(
                         .or_insert_with(|| Value::Object(Map::new()));
                     if let Value::Object(existing) = entry {
                         for (k, v) in attributes {
-                            existing.insert(k, v);
+                            if !k.eq_ignore_ascii_case("schemas") {
+                                existing.insert(k, v);
+                            }
                         }
                     }
                 }

@@ -79,6 +79,10 @@ pub fn normalise(kind: Kind, input: &Value) -> Result<Normalised, ScimError> {
             };
             let mut judged = Map::new();
             for (name, value) in attributes {
+                if name.eq_ignore_ascii_case("schemas") {
+                    // Some clients repeat the schema list inside the extension's object.
+                    continue;
+                }
                 let attribute = extension.attribute(name).ok_or_else(|| {
                     invalid_syntax(format!("{} has no attribute {name:?}", extension.urn))
                 })?;
@@ -340,7 +344,8 @@ pub struct Served<'a> {
     pub created_ms: i64,
     pub modified_ms: i64,
     pub version: i64,
-    /// A user's groups (`(id, displayName)`) or a group's members (`(id, userName)`).
+    /// A user's groups (`(id, displayName)`) or a group's members (`(id, userName)`; the name
+    /// is not answered).
     pub related: Option<&'a [(String, String)]>,
 }
 
@@ -375,28 +380,27 @@ pub fn render(document: &Value, served: &Served<'_>) -> Value {
         }),
     );
     if let Some(related) = served.related {
-        let (attribute, endpoint, kind) = match served.kind {
-            Kind::User => ("groups", "Groups", None),
-            Kind::Group => ("members", "Users", Some("User")),
-        };
         if !related.is_empty() {
+            // A user's groups carry their names (`display`, in the User schema). A group's
+            // members are answered as the Group schema defines them (value, $ref, type), so a
+            // member list a client writes reads back exactly as written.
             let values: Vec<Value> = related
                 .iter()
-                .map(|(id, display)| {
-                    let mut value = json!({
+                .map(|(id, display)| match served.kind {
+                    Kind::User => json!({
                         "value": id,
                         "display": display,
-                        "$ref": format!("{}/{endpoint}/{id}", served.base),
-                    });
-                    if let Some(kind) = kind {
-                        value["type"] = json!(kind);
-                    } else {
-                        value["type"] = json!("direct");
-                    }
-                    value
+                        "$ref": format!("{}/Groups/{id}", served.base),
+                        "type": "direct",
+                    }),
+                    Kind::Group => json!({
+                        "value": id,
+                        "$ref": format!("{}/Users/{id}", served.base),
+                        "type": "User",
+                    }),
                 })
                 .collect();
-            object.insert(attribute.into(), Value::Array(values));
+            object.insert(served.kind.related_attribute().into(), Value::Array(values));
         }
     }
     out

@@ -165,21 +165,56 @@ struct Schemas {
     common: Vec<Attribute>,
 }
 
-fn schemas() -> &'static Schemas {
-    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
-    SCHEMAS.get_or_init(|| {
+pub const SCHEMA_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
+
+/// The schema documents this endpoint serves: the `scim_v2` crate's RFC 7643 definitions, with
+/// what this endpoint holds to stated in them, so that a client reads the rules it is judged
+/// by: a user needs a `userName` (unique without regard to case) and a group a `displayName`
+/// (unique too: the provider's mappings match it).
+pub fn documents() -> &'static [Value] {
+    static DOCUMENTS: OnceLock<Vec<Value>> = OnceLock::new();
+    DOCUMENTS.get_or_init(|| {
         let defined =
             scim_v2::models::scim_schema::get_schemas(vec!["user", "enterprise_user", "group"])
                 // The crate embeds these documents: a failure is a broken build, not input.
                 .expect("the SCIM crate's embedded schemas parse");
+        defined
+            .into_iter()
+            .map(|schema| {
+                let mut document = serde_json::to_value(&schema).unwrap_or(Value::Null);
+                document["schemas"] = serde_json::json!([SCHEMA_URN]);
+                let urn = schema.id.clone();
+                for attribute in document["attributes"].as_array_mut().into_iter().flatten() {
+                    let name = attribute["name"].as_str().unwrap_or_default().to_owned();
+                    match (urn.as_str(), name.as_str()) {
+                        (USER_URN, "userName") => {
+                            attribute["required"] = Value::Bool(true);
+                            attribute["caseExact"] = Value::Bool(false);
+                            attribute["uniqueness"] = Value::from("server");
+                        }
+                        (GROUP_URN, "displayName") => {
+                            attribute["required"] = Value::Bool(true);
+                            attribute["uniqueness"] = Value::from("server");
+                        }
+                        _ => {}
+                    }
+                }
+                document
+            })
+            .collect()
+    })
+}
+
+fn schemas() -> &'static Schemas {
+    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
         let attributes_of = |urn: &str| -> Vec<Attribute> {
-            defined
+            documents()
                 .iter()
-                .find(|s| s.id == urn)
-                .and_then(|s| serde_json::to_value(&s.attributes).ok())
-                .and_then(|a| a.as_array().cloned())
-                .unwrap_or_default()
-                .iter()
+                .find(|d| d["id"] == urn)
+                .and_then(|d| d["attributes"].as_array())
+                .into_iter()
+                .flatten()
                 .map(Attribute::from_definition)
                 .collect()
         };
@@ -198,25 +233,10 @@ fn schemas() -> &'static Schemas {
             Attribute::simple("location", true, true),
             Attribute::simple("version", true, true),
         ];
-        let mut user = attributes_of(USER_URN);
-        for attribute in &mut user {
-            // RFC 7643 §4.1.1: userName is unique and compared without case; the crate's
-            // document says the same, but the rule is ours to keep.
-            if attribute.name == "userName" {
-                attribute.case_exact = false;
-                attribute.required = true;
-            }
-        }
-        let mut group = attributes_of(GROUP_URN);
-        for attribute in &mut group {
-            if attribute.name == "displayName" {
-                attribute.required = true;
-            }
-        }
         Schemas {
             user: Schema {
                 urn: USER_URN,
-                attributes: user,
+                attributes: attributes_of(USER_URN),
             },
             enterprise: Schema {
                 urn: ENTERPRISE_USER_URN,
@@ -224,7 +244,7 @@ fn schemas() -> &'static Schemas {
             },
             group: Schema {
                 urn: GROUP_URN,
-                attributes: group,
+                attributes: attributes_of(GROUP_URN),
             },
             common: vec![
                 Attribute::simple("id", true, true),
@@ -324,6 +344,7 @@ mod tests {
         );
         let members = core(Kind::Group).attribute("members").unwrap();
         assert!(members.multi_valued && !members.read_only);
+        assert!(core(Kind::Group).attribute("displayName").unwrap().required);
         let manager = extension(Kind::User, ENTERPRISE_USER_URN)
             .unwrap()
             .attribute("manager")
