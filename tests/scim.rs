@@ -1000,6 +1000,435 @@ async fn bad_scim_requests_change_nothing(db: Db) {
     );
 }
 
+const PROVISIONED: &str = r#"
+[[providers]]
+name = "okta"
+kind = "oidc"
+options = { issuer = "https://okta.example.com", client_id = "idsync", accept_verified_attributes = true, scim_groups = true, max_removals = 2, max_removal_percent = 0.0 }
+
+[[groups]]
+name = "Provisioners"
+priority = 100
+permissions = ["DevAPI View", "DevAPI Create", "Auth View", "Auth Modify"]
+
+[[groups]]
+name = "Engineering Access"
+priority = 50
+permissions = ["Groups View"]
+
+[[groups.mappings]]
+provider = "okta"
+attributes = ["Engineering"]
+
+[[groups]]
+name = "Ops Access"
+priority = 40
+permissions = ["Images View"]
+
+[[groups.mappings]]
+provider = "okta"
+attributes = ["Ops"]
+"#;
+
+async fn groups_of(app: &TestApp, username: &str) -> Vec<String> {
+    use idsync::store::MembershipStore;
+    let Some(user) = app.store().user_by_name(username).await.unwrap() else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = app
+        .store()
+        .memberships(user.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.group.name)
+        .collect();
+    names.sort();
+    names
+}
+
+async fn is_disabled(app: &TestApp, username: &str) -> bool {
+    use idsync::store::MembershipStore;
+    app.store()
+        .user_by_name(username)
+        .await
+        .unwrap()
+        .is_some_and(|u| u.disabled)
+}
+
+fn names(list: &Value) -> Vec<String> {
+    let mut names: Vec<String> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().or_else(|| v["name"].as_str()).map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// With `scim_groups`, a user's groups at the SCIM endpoint are their group values: SCIM
+/// writes change memberships at once, a sign-in takes its groups from there, and a
+/// deactivated or deleted user is disabled and their sessions end.
+async fn scim_groups_feed_the_mappings_and_deprovisioning_ends_access(db: Db) {
+    let app = TestApp::start(db).await;
+    apply_state(app.store(), PROVISIONED).await;
+    let okta = scim_client(&app, "okta").await;
+    let pipeline = app.api_key("pipeline", &["Users Auth Session"]).await;
+    let admin = app
+        .api_key(
+            "user admin",
+            &["Users View", "Users Modify", "Users Auth Session"],
+        )
+        .await;
+
+    // Not provisioned yet: refused, and the refusal is recorded.
+    let (status, body) = app
+        .login_attributes(&pipeline, "okta", "alice@example.com", &["Engineering"])
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "not_provisioned", "{body}");
+    let refusals: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM security_events WHERE reason = 'scim_not_provisioned'",
+    )
+    .fetch_one(app.store().pool())
+    .await
+    .unwrap();
+    assert_eq!(refusals, 1);
+
+    // Provisioned: a user and a group with them in it; the membership follows at once.
+    let alice = okta.create_user("alice@example.com", "00ua").await;
+    let bob = okta.create_user("bob@example.com", "00ub").await;
+    let engineering = okta.create_group("Engineering", &[&alice]).await;
+    assert_eq!(
+        groups_of(&app, "alice@example.com").await,
+        ["Engineering Access"]
+    );
+    assert!(groups_of(&app, "bob@example.com").await.is_empty());
+
+    // A sign-in takes the groups from SCIM, not from what it carries.
+    let (status, signed) = app
+        .login_attributes(&pipeline, "okta", "alice@example.com", &["Ops"])
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    assert_eq!(
+        names(&signed["groups"]),
+        ["All Users", "Engineering Access"]
+    );
+    let token = signed["token"].as_str().unwrap().to_owned();
+
+    // Okta moves alice from Engineering to Ops: the next refresh has the new permissions.
+    let ops = okta.create_group("Ops", &[&bob]).await;
+    let moved = okta
+        .patch(
+            &format!("/Groups/{engineering}"),
+            json!([{"op": "remove", "path": format!("members[value eq \"{alice}\"]")}]),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    let moved = okta
+        .patch(
+            &format!("/Groups/{ops}"),
+            json!([{"op": "add", "path": "members", "value": [{"value": alice}]}]),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    assert_eq!(groups_of(&app, "alice@example.com").await, ["Ops Access"]);
+    let (status, refreshed) = app
+        .post("/api/v1/token/refresh", None, &json!({ "token": token }))
+        .await;
+    assert_eq!(status, 200, "{refreshed}");
+    let permissions = names(&refreshed["permissions"]);
+    assert!(
+        permissions.contains(&"Images View".to_owned()),
+        "{refreshed}"
+    );
+    assert!(
+        !permissions.contains(&"Groups View".to_owned()),
+        "{refreshed}"
+    );
+    assert_eq!(names(&refreshed["groups"]), ["All Users", "Ops Access"]);
+
+    // Renaming a group re-evaluates its members: "Ops" → "Operations" matches no mapping.
+    let renamed = okta
+        .patch(
+            &format!("/Groups/{ops}"),
+            json!([{"op": "replace", "value": {"id": ops, "displayName": "Operations"}}]),
+        )
+        .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert!(groups_of(&app, "alice@example.com").await.is_empty());
+    assert!(groups_of(&app, "bob@example.com").await.is_empty());
+    let back = okta
+        .patch(
+            &format!("/Groups/{ops}"),
+            json!([{"op": "replace", "path": "displayName", "value": "Ops"}]),
+        )
+        .await;
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(groups_of(&app, "alice@example.com").await, ["Ops Access"]);
+
+    // Deactivated: disabled at once, the session ends, sign-ins are refused.
+    let off = okta
+        .patch(
+            &format!("/Users/{alice}"),
+            json!([{"op": "replace", "value": {"active": false}}]),
+        )
+        .await;
+    assert_eq!(off.status, 200, "{}", off.body);
+    assert!(is_disabled(&app, "alice@example.com").await);
+    let (status, refused) = app
+        .post("/api/v1/token/refresh", None, &json!({ "token": token }))
+        .await;
+    assert!(status == 401 || status == 403, "{status}: {refused}");
+    let (status, body) = app
+        .login_attributes(&pipeline, "okta", "alice@example.com", &[])
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        groups_of(&app, "alice@example.com").await.is_empty(),
+        "a deactivated user keeps nothing the provider's mappings granted"
+    );
+    // Activated again: enabled again (SCIM disabled them), groups back.
+    let on = okta
+        .patch(
+            &format!("/Users/{alice}"),
+            json!([{"op": "replace", "path": "active", "value": true}]),
+        )
+        .await;
+    assert_eq!(on.status, 200, "{}", on.body);
+    assert!(!is_disabled(&app, "alice@example.com").await);
+    assert_eq!(groups_of(&app, "alice@example.com").await, ["Ops Access"]);
+    let (status, body) = app
+        .login_attributes(&pipeline, "okta", "alice@example.com", &[])
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A user an admin disabled stays disabled whatever SCIM says.
+    let (status, body) = app
+        .post(
+            "/api/v1/users/bob@example.com/disable",
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for active in [false, true] {
+        let reply = okta
+            .patch(
+                &format!("/Users/{bob}"),
+                json!([{"op": "replace", "path": "active", "value": active}]),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    assert!(is_disabled(&app, "bob@example.com").await);
+
+    // Deleted: disabled, memberships gone, each change audited with SCIM as its reason.
+    let gone = okta
+        .send(Method::DELETE, &format!("/Users/{alice}"), None, &[])
+        .await;
+    assert_eq!(gone.status, 204);
+    assert!(is_disabled(&app, "alice@example.com").await);
+    assert!(groups_of(&app, "alice@example.com").await.is_empty());
+    let reasons: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, reason FROM audit_log WHERE username = 'alice@example.com' \
+         AND action IN ('membership.add', 'membership.remove', 'user.disable', 'user.enable') \
+         ORDER BY id",
+    )
+    .fetch_all(app.store().pool())
+    .await
+    .unwrap();
+    assert!(reasons.len() >= 6, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|(_, reason)| reason.contains("SCIM")),
+        "{reasons:?}"
+    );
+}
+
+/// A PATCH that empties a group is one run with one threshold check: stopped, nothing applied,
+/// confirmable; and a later change that contradicts it makes the confirmation refuse.
+async fn a_patch_emptying_a_group_stops_at_the_removal_threshold(db: Db) {
+    let app = TestApp::start(db).await;
+    apply_state(app.store(), PROVISIONED).await;
+    let okta = scim_client(&app, "okta").await;
+    let admin = app
+        .api_key("sync admin", &["Auth View", "Auth Modify", "Users View"])
+        .await;
+    let mut members = Vec::new();
+    for n in 0..5 {
+        members.push(
+            okta.create_user(&format!("user{n}@example.com"), &format!("00u{n}"))
+                .await,
+        );
+    }
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    let group = okta.create_group("Engineering", &refs).await;
+    for n in 0..5 {
+        assert_eq!(
+            groups_of(&app, &format!("user{n}@example.com")).await,
+            ["Engineering Access"]
+        );
+    }
+
+    let emptied = okta
+        .patch(
+            &format!("/Groups/{group}"),
+            json!([{"op": "remove", "path": "members"}]),
+        )
+        .await;
+    assert_eq!(emptied.status, 200, "{}", emptied.body);
+    assert!(emptied.body.get("members").is_none(), "{}", emptied.body);
+    // Recorded at the endpoint; in idsync, nothing applied until someone confirms.
+    for n in 0..5 {
+        assert_eq!(
+            groups_of(&app, &format!("user{n}@example.com")).await,
+            ["Engineering Access"]
+        );
+    }
+    let (status, runs) = app.get("/api/v1/providers/okta/runs", Some(&admin)).await;
+    assert_eq!(status, 200, "{runs}");
+    let stopped: Vec<&Value> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "scim" && r["status"] == "needs_confirmation")
+        .collect();
+    assert_eq!(stopped.len(), 1, "one run, one threshold check: {runs}");
+    assert_eq!(stopped[0]["removals"], 5, "{runs}");
+    let id = stopped[0]["id"].as_str().unwrap().to_owned();
+    let (status, confirmed) = app
+        .post(
+            "/api/v1/providers/okta/reevaluate",
+            Some(&admin),
+            &json!({ "confirm": id }),
+        )
+        .await;
+    assert_eq!(status, 200, "{confirmed}");
+    for n in 0..5 {
+        assert!(groups_of(&app, &format!("user{n}@example.com"))
+            .await
+            .is_empty());
+    }
+
+    // Filled again, emptied again, then the client puts three back before anyone confirms:
+    // the stopped run no longer describes the present and is not applied.
+    let refilled = okta
+        .patch(
+            &format!("/Groups/{group}"),
+            json!([{"op": "add", "path": "members",
+                    "value": members.iter().map(|m| json!({"value": m})).collect::<Vec<_>>()}]),
+        )
+        .await;
+    assert_eq!(refilled.status, 200, "{}", refilled.body);
+    let emptied = okta
+        .patch(
+            &format!("/Groups/{group}"),
+            json!([{"op": "remove", "path": "members"}]),
+        )
+        .await;
+    assert_eq!(emptied.status, 200, "{}", emptied.body);
+    let (_, runs) = app.get("/api/v1/providers/okta/runs", Some(&admin)).await;
+    let waiting = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "needs_confirmation")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let back = okta
+        .patch(
+            &format!("/Groups/{group}"),
+            json!([{"op": "add", "path": "members",
+                    "value": members[..3].iter().map(|m| json!({"value": m})).collect::<Vec<_>>()}]),
+        )
+        .await;
+    assert_eq!(back.status, 200, "{}", back.body);
+    let (status, refused) = app
+        .post(
+            "/api/v1/providers/okta/reevaluate",
+            Some(&admin),
+            &json!({ "confirm": waiting }),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    for n in 0..5 {
+        assert_eq!(
+            groups_of(&app, &format!("user{n}@example.com")).await,
+            ["Engineering Access"],
+            "user{n}: nothing of the stale diff applied"
+        );
+    }
+}
+
+/// A mapping change re-evaluates a `scim_groups` provider's users from their groups at the
+/// endpoint, not from what their last sign-in carried.
+async fn a_mapping_change_re_evaluates_from_the_scim_groups(db: Db) {
+    use idsync::store::Actor;
+    use idsync::sync::reevaluate::{reevaluate_provider, ReevaluateRequest};
+    let app = TestApp::start(db).await;
+    apply_state(app.store(), PROVISIONED).await;
+    let okta = scim_client(&app, "okta").await;
+    let pipeline = app.api_key("pipeline", &["Users Auth Session"]).await;
+    let alice = okta.create_user("alice@example.com", "00ua").await;
+    okta.create_group("Engineering", &[&alice]).await;
+    // The sign-in carries "Ops"; SCIM says "Engineering".
+    let (status, body) = app
+        .login_attributes(&pipeline, "okta", "alice@example.com", &["Ops"])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Ops Access is now granted by "Engineering" too.
+    let changed = PROVISIONED.replace(
+        "[[groups.mappings]]\nprovider = \"okta\"\nattributes = [\"Ops\"]",
+        "[[groups.mappings]]\nprovider = \"okta\"\nattributes = [\"Ops\", \"Engineering\"]",
+    );
+    assert_ne!(changed, PROVISIONED);
+    apply_state(app.store(), &changed).await;
+    let outcome = reevaluate_provider(
+        app.store(),
+        &ReevaluateRequest {
+            provider: "okta".into(),
+            proposed: Vec::new(),
+            dry_run: false,
+            confirm: None,
+            actor: Actor::new("test"),
+            confirmation_max_age: None,
+        },
+        idsync::clock::now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.run.status, "succeeded", "{:?}", outcome.run);
+    assert_eq!(
+        groups_of(&app, "alice@example.com").await,
+        ["Engineering Access", "Ops Access"]
+    );
+    // The endpoint's rows, not the last-seen attributes, decide: with alice's membership row
+    // gone (her last sign-in still said "Engineering"), a re-evaluation removes both.
+    sqlx::query("DELETE FROM scim_members")
+        .execute(app.store().pool())
+        .await
+        .unwrap();
+    let outcome = reevaluate_provider(
+        app.store(),
+        &ReevaluateRequest {
+            provider: "okta".into(),
+            proposed: Vec::new(),
+            dry_run: false,
+            confirm: None,
+            actor: Actor::new("test"),
+            confirmation_max_age: None,
+        },
+        idsync::clock::now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.run.removals, 2, "{:?}", outcome.run);
+    assert!(groups_of(&app, "alice@example.com").await.is_empty());
+}
+
 on_both_databases!(
     a_scim_token_ends_with_its_creators_auth_modify,
     tokens_open_their_providers_endpoint_and_nothing_else,
@@ -1008,4 +1437,7 @@ on_both_databases!(
     users_are_created_read_filtered_paged_replaced_and_deleted,
     groups_take_the_patch_shapes_entra_and_okta_send,
     bad_scim_requests_change_nothing,
+    scim_groups_feed_the_mappings_and_deprovisioning_ends_access,
+    a_patch_emptying_a_group_stops_at_the_removal_threshold,
+    a_mapping_change_re_evaluates_from_the_scim_groups,
 );

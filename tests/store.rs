@@ -369,7 +369,7 @@ async fn refresh_reflects_current_memberships_and_refuses_what_it_must(db: Db) {
 
     // A disabled user cannot refresh or sign in.
     t.store
-        .set_user_disabled("erin", true, &Actor::new("admin"), now + 2)
+        .set_user_disabled("erin", true, "admin request", &Actor::new("admin"), now + 2)
         .await
         .unwrap();
     assert!(matches!(

@@ -26,3 +26,7 @@ CREATE TABLE scim_members (
     PRIMARY KEY (group_id, user_id)
 );
 CREATE INDEX scim_members_user ON scim_members (user_id);
+
+-- Who disabled a user (the actor's name; NULL when enabled): SCIM enables again only a user
+-- that SCIM disabled, never one an admin disabled.
+ALTER TABLE users ADD COLUMN disabled_by TEXT;

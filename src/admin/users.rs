@@ -43,7 +43,7 @@ pub async fn set_disabled(
     let target = user_facts(store, &user, now_ms).await?;
     caller.check(permissions::can_modify_user(&caller.permissions, &target))?;
     store
-        .set_user_disabled(username, disabled, &caller.actor, now_ms)
+        .set_user_disabled(username, disabled, "admin request", &caller.actor, now_ms)
         .await?;
     user_named(store, username).await
 }

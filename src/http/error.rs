@@ -444,6 +444,12 @@ impl From<VerifyError> for ApiError {
                 error.to_string(),
             )
             .with_retry_after(Some(retry_after_secs)),
+            VerifyError::ScimNotProvisioned { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_provisioned", error.to_string())
+            }
+            VerifyError::ScimInactive { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "user_disabled", error.to_string())
+            }
             VerifyError::Source(e) => e.into(),
             VerifyError::Store(e) => e.into(),
         }

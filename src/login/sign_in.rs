@@ -9,8 +9,8 @@ use crate::sources::{
     self, Evidence, SourceRegistry, VerifiedIdentity, VerifyContext, VerifyError,
 };
 use crate::store::{
-    ConfigStore, MembershipStore, ReplayStore, SecurityEvent, SecurityEventStore, StoreError,
-    ThrottleStore,
+    ConfigStore, MembershipStore, ReplayStore, ScimStore, SecurityEvent, SecurityEventStore,
+    StoreError, ThrottleStore,
 };
 
 /// Longest provider name or username kept in a security event: the name comes from the caller
@@ -88,7 +88,7 @@ pub async fn sign_in<S>(
     log: &RefusalLog,
 ) -> Result<(VerifiedIdentity, SignedLogin), SignInError>
 where
-    S: ConfigStore + MembershipStore + ReplayStore + ThrottleStore + SecurityEventStore,
+    S: ConfigStore + MembershipStore + ReplayStore + ThrottleStore + SecurityEventStore + ScimStore,
 {
     let SignInRequest {
         provider,

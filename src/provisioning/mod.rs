@@ -14,7 +14,8 @@ use crate::scim::filter::{self, Narrow};
 use crate::scim::resource::{self, Normalised, Projection, Served};
 use crate::scim::schema::Kind;
 use crate::scim::{page_response, patch, Page, ScimError};
-use crate::store::{Actor, ScimRecord, ScimStore, ScimWrite, StoreError};
+use crate::store::{Actor, ScimRecord, ScimStore, ScimWrite, SqlStore, StoreError};
+use crate::sync::scim::ScimChange;
 
 /// How often a PATCH is applied again when another write came between its read and write.
 const PATCH_ATTEMPTS: usize = 5;
@@ -94,7 +95,7 @@ fn refused_write(kind: Kind, id: &str, write: ScimWrite) -> ScimError {
                     + if ids.len() > 10 { ", …" } else { "" }
             ),
         ),
-        ScimWrite::Written(_) | ScimWrite::Deleted => {
+        ScimWrite::Written(..) | ScimWrite::Deleted(..) => {
             ScimError::new(500, None, "unexpected answer from the store")
         }
     }
@@ -139,6 +140,36 @@ fn answer(
     }
 }
 
+/// Brings the people a write touched in line with the endpoint (`sync::scim::follow`). The
+/// write is stored by then: when this fails, the client is told (500) and the change is
+/// applied by the next write that touches the same users or by a re-evaluation of the provider.
+async fn follow(
+    store: &SqlStore,
+    endpoint: &Endpoint,
+    change: &ScimChange,
+    now_ms: i64,
+) -> Result<(), ScimError> {
+    match crate::sync::scim::follow(store, &endpoint.provider, change, &endpoint.actor(), now_ms)
+        .await
+    {
+        Ok(followed) => {
+            if let Some(run) = followed.run.filter(|r| r.run.status != "succeeded") {
+                tracing::warn!(provider = %endpoint.provider, run = %run.run.id, status = %run.run.status, "a SCIM change waits for confirmation: {}", run.run.error.as_deref().unwrap_or_default());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(provider = %endpoint.provider, error = %e, "a SCIM change was recorded but could not be applied to memberships");
+            Err(ScimError::new(
+                500,
+                None,
+                "the change was recorded, but applying it to idsync's users failed; the server \
+                 log has the cause, and `idsync reevaluate` brings the provider's users in line",
+            ))
+        }
+    }
+}
+
 /// A record just written, answered with its groups or members.
 async fn answer_stored<S: ScimStore + ?Sized>(
     store: &S,
@@ -154,8 +185,8 @@ async fn answer_stored<S: ScimStore + ?Sized>(
 }
 
 /// `POST /Users`, `POST /Groups`.
-pub async fn create<S: ScimStore + ?Sized>(
-    store: &S,
+pub async fn create(
+    store: &SqlStore,
     endpoint: &Endpoint,
     kind: Kind,
     body: &Value,
@@ -179,7 +210,20 @@ pub async fn create<S: ScimStore + ?Sized>(
         .await
         .map_err(store_failure)?
     {
-        ScimWrite::Written(record) => answer_stored(store, endpoint, &record).await,
+        ScimWrite::Written(record, members) => {
+            let change = match kind {
+                Kind::User => ScimChange {
+                    users: vec![record.id.clone()],
+                    ..ScimChange::default()
+                },
+                Kind::Group => ScimChange {
+                    users: members.added,
+                    ..ScimChange::default()
+                },
+            };
+            follow(store, endpoint, &change, now_ms).await?;
+            answer_stored(store, endpoint, &record).await
+        }
         other => Err(refused_write(kind, &record.id, other)),
     }
 }
@@ -366,8 +410,8 @@ pub async fn search_all<S: ScimStore + ?Sized>(
 }
 
 /// `PUT /Users/{id}`, `PUT /Groups/{id}`: the whole resource replaced.
-pub async fn replace<S: ScimStore + ?Sized>(
-    store: &S,
+pub async fn replace(
+    store: &SqlStore,
     endpoint: &Endpoint,
     kind: Kind,
     id: &str,
@@ -389,8 +433,8 @@ pub async fn replace<S: ScimStore + ?Sized>(
     write(store, endpoint, &current, judged, now_ms).await
 }
 
-async fn write<S: ScimStore + ?Sized>(
-    store: &S,
+async fn write(
+    store: &SqlStore,
     endpoint: &Endpoint,
     current: &ScimRecord,
     judged: Normalised,
@@ -405,20 +449,47 @@ async fn write<S: ScimStore + ?Sized>(
         modified_at: now_ms.max(current.modified_at),
         ..current.clone()
     };
-    let members = (kind == Kind::Group).then_some(judged.members.as_slice());
+    let judged_members = judged.members;
+    let members = (kind == Kind::Group).then_some(judged_members.as_slice());
     match store
         .scim_replace(&record, members, &endpoint.actor())
         .await
         .map_err(store_failure)?
     {
-        ScimWrite::Written(stored) => answer_stored(store, endpoint, &stored).await,
+        ScimWrite::Written(stored, members) => {
+            let change = match kind {
+                Kind::User => ScimChange {
+                    users: vec![stored.id.clone()],
+                    ..ScimChange::default()
+                },
+                // A group renamed changes every member's group values; otherwise only those
+                // who joined or left.
+                Kind::Group => {
+                    let renamed =
+                        stored.name != current.name || stored.external_id != current.external_id;
+                    let mut users = members.added;
+                    users.extend(members.removed);
+                    if renamed {
+                        users.extend(judged_members.iter().cloned());
+                        users.sort();
+                        users.dedup();
+                    }
+                    ScimChange {
+                        users,
+                        ..ScimChange::default()
+                    }
+                }
+            };
+            follow(store, endpoint, &change, now_ms).await?;
+            answer_stored(store, endpoint, &stored).await
+        }
         other => Err(refused_write(kind, &current.id, other)),
     }
 }
 
 /// `PATCH /Users/{id}`, `PATCH /Groups/{id}`.
-pub async fn patch<S: ScimStore + ?Sized>(
-    store: &S,
+pub async fn patch(
+    store: &SqlStore,
     endpoint: &Endpoint,
     kind: Kind,
     id: &str,
@@ -472,8 +543,8 @@ pub async fn patch<S: ScimStore + ?Sized>(
 }
 
 /// `DELETE /Users/{id}`, `DELETE /Groups/{id}`.
-pub async fn delete<S: ScimStore + ?Sized>(
-    store: &S,
+pub async fn delete(
+    store: &SqlStore,
     endpoint: &Endpoint,
     kind: Kind,
     id: &str,
@@ -492,7 +563,19 @@ pub async fn delete<S: ScimStore + ?Sized>(
         .await
         .map_err(store_failure)?
     {
-        ScimWrite::Deleted => Ok(()),
+        ScimWrite::Deleted(record, related) => {
+            let change = match kind {
+                Kind::User => ScimChange {
+                    deleted: vec![(record.name, record.external_id)],
+                    ..ScimChange::default()
+                },
+                Kind::Group => ScimChange {
+                    users: related,
+                    ..ScimChange::default()
+                },
+            };
+            follow(store, endpoint, &change, now_ms).await
+        }
         other => Err(refused_write(kind, id, other)),
     }
 }

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 pub mod discovery;
 pub mod filter;
+pub mod link;
 pub mod patch;
 pub mod resource;
 pub mod schema;

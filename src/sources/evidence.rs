@@ -23,7 +23,10 @@ use super::saml::SamlError;
 use super::{Source, SourceError, SourceRegistry};
 use crate::model::lockout::{self, FailureRecord, LockoutPolicy, LockoutRule};
 use crate::model::mapping::ProviderKind;
-use crate::store::{ProviderRecord, ReplayStore, StoreError, ThrottleStore};
+use crate::scim::link::{Linking, UsernameAttribute};
+use crate::store::{
+    ProviderRecord, ReplayStore, ScimStore, ScimUserKey, StoreError, ThrottleStore,
+};
 
 /// An identity whose evidence a source has verified.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +195,10 @@ pub enum VerifyError {
     Replay { what: &'static str },
     #[error("too many failed sign-ins: try again in {retry_after_secs} s")]
     LockedOut { retry_after_secs: u64 },
+    #[error("{username:?} is not provisioned at provider {provider:?}: its users' groups come from its SCIM endpoint (scim_groups), where no user has this name")]
+    ScimNotProvisioned { provider: String, username: String },
+    #[error("{username:?} is deactivated at provider {provider:?} (its SCIM client set active to false)")]
+    ScimInactive { provider: String, username: String },
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -227,6 +234,8 @@ impl VerifyError {
             VerifyError::NonceRequired => "nonce_required",
             VerifyError::Replay { .. } => "replay",
             VerifyError::LockedOut { .. } => "locked_out",
+            VerifyError::ScimNotProvisioned { .. } => "scim_not_provisioned",
+            VerifyError::ScimInactive { .. } => "scim_inactive",
             VerifyError::Source(e) => e.reason(),
             VerifyError::Store(_) => "store_unavailable",
         }
@@ -254,6 +263,64 @@ fn takes(kind: ProviderKind) -> &'static str {
 
 /// Verifies evidence for a provider: the only way to a [`VerifiedIdentity`] from outside.
 pub async fn verify<S>(
+    store: &S,
+    sources: &SourceRegistry,
+    record: &ProviderRecord,
+    evidence: Evidence,
+    context: &VerifyContext,
+) -> Result<VerifiedIdentity, VerifyError>
+where
+    S: ReplayStore + ThrottleStore + ScimStore,
+{
+    let identity = verify_evidence(store, sources, record, evidence, context).await?;
+    with_scim_groups(store, record, identity).await
+}
+
+/// For a provider whose group values come from its SCIM endpoint (`scim_groups`): the
+/// verified user's groups there replace what the sign-in carried; someone the SCIM client has
+/// not provisioned, or has deactivated, is refused.
+async fn with_scim_groups<S: ScimStore>(
+    store: &S,
+    record: &ProviderRecord,
+    mut identity: VerifiedIdentity,
+) -> Result<VerifiedIdentity, VerifyError> {
+    let linking = Linking::from_options(&record.options);
+    if record.provider.kind == ProviderKind::Ldap || !linking.groups {
+        return Ok(identity);
+    }
+    let (key, value) = match linking.username {
+        UsernameAttribute::UserName => (
+            ScimUserKey::NameKey,
+            crate::scim::filter::name_key(&identity.username),
+        ),
+        UsernameAttribute::ExternalId => (ScimUserKey::ExternalId, identity.username.clone()),
+    };
+    let found = store
+        .scim_users_with_groups(record.provider.id, key, &[value])
+        .await?;
+    // An external id is not unique: any active holder links the sign-in.
+    let Some(user) = found.iter().find(|u| u.active).or_else(|| found.first()) else {
+        return Err(VerifyError::ScimNotProvisioned {
+            provider: record.provider.name.clone(),
+            username: identity.username,
+        });
+    };
+    if !user.active {
+        return Err(VerifyError::ScimInactive {
+            provider: record.provider.name.clone(),
+            username: identity.username,
+        });
+    }
+    let values = linking.group_values(&user.groups);
+    if let Some(attributes) = identity.attributes.as_object_mut() {
+        attributes.insert("groups".into(), serde_json::json!(values));
+    }
+    identity.group_values = values;
+    Ok(identity)
+}
+
+/// The evidence checked by its provider's kind: what the provider says of the user.
+async fn verify_evidence<S>(
     store: &S,
     sources: &SourceRegistry,
     record: &ProviderRecord,

@@ -366,10 +366,13 @@ pub trait MembershipStore: Send + Sync {
     async fn revoke_sessions(&self, username: &str, actor: &Actor, now_ms: i64) -> StoreResult<()>;
     /// The user's stored memberships (All Users is implicit and not among them).
     async fn memberships(&self, user_id: i64) -> StoreResult<Vec<CurrentMembership>>;
+    /// Disables (ending every session) or enables a user, with an audit row giving `reason`;
+    /// a disabled user records who disabled them (`ScimStore::user_disabled_by`).
     async fn set_user_disabled(
         &self,
         username: &str,
         disabled: bool,
+        reason: &str,
         actor: &Actor,
         now_ms: i64,
     ) -> StoreResult<()>;
@@ -823,13 +826,21 @@ pub struct ScimRecord {
 /// Which rows a SCIM read selects, by an indexed column.
 pub use crate::scim::filter::Narrow as ScimNarrow;
 
+/// The members a SCIM write added to and removed from a group (user ids).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberChange {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
 /// What a SCIM write did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScimWrite {
-    /// Written: the record as stored now (its new version).
-    Written(ScimRecord),
-    /// Deleted.
-    Deleted,
+    /// Written: the record as stored now (its new version), and a group's member changes.
+    Written(ScimRecord, MemberChange),
+    /// Deleted: the record as it was, and the ids it was related to (a user's groups, a
+    /// group's members).
+    Deleted(ScimRecord, Vec<String>),
     NotFound,
     /// The resource is at another version than the one the write was computed from.
     VersionMismatch {
@@ -887,6 +898,16 @@ pub trait ScimStore: Send + Sync {
         actor: &Actor,
         now_ms: i64,
     ) -> StoreResult<ScimWrite>;
+    /// The provider's SCIM users whose id, lower-cased name or external id (as `by` says) is
+    /// among `values`, each with the names and external ids of their groups.
+    async fn scim_users_with_groups(
+        &self,
+        provider_id: i64,
+        by: ScimUserKey,
+        values: &[String],
+    ) -> StoreResult<Vec<ScimUserGroups>>;
+    /// Who disabled a user (the actor's name), when the user exists and is disabled.
+    async fn user_disabled_by(&self, username: &str) -> StoreResult<Option<String>>;
     /// For users, their groups; for groups, their members: `(resource id, related id, related
     /// name)`, ordered by resource and related name.
     async fn scim_related(
@@ -894,4 +915,23 @@ pub trait ScimStore: Send + Sync {
         kind: crate::scim::schema::Kind,
         ids: &[String],
     ) -> StoreResult<Vec<(String, String, String)>>;
+}
+
+/// The column SCIM users are looked up by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimUserKey {
+    Id,
+    /// The lower-cased `userName`.
+    NameKey,
+    ExternalId,
+}
+
+/// A SCIM user and the groups they are in: `(displayName, externalId)` of each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimUserGroups {
+    pub id: String,
+    pub user_name: String,
+    pub external_id: Option<String>,
+    pub active: bool,
+    pub groups: Vec<(String, Option<String>)>,
 }

@@ -448,6 +448,7 @@ mod directory_groups;
 mod incremental;
 pub mod reevaluate;
 pub mod scheduler;
+pub mod scim;
 
 /// Where staged changes go: the store, or memory for a dry run.
 pub(crate) struct Sink<'s, S> {

@@ -14,7 +14,10 @@ use crate::login::compile_mappings;
 use crate::model::claims;
 use crate::model::group::GroupRef;
 use crate::model::mapping::{MappingSet, ProviderKind, ProviderRef};
-use crate::model::sync::{diff_present_user, ChangeKind, DirectoryUser, StagedChange};
+use crate::model::sync::{
+    diff_missing_user, diff_present_user, ChangeKind, DirectoryUser, StagedChange,
+};
+use crate::scim::link::Linking;
 use crate::store::run_status::{FAILED, RUNNING};
 use crate::store::{
     Actor, ConfigChange, ConfigStore, MappingRecord, SqlStore, StoreError, SyncRun, SyncStore,
@@ -185,7 +188,8 @@ async fn reevaluate_leased(
     tracing::info!(provider = %provider.name, run = %run.id, actor = %request.actor.name, dry_run = request.dry_run, "re-evaluating users from their last-seen attributes");
 
     let mut sink = Sink::new(store, &run.id, request.dry_run);
-    let collected = collect(store, &set, &overlay, &request.actor, &mut sink).await;
+    let linking = Linking::from_options(&options);
+    let collected = collect(store, &set, &overlay, &linking, &request.actor, &mut sink).await;
     let (seen, skipped) = match collected {
         Ok(counts) => counts,
         Err(e) => {
@@ -249,20 +253,62 @@ async fn collect(
     store: &SqlStore,
     set: &MappingSet<'_>,
     overlay: &Overlay,
+    linking: &Linking,
     actor: &Actor,
     sink: &mut Sink<'_, SqlStore>,
 ) -> Result<(i64, i64), StoreError> {
     let provider = set.provider();
     let names = store.provider_usernames(provider.id).await?;
     let (mut seen, mut skipped) = (0i64, 0i64);
+    let from = if linking.groups {
+        "their groups at the SCIM endpoint"
+    } else {
+        "the last-seen attributes"
+    };
+    let because = |mut c: StagedChange| {
+        c.reason = format!(
+            "{} (re-evaluated from {from}, requested by {})",
+            c.reason, actor.name
+        );
+        c
+    };
     for chunk in names.chunks(USERS_PER_PAGE) {
         let attributes = store.provider_attributes(provider.id, chunk).await?;
         let mut stored = store.stored_users(provider.id, chunk).await?;
+        // With `scim_groups`, a user's group values are their groups at the SCIM endpoint:
+        // someone not provisioned there, or deactivated, loses what the mappings granted.
+        let provisioned = if linking.groups {
+            Some(super::scim::active_group_values(store, provider.id, linking, chunk).await?)
+        } else {
+            None
+        };
         let mut changes: Vec<StagedChange> = Vec::new();
         for name in chunk {
             let Some(attrs) = attributes.get(name) else {
                 continue;
             };
+            if let Some(provisioned) = &provisioned {
+                seen += 1;
+                let mut state = stored.remove(name).unwrap_or_default();
+                overlay.adjust(&mut state.memberships);
+                let diff = match provisioned.get(name) {
+                    Some(values) => {
+                        let user = DirectoryUser {
+                            username: name.clone(),
+                            dn: String::new(),
+                            group_values: values.clone(),
+                            entry_id: None,
+                        };
+                        diff_present_user(set, &user, Some(&state), None)
+                            .into_iter()
+                            .filter(|c| c.kind != ChangeKind::Attributes)
+                            .collect()
+                    }
+                    None => diff_missing_user(provider, name, &state),
+                };
+                changes.extend(diff.into_iter().map(because));
+                continue;
+            }
             // Unreadable values are not "no groups": that would remove every membership.
             let group_values = match claims::group_values(attrs, GROUPS_PATH) {
                 Ok(values) => values,
@@ -285,13 +331,7 @@ async fn collect(
                 diff_present_user(set, &user, Some(&state), None)
                     .into_iter()
                     .filter(|c| c.kind != ChangeKind::Attributes)
-                    .map(|mut c| {
-                        c.reason = format!(
-                            "{} (re-evaluated from the last-seen attributes, requested by {})",
-                            c.reason, actor.name
-                        );
-                        c
-                    }),
+                    .map(because),
             );
         }
         sink.stage(changes).await?;

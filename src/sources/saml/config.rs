@@ -64,6 +64,19 @@ pub struct SamlOptions {
     /// verified itself (`verified_attributes` evidence), skipping the SAML verification here.
     #[serde(default)]
     pub accept_verified_attributes: bool,
+
+    /// Take each user's group values for this provider's mappings from its SCIM endpoint (the
+    /// groups a SCIM client put them in), not from the sign-in: a sign-in of someone the SCIM
+    /// client has not provisioned, or has deactivated, is refused.
+    #[serde(default)]
+    pub scim_groups: bool,
+    /// The SCIM attribute that is the user's idsync username (`userName` or `externalId`):
+    /// the sign-in must name the user by the same value.
+    #[serde(default)]
+    pub scim_username: crate::scim::link::UsernameAttribute,
+    /// The attribute of a SCIM group the mappings match (`displayName` or `externalId`).
+    #[serde(default)]
+    pub scim_group_value: crate::scim::link::GroupValue,
 }
 
 fn default_max_elements() -> usize {

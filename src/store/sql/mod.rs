@@ -1569,6 +1569,7 @@ impl MembershipStore for SqlStore {
         &self,
         username: &str,
         disabled: bool,
+        reason: &str,
         actor: &Actor,
         now: i64,
     ) -> StoreResult<()> {
@@ -1577,12 +1578,14 @@ impl MembershipStore for SqlStore {
         // old tokens back to life.
         let changed = sqlx::query(
             "UPDATE users SET disabled = $2, updated_at = $3, \
-             sessions_revoked_before = CASE WHEN $2 = 1 THEN $3 ELSE sessions_revoked_before END \
+             sessions_revoked_before = CASE WHEN $2 = 1 THEN $3 ELSE sessions_revoked_before END, \
+             disabled_by = CASE WHEN $2 = 1 THEN $4 ELSE NULL END \
              WHERE username = $1",
         )
         .bind(username)
         .bind(i64::from(disabled))
         .bind(now)
+        .bind(actor.name.as_str())
         .execute(&mut **tx)
         .await?
         .rows_affected();
@@ -1600,7 +1603,7 @@ impl MembershipStore for SqlStore {
                     "user.enable"
                 },
                 username: Some(username),
-                reason: "admin request",
+                reason,
                 ..AuditRow::default()
             },
         )

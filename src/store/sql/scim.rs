@@ -185,7 +185,13 @@ impl ScimStore for SqlStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(ScimWrite::Written(record.clone()))
+        Ok(ScimWrite::Written(
+            record.clone(),
+            MemberChange {
+                added: members.to_vec(),
+                removed: Vec::new(),
+            },
+        ))
     }
 
     async fn scim_get(
@@ -364,7 +370,7 @@ impl ScimStore for SqlStore {
         // Another write may have come between the commit and this read; answer ours.
         stored.version = version;
         stored.document = record.document.clone();
-        Ok(ScimWrite::Written(stored))
+        Ok(ScimWrite::Written(stored, MemberChange { added, removed }))
     }
 
     async fn scim_delete(
@@ -399,13 +405,20 @@ impl ScimStore for SqlStore {
                 });
             }
         }
-        let removed: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM scim_members WHERE group_id = $1 OR user_id = $1",
-        )
+        let related_column = match kind {
+            ScimKind::User => "group_id",
+            ScimKind::Group => "user_id",
+        };
+        let related: Vec<String> = sqlx::query(&format!(
+            "SELECT {related_column} AS related FROM scim_members \
+             WHERE group_id = $1 OR user_id = $1"
+        ))
         .bind(id)
-        .fetch_one(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?
-        .try_get("n")?;
+        .iter()
+        .map(|row| row.try_get("related"))
+        .collect::<Result<_, _>>()?;
         sqlx::query("DELETE FROM scim_members WHERE group_id = $1 OR user_id = $1")
             .bind(id)
             .execute(&mut **tx)
@@ -425,14 +438,72 @@ impl ScimStore for SqlStore {
                     "id": record.id,
                     "name": record.name,
                     "external_id": record.external_id,
-                    "memberships_removed": removed,
+                    "memberships_removed": related.len(),
                 })),
                 ..AuditRow::default()
             },
         )
         .await?;
         tx.commit().await?;
-        Ok(ScimWrite::Deleted)
+        Ok(ScimWrite::Deleted(record, related))
+    }
+
+    async fn scim_users_with_groups(
+        &self,
+        provider_id: i64,
+        by: ScimUserKey,
+        values: &[String],
+    ) -> StoreResult<Vec<ScimUserGroups>> {
+        let column = match by {
+            ScimUserKey::Id => "u.id",
+            ScimUserKey::NameKey => "u.name_key",
+            ScimUserKey::ExternalId => "u.external_id",
+        };
+        let listed = self.dialect.json_strings.replace("{}", "$2");
+        let mut out: Vec<ScimUserGroups> = Vec::new();
+        for chunk in values.chunks(IDS_PER_STATEMENT) {
+            let rows = sqlx::query(&format!(
+                "SELECT u.id AS id, u.name AS name, u.external_id AS external_id, \
+                 u.active AS active, g.name AS group_name, g.external_id AS group_external_id \
+                 FROM scim_resources u LEFT JOIN scim_members m ON m.user_id = u.id \
+                 LEFT JOIN scim_resources g ON g.id = m.group_id \
+                 WHERE u.provider_id = $1 AND u.kind = 'User' \
+                 AND {column} IN (SELECT w.value FROM {listed}) ORDER BY u.id, g.name_key"
+            ))
+            .bind(provider_id)
+            .bind(serde_json::to_string(chunk).unwrap_or_else(|_| "[]".into()))
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rows {
+                let id: String = row.try_get("id")?;
+                if out.last().is_none_or(|u| u.id != id) {
+                    out.push(ScimUserGroups {
+                        id,
+                        user_name: row.try_get("name")?,
+                        external_id: row.try_get("external_id")?,
+                        active: flag(&row, "active")?,
+                        groups: Vec::new(),
+                    });
+                }
+                let group: Option<String> = row.try_get("group_name")?;
+                if let (Some(group), Some(user)) = (group, out.last_mut()) {
+                    user.groups.push((group, row.try_get("group_external_id")?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn user_disabled_by(&self, username: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query("SELECT disabled_by FROM users WHERE username = $1 AND disabled = 1")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|row| row.try_get::<Option<String>, _>("disabled_by"))
+                .transpose()?
+                .flatten(),
+        )
     }
 
     async fn scim_related(
