@@ -117,7 +117,9 @@ scim_token=$(idsync api-key create --name bench-scim --scim-provider okta | tail
 pipeline_key=$(idsync api-key create --name bench-pipeline --permission "Users Auth Session" | tail -1)
 
 step "idsync serve on $base"
-idsync serve 2>"$work/serve.log" &
+# The binary itself in the background (not through the function, whose subshell would be
+# what $! names), so that cleanup's kill reaches it.
+"$idsync_bin" --config "$work/idsync.toml" serve >/dev/null 2>"$work/serve.log" &
 server_pid=$!
 for _ in $(seq 1 600); do
   curl -fs "$base/healthz" >/dev/null 2>&1 && break

@@ -211,6 +211,8 @@ impl FromRequestParts<AppState> for ScimClient {
                         provider_id,
                         base: base.clone(),
                         token: key.name.clone(),
+                        run_history_ms: i64::try_from(state.config.sync.run_history().as_millis())
+                            .unwrap_or(i64::MAX),
                     },
                     provider,
                     token: key.name,

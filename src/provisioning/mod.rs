@@ -29,6 +29,8 @@ pub struct Endpoint {
     pub base: String,
     /// The SCIM token's name: the audit rows' actor.
     pub token: String,
+    /// How long the runs SCIM writes cause are kept (`sync.run_history_days`).
+    pub run_history_ms: i64,
 }
 
 impl Endpoint {
@@ -149,8 +151,15 @@ async fn follow(
     change: &ScimChange,
     now_ms: i64,
 ) -> Result<(), ScimError> {
-    match crate::sync::scim::follow(store, &endpoint.provider, change, &endpoint.actor(), now_ms)
-        .await
+    match crate::sync::scim::follow(
+        store,
+        &endpoint.provider,
+        change,
+        &endpoint.actor(),
+        endpoint.run_history_ms,
+        now_ms,
+    )
+    .await
     {
         Ok(followed) => {
             if let Some(run) = followed.run.filter(|r| r.run.status != "succeeded") {

@@ -18,7 +18,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::login::compile_mappings;
 use crate::model::mapping::{MappingSet, ProviderKind};
-use crate::model::sync::{diff_missing_user, diff_present_user, DirectoryUser, StagedChange};
+use crate::model::sync::{
+    diff_missing_user, diff_present_user, ChangeKind, DirectoryUser, StagedChange,
+};
 use crate::scim::link::Linking;
 use crate::store::run_status::{FAILED, NEEDS_CONFIRMATION, RUNNING};
 use crate::store::{
@@ -77,6 +79,7 @@ pub async fn follow(
     provider: &str,
     change: &ScimChange,
     actor: &Actor,
+    run_history_ms: i64,
     now_ms: i64,
 ) -> Result<ScimFollowed, SyncError> {
     let mut followed = ScimFollowed::default();
@@ -190,6 +193,12 @@ pub async fn follow(
                 .map(|state| diff_missing_user(&record.provider, username, state))
                 .unwrap_or_default(),
         };
+        // New last-seen attributes alone are no reason for a run: they are written with the
+        // membership changes they come with (a user provisioned with no group is created in
+        // idsync when a group first gives them something, or at their first sign-in).
+        if diff.iter().all(|c| c.kind == ChangeKind::Attributes) {
+            continue;
+        }
         changes.extend(diff.into_iter().map(|mut c| {
             c.reason = format!("{} (SCIM, {})", c.reason, actor.name);
             c
@@ -220,6 +229,14 @@ pub async fn follow(
     )
     .await?;
     let outcome = run(store, &record, changes, &upstream, actor, now_ms).await;
+    // Every write of a busy client is a run: the history keeps what an operator may still look
+    // at (`sync.run_history_days`), as a scheduled directory sync keeps it.
+    if let Err(e) = store
+        .prune_sync_runs(record.provider.id, now_ms.saturating_sub(run_history_ms))
+        .await
+    {
+        tracing::warn!(provider = %record.provider.name, error = %e, "old run records could not be pruned");
+    }
     lease.release().await;
     followed.run = Some(outcome?);
     Ok(followed)
