@@ -203,7 +203,7 @@ print("""
 |---|---|---|
 | LDAP / Active Directory | the scheduled incremental run (every 60 s) | 65 s (interval + scheduler poll + run); measured in the propagation section above |
 | OpenID Connect or SAML with SCIM | the SCIM write itself; membership changed before the PATCH is answered | the PATCH's own time, measured above; a client that refreshes only at expiry: + the token lifetime (300 s) |
-| OpenID Connect or SAML without SCIM | the user's next sign-in | the session lifetime (8 h by default), unless an admin revokes the session or disables the user; upstream re-checks on refresh are not built yet |
+| OpenID Connect or SAML without SCIM | the user's next sign-in | the session lifetime (8 h by default), unless an admin revokes the session or disables the user, or (OpenID Connect) the provider sends a back-channel logout, which ends the session before its POST is answered; upstream re-checks on refresh are not built yet |
 
 The webhook's POST follows the change within its poll (1 s) plus the POST.""", file=out)
 PY

@@ -77,7 +77,7 @@ pub async fn revoke_sessions(
         &target,
     ))?;
     store
-        .revoke_sessions(username, &caller.actor, now_ms)
+        .revoke_sessions(username, "admin request", &caller.actor, now_ms)
         .await?;
     Ok(())
 }

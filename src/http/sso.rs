@@ -54,10 +54,18 @@ pub fn routes() -> Router<AppState> {
         .route("/sso/{provider}/callback", get(callback))
         .route("/sso/{provider}/acs", post(acs))
         .route("/sso/{provider}/metadata", get(metadata))
+        .route(
+            "/sso/{provider}/backchannel-logout",
+            post(backchannel_logout),
+        )
+        .route("/sso/{provider}/logout", post(logout))
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(start, callback, acs, metadata), components(schemas(AcsForm)))]
+#[openapi(
+    paths(start, callback, acs, metadata, backchannel_logout, logout),
+    components(schemas(AcsForm, LogoutForm, EndSessionForm))
+)]
 struct ApiDoc;
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -605,6 +613,162 @@ async fn oidc_callback(
 
 // ---------------------------------------------------------------------------------------------
 // SAML ACS
+
+/// What a browser posts to sign out.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EndSessionForm {
+    /// An idsync token of the session to end.
+    pub token: String,
+    /// Where to go afterwards: a path on this service or a URL on its origin. For an OpenID
+    /// provider it is given to the provider as `post_logout_redirect_uri` (registered there).
+    pub return_to: Option<String>,
+}
+
+/// `POST /sso/{provider}/logout`: a browser signs out. Its idsync session ends (no token of it
+/// refreshes any more); then, for an OpenID provider that announces an end-session endpoint,
+/// the browser is sent there (RP-Initiated Logout 1.0) to end its session at the provider too,
+/// which in turn tells every client it logs out over the back channel. Without such an
+/// endpoint: to `return_to`, or 200.
+#[utoipa::path(
+    post,
+    path = "/sso/{provider}/logout",
+    params(("provider" = String, Path, description = "The provider the session came from")),
+    request_body(content = EndSessionForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Signed out here; to the provider's end-session endpoint, or to return_to"),
+        (status = 200, description = "Signed out here"),
+        (status = 400, description = "A return_to on another origin", body = super::error::ErrorBody),
+        (status = 401, description = "The token is not valid or its session has ended", body = super::error::ErrorBody),
+        (status = 404, description = "Unknown provider", body = super::error::ErrorBody),
+    ),
+    tag = "sso"
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    Path(provider): Path<String>,
+    form: Result<Form<EndSessionForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let Form(form) = form.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let record = provider_record(&state, &provider).await?;
+    let return_to = form
+        .return_to
+        .as_deref()
+        .map(|r| checked_return_to(&state.config.http.public_url, r))
+        .transpose()?;
+    login::logout::end_session(
+        &state.store,
+        &state.cache,
+        &state.signer,
+        &form.token,
+        crate::clock::now_ms(),
+    )
+    .await
+    .map_err(|e| ApiError::from(e).public(&meta.correlation_id))?;
+    let upstream = match record.provider.kind {
+        crate::model::mapping::ProviderKind::Oidc => match state.sources.get(&record).await {
+            Ok(Source::Oidc(oidc)) => oidc.end_session_url(return_to.as_deref()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let next = upstream.or(return_to);
+    let mut answer = match next {
+        Some(location) => {
+            let mut answer = StatusCode::SEE_OTHER.into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                answer.headers_mut().insert(header::LOCATION, value);
+            }
+            answer
+        }
+        None => Json(serde_json::json!({"logged_out": true})).into_response(),
+    };
+    answer
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(answer)
+}
+
+/// What an OpenID provider posts to the back-channel logout endpoint.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LogoutForm {
+    /// The logout token (a JWT the provider signed).
+    pub logout_token: String,
+}
+
+/// `POST /sso/{provider}/backchannel-logout`: OpenID Connect Back-Channel Logout 1.0. The
+/// provider posts a signed logout token naming a user; idsync verifies it like an ID token,
+/// accepts it once, and ends every session of that user from this provider, so their next
+/// refresh is refused. The provider is not authenticated otherwise: a refusal answers 400 with
+/// a generic message, and its reason goes to the log and the security events.
+#[utoipa::path(
+    post,
+    path = "/sso/{provider}/backchannel-logout",
+    params(("provider" = String, Path, description = "The OpenID provider's name")),
+    request_body(content = LogoutForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The user's sessions from this provider ended"),
+        (status = 400, description = "The logout token was refused (signature, audience, event, replay, …): `{\"error\": \"invalid_request\"}`"),
+    ),
+    tag = "sso"
+)]
+pub async fn backchannel_logout(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    Path(provider): Path<String>,
+    form: Result<Form<LogoutForm>, FormRejection>,
+) -> Response {
+    let now = crate::clock::now_ms();
+    let result = match form {
+        Ok(Form(form)) => login::logout::backchannel_logout(
+            &state.store,
+            &state.sources,
+            &provider,
+            &form.logout_token,
+            now,
+        )
+        .await
+        .map_err(|e| {
+            (
+                e.reason(),
+                e.to_string(),
+                matches!(e, login::logout::LogoutError::Store(_)),
+            )
+        }),
+        Err(rejection) => Err(("invalid_request", rejection.body_text(), false)),
+    };
+    match result {
+        Ok(_) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
+        Err((reason, detail, server_error)) => {
+            let refusal = Refusal {
+                provider: &provider,
+                known_provider: reason != "unknown_provider",
+                evidence: "logout_token",
+                reason,
+                detail: &detail,
+                username: None,
+                client_address: meta.client_address,
+                now_ms: now,
+            };
+            login::record_refusal(&state.store, &refusal, &state.refusal_log(&meta)).await;
+            let (status, error) = if server_error {
+                (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
+            } else {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            };
+            (
+                status,
+                [(header::CACHE_CONTROL, "no-store")],
+                Json(serde_json::json!({
+                    "error": error,
+                    "error_description": "the logout token was not accepted",
+                    "correlation_id": meta.correlation_id,
+                })),
+            )
+                .into_response()
+        }
+    }
+}
 
 /// What the IdP posts (HTTP-POST binding).
 #[derive(Debug, Deserialize, ToSchema)]

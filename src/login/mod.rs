@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 mod cache;
+pub mod logout;
 mod sign_in;
 
 pub use crate::sources::VerifiedIdentity;

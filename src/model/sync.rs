@@ -224,8 +224,15 @@ pub fn dn_hash(dn: &str) -> i64 {
     hash as i64
 }
 
-/// The words of last-seen attributes by which an incremental run looks users up: the
-/// [`group_word`] of each group value, and the entry's id (lower-cased), deduplicated.
+/// The word under which an OpenID user's `sub` is indexed, so that a logout token naming it
+/// finds them: no group word has a colon.
+pub fn subject_word(sub: &str) -> String {
+    format!("sub:{sub}")
+}
+
+/// The words of last-seen attributes by which users are looked up: the [`group_word`] of each
+/// group value, the entry's id (lower-cased), and an OpenID user's `sub` ([`subject_word`]),
+/// deduplicated.
 pub fn attribute_words(attributes: &serde_json::Value) -> Vec<String> {
     let mut words: Vec<String> = attributes["groups"]
         .as_array()
@@ -236,6 +243,9 @@ pub fn attribute_words(attributes: &serde_json::Value) -> Vec<String> {
         .collect();
     if let Some(id) = attributes["id"].as_str() {
         words.push(id.to_ascii_lowercase());
+    }
+    if let Some(sub) = attributes["sub"].as_str() {
+        words.push(subject_word(sub));
     }
     words.sort_unstable();
     words.dedup();

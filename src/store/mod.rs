@@ -362,8 +362,15 @@ pub trait MembershipStore: Send + Sync {
         until_ms: i64,
         granularity_ms: i64,
     ) -> StoreResult<()>;
-    /// Revokes every session of the user that began before `now_ms`, with an audit row.
-    async fn revoke_sessions(&self, username: &str, actor: &Actor, now_ms: i64) -> StoreResult<()>;
+    /// Revokes every session of the user that began before `now_ms`, with an audit row giving
+    /// `reason`.
+    async fn revoke_sessions(
+        &self,
+        username: &str,
+        reason: &str,
+        actor: &Actor,
+        now_ms: i64,
+    ) -> StoreResult<()>;
     /// The user's stored memberships (All Users is implicit and not among them).
     async fn memberships(&self, user_id: i64) -> StoreResult<Vec<CurrentMembership>>;
     /// Disables (ending every session) or enables a user, with an audit row giving `reason`;

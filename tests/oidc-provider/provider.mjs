@@ -11,7 +11,10 @@
 // Configuration keys (all optional):
 //   port            0 (default) picks a free port
 //   clients         [{ client_id, client_secret, redirect_uris: [..],
-//                      token_endpoint_auth_method: "client_secret_basic" | "client_secret_post" }]
+//                      token_endpoint_auth_method: "client_secret_basic" | "client_secret_post",
+//                      backchannel_logout_uri?, backchannel_logout_session_required? }]
+//                   Back-channel logout is on: ending a session at /session/end posts a logout
+//                   token to each client of the session that has a backchannel_logout_uri.
 //   accounts        [{ sub, preferred_username, email, groups: [..], claims: { ...extra } }]
 //                   (`username` is accepted for `preferred_username`; `claims` are extra
 //                   claims released with scope `groups`, e.g. {"realm_access": {"roles": [..]}})
@@ -320,8 +323,17 @@ function buildProvider() {
     cookies: { keys: cookieKeys },
     features: {
       devInteractions: { enabled: true },
+      // Logout tokens posted to each client's backchannel_logout_uri when a session ends.
+      backchannelLogout: { enabled: true },
     },
     clientBasedCORS: () => false,
+    // oidc-provider's outgoing requests (the back-channel logout posts) refuse loopback
+    // addresses as an SSRF guard; every party of the tests is on 127.0.0.1, so they go out
+    // without that guard's dispatcher.
+    fetch: (url, options) => {
+      delete options.dispatcher;
+      return fetch(url, options);
+    },
     ttl: {
       AccessToken: 3600,
       AuthorizationCode: config.codeTtl,
@@ -332,7 +344,9 @@ function buildProvider() {
     },
   });
   provider.on('server_error', (ctx, err) => log(`server_error ${ctx.method} ${ctx.path}:`, err.stack));
-  for (const event of ['grant.error', 'authorization.error', 'introspection.error', 'userinfo.error']) {
+  provider.on('backchannel.error', (ctx, err, client) => log(`backchannel.error ${client.clientId}: ${err.message} ${err.cause ? err.cause.message ?? err.cause : ""}`));
+  provider.on('backchannel.success', (ctx, client) => log(`backchannel.success ${client.clientId}`));
+  for (const event of ['grant.error', 'authorization.error', 'introspection.error', 'userinfo.error', 'end_session.error']) {
     provider.on(event, (ctx, err) => log(`${event}: ${err.error ?? err.name}: ${err.error_detail ?? err.message}`));
   }
   return { provider, handler: provider.callback() };

@@ -110,6 +110,27 @@ impl ClientAuth {
     }
 }
 
+/// A headless browser: cookies kept, redirects followed by hand.
+pub struct Browser(reqwest::Client);
+
+impl Default for Browser {
+    fn default() -> Self {
+        Browser::new()
+    }
+}
+
+impl Browser {
+    pub fn new() -> Browser {
+        Browser(
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .cookie_store(true)
+                .build()
+                .expect("HTTP client"),
+        )
+    }
+}
+
 /// A client registered with the provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestClient {
@@ -117,6 +138,8 @@ pub struct TestClient {
     pub client_secret: String,
     pub redirect_uri: String,
     pub auth: ClientAuth,
+    /// Where the provider posts logout tokens (Back-Channel Logout 1.0), with the session id.
+    pub backchannel_logout_uri: Option<String>,
 }
 
 impl TestClient {
@@ -126,16 +149,22 @@ impl TestClient {
             client_secret: client_secret.to_string(),
             redirect_uri: format!("http://127.0.0.1/callback/{client_id}"),
             auth,
+            backchannel_logout_uri: None,
         }
     }
 
     fn to_json(&self) -> Value {
-        json!({
+        let mut client = json!({
             "client_id": self.client_id,
             "client_secret": self.client_secret,
             "redirect_uris": [self.redirect_uri],
             "token_endpoint_auth_method": self.auth.method(),
-        })
+        });
+        if let Some(uri) = &self.backchannel_logout_uri {
+            client["backchannel_logout_uri"] = json!(uri);
+            client["backchannel_logout_session_required"] = json!(true);
+        }
+        client
     }
 }
 
@@ -435,6 +464,19 @@ impl OidcProvider {
         auth_url: &str,
         username: Option<&str>,
     ) -> Result<CodeResponse, AuthorizationError> {
+        self.try_authorization_in(&Browser::new(), auth_url, username)
+            .await
+    }
+
+    /// [`Self::try_authorization`] in a given browser, whose cookies (the provider's session)
+    /// stay for [`Self::end_session`].
+    pub async fn try_authorization_in(
+        &self,
+        browser: &Browser,
+        auth_url: &str,
+        username: Option<&str>,
+    ) -> Result<CodeResponse, AuthorizationError> {
+        let browser = &browser.0;
         let url = url::Url::parse(auth_url).expect("authorization URL");
         let param = |name: &str| {
             url.query_pairs()
@@ -447,11 +489,6 @@ impl OidcProvider {
             .or_else(|| self.default_username.clone())
             .expect("no username: no login_hint in the URL and the provider has no accounts");
         let redirect_uri = param("redirect_uri").unwrap_or_else(|| self.redirect_uri.clone());
-        let browser = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .cookie_store(true)
-            .build()
-            .expect("HTTP client");
 
         let mut response = browser.get(url.clone()).send().await.expect("GET auth");
         let mut current = url;
@@ -570,6 +607,52 @@ impl OidcProvider {
         self.exchange_code_for(client, &code.code, &request.code_verifier)
             .await
             .id_token()
+    }
+
+    /// Signs `username` in for the main client in `browser` (which keeps the provider's
+    /// session) and answers the ID token.
+    pub async fn id_token_in(&self, browser: &Browser, username: &str, nonce: &str) -> String {
+        let request = self.authorization_request_for(&self.client, username, nonce);
+        let code = self
+            .try_authorization_in(browser, &request.url, Some(username))
+            .await
+            .unwrap_or_else(|e| panic!("sign-in as {username} failed: {e:?}"));
+        self.exchange_code_for(&self.client, &code.code, &request.code_verifier)
+            .await
+            .id_token()
+    }
+
+    /// Ends the provider's session in `browser` as a person would (RP-initiated logout at
+    /// the end-session endpoint, confirming the provider's form): with back-channel logout on,
+    /// the provider posts a logout token to each client that has a `backchannel_logout_uri`
+    /// before it answers.
+    pub async fn end_session(&self, browser: &Browser) {
+        let browser = &browser.0;
+        let page = browser
+            .get(format!(
+                "{}/session/end?client_id={}",
+                self.issuer, self.client_id
+            ))
+            .send()
+            .await
+            .expect("GET end session");
+        let status = page.status();
+        let html = page.text().await.unwrap_or_default();
+        assert!(status.is_success(), "end session: {status}: {html}");
+        let marker = r#"name="xsrf" value=""#;
+        let start = html.find(marker).expect("xsrf in the logout form") + marker.len();
+        let xsrf = &html[start..start + html[start..].find('"').unwrap()];
+        let confirmed = browser
+            .post(format!("{}/session/end/confirm", self.issuer))
+            .form(&[("xsrf", xsrf), ("logout", "yes")])
+            .send()
+            .await
+            .expect("POST end session confirm");
+        assert!(
+            confirmed.status().is_redirection() || confirmed.status().is_success(),
+            "end session confirm: {}",
+            confirmed.status()
+        );
     }
 
     /// Adds a new RS256 signing key and signs with it from now on; the older keys stay in

@@ -148,6 +148,7 @@ pub async fn oidc_env_with(db: Db, extra_options: Value) -> OidcEnv {
     let app = TestApp::start(db).await;
     let mut client = TestClient::new("idsync", "idsync-secret-0123456789", ClientAuth::Basic);
     client.redirect_uri = app.url("/sso/idp/callback");
+    client.backchannel_logout_uri = Some(app.url("/sso/idp/backchannel-logout"));
     let provider = OidcProvider::start_with(
         &[
             TestAccount::named("alice", &["engineering", "staff"]),

@@ -28,9 +28,9 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AdditionalClaims, AdditionalProviderMetadata, AuthorizationCode, ClaimsVerificationError,
-    ClientId, ClientSecret, CsrfToken, IdToken, IdTokenVerifier, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl, Scope,
-    SignatureVerificationError, TokenResponse,
+    ClientId, ClientSecret, CsrfToken, IdToken, IdTokenVerifier, IssuerUrl, JsonWebTokenType,
+    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl,
+    Scope, SignatureVerificationError, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -187,6 +187,9 @@ pub struct ExtraProviderMetadata {
     /// RFC 9207: the provider adds `iss` to its authorization responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_response_iss_parameter_supported: Option<bool>,
+    /// RP-Initiated Logout 1.0: where a browser is sent to end its session at the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_session_endpoint: Option<String>,
 }
 
 impl AdditionalProviderMetadata for ExtraProviderMetadata {}
@@ -215,6 +218,36 @@ pub struct VerifiedIdToken {
     pub replay_id: String,
     /// Unix seconds: the token's `exp` plus the leeway, after which it is refused anyway.
     pub acceptable_until: i64,
+}
+
+/// A logout token the provider signed: whose sessions to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedLogout {
+    /// The user's `sub` at the provider.
+    pub subject: String,
+    /// The provider's session id, when the token names one.
+    pub session: Option<String>,
+    /// `logout-jti:<jti>`: a logout token is accepted once.
+    pub replay_id: String,
+    /// Unix seconds: the token's `exp` plus the leeway.
+    pub acceptable_until: i64,
+}
+
+/// What a token is verified for: a sign-in (an ID token) or a logout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenPurpose {
+    SignIn,
+    Logout,
+}
+
+/// The event a logout token carries (Back-Channel Logout 1.0 §2.4).
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+fn is_logout_token(payload: &serde_json::Value) -> bool {
+    payload
+        .get("events")
+        .and_then(|e| e.get(BACKCHANNEL_LOGOUT_EVENT))
+        .is_some_and(serde_json::Value::is_object)
 }
 
 /// A sign-in started with [`OidcSource::begin_login`]: what the callback must be checked
@@ -554,28 +587,15 @@ impl OidcSource {
                 None => OidcError::Malformed(text),
             }
         })?;
-        self.ensure_fresh_keys(now).await?;
-        match self.check(&token, nonce, now) {
-            Err(OidcError::UnknownKey) => {
-                let decision = self.lock_keys().unknown_key(now);
-                match decision {
-                    RefreshDecision::Fetch => {
-                        self.refresh_keys(now).await?;
-                        self.check(&token, nonce, now)?;
-                    }
-                    RefreshDecision::Wait { retry_after_secs } => {
-                        return Err(OidcError::KeysUnavailable {
-                            reason: "a token names a key id not among the provider's keys, and \
-                                     they were read again moments ago"
-                                .into(),
-                            retry_after_secs,
-                        })
-                    }
-                }
-            }
-            other => other?,
-        }
+        self.checked(&token, nonce, TokenPurpose::SignIn, now)
+            .await?;
         let payload = raw_payload(id_token)?;
+        // A logout token has every claim an ID token has: one is never a sign-in.
+        if is_logout_token(&payload) {
+            return Err(OidcError::Invalid(
+                "it is a logout token (it carries the back-channel logout event)".into(),
+            ));
+        }
         self.extra_checks(&token, &payload, access_token, now)?;
         let identity = self.identity(&payload)?;
         let exp = payload.get("exp").and_then(|v| v.as_i64()).unwrap_or(now);
@@ -634,10 +654,124 @@ impl OidcSource {
     }
 
     /// Signature, issuer, audience, expiry (with leeway) and nonce, against the cached keys.
+    /// The signature, issuer, audience and times, with the provider's keys read again (within
+    /// the budget) when the token names a key id they do not hold.
+    async fn checked(
+        &self,
+        token: &VerifiableIdToken,
+        nonce: Option<&str>,
+        purpose: TokenPurpose,
+        now: i64,
+    ) -> Result<(), OidcError> {
+        self.ensure_fresh_keys(now).await?;
+        match self.check(token, nonce, purpose, now) {
+            Err(OidcError::UnknownKey) => {
+                let decision = self.lock_keys().unknown_key(now);
+                match decision {
+                    RefreshDecision::Fetch => {
+                        self.refresh_keys(now).await?;
+                        self.check(token, nonce, purpose, now)
+                    }
+                    RefreshDecision::Wait { retry_after_secs } => Err(OidcError::KeysUnavailable {
+                        reason: "a token names a key id not among the provider's keys, and \
+                                     they were read again moments ago"
+                            .into(),
+                        retry_after_secs,
+                    }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Where to send a browser to end its session at the provider too (RP-Initiated Logout
+    /// 1.0): the provider's end-session endpoint with this client's id and, when given, where
+    /// the provider should send the browser afterwards (it must be registered there). `None`
+    /// when the provider announces no end-session endpoint.
+    pub fn end_session_url(&self, post_logout_redirect_uri: Option<&str>) -> Option<String> {
+        let endpoint = self
+            .metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .as_deref()?;
+        let mut url = url::Url::parse(endpoint).ok()?;
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("client_id", &self.options.client_id);
+            if let Some(uri) = post_logout_redirect_uri {
+                query.append_pair("post_logout_redirect_uri", uri);
+            }
+        }
+        Some(url.to_string())
+    }
+
+    /// Verifies a logout token the provider posted to the back-channel logout endpoint
+    /// (OpenID Connect Back-Channel Logout 1.0 §2.6): signed by the provider's keys like an
+    /// ID token, for this client, issued by the provider, not expired, carrying the logout
+    /// event, a `jti` and a `sub`, and no nonce (so it can never pass for an ID token).
+    pub async fn verify_logout_token(
+        &self,
+        logout_token: &str,
+        now: i64,
+    ) -> Result<VerifiedLogout, OidcError> {
+        if logout_token.len() > MAX_ID_TOKEN_BYTES {
+            return Err(OidcError::TooLong {
+                len: logout_token.len(),
+            });
+        }
+        let token: VerifiableIdToken = logout_token.parse().map_err(|e: serde_json::Error| {
+            let text = e.to_string();
+            if text.contains("missing field `sub`") {
+                OidcError::Malformed(
+                    "the logout token has no sub: only logout tokens naming the user are \
+                         taken"
+                        .into(),
+                )
+            } else {
+                OidcError::Malformed(text)
+            }
+        })?;
+        self.checked(&token, None, TokenPurpose::Logout, now)
+            .await?;
+        let payload = raw_payload(logout_token)?;
+        if payload.get("nonce").is_some() {
+            return Err(OidcError::Invalid(
+                "a logout token must not carry a nonce".into(),
+            ));
+        }
+        if !is_logout_token(&payload) {
+            return Err(OidcError::Invalid(
+                "it carries no back-channel logout event (events claim)".into(),
+            ));
+        }
+        self.extra_checks(&token, &payload, None, now)?;
+        let jti = payload
+            .get("jti")
+            .and_then(|v| v.as_str())
+            .filter(|j| !j.is_empty() && j.len() <= 256)
+            .ok_or_else(|| OidcError::Invalid("a logout token needs a jti".into()))?;
+        let sub = payload
+            .get("sub")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| OidcError::Invalid("a logout token needs a sub".into()))?;
+        let exp = payload.get("exp").and_then(|v| v.as_i64()).unwrap_or(now);
+        Ok(VerifiedLogout {
+            subject: sub.to_owned(),
+            session: payload
+                .get("sid")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            replay_id: format!("logout-jti:{jti}"),
+            acceptable_until: exp.saturating_add(self.options.leeway_secs),
+        })
+    }
+
     fn check(
         &self,
         token: &VerifiableIdToken,
         nonce: Option<&str>,
+        purpose: TokenPurpose,
         now: i64,
     ) -> Result<(), OidcError> {
         let jwks = self.jwks.read().unwrap_or_else(|e| e.into_inner()).clone();
@@ -661,6 +795,20 @@ impl OidcSource {
             .set_issue_time_verifier_fn(|_| Ok(()))
             // A second audience is allowed only with azp naming this client (checked below).
             .set_other_audience_verifier_fn(|_| true);
+        // A logout token may be typed `logout+jwt` (Back-Channel Logout 1.0 §2.4); an ID token
+        // so typed is refused.
+        let verifier = match purpose {
+            TokenPurpose::SignIn => verifier,
+            TokenPurpose::Logout => verifier.set_allowed_jose_types(
+                [
+                    "application/jwt",
+                    "application/jose",
+                    "application/logout+jwt",
+                ]
+                .into_iter()
+                .filter_map(|t| JsonWebTokenType::new(t.to_owned()).normalize().ok()),
+            ),
+        };
         let result = match nonce {
             Some(n) => {
                 let expected = Nonce::new(n.to_string());

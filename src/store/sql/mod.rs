@@ -1523,7 +1523,13 @@ impl MembershipStore for SqlStore {
         Ok(())
     }
 
-    async fn revoke_sessions(&self, username: &str, actor: &Actor, now: i64) -> StoreResult<()> {
+    async fn revoke_sessions(
+        &self,
+        username: &str,
+        reason: &str,
+        actor: &Actor,
+        now: i64,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
             "UPDATE users SET sessions_revoked_before = $2, updated_at = $2 WHERE username = $1",
@@ -1543,7 +1549,7 @@ impl MembershipStore for SqlStore {
             AuditRow {
                 action: "user.sessions_revoked",
                 username: Some(username),
-                reason: "admin request",
+                reason,
                 ..AuditRow::default()
             },
         )
