@@ -1429,6 +1429,96 @@ async fn a_mapping_change_re_evaluates_from_the_scim_groups(db: Db) {
     assert!(groups_of(&app, "alice@example.com").await.is_empty());
 }
 
+/// A user renamed at the provider: the old name's idsync user loses what the provider granted
+/// and is disabled (the name names nobody there any more); a change of case alone is no rename.
+async fn a_renamed_scim_user_leaves_the_old_name_without_access(db: Db) {
+    let app = TestApp::start(db).await;
+    apply_state(app.store(), PROVISIONED).await;
+    let okta = scim_client(&app, "okta").await;
+    let pipeline = app.api_key("pipeline", &["Users Auth Session"]).await;
+    let alice = okta.create_user("alice@example.com", "00ua").await;
+    okta.create_group("Engineering", &[&alice]).await;
+    let (status, body) = app
+        .login_attributes(&pipeline, "okta", "alice@example.com", &[])
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Case only: the same user.
+    let cased = okta
+        .patch(
+            &format!("/Users/{alice}"),
+            json!([{"op": "replace", "path": "userName", "value": "Alice@Example.com"}]),
+        )
+        .await;
+    assert_eq!(cased.status, 200, "{}", cased.body);
+    assert!(!is_disabled(&app, "alice@example.com").await);
+    assert_eq!(
+        groups_of(&app, "alice@example.com").await,
+        ["Engineering Access"]
+    );
+
+    // A new name: the new one is provisioned with the groups, the old one keeps nothing.
+    let renamed = okta
+        .patch(
+            &format!("/Users/{alice}"),
+            json!([{"op": "replace", "path": "userName", "value": "alice.smith@example.com"}]),
+        )
+        .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert!(groups_of(&app, "alice@example.com").await.is_empty());
+    assert!(is_disabled(&app, "alice@example.com").await);
+    assert_eq!(
+        groups_of(&app, "alice.smith@example.com").await,
+        ["Engineering Access"]
+    );
+    let (status, body) = app
+        .login_attributes(&pipeline, "okta", "alice.smith@example.com", &[])
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Concurrent PATCHes of one group, as a client sending in parallel does: every member added
+/// lands (a PATCH that lost the race is applied again to what is stored), and the memberships
+/// follow.
+async fn concurrent_patches_of_one_group_lose_nothing(db: Db) {
+    let app = TestApp::start(db).await;
+    apply_state(app.store(), PROVISIONED).await;
+    let okta = scim_client(&app, "okta").await;
+    let mut users = Vec::new();
+    for n in 0..12 {
+        users.push(
+            okta.create_user(&format!("p{n}@example.com"), &format!("p{n}"))
+                .await,
+        );
+    }
+    let group = okta.create_group("Engineering", &[]).await;
+    let patches = users.iter().map(|user| {
+        let okta = &okta;
+        let group = group.clone();
+        let user = user.clone();
+        async move {
+            okta.patch(
+                &format!("/Groups/{group}"),
+                json!([{"op": "add", "path": "members", "value": [{"value": user}]}]),
+            )
+            .await
+        }
+    });
+    for reply in futures::future::join_all(patches).await {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let mut expected = users.clone();
+    expected.sort();
+    assert_eq!(okta.member_ids(&group).await, expected);
+    for n in 0..12 {
+        assert_eq!(
+            groups_of(&app, &format!("p{n}@example.com")).await,
+            ["Engineering Access"],
+            "p{n}"
+        );
+    }
+}
+
 on_both_databases!(
     a_scim_token_ends_with_its_creators_auth_modify,
     tokens_open_their_providers_endpoint_and_nothing_else,
@@ -1440,4 +1530,6 @@ on_both_databases!(
     scim_groups_feed_the_mappings_and_deprovisioning_ends_access,
     a_patch_emptying_a_group_stops_at_the_removal_threshold,
     a_mapping_change_re_evaluates_from_the_scim_groups,
+    a_renamed_scim_user_leaves_the_old_name_without_access,
+    concurrent_patches_of_one_group_lose_nothing,
 );

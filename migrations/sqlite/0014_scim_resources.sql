@@ -30,3 +30,7 @@ CREATE INDEX scim_members_user ON scim_members (user_id);
 -- Who disabled a user (the actor's name; NULL when enabled): SCIM enables again only a user
 -- that SCIM disabled, never one an admin disabled.
 ALTER TABLE users ADD COLUMN disabled_by TEXT;
+
+-- SCIM's userName is unique without regard to case, a sign-in's username is kept as given:
+-- a SCIM write finds the idsync user its userName names through this.
+CREATE INDEX users_username_lower ON users (lower(username));

@@ -4,9 +4,9 @@
 //! The HTTP frontend (`http::scim`) only authenticates, parses the request and sends the
 //! answer.
 //!
-//! A PATCH is read, applied and written at the version it was read at; when another write
-//! came in between (and the client named no `If-Match`), it is applied again to what is
-//! stored now, a bounded number of times, so concurrent member changes are never lost.
+//! A PATCH is applied to the resource as stored, under its row's lock
+//! (`ScimStore::scim_update`): concurrent PATCHes of one resource apply one after another and
+//! none is lost.
 
 use serde_json::Value;
 
@@ -14,11 +14,8 @@ use crate::scim::filter::{self, Narrow};
 use crate::scim::resource::{self, Normalised, Projection, Served};
 use crate::scim::schema::Kind;
 use crate::scim::{page_response, patch, Page, ScimError};
-use crate::store::{Actor, ScimRecord, ScimStore, ScimWrite, SqlStore, StoreError};
+use crate::store::{Actor, MemberChange, ScimRecord, ScimStore, ScimWrite, SqlStore, StoreError};
 use crate::sync::scim::ScimChange;
-
-/// How often a PATCH is applied again when another write came between its read and write.
-const PATCH_ATTEMPTS: usize = 5;
 
 /// The endpoint a request came to: the provider, its base URL, the token that authenticated.
 #[derive(Debug, Clone)]
@@ -97,7 +94,7 @@ fn refused_write(kind: Kind, id: &str, write: ScimWrite) -> ScimError {
                     + if ids.len() > 10 { ", …" } else { "" }
             ),
         ),
-        ScimWrite::Written(..) | ScimWrite::Deleted(..) => {
+        ScimWrite::Written(..) | ScimWrite::Deleted(..) | ScimWrite::Refused(_) => {
             ScimError::new(500, None, "unexpected answer from the store")
         }
     }
@@ -458,37 +455,14 @@ async fn write(
         modified_at: now_ms.max(current.modified_at),
         ..current.clone()
     };
-    let judged_members = judged.members;
-    let members = (kind == Kind::Group).then_some(judged_members.as_slice());
+    let members = (kind == Kind::Group).then_some(judged.members.as_slice());
     match store
         .scim_replace(&record, members, &endpoint.actor())
         .await
         .map_err(store_failure)?
     {
         ScimWrite::Written(stored, members) => {
-            let change = match kind {
-                Kind::User => ScimChange {
-                    users: vec![stored.id.clone()],
-                    ..ScimChange::default()
-                },
-                // A group renamed changes every member's group values; otherwise only those
-                // who joined or left.
-                Kind::Group => {
-                    let renamed =
-                        stored.name != current.name || stored.external_id != current.external_id;
-                    let mut users = members.added;
-                    users.extend(members.removed);
-                    if renamed {
-                        users.extend(judged_members.iter().cloned());
-                        users.sort();
-                        users.dedup();
-                    }
-                    ScimChange {
-                        users,
-                        ..ScimChange::default()
-                    }
-                }
-            };
+            let change = written_change(Some(current), &stored, members);
             follow(store, endpoint, &change, now_ms).await?;
             answer_stored(store, endpoint, &stored).await
         }
@@ -496,7 +470,21 @@ async fn write(
     }
 }
 
-/// `PATCH /Users/{id}`, `PATCH /Groups/{id}`.
+/// The names a user had before a write, when the write changed them: `userName` compared
+/// without case (as it is unique), `externalId` exactly.
+fn renamed_user(before: &ScimRecord, after: &ScimRecord) -> Vec<(String, Option<String>)> {
+    let name_changed =
+        crate::scim::filter::name_key(&before.name) != crate::scim::filter::name_key(&after.name);
+    if name_changed || before.external_id != after.external_id {
+        vec![(before.name.clone(), before.external_id.clone())]
+    } else {
+        Vec::new()
+    }
+}
+
+/// `PATCH /Users/{id}`, `PATCH /Groups/{id}`: applied to the resource as stored, under its
+/// row's lock, so concurrent PATCHes of one resource (a client sending in parallel) apply one
+/// after another and none is lost.
 pub async fn patch(
     store: &SqlStore,
     endpoint: &Endpoint,
@@ -506,49 +494,91 @@ pub async fn patch(
     if_match: Option<i64>,
     now_ms: i64,
 ) -> Result<Answer, ScimError> {
-    for _ in 0..PATCH_ATTEMPTS {
-        let current = store
-            .scim_get(endpoint.provider_id, kind, id)
-            .await
-            .map_err(store_failure)?
-            .ok_or_else(|| not_found(kind, id))?;
-        if let Some(expected) = if_match {
-            if expected != current.version {
-                return Err(precondition_failed(current.version));
-            }
-        }
+    let change = |current: &ScimRecord,
+                  members: &[String]|
+     -> Result<(ScimRecord, Option<Vec<String>>), ScimError> {
         // The document PATCH paths address: the stored one, with its id and, for a group,
         // its members as values.
         let mut document = current.document.clone();
         document["id"] = Value::String(current.id.clone());
-        if kind == Kind::Group {
-            let members = related(store, kind, std::slice::from_ref(&current.id)).await?;
-            let values: Vec<Value> = members
-                .get(&current.id)
-                .into_iter()
-                .flatten()
-                .map(|(id, _)| serde_json::json!({"value": id}))
-                .collect();
-            if !values.is_empty() {
-                document["members"] = Value::Array(values);
-            }
+        if kind == Kind::Group && !members.is_empty() {
+            document["members"] = Value::Array(
+                members
+                    .iter()
+                    .map(|id| serde_json::json!({"value": id}))
+                    .collect(),
+            );
         }
         let patched = patch::apply(kind, &document, body)?;
         let judged = resource::normalise(kind, &patched)?;
-        match write(store, endpoint, &current, judged, now_ms).await {
-            Err(e) if e.status == 412 && if_match.is_none() => continue,
-            other => return other,
+        let record = ScimRecord {
+            name: judged.name,
+            external_id: judged.external_id,
+            active: judged.active,
+            document: judged.document,
+            modified_at: now_ms.max(current.modified_at),
+            ..current.clone()
+        };
+        Ok((record, (kind == Kind::Group).then_some(judged.members)))
+    };
+    let before = store
+        .scim_get(endpoint.provider_id, kind, id)
+        .await
+        .map_err(store_failure)?;
+    match store
+        .scim_update(
+            endpoint.provider_id,
+            kind,
+            id,
+            if_match,
+            &change,
+            &endpoint.actor(),
+        )
+        .await
+        .map_err(store_failure)?
+    {
+        ScimWrite::Written(stored, members) => {
+            let change = written_change(before.as_ref(), &stored, members);
+            follow(store, endpoint, &change, now_ms).await?;
+            answer_stored(store, endpoint, &stored).await
+        }
+        ScimWrite::Refused(refusal) => Err(refusal),
+        other => Err(refused_write(kind, id, other)),
+    }
+}
+
+/// The users a replace or PATCH touched: a user (and, renamed, the name they had); a group's
+/// members who joined or left, or all of them when the group was renamed.
+fn written_change(
+    before: Option<&ScimRecord>,
+    stored: &ScimRecord,
+    members: MemberChange,
+) -> ScimChange {
+    match stored.kind {
+        // A user renamed: the name they had names nobody at the endpoint any more, and
+        // whoever idsync knew by it loses what the provider granted (`follow` keeps it when
+        // another SCIM user still has that name).
+        Kind::User => ScimChange {
+            users: vec![stored.id.clone()],
+            deleted: before
+                .map(|before| renamed_user(before, stored))
+                .unwrap_or_default(),
+        },
+        Kind::Group => {
+            let renamed = before.is_some_and(|before| {
+                stored.name != before.name || stored.external_id != before.external_id
+            });
+            let mut users = members.added;
+            users.extend(members.removed);
+            users.extend(members.kept.into_iter().filter(|_| renamed));
+            users.sort();
+            users.dedup();
+            ScimChange {
+                users,
+                ..ScimChange::default()
+            }
         }
     }
-    Err(ScimError::new(
-        409,
-        None,
-        format!(
-            "the {} kept changing while this PATCH was applied ({PATCH_ATTEMPTS} times); send it \
-             again",
-            kind.name()
-        ),
-    ))
 }
 
 /// `DELETE /Users/{id}`, `DELETE /Groups/{id}`.

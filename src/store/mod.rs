@@ -838,6 +838,8 @@ pub use crate::scim::filter::Narrow as ScimNarrow;
 pub struct MemberChange {
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// Members before and after.
+    pub kept: Vec<String>,
 }
 
 /// What a SCIM write did.
@@ -859,7 +861,17 @@ pub enum ScimWrite {
     },
     /// Members named that are not users of this provider.
     UnknownMembers(Vec<String>),
+    /// The change computed from the stored resource was refused (`ScimStore::scim_update`).
+    Refused(crate::scim::ScimError),
 }
+
+/// What `ScimStore::scim_update` asks of its caller: from the resource as stored (and a
+/// group's member ids), the resource to store (same id and version) and, for a group, its
+/// members; or a refusal.
+pub type ScimChangeFn<'a> = dyn Fn(&ScimRecord, &[String]) -> Result<(ScimRecord, Option<Vec<String>>), crate::scim::ScimError>
+    + Send
+    + Sync
+    + 'a;
 
 /// The users and groups of each provider's SCIM endpoint. Every write is one transaction with
 /// its audit row; a replace or delete applies only at the version it was computed from.
@@ -895,6 +907,19 @@ pub trait ScimStore: Send + Sync {
         members: Option<&[String]>,
         actor: &Actor,
     ) -> StoreResult<ScimWrite>;
+    /// Changes a resource under its row's lock: reads it, lets `change` compute the new one
+    /// from it (a PATCH), and writes that in the same transaction, so that concurrent changes
+    /// of one resource apply one after another and none is lost. With `expected_version`
+    /// (`If-Match`), only at that version.
+    async fn scim_update(
+        &self,
+        provider_id: i64,
+        kind: crate::scim::schema::Kind,
+        id: &str,
+        expected_version: Option<i64>,
+        change: &ScimChangeFn<'_>,
+        actor: &Actor,
+    ) -> StoreResult<ScimWrite>;
     /// Deletes a resource (at `expected_version` when given), with its memberships.
     async fn scim_delete(
         &self,
@@ -915,6 +940,12 @@ pub trait ScimStore: Send + Sync {
     ) -> StoreResult<Vec<ScimUserGroups>>;
     /// Who disabled a user (the actor's name), when the user exists and is disabled.
     async fn user_disabled_by(&self, username: &str) -> StoreResult<Option<String>>;
+    /// The stored usernames equal to these without regard to ASCII case: each name given
+    /// (as given) with the stored one, when there is one.
+    async fn usernames_ignoring_case(
+        &self,
+        names: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, String>>;
     /// For users, their groups; for groups, their members: `(resource id, related id, related
     /// name)`, ordered by resource and related name.
     async fn scim_related(

@@ -21,7 +21,7 @@ use crate::model::mapping::{MappingSet, ProviderKind};
 use crate::model::sync::{
     diff_missing_user, diff_present_user, ChangeKind, DirectoryUser, StagedChange,
 };
-use crate::scim::link::Linking;
+use crate::scim::link::{Linking, UsernameAttribute};
 use crate::store::run_status::{FAILED, NEEDS_CONFIRMATION, RUNNING};
 use crate::store::{
     Actor, ConfigStore, MembershipStore, RunQuery, ScimStore, ScimUserKey, SqlStore, SyncRun,
@@ -116,12 +116,47 @@ pub async fn follow(
         }
     }
     for (user_name, external_id) in &change.deleted {
-        if let Some(username) = linking.username_of(user_name, external_id.as_deref()) {
-            upstream.entry(username).or_insert(Upstream::Gone);
+        let Some(username) = linking.username_of(user_name, external_id.as_deref()) else {
+            continue;
+        };
+        if upstream.contains_key(&username) {
+            continue;
         }
+        // A name given up (deleted, renamed) may still be another SCIM user's: then that user
+        // decides. Looked up as a sign-in would look it up.
+        let holders = active_group_values(
+            store,
+            record.provider.id,
+            &linking,
+            std::slice::from_ref(&username),
+        )
+        .await?;
+        let now = match holders.get(&username) {
+            Some(values) => Upstream::Active(values.clone()),
+            None => Upstream::Gone,
+        };
+        upstream.insert(username, now);
     }
     if upstream.is_empty() {
         return Ok(followed);
+    }
+    // With `userName` linking, the idsync user is the one of that name without regard to case
+    // (a sign-in looks the SCIM user up that way): "Alice@Example.com" at the endpoint is the
+    // "alice@example.com" who signed in, not a second user.
+    if linking.username == UsernameAttribute::UserName {
+        let names: Vec<String> = upstream.keys().cloned().collect();
+        let stored = store.usernames_ignoring_case(&names).await?;
+        let mut merged: BTreeMap<String, Upstream> = BTreeMap::new();
+        for (name, now) in std::mem::take(&mut upstream) {
+            let name = stored.get(&name).cloned().unwrap_or(name);
+            match merged.get(&name) {
+                Some(Upstream::Active(_)) => {}
+                _ => {
+                    merged.insert(name, now);
+                }
+            }
+        }
+        upstream = merged;
     }
 
     let names: Vec<String> = upstream.keys().cloned().collect();

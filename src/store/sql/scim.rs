@@ -5,6 +5,7 @@
 use super::*;
 use crate::scim::filter::name_key;
 use crate::scim::schema::Kind as ScimKind;
+use std::collections::HashMap;
 
 const SCIM_COLUMNS: &str = "provider_id, kind, id, name, external_id, active, document, version, \
      created_at, modified_at";
@@ -127,6 +128,114 @@ impl SqlStore {
     }
 }
 
+impl SqlStore {
+    /// Writes a resource whose row this transaction has locked at `record.version`: its
+    /// document (the version raised by one) and, with `members`, a group's members as the
+    /// difference, with the audit row; then commits.
+    async fn scim_write_locked(
+        &self,
+        mut tx: WriteTx,
+        record: &ScimRecord,
+        members: Option<&[String]>,
+        actor: &Actor,
+    ) -> StoreResult<ScimWrite> {
+        if self.scim_name_taken(&mut tx, record).await? {
+            return Ok(ScimWrite::NameTaken {
+                name: record.name.clone(),
+            });
+        }
+        let (mut added, mut removed, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+        if let Some(members) = members {
+            let now: HashSet<String> =
+                sqlx::query("SELECT user_id FROM scim_members WHERE group_id = $1")
+                    .bind(record.id.as_str())
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get::<String, _>("user_id"))
+                    .collect::<Result<_, _>>()?;
+            let wanted: HashSet<&String> = members.iter().collect();
+            added = members
+                .iter()
+                .filter(|m| !now.contains(*m))
+                .cloned()
+                .collect();
+            removed = now
+                .iter()
+                .filter(|m| !wanted.contains(m))
+                .cloned()
+                .collect();
+            removed.sort();
+            kept = members
+                .iter()
+                .filter(|m| now.contains(*m))
+                .cloned()
+                .collect();
+            let unknown = self
+                .scim_unknown_users(&mut tx, record.provider_id, &added)
+                .await?;
+            if !unknown.is_empty() {
+                return Ok(ScimWrite::UnknownMembers(unknown));
+            }
+            let listed = self.dialect.json_strings.replace("{}", "$2");
+            for chunk in removed.chunks(IDS_PER_STATEMENT) {
+                sqlx::query(&format!(
+                    "DELETE FROM scim_members WHERE group_id = $1 AND user_id IN \
+                     (SELECT w.value FROM {listed})"
+                ))
+                .bind(record.id.as_str())
+                .bind(serde_json::to_string(chunk).unwrap_or_else(|_| "[]".into()))
+                .execute(&mut **tx)
+                .await?;
+            }
+            self.scim_add_members(&mut tx, &record.id, &added).await?;
+        }
+        let version = record.version + 1;
+        sqlx::query(
+            "UPDATE scim_resources SET name = $1, name_key = $2, external_id = $3, active = $4, \
+             document = $5, version = $6, modified_at = $7 WHERE id = $8",
+        )
+        .bind(record.name.as_str())
+        .bind(name_key(&record.name))
+        .bind(record.external_id.as_deref())
+        .bind(i64::from(record.active))
+        .bind(record.document.to_string())
+        .bind(version)
+        .bind(record.modified_at)
+        .bind(record.id.as_str())
+        .execute(&mut **tx)
+        .await?;
+        insert_audit(
+            &mut tx,
+            record.modified_at,
+            actor,
+            AuditRow {
+                action: &audit_action(record.kind, "replace"),
+                reason: "SCIM client",
+                detail: Some(member_detail(record, &added, &removed)),
+                ..AuditRow::default()
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        let mut stored = self
+            .scim_get(record.provider_id, record.kind, &record.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("SCIM resource {}", record.id)))?;
+        // Another write may have come between the commit and this read; answer ours.
+        stored.version = version;
+        stored.document = record.document.clone();
+        Ok(ScimWrite::Written(
+            stored,
+            MemberChange {
+                added,
+                removed,
+                kept,
+            },
+        ))
+    }
+}
+
 #[async_trait]
 impl ScimStore for SqlStore {
     async fn scim_create(
@@ -189,7 +298,7 @@ impl ScimStore for SqlStore {
             record.clone(),
             MemberChange {
                 added: members.to_vec(),
-                removed: Vec::new(),
+                ..MemberChange::default()
             },
         ))
     }
@@ -289,88 +398,56 @@ impl ScimStore for SqlStore {
             }
             Some(_) => {}
         }
-        if self.scim_name_taken(&mut tx, record).await? {
-            return Ok(ScimWrite::NameTaken {
-                name: record.name.clone(),
+        self.scim_write_locked(tx, record, members, actor).await
+    }
+
+    async fn scim_update(
+        &self,
+        provider_id: i64,
+        kind: ScimKind,
+        id: &str,
+        expected_version: Option<i64>,
+        change: &ScimChangeFn<'_>,
+        actor: &Actor,
+    ) -> StoreResult<ScimWrite> {
+        let mut tx = self.begin_write().await?;
+        let Some(current) = sqlx::query(&format!(
+            "SELECT {SCIM_COLUMNS} FROM scim_resources WHERE id = $1 AND provider_id = $2 \
+             AND kind = $3{}",
+            self.dialect.lock_row
+        ))
+        .bind(id)
+        .bind(provider_id)
+        .bind(kind.name())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|row| scim_record(&row))
+        .transpose()?
+        else {
+            return Ok(ScimWrite::NotFound);
+        };
+        if expected_version.is_some_and(|v| v != current.version) {
+            return Ok(ScimWrite::VersionMismatch {
+                current: current.version,
             });
         }
-        let (mut added, mut removed) = (Vec::new(), Vec::new());
-        if let Some(members) = members {
-            let now: HashSet<String> =
-                sqlx::query("SELECT user_id FROM scim_members WHERE group_id = $1")
-                    .bind(record.id.as_str())
-                    .fetch_all(&mut **tx)
-                    .await?
-                    .iter()
-                    .map(|row| row.try_get::<String, _>("user_id"))
-                    .collect::<Result<_, _>>()?;
-            let wanted: HashSet<&String> = members.iter().collect();
-            added = members
+        let members: Vec<String> = if kind == ScimKind::Group {
+            sqlx::query("SELECT user_id FROM scim_members WHERE group_id = $1 ORDER BY user_id")
+                .bind(id)
+                .fetch_all(&mut **tx)
+                .await?
                 .iter()
-                .filter(|m| !now.contains(*m))
-                .cloned()
-                .collect();
-            removed = now
-                .iter()
-                .filter(|m| !wanted.contains(m))
-                .cloned()
-                .collect();
-            removed.sort();
-            let unknown = self
-                .scim_unknown_users(&mut tx, record.provider_id, &added)
-                .await?;
-            if !unknown.is_empty() {
-                return Ok(ScimWrite::UnknownMembers(unknown));
-            }
-            let listed = self.dialect.json_strings.replace("{}", "$2");
-            for chunk in removed.chunks(IDS_PER_STATEMENT) {
-                sqlx::query(&format!(
-                    "DELETE FROM scim_members WHERE group_id = $1 AND user_id IN \
-                     (SELECT w.value FROM {listed})"
-                ))
-                .bind(record.id.as_str())
-                .bind(serde_json::to_string(chunk).unwrap_or_else(|_| "[]".into()))
-                .execute(&mut **tx)
-                .await?;
-            }
-            self.scim_add_members(&mut tx, &record.id, &added).await?;
-        }
-        let version = record.version + 1;
-        sqlx::query(
-            "UPDATE scim_resources SET name = $1, name_key = $2, external_id = $3, active = $4, \
-             document = $5, version = $6, modified_at = $7 WHERE id = $8",
-        )
-        .bind(record.name.as_str())
-        .bind(name_key(&record.name))
-        .bind(record.external_id.as_deref())
-        .bind(i64::from(record.active))
-        .bind(record.document.to_string())
-        .bind(version)
-        .bind(record.modified_at)
-        .bind(record.id.as_str())
-        .execute(&mut **tx)
-        .await?;
-        insert_audit(
-            &mut tx,
-            record.modified_at,
-            actor,
-            AuditRow {
-                action: &audit_action(record.kind, "replace"),
-                reason: "SCIM client",
-                detail: Some(member_detail(record, &added, &removed)),
-                ..AuditRow::default()
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        let mut stored = self
-            .scim_get(record.provider_id, record.kind, &record.id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("SCIM resource {}", record.id)))?;
-        // Another write may have come between the commit and this read; answer ours.
-        stored.version = version;
-        stored.document = record.document.clone();
-        Ok(ScimWrite::Written(stored, MemberChange { added, removed }))
+                .map(|row| row.try_get::<String, _>("user_id"))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        let (record, new_members) = match change(&current, &members) {
+            Ok(changed) => changed,
+            Err(refusal) => return Ok(ScimWrite::Refused(refusal)),
+        };
+        self.scim_write_locked(tx, &record, new_members.as_deref(), actor)
+            .await
     }
 
     async fn scim_delete(
@@ -504,6 +581,35 @@ impl ScimStore for SqlStore {
                 .transpose()?
                 .flatten(),
         )
+    }
+
+    async fn usernames_ignoring_case(
+        &self,
+        names: &[String],
+    ) -> StoreResult<HashMap<String, String>> {
+        let listed = self.dialect.json_strings.replace("{}", "$1");
+        let mut stored: HashMap<String, String> = HashMap::new();
+        for chunk in names.chunks(IDS_PER_STATEMENT) {
+            let keys: Vec<String> = chunk.iter().map(|n| n.to_ascii_lowercase()).collect();
+            let rows = sqlx::query(&format!(
+                "SELECT username FROM users WHERE lower(username) IN (SELECT w.value FROM {listed})"
+            ))
+            .bind(serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into()))
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rows {
+                let username: String = row.try_get("username")?;
+                stored.insert(username.to_ascii_lowercase(), username);
+            }
+        }
+        Ok(names
+            .iter()
+            .filter_map(|n| {
+                stored
+                    .get(&n.to_ascii_lowercase())
+                    .map(|s| (n.clone(), s.clone()))
+            })
+            .collect())
     }
 
     async fn scim_related(
