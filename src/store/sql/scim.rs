@@ -109,6 +109,28 @@ impl SqlStore {
         Ok(())
     }
 
+    /// A resource, its row locked by this transaction until it ends.
+    async fn scim_locked(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        provider_id: i64,
+        kind: ScimKind,
+        id: &str,
+    ) -> StoreResult<Option<ScimRecord>> {
+        sqlx::query(&format!(
+            "SELECT {SCIM_COLUMNS} FROM scim_resources WHERE id = $1 AND provider_id = $2 \
+             AND kind = $3{}",
+            self.dialect.lock_row
+        ))
+        .bind(id)
+        .bind(provider_id)
+        .bind(kind.name())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|row| scim_record(&row))
+        .transpose()
+    }
+
     async fn scim_name_taken(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -411,19 +433,7 @@ impl ScimStore for SqlStore {
         actor: &Actor,
     ) -> StoreResult<ScimWrite> {
         let mut tx = self.begin_write().await?;
-        let Some(current) = sqlx::query(&format!(
-            "SELECT {SCIM_COLUMNS} FROM scim_resources WHERE id = $1 AND provider_id = $2 \
-             AND kind = $3{}",
-            self.dialect.lock_row
-        ))
-        .bind(id)
-        .bind(provider_id)
-        .bind(kind.name())
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|row| scim_record(&row))
-        .transpose()?
-        else {
+        let Some(current) = self.scim_locked(&mut tx, provider_id, kind, id).await? else {
             return Ok(ScimWrite::NotFound);
         };
         if expected_version.is_some_and(|v| v != current.version) {
@@ -460,19 +470,7 @@ impl ScimStore for SqlStore {
         now_ms: i64,
     ) -> StoreResult<ScimWrite> {
         let mut tx = self.begin_write().await?;
-        let Some(record) = sqlx::query(&format!(
-            "SELECT {SCIM_COLUMNS} FROM scim_resources WHERE id = $1 AND provider_id = $2 \
-             AND kind = $3{}",
-            self.dialect.lock_row
-        ))
-        .bind(id)
-        .bind(provider_id)
-        .bind(kind.name())
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|row| scim_record(&row))
-        .transpose()?
-        else {
+        let Some(record) = self.scim_locked(&mut tx, provider_id, kind, id).await? else {
             return Ok(ScimWrite::NotFound);
         };
         if let Some(expected) = expected_version {
