@@ -33,29 +33,17 @@ pub fn routes() -> Router<AppState> {
         .route("/scim/v2/{provider}/ResourceTypes/{id}", get(resource_type))
         .route("/scim/v2/{provider}/Schemas", get(schemas))
         .route("/scim/v2/{provider}/Schemas/{id}", get(schema))
-        .route(
-            "/scim/v2/{provider}/Users",
-            get(list_users).post(create_user),
-        )
-        .route("/scim/v2/{provider}/Users/.search", post(search_users))
+        .route("/scim/v2/{provider}/Users", get(list).post(create))
+        .route("/scim/v2/{provider}/Users/.search", post(search))
         .route(
             "/scim/v2/{provider}/Users/{id}",
-            get(get_user)
-                .put(replace_user)
-                .patch(patch_user)
-                .delete(delete_user),
+            get(get_one).put(replace).patch(patch).delete(delete),
         )
-        .route(
-            "/scim/v2/{provider}/Groups",
-            get(list_groups).post(create_group),
-        )
-        .route("/scim/v2/{provider}/Groups/.search", post(search_groups))
+        .route("/scim/v2/{provider}/Groups", get(list).post(create))
+        .route("/scim/v2/{provider}/Groups/.search", post(search))
         .route(
             "/scim/v2/{provider}/Groups/{id}",
-            get(get_group)
-                .put(replace_group)
-                .patch(patch_group)
-                .delete(delete_group),
+            get(get_one).put(replace).patch(patch).delete(delete),
         )
         .route("/scim/v2/{provider}/.search", post(search_all))
         .route("/scim/v2/{provider}/{*rest}", any(not_served))
@@ -107,13 +95,8 @@ impl From<crate::store::StoreError> for ScimFailure {
 
 /// The provider's SCIM client, authenticated by the provider's SCIM token.
 pub struct ScimClient {
-    /// The provider whose endpoint this is (the path's, which the token is for).
-    pub provider: String,
-    /// The token's name, for the audit log.
-    pub token: String,
-    /// This endpoint's base URL, for `meta.location`.
-    pub base: String,
-    /// The endpoint as the provisioning layer takes it.
+    /// The endpoint the token opens: the path's provider (which the token is for), its base
+    /// URL, the token's name for the audit log.
     pub endpoint: Endpoint,
 }
 
@@ -207,16 +190,13 @@ impl FromRequestParts<AppState> for ScimClient {
                 );
                 Ok(ScimClient {
                     endpoint: Endpoint {
-                        provider: provider.clone(),
+                        provider,
                         provider_id,
-                        base: base.clone(),
-                        token: key.name.clone(),
+                        base,
+                        token: key.name,
                         run_history_ms: i64::try_from(state.config.sync.run_history().as_millis())
                             .unwrap_or(i64::MAX),
                     },
-                    provider,
-                    token: key.name,
-                    base,
                 })
             }
         }
@@ -226,12 +206,15 @@ impl FromRequestParts<AppState> for ScimClient {
 async fn service_provider_config(client: ScimClient) -> Scim {
     Scim(
         StatusCode::OK,
-        discovery::service_provider_config(&client.base),
+        discovery::service_provider_config(&client.endpoint.base),
     )
 }
 
 async fn resource_types(client: ScimClient) -> Scim {
-    Scim(StatusCode::OK, discovery::resource_type_list(&client.base))
+    Scim(
+        StatusCode::OK,
+        discovery::resource_type_list(&client.endpoint.base),
+    )
 }
 
 async fn resource_type(
@@ -240,12 +223,15 @@ async fn resource_type(
 ) -> Result<Scim, ScimFailure> {
     Ok(Scim(
         StatusCode::OK,
-        discovery::resource_type_by_id(&client.base, &id)?,
+        discovery::resource_type_by_id(&client.endpoint.base, &id)?,
     ))
 }
 
 async fn schemas(client: ScimClient) -> Scim {
-    Scim(StatusCode::OK, discovery::schema_list(&client.base))
+    Scim(
+        StatusCode::OK,
+        discovery::schema_list(&client.endpoint.base),
+    )
 }
 
 async fn schema(
@@ -254,7 +240,7 @@ async fn schema(
 ) -> Result<Scim, ScimFailure> {
     Ok(Scim(
         StatusCode::OK,
-        discovery::schema_by_id(&client.base, &id)?,
+        discovery::schema_by_id(&client.endpoint.base, &id)?,
     ))
 }
 
@@ -276,14 +262,14 @@ async fn not_served(client: ScimClient, request: axum::extract::Request) -> Scim
             format!(
                 "the SCIM endpoint of provider {:?} does not take bulk operations; send each \
                  change as its own request",
-                client.provider
+                client.endpoint.provider
             ),
         ))
     } else {
         ScimFailure(ScimError::not_found(format!(
             "no SCIM resource at {path}: the endpoints under /scim/v2/{} are Users, Groups, \
              .search, ServiceProviderConfig, ResourceTypes and Schemas",
-            client.provider
+            client.endpoint.provider
         )))
     }
 }
@@ -455,7 +441,48 @@ fn search_of(body: &Value) -> Result<provisioning::Query, ScimFailure> {
     })
 }
 
+/// The resource type a request is about, from the route it matched (`…/Users…` or
+/// `…/Groups…`): one set of handlers serves both.
+struct ResourceKind(Kind);
+
+impl<S: Send + Sync> FromRequestParts<S> for ResourceKind {
+    type Rejection = ScimFailure;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ScimFailure> {
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str())
+            .unwrap_or_default();
+        match route.split('/').nth(4) {
+            Some("Users") => Ok(ResourceKind(Kind::User)),
+            Some("Groups") => Ok(ResourceKind(Kind::Group)),
+            _ => Err(ScimError::not_found(format!("no SCIM resource type at {route}")).into()),
+        }
+    }
+}
+
+type AppStateOf = axum::extract::State<AppState>;
+
 async fn list(
+    client: ScimClient,
+    ResourceKind(kind): ResourceKind,
+    axum::extract::State(state): AppStateOf,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Scim, ScimFailure> {
+    listed(&state, &client, kind, query_of(&params)?).await
+}
+
+async fn search(
+    client: ScimClient,
+    ResourceKind(kind): ResourceKind,
+    axum::extract::State(state): AppStateOf,
+    ScimBody(body): ScimBody,
+) -> Result<Scim, ScimFailure> {
+    listed(&state, &client, kind, search_of(&body)?).await
+}
+
+async fn listed(
     state: &AppState,
     client: &ScimClient,
     kind: Kind,
@@ -467,17 +494,34 @@ async fn list(
     ))
 }
 
+async fn create(
+    client: ScimClient,
+    ResourceKind(kind): ResourceKind,
+    axum::extract::State(state): AppStateOf,
+    ScimBody(body): ScimBody,
+) -> Result<Resource, ScimFailure> {
+    let answer = provisioning::create(
+        &state.store,
+        &client.endpoint,
+        kind,
+        &body,
+        crate::clock::now_ms(),
+    )
+    .await?;
+    Ok(Resource(StatusCode::CREATED, answer))
+}
+
 async fn get_one(
-    state: &AppState,
-    client: &ScimClient,
-    kind: Kind,
-    id: &str,
-    params: &HashMap<String, String>,
-    headers: &HeaderMap,
+    client: ScimClient,
+    ResourceKind(kind): ResourceKind,
+    axum::extract::State(state): AppStateOf,
+    Path((_, id)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Result<Response, ScimFailure> {
-    let query = query_of(params)?;
+    let query = query_of(&params)?;
     let answer =
-        provisioning::get(&state.store, &client.endpoint, kind, id, &query.projection).await?;
+        provisioning::get(&state.store, &client.endpoint, kind, &id, &query.projection).await?;
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -495,132 +539,67 @@ async fn get_one(
     Ok(Resource(StatusCode::OK, answer).into_response())
 }
 
-macro_rules! resource_handlers {
-    ($kind:expr, $list:ident, $search:ident, $create:ident, $get:ident, $replace:ident,
-     $patch:ident, $delete:ident) => {
-        async fn $list(
-            client: ScimClient,
-            axum::extract::State(state): axum::extract::State<AppState>,
-            Query(params): Query<HashMap<String, String>>,
-        ) -> Result<Scim, ScimFailure> {
-            list(&state, &client, $kind, query_of(&params)?).await
-        }
-
-        async fn $search(
-            client: ScimClient,
-            axum::extract::State(state): axum::extract::State<AppState>,
-            ScimBody(body): ScimBody,
-        ) -> Result<Scim, ScimFailure> {
-            list(&state, &client, $kind, search_of(&body)?).await
-        }
-
-        async fn $create(
-            client: ScimClient,
-            axum::extract::State(state): axum::extract::State<AppState>,
-            ScimBody(body): ScimBody,
-        ) -> Result<Resource, ScimFailure> {
-            let answer = provisioning::create(
-                &state.store,
-                &client.endpoint,
-                $kind,
-                &body,
-                crate::clock::now_ms(),
-            )
-            .await?;
-            Ok(Resource(StatusCode::CREATED, answer))
-        }
-
-        async fn $get(
-            client: ScimClient,
-            axum::extract::State(state): axum::extract::State<AppState>,
-            Path((_, id)): Path<(String, String)>,
-            Query(params): Query<HashMap<String, String>>,
-            headers: HeaderMap,
-        ) -> Result<Response, ScimFailure> {
-            get_one(&state, &client, $kind, &id, &params, &headers).await
-        }
-
-        async fn $replace(
-            client: ScimClient,
-            axum::extract::State(state): axum::extract::State<AppState>,
-            Path((_, id)): Path<(String, String)>,
-            headers: HeaderMap,
-            ScimBody(body): ScimBody,
-        ) -> Result<Resource, ScimFailure> {
-            let answer = provisioning::replace(
-                &state.store,
-                &client.endpoint,
-                $kind,
-                &id,
-                &body,
-                if_match(&headers),
-                crate::clock::now_ms(),
-            )
-            .await?;
-            Ok(Resource(StatusCode::OK, answer))
-        }
-
-        async fn $patch(
-            client: ScimClient,
-            axum::extract::State(state): axum::extract::State<AppState>,
-            Path((_, id)): Path<(String, String)>,
-            headers: HeaderMap,
-            ScimBody(body): ScimBody,
-        ) -> Result<Resource, ScimFailure> {
-            // 200 with the resource: clients (Okta, scim-sanity) read it back.
-            let answer = provisioning::patch(
-                &state.store,
-                &client.endpoint,
-                $kind,
-                &id,
-                &body,
-                if_match(&headers),
-                crate::clock::now_ms(),
-            )
-            .await?;
-            Ok(Resource(StatusCode::OK, answer))
-        }
-
-        async fn $delete(
-            client: ScimClient,
-            axum::extract::State(state): axum::extract::State<AppState>,
-            Path((_, id)): Path<(String, String)>,
-            headers: HeaderMap,
-        ) -> Result<StatusCode, ScimFailure> {
-            provisioning::delete(
-                &state.store,
-                &client.endpoint,
-                $kind,
-                &id,
-                if_match(&headers),
-                crate::clock::now_ms(),
-            )
-            .await?;
-            Ok(StatusCode::NO_CONTENT)
-        }
-    };
+async fn replace(
+    client: ScimClient,
+    ResourceKind(kind): ResourceKind,
+    axum::extract::State(state): AppStateOf,
+    Path((_, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    ScimBody(body): ScimBody,
+) -> Result<Resource, ScimFailure> {
+    let answer = provisioning::replace(
+        &state.store,
+        &client.endpoint,
+        kind,
+        &id,
+        &body,
+        if_match(&headers),
+        crate::clock::now_ms(),
+    )
+    .await?;
+    Ok(Resource(StatusCode::OK, answer))
 }
 
-resource_handlers!(
-    Kind::User,
-    list_users,
-    search_users,
-    create_user,
-    get_user,
-    replace_user,
-    patch_user,
-    delete_user
-);
-resource_handlers!(
-    Kind::Group,
-    list_groups,
-    search_groups,
-    create_group,
-    get_group,
-    replace_group,
-    patch_group,
-    delete_group
-);
+/// 200 with the resource: clients (Okta, scim-sanity) read it back.
+async fn patch(
+    client: ScimClient,
+    ResourceKind(kind): ResourceKind,
+    axum::extract::State(state): AppStateOf,
+    Path((_, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    ScimBody(body): ScimBody,
+) -> Result<Resource, ScimFailure> {
+    let answer = provisioning::patch(
+        &state.store,
+        &client.endpoint,
+        kind,
+        &id,
+        &body,
+        if_match(&headers),
+        crate::clock::now_ms(),
+    )
+    .await?;
+    Ok(Resource(StatusCode::OK, answer))
+}
+
+async fn delete(
+    client: ScimClient,
+    ResourceKind(kind): ResourceKind,
+    axum::extract::State(state): AppStateOf,
+    Path((_, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ScimFailure> {
+    provisioning::delete(
+        &state.store,
+        &client.endpoint,
+        kind,
+        &id,
+        if_match(&headers),
+        crate::clock::now_ms(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
 
 async fn search_all(
     client: ScimClient,

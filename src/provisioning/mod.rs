@@ -425,49 +425,12 @@ pub async fn replace(
     if_match: Option<i64>,
     now_ms: i64,
 ) -> Result<Answer, ScimError> {
+    // Judged before anything is locked: a body that cannot be stored is refused at once.
     let judged = resource::normalise(kind, body)?;
-    let current = store
-        .scim_get(endpoint.provider_id, kind, id)
-        .await
-        .map_err(store_failure)?
-        .ok_or_else(|| not_found(kind, id))?;
-    if let Some(expected) = if_match {
-        if expected != current.version {
-            return Err(precondition_failed(current.version));
-        }
-    }
-    write(store, endpoint, &current, judged, now_ms).await
-}
-
-async fn write(
-    store: &SqlStore,
-    endpoint: &Endpoint,
-    current: &ScimRecord,
-    judged: Normalised,
-    now_ms: i64,
-) -> Result<Answer, ScimError> {
-    let kind = current.kind;
-    let record = ScimRecord {
-        name: judged.name,
-        external_id: judged.external_id,
-        active: judged.active,
-        document: judged.document,
-        modified_at: now_ms.max(current.modified_at),
-        ..current.clone()
-    };
-    let members = (kind == Kind::Group).then_some(judged.members.as_slice());
-    match store
-        .scim_replace(&record, members, &endpoint.actor())
-        .await
-        .map_err(store_failure)?
-    {
-        ScimWrite::Written(stored, members) => {
-            let change = written_change(Some(current), &stored, members);
-            follow(store, endpoint, &change, now_ms).await?;
-            answer_stored(store, endpoint, &stored).await
-        }
-        other => Err(refused_write(kind, &current.id, other)),
-    }
+    update(store, endpoint, kind, id, if_match, now_ms, &|_, _| {
+        Ok(judged.clone())
+    })
+    .await
 }
 
 /// The names a user had before a write, when the write changed them: `userName` compared
@@ -482,9 +445,7 @@ fn renamed_user(before: &ScimRecord, after: &ScimRecord) -> Vec<(String, Option<
     }
 }
 
-/// `PATCH /Users/{id}`, `PATCH /Groups/{id}`: applied to the resource as stored, under its
-/// row's lock, so concurrent PATCHes of one resource (a client sending in parallel) apply one
-/// after another and none is lost.
+/// `PATCH /Users/{id}`, `PATCH /Groups/{id}`: applied to the resource as stored.
 pub async fn patch(
     store: &SqlStore,
     endpoint: &Endpoint,
@@ -494,23 +455,58 @@ pub async fn patch(
     if_match: Option<i64>,
     now_ms: i64,
 ) -> Result<Answer, ScimError> {
+    update(
+        store,
+        endpoint,
+        kind,
+        id,
+        if_match,
+        now_ms,
+        &|current, members| {
+            // The document PATCH paths address: the stored one, with its id and, for a group,
+            // its members as values.
+            let mut document = current.document.clone();
+            document["id"] = Value::String(current.id.clone());
+            if kind == Kind::Group && !members.is_empty() {
+                document["members"] = Value::Array(
+                    members
+                        .iter()
+                        .map(|id| serde_json::json!({"value": id}))
+                        .collect(),
+                );
+            }
+            let patched = patch::apply(kind, &document, body)?;
+            resource::normalise(kind, &patched)
+        },
+    )
+    .await
+}
+
+/// How a replace or PATCH makes the new resource from the stored one and a group's member ids.
+type Compute<'a> =
+    dyn Fn(&ScimRecord, &[String]) -> Result<Normalised, ScimError> + Send + Sync + 'a;
+
+/// The resource as a replace or PATCH leaves it: `compute` makes it from the stored resource
+/// (and a group's member ids). PUT and PATCH alike are read, computed and written in one
+/// transaction under the resource's row lock (`ScimStore::scim_update`), so concurrent writes
+/// of one resource apply one after another and none is lost; `If-Match` makes the write apply
+/// only at that version.
+async fn update(
+    store: &SqlStore,
+    endpoint: &Endpoint,
+    kind: Kind,
+    id: &str,
+    if_match: Option<i64>,
+    now_ms: i64,
+    compute: &Compute<'_>,
+) -> Result<Answer, ScimError> {
+    // What the resource was, for telling a rename: kept by the change, under the lock.
+    let before: std::sync::OnceLock<ScimRecord> = std::sync::OnceLock::new();
     let change = |current: &ScimRecord,
                   members: &[String]|
      -> Result<(ScimRecord, Option<Vec<String>>), ScimError> {
-        // The document PATCH paths address: the stored one, with its id and, for a group,
-        // its members as values.
-        let mut document = current.document.clone();
-        document["id"] = Value::String(current.id.clone());
-        if kind == Kind::Group && !members.is_empty() {
-            document["members"] = Value::Array(
-                members
-                    .iter()
-                    .map(|id| serde_json::json!({"value": id}))
-                    .collect(),
-            );
-        }
-        let patched = patch::apply(kind, &document, body)?;
-        let judged = resource::normalise(kind, &patched)?;
+        let _ = before.set(current.clone());
+        let judged = compute(current, members)?;
         let record = ScimRecord {
             name: judged.name,
             external_id: judged.external_id,
@@ -521,10 +517,6 @@ pub async fn patch(
         };
         Ok((record, (kind == Kind::Group).then_some(judged.members)))
     };
-    let before = store
-        .scim_get(endpoint.provider_id, kind, id)
-        .await
-        .map_err(store_failure)?;
     match store
         .scim_update(
             endpoint.provider_id,
@@ -538,7 +530,7 @@ pub async fn patch(
         .map_err(store_failure)?
     {
         ScimWrite::Written(stored, members) => {
-            let change = written_change(before.as_ref(), &stored, members);
+            let change = written_change(before.get(), &stored, members);
             follow(store, endpoint, &change, now_ms).await?;
             answer_stored(store, endpoint, &stored).await
         }

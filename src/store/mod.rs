@@ -374,7 +374,7 @@ pub trait MembershipStore: Send + Sync {
     /// The user's stored memberships (All Users is implicit and not among them).
     async fn memberships(&self, user_id: i64) -> StoreResult<Vec<CurrentMembership>>;
     /// Disables (ending every session) or enables a user, with an audit row giving `reason`;
-    /// a disabled user records who disabled them (`ScimStore::user_disabled_by`).
+    /// a disabled user records who disabled them (`ScimStore::users_disabled_by`).
     async fn set_user_disabled(
         &self,
         username: &str,
@@ -899,16 +899,8 @@ pub trait ScimStore: Send + Sync {
         narrow: Option<&ScimNarrow>,
         window: Option<(i64, i64)>,
     ) -> StoreResult<(Vec<ScimRecord>, i64)>;
-    /// Replaces a resource's document (and, with `members`, a group's members, written as the
-    /// difference) when it is still at `record.version`; the stored version is raised by one.
-    async fn scim_replace(
-        &self,
-        record: &ScimRecord,
-        members: Option<&[String]>,
-        actor: &Actor,
-    ) -> StoreResult<ScimWrite>;
     /// Changes a resource under its row's lock: reads it, lets `change` compute the new one
-    /// from it (a PATCH), and writes that in the same transaction, so that concurrent changes
+    /// from it (a PUT or PATCH), and writes that in the same transaction, so that concurrent changes
     /// of one resource apply one after another and none is lost. With `expected_version`
     /// (`If-Match`), only at that version.
     async fn scim_update(
@@ -938,8 +930,12 @@ pub trait ScimStore: Send + Sync {
         by: ScimUserKey,
         values: &[String],
     ) -> StoreResult<Vec<ScimUserGroups>>;
-    /// Who disabled a user (the actor's name), when the user exists and is disabled.
-    async fn user_disabled_by(&self, username: &str) -> StoreResult<Option<String>>;
+    /// Which of these users exist, and for each disabled one who disabled them (the actor's
+    /// name; empty when not recorded): `name → None` enabled, `name → Some(actor)` disabled.
+    async fn users_disabled_by(
+        &self,
+        usernames: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, Option<String>>>;
     /// The stored usernames equal to these without regard to ASCII case: each name given
     /// (as given) with the stored one, when there is one.
     async fn usernames_ignoring_case(

@@ -544,31 +544,12 @@ where
     } else {
         None
     };
-    let run = SyncRun {
-        id: uuid::Uuid::new_v4().to_string(),
-        provider_id: provider.id,
-        provider: provider.name.clone(),
-        kind: if since.is_some() {
-            INCREMENTAL_KIND
-        } else {
-            FULL_KIND
-        }
-        .into(),
-        status: RUNNING.into(),
-        dry_run: request.dry_run,
-        started_at: now_ms(),
-        finished_at: None,
-        users_seen: 0,
-        additions: 0,
-        removals: 0,
-        removal_limit: 0,
-        skipped: 0,
-        high_water: None,
-        entries_read: 0,
-        error: None,
-        config_version: Some(config_version),
-        superseded_by: None,
+    let kind = if since.is_some() {
+        INCREMENTAL_KIND
+    } else {
+        FULL_KIND
     };
+    let run = new_run(provider, kind, request.dry_run, config_version, now_ms());
     if !request.dry_run {
         store.save_sync_run(&run).await?;
     }
@@ -812,6 +793,52 @@ where
         progress(Progress::Applied(applied));
     }
     Ok(outcome)
+}
+
+/// A run of `kind` starting now: running, nothing counted yet, under `config_version`.
+pub(crate) fn new_run(
+    provider: &ProviderRef,
+    kind: &str,
+    dry_run: bool,
+    config_version: i64,
+    now_ms: i64,
+) -> SyncRun {
+    SyncRun {
+        id: uuid::Uuid::new_v4().to_string(),
+        provider_id: provider.id,
+        provider: provider.name.clone(),
+        kind: kind.into(),
+        status: RUNNING.into(),
+        dry_run,
+        started_at: now_ms,
+        finished_at: None,
+        users_seen: 0,
+        additions: 0,
+        removals: 0,
+        removal_limit: 0,
+        skipped: 0,
+        high_water: None,
+        entries_read: 0,
+        error: None,
+        config_version: Some(config_version),
+        superseded_by: None,
+    }
+}
+
+/// A run stopped by an error before it applied anything: recorded as failed, its staged rows
+/// dropped. Best effort: when the store does not answer, the next run of the provider records
+/// it abandoned.
+pub(crate) async fn record_failed_before_applying<S: SyncStore>(
+    store: &S,
+    mut run: SyncRun,
+    error: String,
+    now_ms: i64,
+) {
+    run.status = FAILED.into();
+    run.error = Some(format!("stopped by an error: {error}; nothing was applied"));
+    run.finished_at = Some(now_ms);
+    let _ = store.save_sync_run(&run).await;
+    let _ = store.purge_staged(&run.id).await;
 }
 
 /// How every run ends once its diff is staged: over the removal threshold it stops and keeps

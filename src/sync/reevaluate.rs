@@ -18,9 +18,8 @@ use crate::model::sync::{
     diff_missing_user, diff_present_user, ChangeKind, DirectoryUser, StagedChange,
 };
 use crate::scim::link::Linking;
-use crate::store::run_status::{FAILED, RUNNING};
 use crate::store::{
-    Actor, ConfigChange, ConfigStore, MappingRecord, SqlStore, StoreError, SyncRun, SyncStore,
+    Actor, ConfigChange, ConfigStore, MappingRecord, SqlStore, StoreError, SyncStore,
 };
 
 use super::scheduler::ProviderLease;
@@ -162,26 +161,13 @@ async fn reevaluate_leased(
     let compiled = compile_mappings(&provider, &mappings)?;
     let set = MappingSet::new(&provider, &compiled);
 
-    let mut run = SyncRun {
-        id: uuid::Uuid::new_v4().to_string(),
-        provider_id: provider.id,
-        provider: provider.name.clone(),
-        kind: REEVALUATE_KIND.into(),
-        status: RUNNING.into(),
-        dry_run: request.dry_run,
-        started_at: now_ms,
-        finished_at: None,
-        users_seen: 0,
-        additions: 0,
-        removals: 0,
-        removal_limit: 0,
-        skipped: 0,
-        high_water: None,
-        entries_read: 0,
-        error: None,
-        config_version: Some(config_version),
-        superseded_by: None,
-    };
+    let mut run = super::new_run(
+        &provider,
+        REEVALUATE_KIND,
+        request.dry_run,
+        config_version,
+        now_ms,
+    );
     if !request.dry_run {
         store.save_sync_run(&run).await?;
     }
@@ -194,11 +180,7 @@ async fn reevaluate_leased(
         Ok(counts) => counts,
         Err(e) => {
             if !request.dry_run {
-                run.status = FAILED.into();
-                run.error = Some(format!("stopped by an error: {e}; nothing was applied"));
-                run.finished_at = Some(now());
-                let _ = store.save_sync_run(&run).await;
-                let _ = store.purge_staged(&run.id).await;
+                super::record_failed_before_applying(store, run, e.to_string(), now()).await;
             }
             return Err(e.into());
         }

@@ -22,10 +22,9 @@ use crate::model::sync::{
     diff_missing_user, diff_present_user, ChangeKind, DirectoryUser, StagedChange,
 };
 use crate::scim::link::{Linking, UsernameAttribute};
-use crate::store::run_status::{FAILED, NEEDS_CONFIRMATION, RUNNING};
+use crate::store::run_status::NEEDS_CONFIRMATION;
 use crate::store::{
-    Actor, ConfigStore, MembershipStore, RunQuery, ScimStore, ScimUserKey, SqlStore, SyncRun,
-    SyncStore,
+    Actor, ConfigStore, MembershipStore, RunQuery, ScimStore, ScimUserKey, SqlStore, SyncStore,
 };
 
 use super::reevaluate::RemovalThreshold;
@@ -161,21 +160,19 @@ pub async fn follow(
 
     let names: Vec<String> = upstream.keys().cloned().collect();
     let stored = store.stored_users(record.provider.id, &names).await?;
+    let disabled_by = store.users_disabled_by(&names).await?;
     let scim_actor = format!("scim:{provider}:");
     for (username, now) in &upstream {
-        let Some(state) = stored.get(username) else {
-            continue;
-        };
         // Only someone this provider signed in or provisioned: a name shared with a user of
         // another provider is not this provider's to disable.
-        if state.attributes_digest.is_empty() {
-            continue;
-        }
-        let Some(user) = store.user_by_name(username).await? else {
+        let seen_here = stored
+            .get(username)
+            .is_some_and(|state| !state.attributes_digest.is_empty());
+        let (true, Some(disabled)) = (seen_here, disabled_by.get(username)) else {
             continue;
         };
-        match now {
-            Upstream::Gone if !user.disabled => {
+        match (now, disabled) {
+            (Upstream::Gone, None) => {
                 store
                     .set_user_disabled(
                         username,
@@ -187,20 +184,17 @@ pub async fn follow(
                     .await?;
                 followed.disabled.push(username.clone());
             }
-            Upstream::Active(_) if user.disabled => {
-                let by = store.user_disabled_by(username).await?;
-                if by.is_some_and(|by| by.starts_with(&scim_actor)) {
-                    store
-                        .set_user_disabled(
-                            username,
-                            false,
-                            "activated again by the provider's SCIM client",
-                            actor,
-                            now_ms,
-                        )
-                        .await?;
-                    followed.enabled.push(username.clone());
-                }
+            (Upstream::Active(_), Some(by)) if by.starts_with(&scim_actor) => {
+                store
+                    .set_user_disabled(
+                        username,
+                        false,
+                        "activated again by the provider's SCIM client",
+                        actor,
+                        now_ms,
+                    )
+                    .await?;
+                followed.enabled.push(username.clone());
             }
             _ => {}
         }
@@ -288,34 +282,12 @@ async fn run(
     let now = move || now_ms.max(crate::clock::now_ms());
     let config_version = store.config_version().await?;
     let provider = &record.provider;
-    let mut run = SyncRun {
-        id: uuid::Uuid::new_v4().to_string(),
-        provider_id: provider.id,
-        provider: provider.name.clone(),
-        kind: SCIM_KIND.into(),
-        status: RUNNING.into(),
-        dry_run: false,
-        started_at: now_ms,
-        finished_at: None,
-        users_seen: upstream.len() as i64,
-        additions: 0,
-        removals: 0,
-        removal_limit: 0,
-        skipped: 0,
-        high_water: None,
-        entries_read: 0,
-        error: None,
-        config_version: Some(config_version),
-        superseded_by: None,
-    };
+    let mut run = super::new_run(provider, SCIM_KIND, false, config_version, now_ms);
+    run.users_seen = upstream.len() as i64;
     store.save_sync_run(&run).await?;
     let mut sink = Sink::new(store, &run.id, false);
     if let Err(e) = sink.stage(changes).await {
-        run.status = FAILED.into();
-        run.error = Some(format!("stopped by an error: {e}; nothing was applied"));
-        run.finished_at = Some(now());
-        let _ = store.save_sync_run(&run).await;
-        let _ = store.purge_staged(&run.id).await;
+        super::record_failed_before_applying(store, run, e.to_string(), now()).await;
         return Err(e.into());
     }
     run.additions = sink.additions;

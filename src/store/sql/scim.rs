@@ -395,34 +395,6 @@ impl ScimStore for SqlStore {
         Ok((records, total))
     }
 
-    async fn scim_replace(
-        &self,
-        record: &ScimRecord,
-        members: Option<&[String]>,
-        actor: &Actor,
-    ) -> StoreResult<ScimWrite> {
-        let mut tx = self.begin_write().await?;
-        let current: Option<i64> = sqlx::query(&format!(
-            "SELECT version FROM scim_resources WHERE id = $1 AND provider_id = $2 AND kind = $3{}",
-            self.dialect.lock_row
-        ))
-        .bind(record.id.as_str())
-        .bind(record.provider_id)
-        .bind(record.kind.name())
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|row| row.try_get("version"))
-        .transpose()?;
-        match current {
-            None => return Ok(ScimWrite::NotFound),
-            Some(current) if current != record.version => {
-                return Ok(ScimWrite::VersionMismatch { current })
-            }
-            Some(_) => {}
-        }
-        self.scim_write_locked(tx, record, members, actor).await
-    }
-
     async fn scim_update(
         &self,
         provider_id: i64,
@@ -569,16 +541,30 @@ impl ScimStore for SqlStore {
         Ok(out)
     }
 
-    async fn user_disabled_by(&self, username: &str) -> StoreResult<Option<String>> {
-        Ok(
-            sqlx::query("SELECT disabled_by FROM users WHERE username = $1 AND disabled = 1")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|row| row.try_get::<Option<String>, _>("disabled_by"))
-                .transpose()?
-                .flatten(),
-        )
+    async fn users_disabled_by(
+        &self,
+        usernames: &[String],
+    ) -> StoreResult<HashMap<String, Option<String>>> {
+        let listed = self.dialect.json_strings.replace("{}", "$1");
+        let mut found = HashMap::new();
+        for chunk in usernames.chunks(IDS_PER_STATEMENT) {
+            let rows = sqlx::query(&format!(
+                "SELECT username, disabled, disabled_by FROM users \
+                 WHERE username IN (SELECT w.value FROM {listed})"
+            ))
+            .bind(serde_json::to_string(chunk).unwrap_or_else(|_| "[]".into()))
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rows {
+                let by: Option<String> = row.try_get("disabled_by")?;
+                let disabled = flag(&row, "disabled")?;
+                found.insert(
+                    row.try_get("username")?,
+                    disabled.then(|| by.unwrap_or_default()),
+                );
+            }
+        }
+        Ok(found)
     }
 
     async fn usernames_ignoring_case(
