@@ -16,6 +16,11 @@ cargo fmt --all -- --check
 
 # The advisory database is fetched from GitHub, out of reach here: README, "Dependencies and
 # advisories", says how to run that part where it can be.
+# cargo-deny reads `cargo metadata` offline, which needs every locked crate in cargo's cache,
+# including those for other platforms that no build here downloads: fetch them first, from
+# crates.io.
+step "cargo fetch --locked (every platform's crates, for cargo deny)"
+cargo fetch --locked --quiet
 step "cargo deny check licenses bans sources (deny.toml; offline)"
 cargo deny --offline --log-level error check --hide-inclusion-graph licenses bans sources
 
