@@ -197,15 +197,8 @@ for key, name in [("group_removal", "Removed from the group (SCIM PATCH)"), ("de
     hook = [x["webhook_s"] for x in s if x["webhook_s"] is not None]
     print(f"| {name} | {len(s)} | {secs(answered)} | {secs(med(refresh))}, {secs(max(refresh))} | {secs(med(hook)) if hook else 'not seen'}, {secs(max(hook)) if hook else ''} |", file=out)
 print("""
-### Time to revocation by provider kind, with the shipped defaults
-
-| Provider kind | How the change arrives | Bound on change → refreshed token |
-|---|---|---|
-| LDAP / Active Directory | the scheduled incremental run (every 60 s) | 65 s (interval + scheduler poll + run); measured in the propagation section above |
-| OpenID Connect or SAML with SCIM | the SCIM write itself; membership changed before the PATCH is answered | the PATCH's own time, measured above; a client that refreshes only at expiry: + the token lifetime (300 s) |
-| OpenID Connect or SAML without SCIM | the user's next sign-in | the session lifetime (8 h by default), unless an admin revokes the session or disables the user, or (OpenID Connect) the provider sends a back-channel logout, which ends the session before its POST is answered; upstream re-checks on refresh are not built yet |
-
-The webhook's POST follows the change within its poll (1 s) plus the POST.""", file=out)
+The webhook's POST follows the change within its poll (1 s) plus the POST. The time to
+revocation for every provider kind is in the section written by \`scripts/bench-recheck.sh\`.""", file=out)
 PY
 
 scripts/write-bench-section.sh scim "$work/section.md"

@@ -242,9 +242,11 @@ pub struct HttpConfig {
     pub public_url: String,
     /// Largest request body accepted (a SAML response posted to the ACS is the largest).
     pub max_body_bytes: usize,
-    /// Key that signs the short-lived browser-flow cookies (OIDC state, SAML request ids).
-    /// Instances behind one load balancer need the same key; without one, each process makes
-    /// its own and a flow must end on the instance it started on.
+    /// The service's sealing secret: it seals the short-lived browser-flow cookies (OIDC state,
+    /// SAML request ids) and, at rest, the refresh tokens kept for upstream re-checks.
+    /// Instances behind one load balancer need the same one; without one, each process makes
+    /// its own for cookies (a flow must end on the instance it started on) and providers with
+    /// `recheck_interval_secs` refuse sign-ins.
     pub state_secret: Option<Secret>,
     pub state_secret_file: Option<PathBuf>,
     /// How often the signing keys are re-read from the store (another instance may rotate).
@@ -255,6 +257,28 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// How long a request body may take to arrive (a slow sender holds a connection).
     pub body_read_timeout_secs: u64,
+}
+
+impl HttpConfig {
+    /// The root sealing key, from `state_secret_file` or `state_secret`, when one is configured.
+    pub fn root_key(&self) -> Result<Option<[u8; 32]>, String> {
+        let secret = read_secret(
+            None,
+            self.state_secret_file.as_deref(),
+            "http.state_secret_file",
+        )?
+        .or_else(|| self.state_secret.clone());
+        match secret {
+            Some(secret) if secret.expose().len() >= 16 => {
+                use sha2::Digest;
+                Ok(Some(
+                    sha2::Sha256::digest(secret.expose().as_bytes()).into(),
+                ))
+            }
+            Some(_) => Err("http.state_secret must be at least 16 characters".into()),
+            None => Ok(None),
+        }
+    }
 }
 
 impl Default for HttpConfig {

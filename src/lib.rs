@@ -15,6 +15,7 @@ pub mod model;
 pub mod provisioning;
 pub mod report;
 pub mod scim;
+pub mod seal;
 pub mod signer;
 pub mod sources;
 pub mod store;

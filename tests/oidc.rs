@@ -160,7 +160,8 @@ async fn the_code_flow_with_pkce_signs_the_user_in() {
             now(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .identity;
     assert_eq!(identity.username, "alice");
     assert_eq!(identity.group_values, vec!["engineering", "staff"]);
     let signer = support::signer(&env.db.store).await;
@@ -472,7 +473,8 @@ async fn userinfo_group_values_are_merged_when_enabled() {
             now(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .identity;
     assert_eq!(identity.group_values, vec!["engineering", "staff"]);
     assert_eq!(identity.attributes["sub"], json!("sub-alice"));
 }

@@ -133,6 +133,7 @@ async fn accept_at(
         &login::ConfigCache::new(),
         &env.signer,
         &SourceRegistry::new(),
+        None,
         request,
         &login::RefusalLog::default(),
     )

@@ -337,10 +337,19 @@ async fn refresh_reflects_current_memberships_and_refuses_what_it_must(db: Db) {
         )
         .await
         .unwrap();
+    // No provider here re-checks sign-ins upstream.
+    let sources = idsync::sources::SourceRegistry::new();
+    let log = login::RefusalLog::default();
+    let no_upstream = login::upstream::Upstream {
+        sources: &sources,
+        key: None,
+        log: &log,
+    };
     let (token, claims) = login::refresh(
         &t.store,
         &login::ConfigCache::new(),
         &signer,
+        &no_upstream,
         &admin.token,
         now + 1000,
     )
@@ -360,6 +369,7 @@ async fn refresh_reflects_current_memberships_and_refuses_what_it_must(db: Db) {
             &t.store,
             &login::ConfigCache::new(),
             &signer,
+            &no_upstream,
             &tampered,
             now + 1000
         )
@@ -377,6 +387,7 @@ async fn refresh_reflects_current_memberships_and_refuses_what_it_must(db: Db) {
             &t.store,
             &login::ConfigCache::new(),
             &signer,
+            &no_upstream,
             &token,
             now + 2000
         )

@@ -16,13 +16,13 @@ Usage: scim_bench.py BASE SCIM_TOKEN PIPELINE_KEY WEBHOOK_PORT USERS BATCH SAMPL
 """
 
 import http.client
-import http.server
 import json
 import statistics
 import sys
-import threading
 import time
 import urllib.parse
+
+import webhook
 
 SCIM = "application/scim+json"
 USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -51,26 +51,6 @@ class Client:
         return response.status, answer
 
 
-webhook_seen = {}
-webhook_lock = threading.Lock()
-
-
-class Webhook(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        length = int(self.headers.get("Content-Length", "0"))
-        body = json.loads(self.rfile.read(length) or b"{}")
-        now = time.monotonic()
-        with webhook_lock:
-            for change in body.get("changes", body.get("users", [])):
-                name = change.get("username") if isinstance(change, dict) else change
-                webhook_seen.setdefault(name, []).append(now)
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def timed(n, fn):
     times = []
     for i in range(n):
@@ -93,8 +73,7 @@ def summary(times):
 def main():
     base, token, pipeline, webhook_port, users, batch, samples = sys.argv[1:8]
     users, batch, samples = int(users), int(batch), int(samples)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", int(webhook_port)), Webhook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    webhook.start(webhook_port)
     scim = Client(base + "/scim/v2/okta", token)
     hook = Client(base, pipeline)
     result = {}
@@ -186,16 +165,6 @@ def main():
                 raise SystemExit("the permission never went")
             time.sleep(0.005)
 
-    def webhook_wait(name, after, deadline_s=120):
-        started = time.monotonic()
-        while time.monotonic() - started < deadline_s:
-            with webhook_lock:
-                seen = [t for t in webhook_seen.get(name, []) if t >= after]
-            if seen:
-                return seen[0]
-            time.sleep(0.005)
-        return None
-
     revocations = {"group_removal": [], "deactivation": []}
     for i in range(samples):
         uid = ids[i]
@@ -221,7 +190,7 @@ def main():
             token, lambda s, a: s == 200 and PERMISSION not in a.get("permissions", [])
         )
         refreshed = time.monotonic()
-        hooked = webhook_wait(name, started)
+        hooked = webhook.wait(name, started)
         revocations["group_removal"].append({
             "patch_answered_s": answered - started,
             "refresh_s": refreshed - started,
@@ -245,7 +214,7 @@ def main():
         answered = time.monotonic()
         refresh_until(token, lambda s, a: s in (401, 403))
         refreshed = time.monotonic()
-        hooked = webhook_wait(name, started)
+        hooked = webhook.wait(name, started)
         revocations["deactivation"].append({
             "patch_answered_s": answered - started,
             "refresh_s": refreshed - started,

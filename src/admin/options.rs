@@ -161,4 +161,23 @@ mod tests {
         let message = refusal(ProviderKind::Saml, json!([]));
         assert!(message.contains("must be an object"), "{message}");
     }
+
+    #[test]
+    fn the_upstream_recheck_interval_is_bounded() {
+        let oidc = |interval: Value| {
+            json!({"issuer": "https://idp.example.com", "client_id": "idsync",
+                   "recheck_interval_secs": interval})
+        };
+        for accepted in [json!(0), json!(300), json!(86_400)] {
+            validate_provider_options(ProviderKind::Oidc, &oidc(accepted.clone()))
+                .unwrap_or_else(|e| panic!("{accepted}: {e}"));
+        }
+        let message = refusal(ProviderKind::Oidc, oidc(json!(86_401)));
+        assert!(
+            message.contains("recheck_interval_secs must be at most 86400"),
+            "{message}"
+        );
+        let message = refusal(ProviderKind::Oidc, oidc(json!(-1)));
+        assert!(message.contains("expected u64"), "{message}");
+    }
 }

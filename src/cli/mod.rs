@@ -594,6 +594,7 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
                     )
                     .await
                     .map_err(|e| refused_sample(file, e))?
+                    .identity
                 }
             };
             let exists = store.user_by_name(&identity.username).await?.is_some();
@@ -638,11 +639,13 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
                 context,
             };
             let log = login::RefusalLog::new(&config.security, None);
+            let sealing = upstream_key(&config)?;
             let (identity, signed) = login::sign_in(
                 &store,
                 &login::ConfigCache::new(),
                 &signer,
                 &SourceRegistry::new(),
+                sealing.as_ref(),
                 request,
                 &log,
             )
@@ -680,10 +683,19 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
                     }
                 },
                 TokenCommand::Refresh { token } => {
+                    let sealing = upstream_key(&config)?;
+                    let sources = SourceRegistry::new();
+                    let log = login::RefusalLog::new(&config.security, None);
+                    let upstream = login::upstream::Upstream {
+                        sources: &sources,
+                        key: sealing.as_ref(),
+                        log: &log,
+                    };
                     let (token, claims) = login::refresh(
                         &store,
                         &login::ConfigCache::new(),
                         &signer,
+                        &upstream,
                         token.trim(),
                         now,
                     )
@@ -1212,6 +1224,16 @@ pub fn read_claims(
             path: path.display().to_string(),
             message,
         })
+}
+
+/// The key that seals providers' refresh tokens at rest (upstream re-checks), when the
+/// configuration names a sealing secret.
+fn upstream_key(config: &Config) -> Result<Option<crate::seal::SealKey>, CliError> {
+    Ok(config
+        .http
+        .root_key()
+        .map_err(CliError::Refused)?
+        .map(|root| crate::seal::SealKey::derive(&root, crate::seal::UPSTREAM_TOKEN_PURPOSE)))
 }
 
 #[cfg(test)]

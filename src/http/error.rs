@@ -290,7 +290,12 @@ impl From<LoginError> for ApiError {
             LoginError::UnknownUser | LoginError::SessionRevoked => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "session_ended", error.to_string())
             }
-            LoginError::InvalidMapping { .. } | LoginError::Access(_) => ApiError::new(
+            LoginError::UpstreamUnavailable {
+                retry_after_secs, ..
+            } => provider_unavailable(error.to_string(), retry_after_secs),
+            LoginError::InvalidMapping { .. }
+            | LoginError::Access(_)
+            | LoginError::NoSealingKey { .. } => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "invalid_configuration",
                 error.to_string(),
@@ -389,6 +394,16 @@ impl From<SamlError> for ApiError {
     }
 }
 
+/// 503 `provider_unavailable`: a provider could not be asked now; try again after the wait.
+fn provider_unavailable(message: String, retry_after_secs: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "provider_unavailable",
+        message,
+    )
+    .with_retry_after(Some(retry_after_secs))
+}
+
 impl From<SourceError> for ApiError {
     fn from(error: SourceError) -> Self {
         match error {
@@ -397,12 +412,7 @@ impl From<SourceError> for ApiError {
             SourceError::Saml(e) => e.into(),
             SourceError::BackingOff {
                 retry_after_secs, ..
-            } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "provider_unavailable",
-                error.to_string(),
-            )
-            .with_retry_after(Some(retry_after_secs)),
+            } => provider_unavailable(error.to_string(), retry_after_secs),
         }
     }
 }

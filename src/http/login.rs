@@ -280,6 +280,7 @@ pub(super) async fn sign_in(
         &state.cache,
         &state.signer,
         &state.sources,
+        state.upstream_key.as_ref(),
         request,
         &state.refusal_log(meta),
     )
@@ -317,6 +318,7 @@ pub struct TokenResponse {
         (status = 200, body = TokenResponse),
         (status = 401, description = "The token does not verify, or the session ended or was revoked", body = super::error::ErrorBody),
         (status = 403, description = "The user is disabled", body = super::error::ErrorBody),
+        (status = 503, description = "The session's upstream re-check is due and its provider cannot be asked now (Retry-After)", body = super::error::ErrorBody),
     ),
     tag = "login"
 )]
@@ -325,10 +327,17 @@ pub async fn refresh(
     meta: RequestMeta,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    let log = state.refusal_log(&meta);
+    let upstream = login::upstream::Upstream {
+        sources: &state.sources,
+        key: state.upstream_key.as_ref(),
+        log: &log,
+    };
     let result = login::refresh(
         &state.store,
         &state.cache,
         &state.signer,
+        &upstream,
         request.token.trim(),
         crate::clock::now_ms(),
     )

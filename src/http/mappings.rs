@@ -160,7 +160,8 @@ async fn identity_for(
     };
     // The sign-in's own verification, with nothing recorded as used.
     let context = state.verify_context(Purpose::Test, Some(caller), meta);
-    let identity =
+    // What a sign-in would keep for upstream re-checks is dropped: a test starts no session.
+    let verified =
         sources::verify(&state.store, &state.sources, &record, evidence, &context).await?;
-    Ok((identity, Vec::new()))
+    Ok((verified.identity, Vec::new()))
 }

@@ -27,6 +27,7 @@ pub use error::ApiError;
 
 use crate::config::Config;
 use crate::login::{ConfigCache, LoginOutcome};
+use crate::seal::SealKey;
 use crate::signer::Signer;
 use crate::sources::SourceRegistry;
 use crate::store::SqlStore;
@@ -40,8 +41,12 @@ pub struct AppState {
     pub cache: Arc<ConfigCache>,
     pub sources: Arc<SourceRegistry>,
     pub api_keys: Arc<auth::ApiKeyCache>,
-    /// Keys the short-lived browser-flow cookies (OIDC state, SAML request ids).
-    pub state_key: Arc<[u8; 32]>,
+    /// Seals the short-lived browser-flow cookies (OIDC state, SAML request ids).
+    pub flow_key: SealKey,
+    /// Seals what is kept of a provider's session at rest (its refresh token), when
+    /// `http.state_secret` is configured: a key that changed with every start would make them
+    /// unreadable after a restart.
+    pub upstream_key: Option<SealKey>,
     /// This process, as lease holder and in logs.
     pub instance_id: Arc<str>,
 }
@@ -51,30 +56,8 @@ impl AppState {
     pub async fn new(store: SqlStore, config: Config) -> Result<AppState, ServeError> {
         let now = crate::clock::now_ms();
         let signer = Signer::load(&store, &config.tokens, now / 1000).await?;
-        let state_key = match crate::config::read_secret(
-            None,
-            config.http.state_secret_file.as_deref(),
-            "http.state_secret_file",
-        )
-        .map_err(ServeError::Config)?
-        .or_else(|| config.http.state_secret.clone())
-        {
-            Some(secret) if secret.expose().len() >= 16 => {
-                use sha2::Digest;
-                sha2::Sha256::digest(secret.expose().as_bytes()).into()
-            }
-            Some(_) => {
-                return Err(ServeError::Config(
-                    "http.state_secret must be at least 16 characters".into(),
-                ))
-            }
-            None => {
-                use rand::RngCore;
-                let mut key = [0u8; 32];
-                rand::thread_rng().fill_bytes(&mut key);
-                key
-            }
-        };
+        let root = config.http.root_key().map_err(ServeError::Config)?;
+        let flow_root = root.unwrap_or_else(rand::random);
         Ok(AppState {
             store,
             signer: Arc::new(signer),
@@ -82,7 +65,9 @@ impl AppState {
             cache: Arc::new(ConfigCache::new()),
             sources: Arc::new(SourceRegistry::new()),
             api_keys: Arc::new(auth::ApiKeyCache::new()),
-            state_key: Arc::new(state_key),
+            flow_key: SealKey::derive(&flow_root, crate::seal::FLOW_COOKIE_PURPOSE),
+            upstream_key: root
+                .map(|root| SealKey::derive(&root, crate::seal::UPSTREAM_TOKEN_PURPOSE)),
             instance_id: format!(
                 "{}-{}",
                 std::env::var("HOSTNAME").unwrap_or_else(|_| "idsync".into()),

@@ -15,11 +15,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -45,8 +40,6 @@ const MAX_RETURN_TO: usize = 1024;
 /// SAML bindings limit RelayState to 80 bytes.
 const MAX_RELAY_STATE: usize = 80;
 const SAML_METADATA_TYPE: &str = "application/samlmetadata+xml";
-
-type HmacSha256 = Hmac<sha2::Sha256>;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -104,56 +97,6 @@ struct SamlRequest {
     expires_at: i64,
 }
 
-/// The cookie cipher's key, derived from the service's browser-flow key for this use only.
-fn cookie_cipher(key: &[u8; 32]) -> XChaCha20Poly1305 {
-    // HMAC accepts keys of any length: this cannot fail.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(b"idsync browser flow cookie");
-    let derived: [u8; 32] = mac.finalize().into_bytes().into();
-    XChaCha20Poly1305::new(&derived.into())
-}
-
-/// Encrypts and authenticates (XChaCha20-Poly1305, the cookie name as associated data):
-/// `base64url(nonce ‖ ciphertext ‖ tag)`. The PKCE verifier and nonce inside are never
-/// readable in the browser, and an altered cookie does not open.
-fn seal(key: &[u8; 32], plain: &[u8]) -> String {
-    let nonce: [u8; 24] = rand::random();
-    let payload = Payload {
-        msg: plain,
-        aad: FLOW_COOKIE.as_bytes(),
-    };
-    // Encryption fails only for inputs of gigabytes; a flow cookie is a few hundred bytes.
-    let cipher = cookie_cipher(key)
-        .encrypt(&XNonce::from(nonce), payload)
-        .unwrap_or_default();
-    let mut body = Vec::with_capacity(nonce.len() + cipher.len());
-    body.extend_from_slice(&nonce);
-    body.extend_from_slice(&cipher);
-    URL_SAFE_NO_PAD.encode(body)
-}
-
-/// The plain text of a sealed value, or `None` when it was not sealed with this key.
-fn open(key: &[u8; 32], sealed: &str) -> Option<Vec<u8>> {
-    if sealed.len() > MAX_COOKIE_CHARS {
-        return None;
-    }
-    let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
-    if raw.len() < 24 + 16 {
-        return None;
-    }
-    let (nonce, cipher) = raw.split_at(24);
-    let nonce: [u8; 24] = nonce.try_into().ok()?;
-    cookie_cipher(key)
-        .decrypt(
-            &XNonce::from(nonce),
-            Payload {
-                msg: cipher,
-                aad: FLOW_COOKIE.as_bytes(),
-            },
-        )
-        .ok()
-}
-
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
@@ -169,7 +112,9 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// expired.
 fn read_flow(state: &AppState, headers: &HeaderMap, provider: &str, now: i64) -> Option<Flow> {
     let sealed = cookie_value(headers, FLOW_COOKIE)?;
-    let plain = open(&state.state_key, sealed)?;
+    let plain = state
+        .flow_key
+        .open(sealed, FLOW_COOKIE.as_bytes(), MAX_COOKIE_CHARS)?;
     let flow: Flow = serde_json::from_slice(&plain).ok()?;
     (flow.provider == provider && flow.expires_at > now).then_some(flow)
 }
@@ -191,7 +136,7 @@ fn flow_cookie(state: &AppState, flow: &Flow) -> Result<HeaderValue, ApiError> {
     };
     let mut cookie = format!(
         "{FLOW_COOKIE}={}; Path=/sso; Max-Age={FLOW_TTL_SECS}; HttpOnly; SameSite={same_site}",
-        seal(&state.state_key, &plain)
+        state.flow_key.seal(&plain, FLOW_COOKIE.as_bytes())
     );
     if secure(state) {
         cookie.push_str("; Secure");
@@ -909,22 +854,6 @@ async fn sp_metadata(state: &AppState, provider: &str) -> Result<Response, ApiEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sealed_values_open_only_with_their_key_and_unaltered() {
-        let key = [7u8; 32];
-        let sealed = seal(&key, b"{\"provider\":\"p\"}");
-        assert_eq!(
-            open(&key, &sealed).as_deref(),
-            Some(&b"{\"provider\":\"p\"}"[..])
-        );
-        assert!(!sealed.contains("provider"), "the content is not readable");
-        assert_eq!(open(&[8u8; 32], &sealed), None);
-        let mut raw = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
-        raw[20] ^= 1;
-        assert_eq!(open(&key, &URL_SAFE_NO_PAD.encode(raw)), None);
-        assert_eq!(open(&key, "short"), None);
-    }
 
     #[test]
     fn return_to_must_stay_on_the_service_origin() {

@@ -143,7 +143,9 @@ pub async fn end_session(
                 created_at: session.started_at_ms,
                 expires_at: claims.session_exp.saturating_mul(1000),
                 revoked: true,
+                upstream: None,
             },
+            "signed out",
             &Actor::new(format!("logout:{}", user.username)),
             now_ms,
         )

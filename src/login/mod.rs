@@ -12,6 +12,7 @@ use serde::Serialize;
 mod cache;
 pub mod logout;
 mod sign_in;
+pub mod upstream;
 
 pub use crate::sources::VerifiedIdentity;
 pub use cache::{login_cached, ConfigCache};
@@ -56,6 +57,13 @@ pub enum LoginError {
     UnknownUser,
     #[error("the session has ended or was revoked; sign in again")]
     SessionRevoked,
+    #[error("provider {provider:?} could not be asked whether the sign-in still holds (its upstream re-check is due); try again in {retry_after_secs} s")]
+    UpstreamUnavailable {
+        provider: String,
+        retry_after_secs: u64,
+    },
+    #[error("provider {provider:?} re-checks sign-ins upstream (recheck_interval_secs), which keeps its refresh tokens sealed with a key from http.state_secret: configure http.state_secret or http.state_secret_file (at least 16 characters, the same on every instance)")]
+    NoSealingKey { provider: String },
     #[error("mapping #{mapping_id} of provider {provider:?} is invalid: {error}")]
     InvalidMapping {
         provider: String,
@@ -78,6 +86,8 @@ impl LoginError {
             LoginError::TooManyGroupValues { .. } => "too_many_group_values",
             LoginError::Disabled(_) => "user_disabled",
             LoginError::UnknownUser | LoginError::SessionRevoked => "session_ended",
+            LoginError::UpstreamUnavailable { .. } => "provider_unavailable",
+            LoginError::NoSealingKey { .. } => "invalid_configuration",
             LoginError::InvalidMapping { .. } | LoginError::Access(_) => "invalid_configuration",
             LoginError::Token(_) => "token",
             LoginError::Store(StoreError::NotFound(_)) => "unknown_provider",
@@ -192,7 +202,7 @@ where
     S: ConfigStore + MembershipStore,
 {
     let session = signer.policy().new_session_ms(now_ms);
-    let outcome = run(store, identity, Some(&session), cache, now_ms).await?;
+    let outcome = run(store, identity, Commit::SignIn(&session), cache, now_ms).await?;
     let subject = token_subject(&outcome.user, &outcome.access);
     let (token, claims) = signer.issue_in(&subject, &session, now_ms / 1000)?;
     Ok(SignedLogin {
@@ -211,13 +221,24 @@ pub async fn preview<S>(
 where
     S: ConfigStore + MembershipStore,
 {
-    run(store, identity, None, None, now_ms).await
+    run(store, identity, Commit::Preview, None, now_ms).await
+}
+
+/// What a [`run`] does with what it computed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Commit<'a> {
+    /// Nothing: rolled back.
+    Preview,
+    /// A sign-in starting `session`.
+    SignIn(&'a Session),
+    /// A session's upstream re-check: the provider vouched for the user again.
+    Recheck,
 }
 
 pub(crate) async fn run<S>(
     store: &S,
     identity: &VerifiedIdentity,
-    session: Option<&Session>,
+    commit: Commit<'_>,
     cache: Option<&ConfigCache>,
     now_ms: i64,
 ) -> Result<LoginOutcome, LoginError>
@@ -246,7 +267,10 @@ where
         }
     };
     let provider = set.provider().clone();
-    let actor = Actor::new(format!("login:{}", provider.name));
+    let actor = Actor::new(match commit {
+        Commit::Recheck => format!("recheck:{}", provider.name),
+        Commit::Preview | Commit::SignIn(_) => format!("login:{}", provider.name),
+    });
 
     let mut change = store.begin_user_change(&identity.username, now_ms).await?;
     if change.user().disabled {
@@ -268,8 +292,8 @@ where
     let user = change.user().clone();
     let after = evaluation.memberships_after(&before);
 
-    match session {
-        Some(session) => {
+    match commit {
+        Commit::SignIn(session) => {
             change
                 .note_session(
                     session.expires_at.saturating_mul(1000),
@@ -278,7 +302,8 @@ where
                 .await?;
             change.commit().await?;
         }
-        None => change.rollback().await?,
+        Commit::Recheck => change.commit().await?,
+        Commit::Preview => change.rollback().await?,
     }
 
     let access = match cache {
@@ -291,7 +316,11 @@ where
         memberships_before: before,
         evaluation,
         memberships_after: after,
-        changes_written: if session.is_some() { written } else { 0 },
+        changes_written: if matches!(commit, Commit::Preview) {
+            0
+        } else {
+            written
+        },
         permission_version: version,
         access,
     })
@@ -371,20 +400,38 @@ pub(crate) fn token_subject(user: &UserRecord, access: &EffectiveAccess) -> Toke
 }
 
 /// A new token for the session of a valid token, from the memberships stored now: a permission
-/// removed since the old token was issued is absent from the new one.
+/// removed since the old token was issued is absent from the new one. When the session's
+/// provider re-checks sign-ins and a check is due, the provider is asked first
+/// ([`upstream::recheck_if_due`]), so its answer is in the new token.
 pub async fn refresh<S>(
     store: &S,
     cache: &ConfigCache,
     signer: &Signer,
+    upstream: &upstream::Upstream<'_>,
     token: &str,
     now_ms: i64,
 ) -> Result<(String, Claims), LoginError>
 where
-    S: ConfigStore + MembershipStore + SessionStore + crate::store::KeyStore,
+    S: ConfigStore
+        + MembershipStore
+        + SessionStore
+        + crate::store::KeyStore
+        + crate::store::ReplayStore
+        + crate::store::ThrottleStore
+        + crate::store::ScimStore
+        + crate::store::SecurityEventStore,
 {
     let now = now_ms / 1000;
     let previous = signer.verify_with_reload(store, token, now).await?;
-    let (user, access) = session_access(store, cache, &previous).await?;
+    let (mut user, mut access, session) = session_state(store, cache, &previous).await?;
+    let rechecked =
+        upstream::recheck_if_due(store, cache, upstream, &previous, session.as_ref(), now_ms)
+            .await?;
+    // Read again after a check, this refresh's or one another refresh has under way (which may
+    // have finished since the first read).
+    if rechecked != upstream::Rechecked::NotDue {
+        (user, access, _) = session_state(store, cache, &previous).await?;
+    }
     let subject = token_subject(&user, &access);
     Ok(signer.refresh(&previous, &subject, now)?)
 }
@@ -418,6 +465,27 @@ pub async fn session_access<S>(
 where
     S: ConfigStore + MembershipStore + SessionStore,
 {
+    let (user, access, _) = session_state(store, cache, claims).await?;
+    Ok((user, access))
+}
+
+/// [`session_access`], with the session's row when it has one (revoked, or kept for upstream
+/// re-checks).
+async fn session_state<S>(
+    store: &S,
+    cache: &ConfigCache,
+    claims: &Claims,
+) -> Result<
+    (
+        UserRecord,
+        std::sync::Arc<EffectiveAccess>,
+        Option<crate::store::SessionRecord>,
+    ),
+    LoginError,
+>
+where
+    S: ConfigStore + MembershipStore + SessionStore,
+{
     let user_id: i64 = claims.sub.parse().map_err(|_| LoginError::UnknownUser)?;
     // The user, their memberships and the configuration version in one read; no provider's
     // attributes are needed.
@@ -436,13 +504,15 @@ where
     if crate::token::Session::of(claims).started_at_ms < user.sessions_revoked_before {
         return Err(LoginError::SessionRevoked);
     }
-    if let Some(session) = store.session(&claims.sid).await? {
-        if session.revoked || session.user_id != user.id {
-            return Err(LoginError::SessionRevoked);
-        }
+    let session = store.session(&claims.sid).await?;
+    if session
+        .as_ref()
+        .is_some_and(|session| session.revoked || session.user_id != user.id)
+    {
+        return Err(LoginError::SessionRevoked);
     }
     let access = snapshot_access(store, cache, &snapshot).await?;
-    Ok((user, access))
+    Ok((user, access, session))
 }
 
 /// The access a snapshot's memberships give, through the cache when its configuration version

@@ -3,14 +3,15 @@
 
 use std::net::IpAddr;
 
-use super::{login_cached, ConfigCache, LoginError, SignedLogin};
+use super::{login_cached, upstream, ConfigCache, LoginError, SignedLogin};
+use crate::seal::SealKey;
 use crate::signer::Signer;
 use crate::sources::{
     self, Evidence, SourceRegistry, VerifiedIdentity, VerifyContext, VerifyError,
 };
 use crate::store::{
     ConfigStore, MembershipStore, ReplayStore, ScimStore, SecurityEvent, SecurityEventStore,
-    StoreError, ThrottleStore,
+    SessionStore, StoreError, ThrottleStore,
 };
 
 /// Longest provider name or username kept in a security event: the name comes from the caller
@@ -78,17 +79,25 @@ impl RefusalLog {
 
 /// Verifies the evidence and signs the user in; a refusal of any kind — unknown provider,
 /// evidence refused, user disabled — is recorded before it is returned. Gives the verified
-/// identity beside the sign-in.
+/// identity beside the sign-in. A session of a provider that re-checks sign-ins upstream keeps
+/// the provider's refresh token, sealed with `sealing` (required then).
 pub async fn sign_in<S>(
     store: &S,
     cache: &ConfigCache,
     signer: &Signer,
     sources: &SourceRegistry,
+    sealing: Option<&SealKey>,
     request: SignInRequest,
     log: &RefusalLog,
 ) -> Result<(VerifiedIdentity, SignedLogin), SignInError>
 where
-    S: ConfigStore + MembershipStore + ReplayStore + ThrottleStore + SecurityEventStore + ScimStore,
+    S: ConfigStore
+        + MembershipStore
+        + ReplayStore
+        + ThrottleStore
+        + SecurityEventStore
+        + ScimStore
+        + SessionStore,
 {
     let SignInRequest {
         provider,
@@ -103,10 +112,27 @@ where
             StoreError::NotFound(_) => SignInError::UnknownProvider(provider.clone()),
             other => SignInError::Login(other.into()),
         })?;
-        let identity = sources::verify(store, sources, &record, evidence, &context).await?;
-        username = Some(identity.username.clone());
-        let signed = login_cached(store, cache, signer, &identity, context.now_ms).await?;
-        Ok((identity, signed))
+        // Refused before any evidence is spent when its refresh token could not be kept.
+        let sealing = match sources::recheck_interval_secs(&record) {
+            Some(_) => Some(upstream::sealing_key(sealing, &provider)?),
+            None => None,
+        };
+        let verified = sources::verify(store, sources, &record, evidence, &context).await?;
+        username = Some(verified.identity.username.clone());
+        let signed = login_cached(store, cache, signer, &verified.identity, context.now_ms).await?;
+        if let (Some(grant), Some(key)) = (&verified.upstream, sealing) {
+            upstream::begin(
+                store,
+                key,
+                &provider,
+                grant,
+                signed.outcome.user.id,
+                &signed.claims,
+                context.now_ms,
+            )
+            .await?;
+        }
+        Ok((verified.identity, signed))
     }
     .await;
     if let Err(error) = &result {

@@ -21,6 +21,7 @@ use super::ldap::LdapError;
 use super::oidc::{OidcError, PendingLogin};
 use super::saml::SamlError;
 use super::{Source, SourceError, SourceRegistry};
+use crate::config::Secret;
 use crate::model::lockout::{self, FailureRecord, LockoutPolicy, LockoutRule};
 use crate::model::mapping::ProviderKind;
 use crate::scim::link::{Linking, UsernameAttribute};
@@ -38,6 +39,39 @@ pub struct VerifiedIdentity {
     /// What the provider said about the user, kept as the last-seen attributes so that mapping
     /// changes can be re-applied without a new sign-in.
     pub attributes: serde_json::Value,
+}
+
+/// A verified identity, and what its sign-in leaves to re-check at the provider later.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub identity: VerifiedIdentity,
+    /// Present for every sign-in of a provider with upstream re-checks
+    /// (`recheck_interval_secs`), and for every re-check of one.
+    pub upstream: Option<UpstreamGrant>,
+}
+
+/// What a session keeps to ask its provider again whether the sign-in still holds.
+#[derive(Debug, Clone)]
+pub struct UpstreamGrant {
+    /// The user's `sub` at the provider: a refreshed identity must name the same.
+    pub subject: String,
+    /// The provider's refresh token: from a code flow's sign-in, or a re-check when the
+    /// provider rotated it. `None` for a sign-in without one (an ID token a pipeline brought),
+    /// whose session ends when its first re-check is due; for a re-check, the token in hand
+    /// stays.
+    pub refresh_token: Option<Secret>,
+}
+
+/// The upstream re-check interval a provider's stored options set, if any: read without its
+/// adapter, so refresh and sign-in decide it without a discovery.
+pub fn recheck_interval_secs(record: &ProviderRecord) -> Option<u64> {
+    if record.provider.kind != ProviderKind::Oidc {
+        return None;
+    }
+    record
+        .options
+        .get("recheck_interval_secs")
+        .and_then(serde_json::Value::as_u64)
 }
 
 /// What a caller brings to prove who someone is. Its `Debug` shows the kind and the claimed
@@ -73,6 +107,12 @@ pub enum Evidence {
         saml_response: String,
         request_ids: Vec<String>,
     },
+    /// OpenID Connect, upstream re-check only: the refresh token a session kept, for the
+    /// provider to say again who the user (`subject`) is. Never taken from a caller.
+    UpstreamRefresh {
+        refresh_token: Secret,
+        subject: String,
+    },
     /// Attributes a trusted pipeline verified itself.
     VerifiedAttributes {
         username: String,
@@ -101,6 +141,7 @@ impl Evidence {
             Evidence::IdToken { .. } => "id_token",
             Evidence::SamlResponse { .. } => "saml_response",
             Evidence::VerifiedAttributes { .. } => "verified_attributes",
+            Evidence::UpstreamRefresh { .. } => "upstream_refresh",
         }
     }
 
@@ -127,6 +168,7 @@ impl Evidence {
                     Evidence::OidcCode { .. }
                         | Evidence::OidcCallback { .. }
                         | Evidence::IdToken { .. }
+                        | Evidence::UpstreamRefresh { .. }
                 )
                 | (ProviderKind::Saml, Evidence::SamlResponse { .. })
         )
@@ -140,6 +182,8 @@ pub enum Purpose {
     SignIn,
     /// A mapping test: nothing is recorded; a directory lookup without password is allowed.
     Test,
+    /// A session's upstream re-check: only its refresh token is taken.
+    Recheck,
 }
 
 /// Who asks, when, and for what.
@@ -224,6 +268,25 @@ impl From<SamlError> for VerifyError {
 }
 
 impl VerifyError {
+    /// Whether the refusal says nothing of the user: the provider (or the store) could not be
+    /// asked, or idsync's side of it is misconfigured. A session's re-check that fails so is
+    /// tried again at the next refresh; any other refusal ends the session.
+    pub fn is_inconclusive(&self) -> bool {
+        match self {
+            VerifyError::Store(_) => true,
+            VerifyError::Source(SourceError::BackingOff { .. }) => true,
+            VerifyError::Source(SourceError::Oidc(e)) => matches!(
+                e,
+                OidcError::Options(_)
+                    | OidcError::Discovery { .. }
+                    | OidcError::Unreachable(_)
+                    | OidcError::KeysUnavailable { .. }
+                    | OidcError::Exchange(_)
+            ),
+            _ => false,
+        }
+    }
+
     /// A stable code for the record of the refusal and the metrics.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -268,12 +331,25 @@ pub async fn verify<S>(
     record: &ProviderRecord,
     evidence: Evidence,
     context: &VerifyContext,
-) -> Result<VerifiedIdentity, VerifyError>
+) -> Result<Verified, VerifyError>
 where
     S: ReplayStore + ThrottleStore + ScimStore,
 {
-    let identity = verify_evidence(store, sources, record, evidence, context).await?;
-    with_scim_groups(store, record, identity).await
+    let (identity, refresh_token) =
+        verify_evidence(store, sources, record, evidence, context).await?;
+    let upstream = recheck_interval_secs(record).map(|_| UpstreamGrant {
+        subject: identity
+            .attributes
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        refresh_token,
+    });
+    Ok(Verified {
+        identity: with_scim_groups(store, record, identity).await?,
+        upstream,
+    })
 }
 
 /// For a provider whose group values come from its SCIM endpoint (`scim_groups`): the
@@ -319,14 +395,15 @@ async fn with_scim_groups<S: ScimStore>(
     Ok(identity)
 }
 
-/// The evidence checked by its provider's kind: what the provider says of the user.
+/// The evidence checked by its provider's kind: what the provider says of the user, and the
+/// refresh token a code flow or a refresh gave when the provider re-checks upstream.
 async fn verify_evidence<S>(
     store: &S,
     sources: &SourceRegistry,
     record: &ProviderRecord,
     evidence: Evidence,
     context: &VerifyContext,
-) -> Result<VerifiedIdentity, VerifyError>
+) -> Result<(VerifiedIdentity, Option<Secret>), VerifyError>
 where
     S: ReplayStore + ThrottleStore,
 {
@@ -341,9 +418,26 @@ where
     if !evidence.taken_by(kind)
         || (matches!(evidence, Evidence::DirectoryLookup { .. })
             && context.purpose != Purpose::Test)
+        || (matches!(evidence, Evidence::UpstreamRefresh { .. })
+            != (context.purpose == Purpose::Recheck))
     {
         return Err(wrong(&evidence));
     }
+    let rechecks = recheck_interval_secs(record).is_some();
+    // A code flow's sign-in at a re-checking provider must leave a refresh token to re-check
+    // with: without one the session could not be checked, so the sign-in is refused with what
+    // the provider's administrator must allow.
+    let keep = |redeemed: super::oidc::Redeemed| {
+        if rechecks && redeemed.refresh_token.is_none() {
+            return Err(VerifyError::from(OidcError::NoRefreshToken {
+                provider: provider.to_owned(),
+            }));
+        }
+        Ok((
+            redeemed.identity,
+            redeemed.refresh_token.filter(|_| rechecks),
+        ))
+    };
     let now_ms = context.now_ms;
     let now = now_ms / 1000;
     let remember = |what: &'static str, kind: &'static str, id: String, until_secs: i64| async move {
@@ -382,12 +476,15 @@ where
             return Err(VerifyError::AttributesNotObject);
         };
         object.insert("groups".into(), serde_json::json!(groups));
-        return Ok(VerifiedIdentity {
-            provider: provider.to_owned(),
-            username,
-            group_values: groups,
-            attributes,
-        });
+        return Ok((
+            VerifiedIdentity {
+                provider: provider.to_owned(),
+                username,
+                group_values: groups,
+                attributes,
+            },
+            None,
+        ));
     }
 
     let source = sources.get(record).await?;
@@ -419,7 +516,7 @@ where
                 code_verifier,
                 nonce,
             },
-        ) => oidc.redeem_code(&code, &code_verifier, &nonce, now).await?,
+        ) => return keep(oidc.redeem_code(&code, &code_verifier, &nonce, now).await?),
         (
             Source::Oidc(oidc),
             Evidence::OidcCallback {
@@ -429,8 +526,20 @@ where
                 pending,
             },
         ) => {
-            oidc.complete_login(&pending, &state, &code, issuer.as_deref(), now)
-                .await?
+            return keep(
+                oidc.complete_login(&pending, &state, &code, issuer.as_deref(), now)
+                    .await?,
+            )
+        }
+        (
+            Source::Oidc(oidc),
+            Evidence::UpstreamRefresh {
+                refresh_token,
+                subject,
+            },
+        ) => {
+            let refreshed = oidc.refresh_grant(&refresh_token, &subject, now).await?;
+            return Ok((refreshed.identity, refreshed.refresh_token));
         }
         (
             Source::Oidc(oidc),
@@ -493,7 +602,7 @@ where
         }
         (_, evidence) => return Err(wrong(&evidence)),
     };
-    Ok(identity)
+    Ok((identity, None))
 }
 
 /// Brute-force protection for one password attempt: its username at its provider, and its

@@ -10,7 +10,8 @@ pub mod saml;
 mod registry;
 
 pub use evidence::{
-    claims_sample, identity_from_claims, identity_from_claims_value, parse_claims, verify,
-    ClaimsSample, Evidence, Purpose, VerifiedIdentity, VerifyContext, VerifyError,
+    claims_sample, identity_from_claims, identity_from_claims_value, parse_claims,
+    recheck_interval_secs, verify, ClaimsSample, Evidence, Purpose, UpstreamGrant, Verified,
+    VerifiedIdentity, VerifyContext, VerifyError,
 };
 pub use registry::{readiness, Readiness, Source, SourceError, SourceRegistry};

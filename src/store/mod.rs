@@ -201,6 +201,23 @@ pub struct SessionRecord {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked: bool,
+    /// For a session of a provider that re-checks sign-ins upstream: what the re-check needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamState>,
+}
+
+/// What a session keeps to re-check its sign-in at the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamState {
+    /// The user's subject at the provider.
+    pub subject: String,
+    /// The provider's refresh token, sealed ([`crate::seal`]); `None` when the sign-in gave
+    /// none or the session ended.
+    pub sealed_token: Option<String>,
+    /// When the provider last vouched for the sign-in (unix ms).
+    pub checked_at: i64,
+    /// Until when a check in progress holds the session (unix ms).
+    pub check_until: i64,
 }
 
 /// A stored signing key.
@@ -746,13 +763,38 @@ pub trait KeyStore: Send + Sync {
 pub trait SessionStore: Send + Sync {
     /// A revoked session, when this one was revoked.
     async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
-    /// Revokes one session: no token of it refreshes any more.
+    /// Revokes one session: no token of it refreshes any more, and what it kept of the
+    /// provider's grant is wiped. Audited with `reason`.
     async fn revoke_session(
         &self,
         session: &SessionRecord,
+        reason: &str,
         actor: &Actor,
         now_ms: i64,
     ) -> StoreResult<()>;
+    /// Records a new session of a provider that re-checks sign-ins upstream (`upstream` set,
+    /// its `checked_at` the sign-in), and prunes the rows of sessions that have ended.
+    async fn start_upstream_session(&self, session: &SessionRecord, now_ms: i64)
+        -> StoreResult<()>;
+    /// Takes a session's due re-check until `until_ms`: false when another check holds it,
+    /// one finished after `checked_at`, or the session was revoked.
+    async fn claim_upstream_check(
+        &self,
+        id: &str,
+        checked_at: i64,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Records a finished re-check: its time, and the refresh token when the provider issued a
+    /// new one.
+    async fn finish_upstream_check(
+        &self,
+        id: &str,
+        sealed_token: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// Gives a claimed re-check back unfinished: the provider could not be asked.
+    async fn release_upstream_check(&self, id: &str) -> StoreResult<()>;
 }
 
 /// API keys (the "Developer API").

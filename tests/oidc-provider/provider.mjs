@@ -24,7 +24,13 @@
 //   idTokenTtl      ID token lifetime in seconds (default 3600)
 //   codeTtl         authorization code lifetime in seconds (default 60)
 //   jwksCacheControl  a Cache-Control value for /jwks responses (default: none, as oidc-provider)
+//   rotateRefreshTokens  true: every refresh_token grant answers with a new refresh token and
+//                   retires the one used (a reused one revokes the whole grant, as oidc-provider
+//                   does); default: oidc-provider's own rule (rotate late in the token's life)
 //   exitOnStdinClose  default: true when stdin is a pipe
+//
+// Clients get the authorization_code and refresh_token grants; a refresh token is issued
+// when the authorization request asked for `offline_access` (oidc-provider's rule).
 //
 // Claims and scopes: `openid` → sub; `profile` → preferred_username; `email` → email,
 // email_verified; `groups` → the groups claim (and any extra account claims). The ID token
@@ -46,6 +52,12 @@
 //                                  changes that account (creates it when new). Answers it.
 //   GET  /__test/jwks-fetches      {"count": n}: how many times /jwks was fetched
 //   POST /__test/jwks-fetches/reset  sets the count to 0
+//   POST /__test/revoke-grants     JSON {sub}: revokes every grant of that account (its refresh
+//                                  and access tokens stop working: invalid_grant), as an
+//                                  administrator removing the user or their consent does.
+//                                  Answers {"revoked": n}
+//   GET  /__test/refreshes         {"count": n, "failed": m}: refresh_token grants answered and
+//                                  refused since start
 //   GET  /__test/state             issuer, accounts, kids
 //   POST /__test/sign              JSON {claims, header?}: {"token": compact JWS} signed RS256
 //                                  with the active key (header fields override alg/kid)
@@ -72,6 +84,7 @@ const DEFAULTS = {
   idTokenTtl: 3600,
   codeTtl: 60,
   jwksCacheControl: null,
+  rotateRefreshTokens: false,
   exitOnStdinClose: null,
 };
 
@@ -284,6 +297,9 @@ class SharedMemoryAdapter {
 
 // ---- the provider --------------------------------------------------------------------------
 
+// refresh_token grants answered and refused (oidc-provider's grant events).
+const refreshes = { count: 0, failed: 0 };
+
 const cookieKeys = [crypto.randomBytes(32).toString('base64url')];
 const scopeClaims = groupsScopeClaims();
 let current; // { provider, handler }: the Provider answering requests
@@ -295,7 +311,7 @@ let issuer;
 function buildProvider() {
   const provider = new Provider(issuer, {
     clients: config.clients.map((client) => ({
-      grant_types: ['authorization_code'],
+      grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
       id_token_signed_response_alg: 'RS256',
@@ -327,6 +343,7 @@ function buildProvider() {
       backchannelLogout: { enabled: true },
     },
     clientBasedCORS: () => false,
+    ...(config.rotateRefreshTokens ? { rotateRefreshToken: () => true } : {}),
     // oidc-provider's outgoing requests (the back-channel logout posts) refuse loopback
     // addresses as an SSRF guard; every party of the tests is on 127.0.0.1, so they go out
     // without that guard's dispatcher.
@@ -342,6 +359,12 @@ function buildProvider() {
       Session: 3600,
       Grant: 3600,
     },
+  });
+  provider.on('grant.success', (ctx) => {
+    if (ctx.oidc.params.grant_type === 'refresh_token') refreshes.count += 1;
+  });
+  provider.on('grant.error', (ctx) => {
+    if (ctx.oidc.params?.grant_type === 'refresh_token') refreshes.failed += 1;
   });
   provider.on('server_error', (ctx, err) => log(`server_error ${ctx.method} ${ctx.path}:`, err.stack));
   provider.on('backchannel.error', (ctx, err, client) => log(`backchannel.error ${client.clientId}: ${err.message} ${err.cause ? err.cause.message ?? err.cause : ""}`));
@@ -417,6 +440,28 @@ async function testEndpoint(req, res, path) {
   if (req.method === 'POST' && path === '/__test/jwks-fetches/reset') {
     jwksFetches = 0;
     return sendJson(res, 200, { count: jwksFetches });
+  }
+  if (req.method === 'POST' && path === '/__test/revoke-grants') {
+    let sub;
+    try {
+      ({ sub } = JSON.parse(await readBody(req)));
+    } catch (err) {
+      return sendJson(res, 400, { error: err.message });
+    }
+    let revoked = 0;
+    for (const [key, entry] of [...store.entries()]) {
+      if (key.startsWith('Grant:') && entry.payload?.accountId === sub) {
+        const grantId = key.slice('Grant:'.length);
+        await new SharedMemoryAdapter('Grant').revokeByGrantId(grantId);
+        store.delete(key);
+        revoked += 1;
+      }
+    }
+    log(`revoked ${revoked} grant(s) of ${sub}`);
+    return sendJson(res, 200, { revoked });
+  }
+  if (req.method === 'GET' && path === '/__test/refreshes') {
+    return sendJson(res, 200, refreshes);
   }
   if (req.method === 'GET' && path === '/__test/state') {
     return sendJson(res, 200, state());

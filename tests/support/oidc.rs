@@ -183,6 +183,9 @@ pub struct ProviderOptions {
     pub id_token_ttl: u64,
     /// A `Cache-Control` header for `/jwks` responses (oidc-provider sends none).
     pub jwks_cache_control: Option<String>,
+    /// Every refresh answers with a new refresh token and retires the old one (reusing a
+    /// retired one revokes the grant).
+    pub rotate_refresh_tokens: bool,
 }
 
 impl Default for ProviderOptions {
@@ -193,6 +196,7 @@ impl Default for ProviderOptions {
             groups_claim: "groups".to_string(),
             id_token_ttl: 3600,
             jwks_cache_control: None,
+            rotate_refresh_tokens: false,
         }
     }
 }
@@ -287,6 +291,7 @@ impl OidcProvider {
             "groupsClaim": options.groups_claim,
             "idTokenTtl": options.id_token_ttl,
             "jwksCacheControl": options.jwks_cache_control,
+            "rotateRefreshTokens": options.rotate_refresh_tokens,
             "exitOnStdinClose": true,
         });
         let mut child = match Command::new("node")
@@ -678,6 +683,28 @@ impl OidcProvider {
             &json!({ "sub": sub, "groups": groups }),
         )
         .await;
+    }
+
+    /// Revokes every grant of the account `sub` (its refresh tokens answer `invalid_grant`).
+    pub async fn revoke_grants(&self, sub: &str) -> u64 {
+        let answer = self
+            .post_json(
+                &format!("{}/__test/revoke-grants", self.issuer),
+                &json!({ "sub": sub }),
+            )
+            .await;
+        answer["revoked"].as_u64().expect("revoked")
+    }
+
+    /// Refresh-token grants the provider answered, and refused, since it started.
+    pub async fn refreshes(&self) -> (u64, u64) {
+        let answer = self
+            .get_json(&format!("{}/__test/refreshes", self.issuer))
+            .await;
+        (
+            answer["count"].as_u64().expect("count"),
+            answer["failed"].as_u64().expect("failed"),
+        )
     }
 
     /// Adds an account, or replaces the one with the same `sub`.

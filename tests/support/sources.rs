@@ -145,7 +145,17 @@ pub async fn oidc_env(db: Db) -> OidcEnv {
 
 /// [`oidc_env`] with more provider options.
 pub async fn oidc_env_with(db: Db, extra_options: Value) -> OidcEnv {
-    let app = TestApp::start(db).await;
+    oidc_env_configured(db, extra_options, |_| {}, ProviderOptions::default()).await
+}
+
+/// [`oidc_env_with`], with the service's configuration and the provider's own options changed.
+pub async fn oidc_env_configured(
+    db: Db,
+    extra_options: Value,
+    configure: impl FnOnce(&mut Config),
+    provider_options: ProviderOptions,
+) -> OidcEnv {
+    let app = start_app(db, configure).await;
     let mut client = TestClient::new("idsync", "idsync-secret-0123456789", ClientAuth::Basic);
     client.redirect_uri = app.url("/sso/idp/callback");
     client.backchannel_logout_uri = Some(app.url("/sso/idp/backchannel-logout"));
@@ -156,7 +166,7 @@ pub async fn oidc_env_with(db: Db, extra_options: Value) -> OidcEnv {
         ],
         ProviderOptions {
             client,
-            ..ProviderOptions::default()
+            ..provider_options
         },
     )
     .await;

@@ -98,7 +98,19 @@ pub struct OidcOptions {
     /// The attribute of a SCIM group the mappings match (`displayName` or `externalId`).
     #[serde(default)]
     pub scim_group_value: crate::scim::link::GroupValue,
+
+    /// Upstream re-check: when set, idsync keeps the refresh token of each sign-in (sealed at
+    /// rest; `offline_access` is asked for in the browser flow), and a token refresh that comes
+    /// this many seconds or more after the session's last check at the provider first refreshes
+    /// there and re-evaluates the mappings from the new claims; a grant the provider revoked
+    /// ends the session. 0 checks at every refresh. Unset: upstream changes arrive with the next
+    /// sign-in (or SCIM, or back-channel logout).
+    #[serde(default)]
+    pub recheck_interval_secs: Option<u64>,
 }
+
+/// The longest upstream re-check interval accepted: a day.
+pub const MAX_RECHECK_INTERVAL_SECS: u64 = 86_400;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("OpenID Connect provider options: {0}")]
@@ -152,6 +164,14 @@ impl OidcOptions {
             return Err(OidcOptionsError(
                 "max_id_token_lifetime_secs must be between 60 and 2592000".into(),
             ));
+        }
+        if self
+            .recheck_interval_secs
+            .is_some_and(|secs| secs > MAX_RECHECK_INTERVAL_SECS)
+        {
+            return Err(OidcOptionsError(format!(
+                "recheck_interval_secs must be at most {MAX_RECHECK_INTERVAL_SECS} (a day)"
+            )));
         }
         if self.jwks_refetch_cooldown_secs < MIN_JWKS_COOLDOWN_SECS {
             return Err(OidcOptionsError(format!(

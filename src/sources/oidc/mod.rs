@@ -30,7 +30,7 @@ use openidconnect::{
     AdditionalClaims, AdditionalProviderMetadata, AuthorizationCode, ClaimsVerificationError,
     ClientId, ClientSecret, CsrfToken, IdToken, IdTokenVerifier, IssuerUrl, JsonWebTokenType,
     Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl,
-    Scope, SignatureVerificationError, TokenResponse,
+    RefreshToken, RequestTokenError, Scope, SignatureVerificationError, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -45,6 +45,9 @@ use super::VerifiedIdentity;
 use crate::config::Secret;
 use crate::model::claims::{self, ClaimError};
 use crate::model::mapping::MAX_ATTRIBUTE_VALUES;
+
+/// The scope that asks for a refresh token usable without the user present.
+pub const OFFLINE_ACCESS: &str = "offline_access";
 
 /// Longest ID token accepted.
 pub const MAX_ID_TOKEN_BYTES: usize = 16 * 1024;
@@ -113,6 +116,12 @@ pub enum OidcError {
     Exchange(String),
     #[error("the token response has no ID token")]
     NoIdToken,
+    #[error("the OpenID provider gave no refresh token, and provider {provider:?} re-checks sign-ins upstream (recheck_interval_secs): allow the client the refresh_token grant and the offline_access scope at the provider")]
+    NoRefreshToken { provider: String },
+    #[error("the OpenID provider no longer honours the sign-in's grant (invalid_grant{detail}): the user signed out there, or was removed, disabled or had their consent revoked")]
+    GrantRevoked { detail: String },
+    #[error("the OpenID provider's refreshed identity names another subject than the sign-in did")]
+    SubjectChanged,
     #[error("the token says the user's groups do not fit in it (group overage: {claim} points to {source_hint}); configure the provider to send group ids in the token, or a groups filter")]
     GroupOverage { claim: String, source_hint: String },
     #[error("claim {path:?} must be a string or an array of strings; found {found}")]
@@ -147,6 +156,9 @@ impl OidcError {
                 "oidc_callback_issuer"
             }
             OidcError::Exchange(_) | OidcError::NoIdToken => "oidc_code_exchange",
+            OidcError::NoRefreshToken { .. } => "oidc_no_refresh_token",
+            OidcError::GrantRevoked { .. } => "upstream_grant_revoked",
+            OidcError::SubjectChanged => "upstream_subject_changed",
             OidcError::GroupOverage { .. }
             | OidcError::GroupsClaimType { .. }
             | OidcError::TooManyGroups { .. } => "oidc_groups",
@@ -231,6 +243,15 @@ pub struct VerifiedLogout {
     pub replay_id: String,
     /// Unix seconds: the token's `exp` plus the leeway.
     pub acceptable_until: i64,
+}
+
+/// An identity the provider vouched for at its token endpoint (a code redeemed, a grant
+/// refreshed), with the refresh token it issued. The token never reaches a log: [`Secret`].
+#[derive(Debug, Clone)]
+pub struct Redeemed {
+    pub identity: VerifiedIdentity,
+    /// The provider's refresh token, when it issued one (a new one when it rotates them).
+    pub refresh_token: Option<Secret>,
 }
 
 /// What a token is verified for: a sign-in (an ID token) or a logout.
@@ -426,6 +447,17 @@ impl OidcSource {
         for scope in self.options.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
         }
+        // Upstream re-checks need a refresh token that outlives the provider's browser session:
+        // `offline_access`, which OpenID Connect Core §11 asks for with `prompt=consent`. An
+        // administrator whose provider grants it without (Entra ID, Okta) lists the scope
+        // in `scopes` and no prompt is added.
+        if self.options.recheck_interval_secs.is_some()
+            && !self.options.scopes.iter().any(|s| s == OFFLINE_ACCESS)
+        {
+            request = request
+                .add_scope(Scope::new(OFFLINE_ACCESS.into()))
+                .add_prompt(openidconnect::core::CoreAuthPrompt::Consent);
+        }
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
         Ok(PendingLogin {
             url: url.to_string(),
@@ -444,7 +476,7 @@ impl OidcSource {
         code: &str,
         callback_issuer: Option<&str>,
         now: i64,
-    ) -> Result<VerifiedIdentity, OidcError> {
+    ) -> Result<Redeemed, OidcError> {
         if sha2::Sha256::digest(state.as_bytes()) != sha2::Sha256::digest(pending.state.as_bytes())
         {
             return Err(OidcError::StateMismatch);
@@ -474,7 +506,7 @@ impl OidcSource {
         pkce_verifier: &str,
         nonce: &str,
         now: i64,
-    ) -> Result<VerifiedIdentity, OidcError> {
+    ) -> Result<Redeemed, OidcError> {
         let client = self.client()?;
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
@@ -491,19 +523,88 @@ impl OidcSource {
         if self.options.userinfo {
             self.merge_userinfo(&mut identity, &access_token).await?;
         }
-        Ok(identity)
+        Ok(Redeemed {
+            identity,
+            refresh_token: response
+                .refresh_token()
+                .map(|t| Secret::new(t.secret().clone())),
+        })
     }
 
-    /// Adds the group values the userinfo endpoint returns, after checking it speaks of the
-    /// same subject as the ID token (OpenID Connect Core 5.3.2).
-    async fn merge_userinfo(
+    /// Refreshes a sign-in's grant at the provider (RFC 6749 §6) and verifies who it now says
+    /// the user is: the refreshed ID token (OpenID Connect Core 12.2: signed, issued by the
+    /// provider, for this client, about the same `sub`), with the userinfo groups when the
+    /// provider is so configured, or the userinfo answer alone when no ID token comes back. An
+    /// `invalid_grant` answer is [`OidcError::GrantRevoked`]: the provider no longer vouches for
+    /// the sign-in.
+    pub async fn refresh_grant(
         &self,
-        identity: &mut VerifiedIdentity,
+        refresh_token: &Secret,
+        subject: &str,
+        now: i64,
+    ) -> Result<Redeemed, OidcError> {
+        let client = self.client()?;
+        let refresh = RefreshToken::new(refresh_token.expose().to_owned());
+        let response = client
+            .exchange_refresh_token(&refresh)
+            .map_err(|e| OidcError::Exchange(e.to_string()))?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match &e {
+                RequestTokenError::ServerResponse(answer)
+                    if *answer.error()
+                        == openidconnect::core::CoreErrorResponseType::InvalidGrant =>
+                {
+                    OidcError::GrantRevoked {
+                        detail: answer
+                            .error_description()
+                            .map(|d| format!(": {}", d.chars().take(200).collect::<String>()))
+                            .unwrap_or_default(),
+                    }
+                }
+                RequestTokenError::ServerResponse(_) => OidcError::Exchange(error_chain(&e)),
+                _ => OidcError::Unreachable(error_chain(&e)),
+            })?;
+        let access_token = response.access_token().secret().clone();
+        let identity = match response.id_token() {
+            Some(id_token) => {
+                let id_token = id_token.to_string();
+                let mut identity = self
+                    .verify_id_token(&id_token, None, Some(&access_token), now)
+                    .await?;
+                if identity.attributes.get("sub").and_then(|s| s.as_str()) != Some(subject) {
+                    return Err(OidcError::SubjectChanged);
+                }
+                if self.options.userinfo {
+                    self.merge_userinfo(&mut identity, &access_token).await?;
+                }
+                identity
+            }
+            None => {
+                let info = self.userinfo(&access_token, subject).await?;
+                let mut identity = self.identity(&info)?;
+                identity.attributes["iss"] = serde_json::json!(self.metadata.issuer().as_str());
+                identity
+            }
+        };
+        Ok(Redeemed {
+            identity,
+            refresh_token: response
+                .refresh_token()
+                .map(|t| Secret::new(t.secret().clone())),
+        })
+    }
+
+    /// The userinfo endpoint's answer for an access token, provided it speaks of `subject`
+    /// (OpenID Connect Core 5.3.2).
+    async fn userinfo(
+        &self,
         access_token: &str,
-    ) -> Result<(), OidcError> {
+        subject: &str,
+    ) -> Result<serde_json::Value, OidcError> {
         let Some(endpoint) = self.metadata.userinfo_endpoint() else {
             return Err(OidcError::Invalid(
-                "userinfo is enabled but the provider publishes no userinfo endpoint".into(),
+                "the provider publishes no userinfo endpoint".into(),
             ));
         };
         let response = self
@@ -513,6 +614,12 @@ impl OidcSource {
             .send()
             .await
             .map_err(|e| OidcError::Unreachable(error_chain(&e)))?;
+        if response.status().is_server_error() {
+            return Err(OidcError::Unreachable(format!(
+                "the userinfo endpoint answered {}",
+                response.status()
+            )));
+        }
         if !response.status().is_success() {
             return Err(OidcError::Invalid(format!(
                 "the userinfo endpoint answered {}",
@@ -530,12 +637,28 @@ impl OidcSource {
         }
         let info: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| OidcError::Malformed(e.to_string()))?;
-        let expected = identity.attributes.get("sub").cloned();
-        if info.get("sub").cloned() != expected || expected.is_none() {
+        if info.get("sub").and_then(|s| s.as_str()) != Some(subject) || subject.is_empty() {
             return Err(OidcError::Invalid(
                 "the userinfo answer is about another subject".into(),
             ));
         }
+        Ok(info)
+    }
+
+    /// Adds the group values the userinfo endpoint returns, after checking it speaks of the
+    /// same subject as the ID token (OpenID Connect Core 5.3.2).
+    async fn merge_userinfo(
+        &self,
+        identity: &mut VerifiedIdentity,
+        access_token: &str,
+    ) -> Result<(), OidcError> {
+        let subject = identity
+            .attributes
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let info = self.userinfo(access_token, &subject).await?;
         for value in group_values(&info, &self.options.groups_claim)? {
             if !identity.group_values.contains(&value) {
                 identity.group_values.push(value);

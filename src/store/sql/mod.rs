@@ -1542,6 +1542,7 @@ impl MembershipStore for SqlStore {
         if changed == 0 {
             return Err(StoreError::NotFound(format!("no user named {username:?}")));
         }
+        wipe_upstream_tokens(&mut tx, username).await?;
         insert_audit(
             &mut tx,
             now,
@@ -1598,6 +1599,9 @@ impl MembershipStore for SqlStore {
         if changed == 0 {
             return Err(StoreError::NotFound(format!("no user named {username:?}")));
         }
+        if disabled {
+            wipe_upstream_tokens(&mut tx, username).await?;
+        }
         insert_audit(
             &mut tx,
             now,
@@ -1617,6 +1621,18 @@ impl MembershipStore for SqlStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Forgets the providers' refresh tokens of a user's sessions, which have all ended.
+async fn wipe_upstream_tokens(tx: &mut WriteTx, username: &str) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE sessions SET upstream_token = NULL WHERE upstream_token IS NOT NULL \
+         AND user_id = (SELECT id FROM users WHERE username = $1)",
+    )
+    .bind(username)
+    .execute(&mut ***tx)
+    .await?;
+    Ok(())
 }
 
 impl SqlStore {
@@ -2001,6 +2017,7 @@ impl SessionStore for SqlStore {
             .fetch_optional(&self.pool)
             .await?
             .map(|row| {
+                let subject: Option<String> = row.try_get("upstream_subject")?;
                 Ok(SessionRecord {
                     id: row.try_get("id")?,
                     user_id: row.try_get("user_id")?,
@@ -2008,6 +2025,17 @@ impl SessionStore for SqlStore {
                     created_at: row.try_get("created_at")?,
                     expires_at: row.try_get("expires_at")?,
                     revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+                    upstream: match subject {
+                        Some(subject) => Some(UpstreamState {
+                            subject,
+                            sealed_token: row.try_get("upstream_token")?,
+                            checked_at: row
+                                .try_get::<Option<i64>, _>("upstream_checked_at")?
+                                .unwrap_or(0),
+                            check_until: row.try_get("upstream_check_until")?,
+                        }),
+                        None => None,
+                    },
                 })
             })
             .transpose()
@@ -2016,13 +2044,15 @@ impl SessionStore for SqlStore {
     async fn revoke_session(
         &self,
         session: &SessionRecord,
+        reason: &str,
         actor: &Actor,
         now: i64,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO sessions (id, user_id, provider, created_at, expires_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at",
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE \
+             SET revoked_at = excluded.revoked_at, upstream_token = NULL",
         )
         .bind(session.id.as_str())
         .bind(session.user_id)
@@ -2039,12 +2069,96 @@ impl SessionStore for SqlStore {
             AuditRow {
                 action: "session.revoke",
                 user_id: Some(session.user_id),
-                reason: "admin request",
+                reason,
                 detail: Some(serde_json::json!({ "session": session.id })),
                 ..AuditRow::default()
             },
         )
         .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn start_upstream_session(&self, session: &SessionRecord, now: i64) -> StoreResult<()> {
+        let Some(upstream) = &session.upstream else {
+            return Err(StoreError::Refused(
+                "a session without upstream state needs no row".into(),
+            ));
+        };
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, provider, created_at, expires_at, \
+             upstream_subject, upstream_token, upstream_checked_at, upstream_check_until) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
+        )
+        .bind(session.id.as_str())
+        .bind(session.user_id)
+        .bind(session.provider.as_str())
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .bind(upstream.subject.as_str())
+        .bind(upstream.sealed_token.as_deref())
+        .bind(upstream.checked_at)
+        .execute(&mut **tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_upstream_check(
+        &self,
+        id: &str,
+        checked_at: i64,
+        until: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let claimed = sqlx::query(
+            "UPDATE sessions SET upstream_check_until = $2 WHERE id = $1 \
+             AND revoked_at IS NULL AND upstream_checked_at = $3 AND upstream_check_until <= $4",
+        )
+        .bind(id)
+        .bind(until)
+        .bind(checked_at)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn finish_upstream_check(
+        &self,
+        id: &str,
+        sealed_token: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE sessions SET upstream_checked_at = $2, upstream_check_until = 0, \
+             upstream_token = COALESCE($3, upstream_token) WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(sealed_token)
+        .execute(&mut **tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_upstream_check(&self, id: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE sessions SET upstream_check_until = 0 WHERE id = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
