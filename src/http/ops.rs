@@ -76,6 +76,12 @@ fn describe_metrics() {
         metrics::counter!("idsync_token_refreshes_total", "outcome" => outcome).absolute(0);
     }
     describe_counter!(
+        "idsync_upstream_rechecks_total",
+        "Upstream re-checks at token refresh, by provider and outcome (vouched: the provider \
+         answered and the memberships follow it; ended: the session ended; unavailable: the \
+         provider could not be asked, the refresh was refused)."
+    );
+    describe_counter!(
         "idsync_sync_runs_total",
         "Scheduled directory sync runs, by provider, kind and status."
     );

@@ -126,6 +126,19 @@ where
     let Some((session, state)) = session.and_then(|s| Some((s, s.upstream.as_ref()?))) else {
         return Ok(Rechecked::NotDue);
     };
+    // Ends the session on record, with a stable reason code and the words that explain it.
+    let end = async |reason: &'static str, detail: &str| {
+        end_session(
+            store,
+            upstream,
+            session,
+            &claims.username,
+            reason,
+            detail,
+            now_ms,
+        )
+        .await
+    };
     let record = match store.provider(&session.provider).await {
         Ok(record) => record,
         Err(StoreError::NotFound(_)) => {
@@ -133,16 +146,7 @@ where
                 "provider {:?} no longer exists: the sign-in it vouched for ends",
                 session.provider
             );
-            return Err(end(
-                store,
-                upstream,
-                session,
-                &claims.username,
-                "provider_removed",
-                &reason,
-                now_ms,
-            )
-            .await);
+            return Err(end("provider_removed", &reason).await);
         }
         Err(e) => return Err(e.into()),
     };
@@ -166,14 +170,9 @@ where
     }
     let Some(sealed) = &state.sealed_token else {
         return Err(end(
-            store,
-            upstream,
-            session,
-            &claims.username,
             "upstream_no_refresh_token",
             "the sign-in left no refresh token to re-check with (an ID token brought by a \
              pipeline): the session ends when its first re-check is due",
-            now_ms,
         )
         .await);
     };
@@ -189,14 +188,9 @@ where
         .and_then(|plain| String::from_utf8(plain).ok())
     else {
         return Err(end(
-            store,
-            upstream,
-            session,
-            &claims.username,
             "upstream_token_unreadable",
             "the kept refresh token does not open with this service's key (http.state_secret \
              changed since the sign-in)",
-            now_ms,
         )
         .await);
     };
@@ -210,6 +204,8 @@ where
         Ok(verified) => verified,
         Err(e) if e.is_inconclusive() => {
             store.release_upstream_check(&session.id).await?;
+            metrics::counter!("idsync_upstream_rechecks_total", "provider" => session.provider.clone(), "outcome" => "unavailable")
+                .increment(1);
             tracing::warn!(
                 target: "idsync::security",
                 provider = %session.provider,
@@ -224,16 +220,7 @@ where
             });
         }
         Err(e) => {
-            return Err(end(
-                store,
-                upstream,
-                session,
-                &claims.username,
-                e.reason(),
-                &e.to_string(),
-                now_ms,
-            )
-            .await);
+            return Err(end(e.reason(), &e.to_string()).await);
         }
     };
     if verified.identity.username != claims.username {
@@ -241,16 +228,7 @@ where
             "the provider now names the user {:?}, not {:?}: sign in again",
             verified.identity.username, claims.username
         );
-        return Err(end(
-            store,
-            upstream,
-            session,
-            &claims.username,
-            "upstream_user_renamed",
-            &reason,
-            now_ms,
-        )
-        .await);
+        return Err(end("upstream_user_renamed", &reason).await);
     }
     // The provider's own answer, evaluated and stored as a sign-in's is.
     if let Err(e) = super::run(
@@ -292,7 +270,7 @@ fn retry_after(error: &VerifyError) -> u64 {
 /// Ends a session whose provider no longer vouches for it: revoked (its kept refresh token
 /// wiped), audited, and recorded as a refused sign-in with the reason. The refusal the refresh
 /// answers.
-async fn end<S>(
+async fn end_session<S>(
     store: &S,
     upstream: &Upstream<'_>,
     session: &SessionRecord,
