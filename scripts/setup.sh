@@ -16,7 +16,9 @@ set -euo pipefail
 #   postgresql: a throwaway server when none answers on 127.0.0.1:5432
 #   samba samba-ad-dc winbind krb5-user ldb-tools: the Active Directory domain controller the AD
 #     tests start (scripts/samba/samba-dc.sh); the install starts no daemon
-IDSYNC_APT_PACKAGES=(libclang-dev libxml2-dev libxmlsec1-dev pkg-config libssl-dev postgresql-client slapd ldap-utils xmlsec1 openssl time samba samba-ad-dc winbind krb5-user ldb-tools)
+#   chromium chromium-driver: the browser (headless) and its WebDriver server the console's
+#     browser tests drive
+IDSYNC_APT_PACKAGES=(libclang-dev libxml2-dev libxmlsec1-dev pkg-config libssl-dev postgresql-client slapd ldap-utils xmlsec1 openssl time samba samba-ad-dc winbind krb5-user ldb-tools chromium chromium-driver)
 
 missing_packages() {
   local pkg

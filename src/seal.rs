@@ -16,6 +16,18 @@ use hmac::{Hmac, Mac};
 pub const FLOW_COOKIE_PURPOSE: &str = "idsync browser flow cookie";
 /// The purpose the key sealing providers' refresh tokens at rest is derived for.
 pub const UPSTREAM_TOKEN_PURPOSE: &str = "idsync upstream refresh token";
+/// The purpose the console's session cookie key is derived for.
+pub const CONSOLE_SESSION_PURPOSE: &str = "idsync console session";
+/// The purpose the console's form-token (CSRF) key is derived for.
+pub const CONSOLE_FORM_PURPOSE: &str = "idsync console form token";
+
+/// A key for one purpose, derived from the root key (HMAC-SHA256 of the purpose).
+pub fn derive_key(root: &[u8; 32], purpose: &str) -> [u8; 32] {
+    // HMAC accepts keys of any length: this cannot fail.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(root).expect("HMAC takes any key length");
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().into()
+}
 
 type HmacSha256 = Hmac<sha2::Sha256>;
 
@@ -37,12 +49,8 @@ impl std::fmt::Debug for SealKey {
 impl SealKey {
     /// The key for `purpose`, derived from the service's root key (HMAC-SHA256 of the purpose).
     pub fn derive(root: &[u8; 32], purpose: &str) -> SealKey {
-        // HMAC accepts keys of any length: this cannot fail.
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(root).expect("HMAC takes any key length");
-        mac.update(purpose.as_bytes());
-        let derived: [u8; 32] = mac.finalize().into_bytes().into();
         SealKey {
-            cipher: XChaCha20Poly1305::new(&derived.into()),
+            cipher: XChaCha20Poly1305::new(&derive_key(root, purpose).into()),
         }
     }
 

@@ -9,6 +9,18 @@ use axum::http::HeaderMap;
 
 use super::AppState;
 
+/// The value of the cookie `name` the request carries, among all its `Cookie` headers.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
 #[derive(Debug, Clone)]
 pub struct RequestMeta {
     /// The client: the peer, or what a trusted proxy's `X-Forwarded-For` names.

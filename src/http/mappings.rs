@@ -85,8 +85,22 @@ pub async fn test_mappings(
     meta: RequestMeta,
     ApiJson(request): ApiJson<MappingTestRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let report = mapping_report(&state, &caller, &meta, request).await?;
+    let document = serde_json::to_value(&report)
+        .map_err(|e| ApiError::internal(format!("cannot encode the report: {e}")))?;
+    Ok(Json(document))
+}
+
+/// The mapping test for `caller` (who must hold Auth View): the report both the API and the
+/// console show.
+pub(super) async fn mapping_report(
+    state: &AppState,
+    caller: &Caller,
+    meta: &RequestMeta,
+    request: MappingTestRequest,
+) -> Result<IdentityReport, ApiError> {
     caller.require(Permission::AuthView)?;
-    let (identity, warnings) = identity_for(&state, &caller, &meta, request).await?;
+    let (identity, warnings) = identity_for(state, caller, meta, request).await?;
     let exists = state
         .store
         .user_by_name(&identity.username)
@@ -95,9 +109,7 @@ pub async fn test_mappings(
     let outcome = login::preview(&state.store, &identity, crate::clock::now_ms()).await?;
     let mut report = IdentityReport::new(&identity, exists, &outcome);
     report.warnings.splice(0..0, warnings);
-    let document = serde_json::to_value(&report)
-        .map_err(|e| ApiError::internal(format!("cannot encode the report: {e}")))?;
-    Ok(Json(document))
+    Ok(report)
 }
 
 async fn identity_for(

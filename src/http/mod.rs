@@ -15,6 +15,7 @@ use tokio::sync::watch;
 pub mod admin;
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod error;
 pub mod login;
 pub mod mappings;
@@ -47,6 +48,10 @@ pub struct AppState {
     /// `http.state_secret` is configured: a key that changed with every start would make them
     /// unreadable after a restart.
     pub upstream_key: Option<SealKey>,
+    /// Seals the console's session cookie.
+    pub console_key: SealKey,
+    /// Keys the console's form tokens (against cross-site requests).
+    pub console_form_key: Arc<[u8; 32]>,
     /// This process, as lease holder and in logs.
     pub instance_id: Arc<str>,
 }
@@ -68,6 +73,11 @@ impl AppState {
             flow_key: SealKey::derive(&flow_root, crate::seal::FLOW_COOKIE_PURPOSE),
             upstream_key: root
                 .map(|root| SealKey::derive(&root, crate::seal::UPSTREAM_TOKEN_PURPOSE)),
+            console_key: SealKey::derive(&flow_root, crate::seal::CONSOLE_SESSION_PURPOSE),
+            console_form_key: Arc::new(crate::seal::derive_key(
+                &flow_root,
+                crate::seal::CONSOLE_FORM_PURPOSE,
+            )),
             instance_id: format!(
                 "{}-{}",
                 std::env::var("HOSTNAME").unwrap_or_else(|_| "idsync".into()),
@@ -232,6 +242,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sync::routes())
         .merge(ops::routes())
         .merge(scim::routes())
+        .merge(console::routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(|| async {
             ApiError::new(

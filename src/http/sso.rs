@@ -97,21 +97,10 @@ struct SamlRequest {
     expires_at: i64,
 }
 
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-}
-
 /// The flow this browser started with `provider`, when its cookie authenticates and has not
 /// expired.
 fn read_flow(state: &AppState, headers: &HeaderMap, provider: &str, now: i64) -> Option<Flow> {
-    let sealed = cookie_value(headers, FLOW_COOKIE)?;
+    let sealed = super::client::cookie_value(headers, FLOW_COOKIE)?;
     let plain = state
         .flow_key
         .open(sealed, FLOW_COOKIE.as_bytes(), MAX_COOKIE_CHARS)?;
@@ -885,7 +874,10 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; idsync_sso=abc"),
         );
-        assert_eq!(cookie_value(&headers, FLOW_COOKIE), Some("abc"));
-        assert_eq!(cookie_value(&headers, "b"), None);
+        assert_eq!(
+            super::super::client::cookie_value(&headers, FLOW_COOKIE),
+            Some("abc")
+        );
+        assert_eq!(super::super::client::cookie_value(&headers, "b"), None);
     }
 }

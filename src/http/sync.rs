@@ -190,7 +190,23 @@ pub async fn sync_provider(
     Path(provider): Path<String>,
     ApiJson(body): ApiJson<SyncBody>,
 ) -> Result<Response, ApiError> {
+    let outcome = run_sync(&state, &caller, &provider, body).await?;
+    Ok(answer(
+        outcome,
+        &format!("POST /api/v1/providers/{provider}/sync"),
+    ))
+}
+
+/// A sync of an LDAP provider for `caller` (who must hold Auth Modify), as the API and the
+/// console run it: under the provider's lease, in a task of its own.
+pub(super) async fn run_sync(
+    state: &AppState,
+    caller: &Caller,
+    provider: &str,
+    body: SyncBody,
+) -> Result<SyncOutcome, ApiError> {
     caller.require(Permission::AuthModify)?;
+    let provider = provider.to_owned();
     let record = state
         .store
         .provider(&provider)
@@ -249,13 +265,7 @@ pub async fn sync_provider(
         })?
         .map_err(|e| sync_error(&provider, e))?;
     match leased {
-        Leased::Done(outcome) => {
-            let outcome = outcome.map_err(|e| sync_error(&provider, e))?;
-            Ok(answer(
-                outcome,
-                &format!("POST /api/v1/providers/{provider}/sync"),
-            ))
-        }
+        Leased::Done(outcome) => outcome.map_err(|e| sync_error(&provider, e)),
         Leased::Busy(held) => Err(ApiError::conflict(
             "sync_in_progress",
             held.describe(&provider),
@@ -286,22 +296,33 @@ pub async fn reevaluate(
     Path(provider): Path<String>,
     ApiJson(body): ApiJson<ReevaluateBody>,
 ) -> Result<Response, ApiError> {
+    let outcome = run_reevaluation(&state, &caller, &provider, body).await?;
+    Ok(answer(
+        outcome,
+        &format!("POST /api/v1/providers/{provider}/reevaluate"),
+    ))
+}
+
+/// A re-evaluation of an OpenID Connect or SAML provider for `caller` (who must hold Auth
+/// Modify), as the API and the console run it.
+pub(super) async fn run_reevaluation(
+    state: &AppState,
+    caller: &Caller,
+    provider: &str,
+    body: ReevaluateBody,
+) -> Result<SyncOutcome, ApiError> {
     caller.require(Permission::AuthModify)?;
     let request = ReevaluateRequest {
-        provider: provider.clone(),
+        provider: provider.to_owned(),
         proposed: Vec::new(),
         dry_run: body.dry_run,
         confirm: body.confirm.filter(|c| !c.is_empty()),
         actor: caller.actor(),
         confirmation_max_age: Some(state.config.sync.confirmation_max_age()),
     };
-    let outcome = reevaluate_provider(&state.store, &request, crate::clock::now_ms())
+    reevaluate_provider(&state.store, &request, crate::clock::now_ms())
         .await
-        .map_err(|e| sync_error(&provider, e))?;
-    Ok(answer(
-        outcome,
-        &format!("POST /api/v1/providers/{provider}/reevaluate"),
-    ))
+        .map_err(|e| sync_error(provider, e))
 }
 
 /// A provider's runs, newest first: syncs, re-evaluations, their status and counts.
@@ -323,8 +344,18 @@ pub async fn provider_runs(
     Path(provider): Path<String>,
     Query(query): Query<RunsQuery>,
 ) -> Result<Json<RunsAnswer>, ApiError> {
+    let runs = runs_of(&state, &caller, &provider, query.limit.unwrap_or(20)).await?;
+    Ok(Json(RunsAnswer { runs }))
+}
+
+/// A provider's runs, newest first, for `caller` (who must hold Auth View).
+pub(super) async fn runs_of(
+    state: &AppState,
+    caller: &Caller,
+    provider: &str,
+    limit: i64,
+) -> Result<Vec<SyncRun>, ApiError> {
     caller.require(Permission::AuthView)?;
-    let limit = query.limit.unwrap_or(20);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -333,11 +364,10 @@ pub async fn provider_runs(
     }
     let record = state
         .store
-        .provider(&provider)
+        .provider(provider)
         .await
-        .map_err(|e| store_error(&provider, e))?;
-    let runs = state.store.sync_runs(record.provider.id, limit).await?;
-    Ok(Json(RunsAnswer { runs }))
+        .map_err(|e| store_error(provider, e))?;
+    Ok(state.store.sync_runs(record.provider.id, limit).await?)
 }
 
 /// One run, with its diff when it waits for confirmation.
@@ -358,10 +388,21 @@ pub async fn sync_run(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RunAnswer>, ApiError> {
+    let (run, changes) = run_with_diff(&state, &caller, &id).await?;
+    Ok(Json(RunAnswer::new(run, changes)))
+}
+
+/// A run, with its whole diff when it waits for confirmation, for `caller` (who must hold
+/// Auth View).
+pub(super) async fn run_with_diff(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(SyncRun, Vec<StagedChange>), ApiError> {
     caller.require(Permission::AuthView)?;
     let run = state
         .store
-        .sync_run(&id)
+        .sync_run(id)
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_run", format!("no sync run {id:?}")))?;
     let changes = if run.status == "needs_confirmation" {
@@ -369,5 +410,5 @@ pub async fn sync_run(
     } else {
         Vec::new()
     };
-    Ok(Json(RunAnswer::new(run, changes)))
+    Ok((run, changes))
 }

@@ -1,0 +1,406 @@
+//! The admin console under `/console/`: server-rendered pages (maud, no script) over the same
+//! library calls and permission checks as the API. A frontend like the API's handlers: it
+//! parses a form, authenticates the caller, calls what the API calls, and renders the answer.
+//!
+//! **Sessions.** An admin signs in with an API key. The key goes into a cookie sealed with a
+//! key of the console's own (derived from the service's sealing secret), `HttpOnly`,
+//! `SameSite=Strict`, `Path=/console`, `Secure` over https, for [`SESSION_SECS`]. Every request
+//! opens it and authenticates the key as the API does, so a revoked key or a narrowed creator
+//! ends or narrows the console at once. Nothing under `/console/` but the sign-in form answers
+//! without a session.
+//!
+//! **Cross-site requests.** Every form carries a token bound to the session (an HMAC of the
+//! sealed cookie under another derived key); a POST without it, or with an `Origin` other than
+//! the service's, is refused before anything runs. The cookie's `SameSite=Strict` keeps other
+//! sites' requests from carrying it at all.
+
+mod mapping_test;
+mod runs;
+
+use axum::extract::{Form, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use maud::{html, Markup, DOCTYPE};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::auth::{authenticate_api_key, Caller};
+use super::{ApiError, AppState};
+use crate::seal::SealKey;
+
+/// The console's session cookie.
+pub const SESSION_COOKIE: &str = "idsync_console";
+/// How long a console session lasts after its sign-in.
+pub const SESSION_SECS: i64 = 3600;
+/// A cookie longer than this is not the console's.
+const MAX_COOKIE_CHARS: usize = 2048;
+
+const STYLESHEET: &str = include_str!("console.css");
+
+type HmacSha256 = Hmac<sha2::Sha256>;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(|| async { Redirect::to("/console/") }))
+        .route("/console/", get(home))
+        .route("/console/login", get(login_form).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/assets/console.css", get(stylesheet))
+        .route(
+            "/console/mappings/test",
+            get(mapping_test::form).post(mapping_test::run),
+        )
+        .route("/console/runs", get(runs::list))
+        .route("/console/runs/{id}", get(runs::show))
+        .route("/console/runs/{id}/confirm", post(runs::confirm))
+}
+
+/// What the sealed cookie holds.
+#[derive(Serialize, Deserialize)]
+struct SessionCookie {
+    /// The API key the admin signed in with.
+    key: String,
+    /// Unix seconds.
+    expires_at: i64,
+}
+
+/// A signed-in console request: the caller, as the API would see it, and the session's form
+/// token.
+pub struct Session {
+    pub caller: Caller,
+    pub csrf: String,
+}
+
+fn session_key(state: &AppState) -> SealKey {
+    state.console_key.clone()
+}
+
+/// The form token of a session: an HMAC of its sealed cookie.
+fn csrf_token(state: &AppState, sealed: &str) -> String {
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(&state.console_form_key[..])
+        .expect("HMAC takes any key length");
+    mac.update(sealed.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// Why a console request has no session.
+enum NoSession {
+    /// No cookie, or one that does not open or has expired: to the sign-in form.
+    SignIn,
+    /// The key no longer authenticates (revoked, its creator gone), or the store failed.
+    Refused(ApiError),
+}
+
+async fn session(state: &AppState, headers: &HeaderMap) -> Result<Session, NoSession> {
+    let sealed =
+        crate::http::client::cookie_value(headers, SESSION_COOKIE).ok_or(NoSession::SignIn)?;
+    let plain = session_key(state)
+        .open(sealed, SESSION_COOKIE.as_bytes(), MAX_COOKIE_CHARS)
+        .ok_or(NoSession::SignIn)?;
+    let cookie: SessionCookie = serde_json::from_slice(&plain).map_err(|_| NoSession::SignIn)?;
+    if cookie.expires_at <= crate::clock::now_secs() {
+        return Err(NoSession::SignIn);
+    }
+    let caller = authenticate_api_key(state, &cookie.key)
+        .await
+        .map_err(NoSession::Refused)?;
+    Ok(Session {
+        caller,
+        csrf: csrf_token(state, sealed),
+    })
+}
+
+/// The session of a page request, or where to send the browser instead.
+pub(crate) async fn page_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Session, Response> {
+    match session(state, headers).await {
+        Ok(session) => Ok(session),
+        Err(NoSession::SignIn) => Err(Redirect::to("/console/login").into_response()),
+        Err(NoSession::Refused(error)) => Err(signed_out_page(&error.message)),
+    }
+}
+
+/// The session of a form post, checked against cross-site requests: the form's token must be
+/// the session's, and an `Origin` header must name this service.
+pub(crate) async fn form_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    presented_csrf: &str,
+) -> Result<Session, Response> {
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        if !same_origin(&state.config.http.public_url, origin) {
+            return Err(refused(
+                StatusCode::FORBIDDEN,
+                "This form was posted from another site, and was refused.",
+            ));
+        }
+    }
+    let session = page_session(state, headers).await?;
+    if !bool::from(session.csrf.as_bytes().ct_eq(presented_csrf.as_bytes())) {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "This form did not come from this console session (its form token is missing or \
+             stale): open the page again and resend.",
+        ));
+    }
+    Ok(session)
+}
+
+fn same_origin(public_url: &str, origin: &str) -> bool {
+    let (Ok(public), Ok(origin)) = (url::Url::parse(public_url), url::Url::parse(origin)) else {
+        return false;
+    };
+    public.origin() == origin.origin()
+}
+
+fn secure(state: &AppState) -> bool {
+    state.config.http.public_url.starts_with("https://")
+}
+
+/// Headers of every console answer: nothing cached, no framing, no scripts, nothing from
+/// elsewhere.
+fn hardened(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        // Not no-referrer: under it, browsers send `Origin: null` with the console's own form
+        // posts, which the origin check would refuse. Nothing leaves for another origin.
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// A whole page: the layout around `body`. `session` shows the navigation and the sign-out.
+pub(crate) fn page(title: &str, session: Option<&Session>, body: Markup) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · idsync console" }
+                @if session.is_some() {
+                    link rel="stylesheet" href="/console/assets/console.css";
+                }
+            }
+            body {
+                header.top {
+                    span.brand { "idsync" }
+                    @if let Some(session) = session {
+                        nav {
+                            a href="/console/mappings/test" { "Mapping tester" }
+                            a href="/console/runs" { "Sync runs" }
+                        }
+                        span.who { (session.caller.actor().name) }
+                        form.signout method="post" action="/console/logout" {
+                            input type="hidden" name="csrf" value=(session.csrf);
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    };
+    hardened(markup.into_response())
+}
+
+fn refused(status: StatusCode, message: &str) -> Response {
+    let mut response = page(
+        "Refused",
+        None,
+        html! { p.error { (message) } p { a href="/console/" { "Back to the console" } } },
+    );
+    *response.status_mut() = status;
+    response
+}
+
+fn signed_out_page(message: &str) -> Response {
+    let mut response = page(
+        "Signed out",
+        None,
+        html! {
+            p.error { "The key this console session was signed in with no longer opens it: " (message) }
+            p { a href="/console/login" { "Sign in again" } }
+        },
+    );
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response
+}
+
+async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match page_session(&state, &headers).await {
+        Ok(_) => Redirect::to("/console/mappings/test").into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn stylesheet(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(response) = page_session(&state, &headers).await {
+        return response;
+    }
+    hardened(
+        (
+            [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+            STYLESHEET,
+        )
+            .into_response(),
+    )
+}
+
+fn login_page(problem: Option<&str>) -> Response {
+    page(
+        "Sign in",
+        None,
+        html! {
+            // The one page without a session: no stylesheet, since no asset opens without one.
+            @if let Some(problem) = problem {
+                p.error role="alert" { (problem) }
+            }
+            form method="post" action="/console/login" {
+                label for="key" { "API key" }
+                input id="key" name="key" type="password" autocomplete="off" required;
+                button type="submit" { "Sign in" }
+            }
+            p { "Make a key with " code { "idsync api-key create" } " or "
+                code { "POST /api/v1/api-keys" } "; the console can do what the key can do." }
+        },
+    )
+}
+
+async fn login_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if session(&state, &headers).await.is_ok() {
+        return Redirect::to("/console/").into_response();
+    }
+    login_page(None)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    key: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        if !same_origin(&state.config.http.public_url, origin) {
+            return refused(
+                StatusCode::FORBIDDEN,
+                "This form was posted from another site, and was refused.",
+            );
+        }
+    }
+    let Ok(Form(form)) = form else {
+        return login_page(Some("Give an API key."));
+    };
+    let key = form.key.trim();
+    if let Err(error) = authenticate_api_key(&state, key).await {
+        // The words of the API's refusal, not the detail behind a server error.
+        let message = if error.status.is_server_error() {
+            "The key could not be checked now; try again.".to_owned()
+        } else {
+            format!("That key does not open the console: {}", error.message)
+        };
+        let mut response = login_page(Some(&message));
+        *response.status_mut() = error.status;
+        return response;
+    }
+    let cookie = SessionCookie {
+        key: key.to_owned(),
+        expires_at: crate::clock::now_secs() + SESSION_SECS,
+    };
+    let Ok(plain) = serde_json::to_vec(&cookie) else {
+        return refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The session could not be made.",
+        );
+    };
+    let sealed = session_key(&state).seal(&plain, SESSION_COOKIE.as_bytes());
+    let mut value = format!(
+        "{SESSION_COOKIE}={sealed}; Path=/console; Max-Age={SESSION_SECS}; HttpOnly; SameSite=Strict"
+    );
+    if secure(&state) {
+        value.push_str("; Secure");
+    }
+    let mut response = Redirect::to("/console/").into_response();
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    hardened(response)
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    if let Err(response) = form_session(&state, &headers, &form.csrf).await {
+        return response;
+    }
+    let mut response = Redirect::to("/console/login").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "idsync_console=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict",
+        ),
+    );
+    hardened(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+
+    #[test]
+    fn only_the_services_own_origin_is_the_same() {
+        assert!(same_origin(
+            "https://idsync.example.com/",
+            "https://idsync.example.com"
+        ));
+        assert!(same_origin(
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080"
+        ));
+        assert!(!same_origin(
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8081"
+        ));
+        assert!(!same_origin(
+            "https://idsync.example.com",
+            "https://evil.example"
+        ));
+        assert!(!same_origin("https://idsync.example.com", "null"));
+    }
+}

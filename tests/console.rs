@@ -1,0 +1,440 @@
+//! The admin console, on both databases: nothing under `/console/` but the sign-in form opens
+//! without a session, and no form is taken from another site or without its session's token
+//! (plain HTTP); in a real browser (Debian's chromium, headless), an admin signs in with an API
+//! key and runs the mapping tester on a SAML response signed by xmlsec1, and sees each
+//! decision with its reason and the matched value. Screenshots go to
+//! `target/console-screenshots/`.
+
+#[path = "support/browser.rs"]
+mod browser;
+#[path = "support/oidc.rs"]
+mod oidc;
+#[path = "support/saml.rs"]
+mod saml;
+#[path = "support/sources.rs"]
+mod sources;
+mod support;
+
+use base64::Engine as _;
+use browser::Browser;
+use idsync::login::{self, VerifiedIdentity};
+use idsync::model::access::permissions_digest;
+use idsync::store::{
+    Actor, AuditQuery, AuditStore, ConfigChange, ConfigStore, MembershipStore, SqlStore,
+};
+use idsync::sync::reevaluate::{reevaluate_provider, ReevaluateRequest};
+use saml::ResponseSpec;
+use sources::{saml_env, SAML_PROVIDER};
+use support::Db;
+
+/// A client that keeps cookies and follows no redirect.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The hidden form token on a console page.
+fn csrf_of(html: &str) -> String {
+    let start = html.find("name=\"csrf\" value=\"").expect("a form token") + 19;
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn nothing_opens_without_a_session_and_no_form_crosses_sites(db: Db) {
+    let env = saml_env(db).await;
+    let app = &env.app;
+    let client = http();
+    for path in [
+        "/console/",
+        "/console/mappings/test",
+        "/console/assets/console.css",
+    ] {
+        let answer = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 303, "{path}");
+        assert_eq!(location(&answer), "/console/login", "{path}");
+    }
+    let answer = client
+        .post(app.url("/console/mappings/test"))
+        .form(&[
+            ("provider", SAML_PROVIDER),
+            ("sample", "claims"),
+            ("text", "{}"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 303);
+    assert_eq!(location(&answer), "/console/login");
+
+    // The sign-in form opens, with no stylesheet to fetch; a wrong key and a SCIM token are
+    // refused on it.
+    let answer = client.get(app.url("/console/login")).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let csp = answer.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!answer.text().await.unwrap().contains("console.css"));
+    let answer = client
+        .post(app.url("/console/login"))
+        .form(&[("key", "idsync_not.a-key")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 401);
+    assert!(answer.headers().get("set-cookie").is_none());
+
+    // Signed in: the pages open; a form without its token, or posted from another origin, is
+    // refused and runs nothing.
+    let key = app.api_key("console-admin", &["Auth View"]).await;
+    let answer = client
+        .post(app.url("/console/login"))
+        .form(&[("key", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 303);
+    let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains(&key), "the key is sealed in the cookie");
+    let page = client
+        .get(app.url("/console/mappings/test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let csrf = csrf_of(&page.text().await.unwrap());
+    let css = client
+        .get(app.url("/console/assets/console.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status().as_u16(), 200);
+    let claims = r#"{"sub": "carol", "groups": ["engineering"]}"#;
+    let form = |csrf: &str| {
+        vec![
+            ("csrf", csrf.to_owned()),
+            ("provider", SAML_PROVIDER.to_owned()),
+            ("sample", "claims".to_owned()),
+            ("text", claims.to_owned()),
+        ]
+    };
+    let answer = client
+        .post(app.url("/console/mappings/test"))
+        .form(&form(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 403);
+    let answer = client
+        .post(app.url("/console/mappings/test"))
+        .header("origin", "https://evil.example")
+        .form(&form(&csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 403);
+    let answer = client
+        .post(app.url("/console/mappings/test"))
+        .header("origin", app.url(""))
+        .form(&form(&csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let html = answer.text().await.unwrap();
+    assert!(
+        html.contains("<mark class=\"matched\">engineering</mark>"),
+        "{html}"
+    );
+
+    // Signing out ends the session.
+    let answer = client
+        .post(app.url("/console/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 303);
+    let answer = client
+        .get(app.url("/console/mappings/test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 303);
+}
+
+async fn the_mapping_tester_in_a_browser(db: Db) {
+    let env = saml_env(db).await;
+    let app = &env.app;
+    let key = app.api_key("console-admin", &["Auth View"]).await;
+    let now = idsync::clock::now_secs();
+    let spec = ResponseSpec::valid(&env.sp, &env.acs, now);
+    let request_id = spec.in_response_to.clone().expect("a request id");
+    let xml = env.idp.sign(&spec);
+    let response = base64::engine::general_purpose::STANDARD.encode(xml.as_bytes());
+
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/console/mappings/test")).await;
+    assert_eq!(browser.current_path().await, "/console/login");
+    browser
+        .screenshot(&format!("{db:?}-sign-in").to_lowercase())
+        .await;
+    browser.fill("#key", &key).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_path("/console/mappings/test").await;
+
+    browser.select("#provider", SAML_PROVIDER).await;
+    browser.select("#sample", "saml_response").await;
+    browser.fill("#text", &response).await;
+    browser.fill("#binding", &request_id).await;
+    browser.click("form.tester button[type=submit]").await;
+    browser.find("section.report").await;
+    let source = browser.source().await;
+    assert!(source.contains("User alice@example.com"), "{source}");
+    let added = browser.find_all("table.decisions tr.add").await;
+    assert_eq!(added.len(), 1, "{source}");
+    let row = added[0].text().await.unwrap();
+    assert!(row.contains("Engineering") && row.contains("add"), "{row}");
+    assert_eq!(browser.text("tr.add mark.matched").await, "engineering");
+    let out = browser.find_all("table.decisions tr.out").await;
+    assert!(
+        !out.is_empty(),
+        "Domain Admins is not matched and shown so: {source}"
+    );
+    assert!(browser
+        .text("table.permissions")
+        .await
+        .contains("Images View"));
+    browser
+        .screenshot(&format!("{db:?}-mapping-tester").to_lowercase())
+        .await;
+    browser.close().await;
+}
+
+/// Twelve users signed in through the SAML provider in Engineering, then the Engineering
+/// mapping changed so that none matches: the re-evaluation stops at the removal threshold
+/// (10). The stopped run's id.
+async fn a_run_stopped_at_the_threshold(store: &SqlStore) -> String {
+    let signer = support::signer(store).await;
+    for i in 0..12 {
+        let identity = VerifiedIdentity {
+            provider: SAML_PROVIDER.into(),
+            username: format!("user{i:02}@example.com"),
+            group_values: vec!["engineering".into()],
+            attributes: serde_json::json!({ "groups": ["engineering"] }),
+        };
+        login::login(store, &signer, &identity, idsync::clock::now_ms())
+            .await
+            .expect("sign-in");
+    }
+    let provider = store.provider(SAML_PROVIDER).await.unwrap().provider;
+    let mapping = store
+        .mappings_of_provider(provider.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.group.name == "Engineering")
+        .unwrap();
+    store
+        .apply_config(
+            &[ConfigChange::UpdateMapping {
+                id: mapping.id,
+                provider: SAML_PROVIDER.into(),
+                group: "Engineering".into(),
+                assign_all_users: false,
+                attributes: vec!["nobody-has-this".into()],
+            }],
+            &Actor::new("user:admin"),
+            &permissions_digest,
+            idsync::clock::now_ms(),
+        )
+        .await
+        .unwrap();
+    let stopped = reevaluate_provider(
+        store,
+        &ReevaluateRequest {
+            provider: SAML_PROVIDER.into(),
+            proposed: Vec::new(),
+            dry_run: false,
+            confirm: None,
+            actor: Actor::new("user:admin"),
+            confirmation_max_age: None,
+        },
+        idsync::clock::now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        stopped.run.status, "needs_confirmation",
+        "{:?}",
+        stopped.run
+    );
+    stopped.run.id
+}
+
+async fn engineering_members(store: &SqlStore) -> usize {
+    let mut members = 0;
+    for i in 0..12 {
+        let user = store
+            .user_by_name(&format!("user{i:02}@example.com"))
+            .await
+            .unwrap()
+            .unwrap();
+        members += store
+            .memberships(user.id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| m.group.name == "Engineering")
+            .count();
+    }
+    members
+}
+
+/// The text of a page the client opens.
+async fn page_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The text of the page a form post answers with.
+async fn post_text(client: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> String {
+    client
+        .post(url)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Signs a plain HTTP client into the console with `key`: the client (with the session
+/// cookie).
+async fn console_client(app: &support::http::TestApp, key: &str) -> reqwest::Client {
+    let client = http();
+    let answer = client
+        .post(app.url("/console/login"))
+        .form(&[("key", key)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 303);
+    client
+}
+
+async fn a_stopped_run_reviewed_and_confirmed_in_a_browser(db: Db) {
+    let env = saml_env(db).await;
+    let app = &env.app;
+    let run = a_run_stopped_at_the_threshold(app.store()).await;
+    assert_eq!(engineering_members(app.store()).await, 12);
+
+    // Someone who may look but not change sees the diff and no confirm button.
+    let viewer = app
+        .api_key("console-viewer", &["Auth View", "Reports View"])
+        .await;
+    let client = console_client(app, &viewer).await;
+    let page = page_text(&client, &app.url(&format!("/console/runs/{run}"))).await;
+    assert!(page.contains("Diff by group"), "{page}");
+    assert!(!page.contains("class=\"confirm\""), "{page}");
+    assert!(!page.contains(&viewer), "no secret on the page");
+    // Nor may it confirm by posting the form itself.
+    let csrf = csrf_of(&page);
+    let answer = post_text(
+        &client,
+        &app.url(&format!("/console/runs/{run}/confirm")),
+        &[("csrf", csrf.as_str())],
+    )
+    .await;
+    assert!(answer.contains("Not applied"), "{answer}");
+    assert!(answer.contains("Auth Modify"), "{answer}");
+    assert_eq!(engineering_members(app.store()).await, 12);
+
+    let admin = app
+        .api_key("console-admin", &["Auth View", "Auth Modify"])
+        .await;
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/console/login")).await;
+    browser.fill("#key", &admin).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_path("/console/mappings/test").await;
+    browser.goto(&app.url("/console/runs")).await;
+    let listed = browser.text("table.runs").await;
+    assert!(listed.contains("needs_confirmation"), "{listed}");
+    assert!(!browser.find_all("svg.chart rect.removed").await.is_empty());
+    let name = format!("{db:?}").to_lowercase();
+    browser.screenshot(&format!("{name}-sync-runs")).await;
+    browser
+        .click(&format!("table.runs a[href='/console/runs/{run}']"))
+        .await;
+    browser.wait_for_path(&format!("/console/runs/{run}")).await;
+    assert_eq!(browser.text("section.group h3").await, "Engineering");
+    let removals = browser.find_all("table.diff tr.remove").await;
+    assert_eq!(removals.len(), 12);
+    let first = removals[0].text().await.unwrap();
+    assert!(first.contains("user00@example.com"), "{first}");
+    let button = browser.text("form.confirm button").await;
+    assert!(button.contains("0 additions and 12 removals"), "{button}");
+    browser.screenshot(&format!("{name}-sync-run-diff")).await;
+
+    browser.click("form.confirm button").await;
+    let applied = browser.text("p.applied").await;
+    assert!(applied.contains("−12"), "{applied}");
+    assert_eq!(engineering_members(app.store()).await, 0);
+    browser
+        .screenshot(&format!("{name}-sync-run-confirmed"))
+        .await;
+    browser.close().await;
+
+    // Each removal is audited, by the key that confirmed it.
+    let audit = app
+        .store()
+        .audit(&AuditQuery {
+            run_id: Some(run.clone()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let removed = audit
+        .iter()
+        .filter(|e| e.group.as_deref() == Some("Engineering"))
+        .count();
+    assert_eq!(removed, 12, "{audit:?}");
+
+    // A confirmation of a run that no longer waits is refused and changes nothing.
+    let client = console_client(app, &admin).await;
+    let page = page_text(&client, &app.url(&format!("/console/runs/{run}"))).await;
+    let answer = post_text(
+        &client,
+        &app.url(&format!("/console/runs/{run}/confirm")),
+        &[("csrf", csrf_of(&page).as_str())],
+    )
+    .await;
+    assert!(answer.contains("Not applied"), "{answer}");
+}
+
+on_both_databases!(
+    nothing_opens_without_a_session_and_no_form_crosses_sites,
+    the_mapping_tester_in_a_browser,
+    a_stopped_run_reviewed_and_confirmed_in_a_browser,
+);
