@@ -403,6 +403,64 @@ async fn a_stopped_run_reviewed_and_confirmed_in_a_browser(db: Db) {
     browser
         .screenshot(&format!("{name}-sync-run-confirmed"))
         .await;
+
+    // The audit page needs Reports View, which this key does not hold.
+    browser.goto(&app.url("/console/audit")).await;
+    assert!(browser.text("p.error").await.contains("Reports View"));
+    browser.close().await;
+
+    // The viewer's audit page: the run's removals, filtered by run and kind, five a page.
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/console/login")).await;
+    browser.fill("#key", &viewer).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_path("/console/mappings/test").await;
+    browser.goto(&app.url("/console/audit")).await;
+    browser.fill("#run", &run).await;
+    browser.fill("#action", "membership.remove").await;
+    browser.click("form.filters button").await;
+    browser.find("table.audit").await;
+    let rows = browser.find_all("table.audit tbody tr").await;
+    assert_eq!(rows.len(), 12);
+    browser.screenshot(&format!("{name}-audit")).await;
+    let mut seen = std::collections::BTreeSet::new();
+    browser
+        .goto(&app.url(&format!(
+            "/console/audit?run={run}&action=membership.remove&limit=5"
+        )))
+        .await;
+    for page in 0..3 {
+        // Each page's own rows: wait for the page whose first row is not one already seen.
+        browser.find("table.audit").await;
+        for row in browser.find_all("table.audit tbody tr").await {
+            let text = row.text().await.unwrap();
+            let user = text
+                .split_whitespace()
+                .find(|w| w.ends_with("@example.com"))
+                .unwrap()
+                .to_owned();
+            assert!(seen.insert(user), "a row on two pages: {text}");
+        }
+        if page < 2 {
+            let next = browser
+                .find("a.older")
+                .await
+                .attr("href")
+                .await
+                .unwrap()
+                .unwrap();
+            browser.goto(&app.url(&next)).await;
+        } else {
+            assert!(
+                browser.find_all("a.older").await.is_empty(),
+                "12 rows: 5, 5, 2"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 12);
+    browser.goto(&app.url("/console/security-events")).await;
+    browser.find("main h1").await;
+    browser.screenshot(&format!("{name}-security-events")).await;
     browser.close().await;
 
     // Each removal is audited, by the key that confirmed it.

@@ -791,6 +791,7 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
                     run_id: run,
                     since_ms: None,
                     limit,
+                    ..AuditQuery::default()
                 })
                 .await?;
             if json {

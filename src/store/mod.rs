@@ -188,7 +188,11 @@ pub struct AuditQuery {
     pub group: Option<String>,
     pub provider: Option<String>,
     pub run_id: Option<String>,
+    /// The kind of change (`membership.add`, `session.revoke`, …).
+    pub action: Option<String>,
     pub since_ms: Option<i64>,
+    /// Only entries older than this id: the next page after an answer's last entry.
+    pub before_id: Option<i64>,
     pub limit: i64,
 }
 

@@ -64,11 +64,11 @@ pub async fn query_security_events(
     State(state): State<AppState>,
     query: Result<Query<SecurityEventParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Permission::ReportsView)?;
     let Query(params) = query?;
-    let events = state
-        .store
-        .security_events(&SecurityEventQuery {
+    let events = security_events(
+        &state,
+        &caller,
+        SecurityEventQuery {
             provider: params.provider,
             reason: params.reason,
             username: params.user,
@@ -76,8 +76,9 @@ pub async fn query_security_events(
             since_ms: params.since,
             before_id: params.before,
             limit: params.limit.unwrap_or(100).clamp(1, 10_000),
-        })
-        .await?;
+        },
+    )
+    .await?;
     let next = events.last().map(|e| e.id);
     Ok(Json(json!({ "events": events, "next_before": next })))
 }
@@ -93,8 +94,12 @@ pub struct AuditParams {
     pub provider: Option<String>,
     /// Rows written by this sync run.
     pub run: Option<String>,
+    /// Rows of this kind of change, e.g. `membership.remove`, `session.revoke`.
+    pub action: Option<String>,
     /// Rows at or after this instant (unix milliseconds).
     pub since: Option<i64>,
+    /// Rows older than this id: the `next_before` of the previous page.
+    pub before: Option<i64>,
     /// At most this many rows (default 100, at most 10,000).
     pub limit: Option<i64>,
 }
@@ -117,18 +122,43 @@ pub async fn query_audit(
     State(state): State<AppState>,
     query: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Permission::ReportsView)?;
     let Query(params) = query?;
-    let entries = state
-        .store
-        .audit(&AuditQuery {
+    let entries = audit_entries(
+        &state,
+        &caller,
+        AuditQuery {
             username: params.user,
             group: params.group,
             provider: params.provider,
             run_id: params.run,
+            action: params.action,
             since_ms: params.since,
+            before_id: params.before,
             limit: params.limit.unwrap_or(100).clamp(1, 10_000),
-        })
-        .await?;
-    Ok(Json(json!({ "entries": entries })))
+        },
+    )
+    .await?;
+    let next = entries.last().map(|e| e.id);
+    Ok(Json(json!({ "entries": entries, "next_before": next })))
+}
+
+/// Audit entries for `caller` (who must hold Reports View), newest first: what the API and the
+/// console show.
+pub(crate) async fn audit_entries(
+    state: &AppState,
+    caller: &Caller,
+    query: AuditQuery,
+) -> Result<Vec<crate::store::AuditEntry>, ApiError> {
+    caller.require(Permission::ReportsView)?;
+    Ok(state.store.audit(&query).await?)
+}
+
+/// Refused sign-ins for `caller` (who must hold Reports View), newest first.
+pub(crate) async fn security_events(
+    state: &AppState,
+    caller: &Caller,
+    query: SecurityEventQuery,
+) -> Result<Vec<crate::store::SecurityEvent>, ApiError> {
+    caller.require(Permission::ReportsView)?;
+    Ok(state.store.security_events(&query).await?)
 }

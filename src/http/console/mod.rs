@@ -14,6 +14,7 @@
 //! the service's, is refused before anything runs. The cookie's `SameSite=Strict` keeps other
 //! sites' requests from carrying it at all.
 
+mod audit;
 mod mapping_test;
 mod runs;
 
@@ -58,6 +59,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/runs", get(runs::list))
         .route("/console/runs/{id}", get(runs::show))
         .route("/console/runs/{id}/confirm", post(runs::confirm))
+        .route("/console/audit", get(audit::audit))
+        .route("/console/security-events", get(audit::security))
 }
 
 /// What the sealed cookie holds.
@@ -210,6 +213,8 @@ pub(crate) fn page(title: &str, session: Option<&Session>, body: Markup) -> Resp
                         nav {
                             a href="/console/mappings/test" { "Mapping tester" }
                             a href="/console/runs" { "Sync runs" }
+                            a href="/console/audit" { "Audit" }
+                            a href="/console/security-events" { "Refused sign-ins" }
                         }
                         span.who { (session.caller.actor().name) }
                         form.signout method="post" action="/console/logout" {

@@ -2175,13 +2175,16 @@ impl AuditStore for SqlStore {
         sqlx::query(
             "SELECT * FROM audit_log WHERE ($1 IS NULL OR username = $1) AND ($2 IS NULL OR group_name = $2) \
              AND ($3 IS NULL OR provider = $3) AND ($4 IS NULL OR run_id = $4) AND ($5 IS NULL OR at >= $5) \
-             ORDER BY id DESC LIMIT $6",
+             AND ($6 IS NULL OR action = $6) AND ($7 IS NULL OR id < $7) \
+             ORDER BY id DESC LIMIT $8",
         )
         .bind(q.username.as_deref())
         .bind(q.group.as_deref())
         .bind(q.provider.as_deref())
         .bind(q.run_id.as_deref())
         .bind(q.since_ms)
+        .bind(q.action.as_deref())
+        .bind(q.before_id)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?
