@@ -491,7 +491,93 @@ async fn a_stopped_run_reviewed_and_confirmed_in_a_browser(db: Db) {
     assert!(answer.contains("Not applied"), "{answer}");
 }
 
+async fn groups_mappings_and_members_in_a_browser(db: Db) {
+    let env = saml_env(db).await;
+    let app = &env.app;
+    let store = app.store();
+    let signer = support::signer(store).await;
+    for (user, groups) in [
+        ("dana@example.com", vec!["engineering"]),
+        ("erik@example.com", vec![]),
+    ] {
+        let identity = VerifiedIdentity {
+            provider: SAML_PROVIDER.into(),
+            username: user.into(),
+            group_values: groups.iter().map(|g| g.to_string()).collect(),
+            attributes: serde_json::json!({ "groups": groups }),
+        };
+        login::login(store, &signer, &identity, idsync::clock::now_ms())
+            .await
+            .expect("sign-in");
+    }
+    store
+        .set_manual_membership(
+            "erik@example.com",
+            "Engineering",
+            true,
+            &Actor::new("user:admin"),
+            &permissions_digest,
+            idsync::clock::now_ms(),
+        )
+        .await
+        .unwrap();
+
+    let key = app
+        .api_key("console-groups", &["Groups View", "Auth View"])
+        .await;
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/console/login")).await;
+    browser.fill("#key", &key).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_path("/console/mappings/test").await;
+    browser.goto(&app.url("/console/groups")).await;
+    let table = browser.text("table.groups").await;
+    let admins = table.find("Domain Admins").expect("Domain Admins listed");
+    let engineering = table.find("Engineering").expect("Engineering listed");
+    assert!(admins < engineering, "by priority: {table}");
+    assert!(table.contains("corp-saml: engineering"), "{table}");
+    let name = format!("{db:?}").to_lowercase();
+    browser.screenshot(&format!("{name}-groups")).await;
+    browser
+        .click("table.groups a[href='/console/groups/Engineering']")
+        .await;
+    browser.wait_for_path("/console/groups/Engineering").await;
+    let members = browser.text("table.members").await;
+    let dana = members
+        .lines()
+        .find(|l| l.contains("dana@example.com"))
+        .expect("dana is a member");
+    assert!(
+        dana.contains("mapping #") && dana.contains("from corp-saml"),
+        "{dana}"
+    );
+    let erik = members
+        .lines()
+        .find(|l| l.contains("erik@example.com"))
+        .expect("erik is a member");
+    assert!(erik.contains("manual"), "{erik}");
+    browser.screenshot(&format!("{name}-group")).await;
+    browser.close().await;
+
+    // Without Auth View the mappings are not shown; without Groups View no group is.
+    let groups_only = app.api_key("console-groups-only", &["Groups View"]).await;
+    let client = console_client(app, &groups_only).await;
+    let page = page_text(&client, &app.url("/console/groups")).await;
+    assert!(
+        page.contains("Engineering") && !page.contains("Mapped from"),
+        "{page}"
+    );
+    let nothing = app.api_key("console-nothing", &["Reports View"]).await;
+    let client = console_client(app, &nothing).await;
+    let page = page_text(&client, &app.url("/console/groups")).await;
+    assert!(
+        !page.contains("Engineering") && page.contains("class=\"error\""),
+        "{page}"
+    );
+}
+
 on_both_databases!(
+    groups_mappings_and_members_in_a_browser,
     nothing_opens_without_a_session_and_no_form_crosses_sites,
     the_mapping_tester_in_a_browser,
     a_stopped_run_reviewed_and_confirmed_in_a_browser,

@@ -86,7 +86,11 @@ fn may_at_all(caller: &Caller, base: Permission, if_member: Permission) -> Resul
 }
 
 /// The group, after checking the caller may view it.
-async fn viewable(state: &AppState, caller: &Caller, name: &str) -> Result<GroupRecord, ApiError> {
+pub(crate) async fn viewable(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> Result<GroupRecord, ApiError> {
     may_at_all(
         caller,
         Permission::GroupsView,
@@ -126,20 +130,32 @@ pub async fn list_groups(
     caller: Caller,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
+    let groups: Vec<Value> = visible_groups(&state, &caller)
+        .await?
+        .iter()
+        .map(summary)
+        .collect();
+    Ok(Json(json!({ "groups": groups })))
+}
+
+/// The groups `caller` may view, in precedence order: what the API lists and the console
+/// shows.
+pub(crate) async fn visible_groups(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Vec<GroupRecord>, ApiError> {
     may_at_all(
-        &caller,
+        caller,
         Permission::GroupsView,
         Permission::GroupsViewIfMember,
     )?;
     let p = &caller.permissions;
     let config = state.store.load_config().await?;
-    let groups: Vec<Value> = config
+    Ok(config
         .groups
-        .iter()
+        .into_iter()
         .filter(|g| permissions::can_view_group(p, &caller.group_facts(&g.group)).is_ok())
-        .map(summary)
-        .collect();
-    Ok(Json(json!({ "groups": groups })))
+        .collect())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -15,6 +15,7 @@
 //! sites' requests from carrying it at all.
 
 mod audit;
+mod groups;
 mod mapping_test;
 mod runs;
 
@@ -59,6 +60,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/runs", get(runs::list))
         .route("/console/runs/{id}", get(runs::show))
         .route("/console/runs/{id}/confirm", post(runs::confirm))
+        .route("/console/groups", get(groups::list))
+        .route("/console/groups/{name}", get(groups::show))
         .route("/console/audit", get(audit::audit))
         .route("/console/security-events", get(audit::security))
 }
@@ -213,6 +216,7 @@ pub(crate) fn page(title: &str, session: Option<&Session>, body: Markup) -> Resp
                         nav {
                             a href="/console/mappings/test" { "Mapping tester" }
                             a href="/console/runs" { "Sync runs" }
+                            a href="/console/groups" { "Groups" }
                             a href="/console/audit" { "Audit" }
                             a href="/console/security-events" { "Refused sign-ins" }
                         }
