@@ -140,7 +140,16 @@ pub async fn show(
             h2 { "Mappings into " (record.group.name) }
             @let into: Vec<&MappingRecord> = mappings.iter().filter(|m| m.group.id == record.group.id).collect();
             @if into.is_empty() { p { "No provider maps into this group." } }
-            ul.mappings { @for mapping in into { li { (mapping_text(mapping)) } } }
+            ul.mappings {
+                @for mapping in into {
+                    li {
+                        (mapping_text(mapping))
+                        @if session.caller.holds(Permission::AuthModify) {
+                            " " a.edit href=(format!("/console/mappings/{}/edit", mapping.id)) { "edit" }
+                        }
+                    }
+                }
+            }
         }
         h2 { "Members" }
         @match &members {

@@ -16,6 +16,7 @@
 
 mod audit;
 mod groups;
+mod mapping_edit;
 mod mapping_test;
 mod runs;
 
@@ -60,6 +61,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console/runs", get(runs::list))
         .route("/console/runs/{id}", get(runs::show))
         .route("/console/runs/{id}/confirm", post(runs::confirm))
+        .route(
+            "/console/mappings/{id}/edit",
+            get(mapping_edit::form).post(mapping_edit::submit),
+        )
         .route("/console/groups", get(groups::list))
         .route("/console/groups/{name}", get(groups::show))
         .route("/console/audit", get(audit::audit))
