@@ -230,21 +230,38 @@ async fn the_mapping_tester_in_a_browser(db: Db) {
     browser.close().await;
 }
 
+/// Signs `user` in through the SAML provider with these group values (the login's own steps,
+/// as after a verified response).
+async fn saml_sign_in(store: &SqlStore, user: &str, groups: &[&str]) {
+    let identity = VerifiedIdentity {
+        provider: SAML_PROVIDER.into(),
+        username: user.into(),
+        group_values: groups.iter().map(|g| g.to_string()).collect(),
+        attributes: serde_json::json!({ "groups": groups }),
+    };
+    let signer = support::signer(store).await;
+    login::login(store, &signer, &identity, idsync::clock::now_ms())
+        .await
+        .expect("sign-in");
+}
+
+/// A browser signed into the console with `key`.
+async fn signed_in_browser(app: &support::http::TestApp, key: &str) -> Browser {
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/console/login")).await;
+    browser.fill("#key", key).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_path("/console/mappings/test").await;
+    browser
+}
+
 /// Twelve users signed in through the SAML provider in Engineering, then the Engineering
 /// mapping changed so that none matches: the re-evaluation stops at the removal threshold
 /// (10). The stopped run's id.
 async fn a_run_stopped_at_the_threshold(store: &SqlStore) -> String {
-    let signer = support::signer(store).await;
-    for i in 0..12 {
-        let identity = VerifiedIdentity {
-            provider: SAML_PROVIDER.into(),
-            username: format!("user{i:02}@example.com"),
-            group_values: vec!["engineering".into()],
-            attributes: serde_json::json!({ "groups": ["engineering"] }),
-        };
-        login::login(store, &signer, &identity, idsync::clock::now_ms())
-            .await
-            .expect("sign-in");
+    let users: Vec<String> = (0..12).map(|i| format!("user{i:02}@example.com")).collect();
+    for user in &users {
+        saml_sign_in(store, user, &["engineering"]).await;
     }
     let provider = store.provider(SAML_PROVIDER).await.unwrap().provider;
     let mapping = store
@@ -372,11 +389,7 @@ async fn a_stopped_run_reviewed_and_confirmed_in_a_browser(db: Db) {
     let admin = app
         .api_key("console-admin", &["Auth View", "Auth Modify"])
         .await;
-    let browser = Browser::start().await;
-    browser.goto(&app.url("/console/login")).await;
-    browser.fill("#key", &admin).await;
-    browser.click("form button[type=submit]").await;
-    browser.wait_for_path("/console/mappings/test").await;
+    let browser = signed_in_browser(app, &admin).await;
     browser.goto(&app.url("/console/runs")).await;
     let listed = browser.text("table.runs").await;
     assert!(listed.contains("needs_confirmation"), "{listed}");
@@ -410,11 +423,7 @@ async fn a_stopped_run_reviewed_and_confirmed_in_a_browser(db: Db) {
     browser.close().await;
 
     // The viewer's audit page: the run's removals, filtered by run and kind, five a page.
-    let browser = Browser::start().await;
-    browser.goto(&app.url("/console/login")).await;
-    browser.fill("#key", &viewer).await;
-    browser.click("form button[type=submit]").await;
-    browser.wait_for_path("/console/mappings/test").await;
+    let browser = signed_in_browser(app, &viewer).await;
     browser.goto(&app.url("/console/audit")).await;
     browser.fill("#run", &run).await;
     browser.fill("#action", "membership.remove").await;
@@ -495,21 +504,8 @@ async fn groups_mappings_and_members_in_a_browser(db: Db) {
     let env = saml_env(db).await;
     let app = &env.app;
     let store = app.store();
-    let signer = support::signer(store).await;
-    for (user, groups) in [
-        ("dana@example.com", vec!["engineering"]),
-        ("erik@example.com", vec![]),
-    ] {
-        let identity = VerifiedIdentity {
-            provider: SAML_PROVIDER.into(),
-            username: user.into(),
-            group_values: groups.iter().map(|g| g.to_string()).collect(),
-            attributes: serde_json::json!({ "groups": groups }),
-        };
-        login::login(store, &signer, &identity, idsync::clock::now_ms())
-            .await
-            .expect("sign-in");
-    }
+    saml_sign_in(store, "dana@example.com", &["engineering"]).await;
+    saml_sign_in(store, "erik@example.com", &[]).await;
     store
         .set_manual_membership(
             "erik@example.com",
@@ -525,11 +521,7 @@ async fn groups_mappings_and_members_in_a_browser(db: Db) {
     let key = app
         .api_key("console-groups", &["Groups View", "Auth View"])
         .await;
-    let browser = Browser::start().await;
-    browser.goto(&app.url("/console/login")).await;
-    browser.fill("#key", &key).await;
-    browser.click("form button[type=submit]").await;
-    browser.wait_for_path("/console/mappings/test").await;
+    let browser = signed_in_browser(app, &key).await;
     browser.goto(&app.url("/console/groups")).await;
     let table = browser.text("table.groups").await;
     let admins = table.find("Domain Admins").expect("Domain Admins listed");
@@ -580,21 +572,8 @@ async fn a_mapping_edited_with_its_preview_in_a_browser(db: Db) {
     let env = saml_env(db).await;
     let app = &env.app;
     let store = app.store();
-    let signer = support::signer(store).await;
-    for (user, groups) in [
-        ("gus@example.com", ["engineering"]),
-        ("hal@example.com", ["staff"]),
-    ] {
-        let identity = VerifiedIdentity {
-            provider: SAML_PROVIDER.into(),
-            username: user.into(),
-            group_values: groups.iter().map(|g| g.to_string()).collect(),
-            attributes: serde_json::json!({ "groups": groups }),
-        };
-        login::login(store, &signer, &identity, idsync::clock::now_ms())
-            .await
-            .expect("sign-in");
-    }
+    saml_sign_in(store, "gus@example.com", &["engineering"]).await;
+    saml_sign_in(store, "hal@example.com", &["staff"]).await;
     let member = |user: &'static str| async move {
         let user = store.user_by_name(user).await.unwrap().unwrap();
         store
@@ -618,11 +597,7 @@ async fn a_mapping_edited_with_its_preview_in_a_browser(db: Db) {
             ],
         )
         .await;
-    let browser = Browser::start().await;
-    browser.goto(&app.url("/console/login")).await;
-    browser.fill("#key", &key).await;
-    browser.click("form button[type=submit]").await;
-    browser.wait_for_path("/console/mappings/test").await;
+    let browser = signed_in_browser(app, &key).await;
     browser.goto(&app.url("/console/groups/Engineering")).await;
     browser.click("ul.mappings a.edit").await;
     browser.find("form.edit textarea").await;

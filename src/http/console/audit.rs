@@ -3,12 +3,11 @@
 //! functions, with its permission (Reports View). Filters are a GET form: they change nothing.
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{html, Markup};
 use serde::{Deserialize, Serialize};
 
-use super::{page, page_session};
+use super::{page, Session};
 use crate::http::admin::audit::{audit_entries, security_events};
 use crate::http::AppState;
 use crate::store::{AuditQuery, SecurityEventQuery};
@@ -88,13 +87,9 @@ fn older_link<T: Serialize>(path: &str, filters: &T, last: Option<i64>, full: bo
 
 pub async fn audit(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    session: Session,
     Query(filters): Query<AuditFilters>,
 ) -> Response {
-    let session = match page_session(&state, &headers).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     let query = AuditQuery {
         username: given(&filters.user),
         group: given(&filters.group),
@@ -152,13 +147,9 @@ pub async fn audit(
 
 pub async fn security(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    session: Session,
     Query(filters): Query<EventFilters>,
 ) -> Response {
-    let session = match page_session(&state, &headers).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     let query = SecurityEventQuery {
         provider: given(&filters.provider),
         reason: given(&filters.reason),

@@ -5,11 +5,10 @@
 //! the mappings need Auth View, as `GET /api/v1/mappings` does.
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{html, Markup};
 
-use super::{page, page_session, Session};
+use super::{page, Session};
 use crate::http::admin::groups::{viewable, visible_groups};
 use crate::http::AppState;
 use crate::model::permissions::Permission;
@@ -46,11 +45,7 @@ fn settings_cell(record: &GroupRecord) -> Markup {
     }
 }
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let session = match page_session(&state, &headers).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
+pub async fn list(State(state): State<AppState>, session: Session) -> Response {
     let mut groups = match visible_groups(&state, &session.caller).await {
         Ok(groups) => groups,
         Err(e) => {
@@ -103,13 +98,9 @@ fn urlencode(text: &str) -> String {
 
 pub async fn show(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    session: Session,
     Path(name): Path<String>,
 ) -> Response {
-    let session = match page_session(&state, &headers).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     let record = match viewable(&state, &session.caller, &name).await {
         Ok(record) => record,
         Err(e) => {

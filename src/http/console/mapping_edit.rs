@@ -10,7 +10,7 @@ use axum::response::Response;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::{form_session, page, page_session, Session};
+use super::{form_session, page, Session};
 use crate::admin::changes::{apply_changes, ApplyMode, ChangeOutcome};
 use crate::http::{ApiError, AppState};
 use crate::model::sync::ChangeKind;
@@ -60,13 +60,9 @@ fn edit_form(session: &Session, mapping: &MappingRecord, attributes: &str, all: 
 
 pub async fn form(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    session: Session,
     Path(id): Path<i64>,
 ) -> Response {
-    let session = match page_session(&state, &headers).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     let body = match mapping(&state, id).await {
         Ok(mapping) => edit_form(
             &session,

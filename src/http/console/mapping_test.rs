@@ -10,7 +10,7 @@ use axum::response::Response;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::{form_session, page, page_session, Session};
+use super::{form_session, page, Session};
 use crate::http::client::RequestMeta;
 use crate::http::login::Evidence;
 use crate::http::mappings::{mapping_report, MappingTestRequest};
@@ -46,11 +46,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("ldap_user", "LDAP username"),
 ];
 
-pub async fn form(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let session = match page_session(&state, &headers).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
+pub async fn form(State(state): State<AppState>, session: Session) -> Response {
     let providers = provider_names(&state).await;
     page(
         "Mapping tester",

@@ -126,6 +126,19 @@ async fn session(state: &AppState, headers: &HeaderMap) -> Result<Session, NoSes
     })
 }
 
+/// A page request's session: where there is none, the browser goes to the sign-in form
+/// instead (or is told its key no longer opens the console).
+impl axum::extract::FromRequestParts<AppState> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Response> {
+        page_session(state, &parts.headers).await
+    }
+}
+
 /// The session of a page request, or where to send the browser instead.
 pub(crate) async fn page_session(
     state: &AppState,
@@ -265,17 +278,11 @@ fn signed_out_page(message: &str) -> Response {
     response
 }
 
-async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match page_session(&state, &headers).await {
-        Ok(_) => Redirect::to("/console/mappings/test").into_response(),
-        Err(response) => response,
-    }
+async fn home(_session: Session) -> Response {
+    Redirect::to("/console/mappings/test").into_response()
 }
 
-async fn stylesheet(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(response) = page_session(&state, &headers).await {
-        return response;
-    }
+async fn stylesheet(_session: Session) -> Response {
     hardened(
         (
             [(header::CONTENT_TYPE, "text/css; charset=utf-8")],

@@ -13,7 +13,7 @@ use axum::response::Response;
 use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
 
-use super::{form_session, page, page_session, Session};
+use super::{form_session, page, Session};
 use crate::http::sync::{
     run_reevaluation, run_sync, run_with_diff, runs_of, ReevaluateBody, SyncBody,
 };
@@ -26,11 +26,7 @@ use crate::store::{run_status, ConfigStore, SyncRun};
 /// Runs shown per provider.
 const RUNS_SHOWN: i64 = 30;
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let session = match page_session(&state, &headers).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
+pub async fn list(State(state): State<AppState>, session: Session) -> Response {
     let providers = match state.store.load_config().await {
         Ok(config) => config.providers,
         Err(e) => return problem_page(&session, "Sync runs", &e.to_string()),
@@ -202,13 +198,9 @@ fn change_class(kind: ChangeKind) -> &'static str {
 
 pub async fn show(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    session: Session,
     Path(id): Path<String>,
 ) -> Response {
-    let session = match page_session(&state, &headers).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
     run_page(&state, &session, &id, None).await
 }
 
