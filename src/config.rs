@@ -243,7 +243,8 @@ pub struct HttpConfig {
     /// Largest request body accepted (a SAML response posted to the ACS is the largest).
     pub max_body_bytes: usize,
     /// The service's sealing secret: it seals the short-lived browser-flow cookies (OIDC state,
-    /// SAML request ids) and, at rest, the refresh tokens kept for upstream re-checks.
+    /// SAML request ids), the console's session cookie and, at rest, the refresh tokens kept for
+    /// upstream re-checks.
     /// Instances behind one load balancer need the same one; without one, each process makes
     /// its own for cookies (a flow must end on the instance it started on) and providers with
     /// `recheck_interval_secs` refuse sign-ins.
