@@ -24,7 +24,7 @@ use idsync::store::{
 };
 use idsync::sync::reevaluate::{reevaluate_provider, ReevaluateRequest};
 use saml::ResponseSpec;
-use sources::{saml_env, SAML_PROVIDER};
+use sources::{oidc_env, saml_env, SAML_PROVIDER};
 use support::Db;
 
 /// A client that keeps cookies and follows no redirect.
@@ -663,7 +663,132 @@ async fn a_mapping_edited_with_its_preview_in_a_browser(db: Db) {
     assert!(unchanged.iter().any(|m| m.attributes == ["staff"]));
 }
 
+/// Signs `username` in to the console in `browser` through the OpenID provider's own sign-in
+/// and consent pages (the provider skips them when it remembers the browser).
+async fn console_sign_in_through_the_provider(
+    browser: &Browser,
+    app: &support::http::TestApp,
+    username: &str,
+) {
+    browser.goto(&app.url("/console/login")).await;
+    browser.click("a.provider[href='/console/login/idp']").await;
+    let login_or_console =
+        "input[name=login], input[name=prompt][value=consent], header.top span.who";
+    if browser
+        .find(login_or_console)
+        .await
+        .attr("name")
+        .await
+        .unwrap()
+        .as_deref()
+        == Some("login")
+    {
+        browser.fill("input[name=login]", username).await;
+        browser.fill("input[name=password]", oidc::PASSWORD).await;
+        browser.click("form button[type=submit]").await;
+    }
+    let consent_or_console = "input[name=prompt][value=consent], header.top span.who";
+    if browser
+        .find(consent_or_console)
+        .await
+        .attr("name")
+        .await
+        .unwrap()
+        .as_deref()
+        == Some("prompt")
+    {
+        browser.click("form button[type=submit]").await;
+    }
+    // The provider's redirect ends on a page that goes on to the console by itself.
+    browser.wait_for_path("/console/mappings/test").await;
+}
+
+async fn signed_in_through_an_openid_provider_in_a_browser(db: Db) {
+    let env = oidc_env(db).await;
+    let app = &env.app;
+    let store = app.store();
+    store
+        .apply_config(
+            &[ConfigChange::GrantPermission {
+                group: "Engineering".into(),
+                permission: "Reports View".into(),
+            }],
+            &Actor::new("test"),
+            &permissions_digest,
+            idsync::clock::now_ms(),
+        )
+        .await
+        .unwrap();
+
+    // The sign-in form offers the provider; an unknown one is refused in words.
+    let client = http();
+    let form = page_text(&client, &app.url("/console/login")).await;
+    assert!(form.contains("Sign in with idp (oidc)"), "{form}");
+    let answer = client
+        .get(app.url("/console/login/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 404);
+    assert!(answer.text().await.unwrap().contains("no provider named"));
+
+    // alice (engineering at the provider) signs in; her sign-in puts her in Engineering, whose
+    // Reports View opens the audit page, where her own sign-in is.
+    let browser = Browser::start().await;
+    console_sign_in_through_the_provider(&browser, app, "alice").await;
+    assert_eq!(browser.text("header.top span.who").await, "user:alice");
+    let name = format!("{db:?}").to_lowercase();
+    browser
+        .screenshot(&format!("{name}-signed-in-through-provider"))
+        .await;
+    browser.goto(&app.url("/console/audit?user=alice")).await;
+    let audit = browser.text("table.audit").await;
+    assert!(
+        audit.contains("membership.add") && audit.contains("Engineering"),
+        "{audit}"
+    );
+
+    // Her sessions revoked: the console's ends with them, at the next page.
+    store
+        .revoke_sessions(
+            "alice",
+            "test",
+            &Actor::new("test"),
+            idsync::clock::now_ms(),
+        )
+        .await
+        .unwrap();
+    browser.goto(&app.url("/console/audit")).await;
+    assert!(browser.text("p.error").await.contains("no longer opens it"));
+
+    // Signed in again (the provider remembers her) and out: the idsync session ends too.
+    console_sign_in_through_the_provider(&browser, app, "alice").await;
+    browser.click("form.signout button").await;
+    browser.wait_for_path("/console/login").await;
+    let ended = store
+        .audit(&AuditQuery {
+            username: Some("alice".into()),
+            action: Some("session.revoke".into()),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(ended.iter().any(|e| e.actor == "logout:alice"), "{ended:?}");
+    browser.goto(&app.url("/console/audit")).await;
+    assert_eq!(browser.current_path().await, "/console/login");
+    browser.close().await;
+
+    // bob (sales) holds no Reports View: the console opens, the audit does not.
+    let browser = Browser::start().await;
+    console_sign_in_through_the_provider(&browser, app, "bob").await;
+    browser.goto(&app.url("/console/audit")).await;
+    assert!(browser.text("p.error").await.contains("Reports View"));
+    browser.close().await;
+}
+
 on_both_databases!(
+    signed_in_through_an_openid_provider_in_a_browser,
     a_mapping_edited_with_its_preview_in_a_browser,
     groups_mappings_and_members_in_a_browser,
     nothing_opens_without_a_session_and_no_form_crosses_sites,

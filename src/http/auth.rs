@@ -329,16 +329,50 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Caller,
         .signer
         .verify_with_reload(&state.store, token, now_ms / 1000)
         .await?;
+    let access = crate::login::session_access(&state.store, &state.cache, &claims).await;
+    session_caller(access)
+}
+
+/// The caller of a console session made at a browser sign-in: the session must still run, and
+/// when its provider re-checks sign-ins and a check is due, the provider is asked first, as a
+/// token refresh would (a console session outlives the tokens whose refreshes would ask).
+pub async fn authenticate_session(
+    state: &AppState,
+    of: &crate::login::SessionOf,
+) -> Result<Caller, ApiError> {
+    let log =
+        crate::login::RefusalLog::new(&state.config.security, Some(super::error::correlation_id()));
+    let upstream = crate::login::upstream::Upstream {
+        sources: &state.sources,
+        key: state.upstream_key.as_ref(),
+        log: &log,
+    };
+    let access = crate::login::running_session_access(
+        &state.store,
+        &state.cache,
+        &upstream,
+        of,
+        crate::clock::now_ms(),
+    )
+    .await;
+    session_caller(access)
+}
+
+fn session_caller(
+    access: Result<
+        (
+            UserRecord,
+            std::sync::Arc<crate::model::access::EffectiveAccess>,
+        ),
+        LoginError,
+    >,
+) -> Result<Caller, ApiError> {
     let ended = || ApiError::unauthenticated("the session has ended or was revoked; sign in again");
-    let (user, access) = crate::login::session_access(&state.store, &state.cache, &claims)
-        .await
-        .map_err(|e| match e {
-            // A disabled or deleted user, or a revoked session: the token no longer counts.
-            LoginError::Disabled(_) | LoginError::UnknownUser | LoginError::SessionRevoked => {
-                ended()
-            }
-            other => other.into(),
-        })?;
+    let (user, access) = access.map_err(|e| match e {
+        // A disabled or deleted user, or a revoked session: the credential no longer counts.
+        LoginError::Disabled(_) | LoginError::UnknownUser | LoginError::SessionRevoked => ended(),
+        other => other.into(),
+    })?;
     Ok(Caller {
         permissions: *access.permissions.effective_set(),
         principal: Principal::User {

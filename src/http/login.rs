@@ -265,7 +265,7 @@ pub async fn login_hook(
         "outcome" => outcome
     )
     .record(started.elapsed().as_secs_f64());
-    result.map(Json)
+    result.map(|signed| Json(LoginResponse::from_signed(signed)))
 }
 
 /// A sign-in through the one path (verification, login, the record of a refusal), as the
@@ -274,7 +274,7 @@ pub(super) async fn sign_in(
     state: &AppState,
     request: SignInRequest,
     meta: &RequestMeta,
-) -> Result<LoginResponse, ApiError> {
+) -> Result<login::SignedLogin, ApiError> {
     let (_, signed) = login::sign_in(
         &state.store,
         &state.cache,
@@ -288,7 +288,7 @@ pub(super) async fn sign_in(
     if signed.outcome.changes_written > 0 {
         state.count_membership_changes(&signed.outcome);
     }
-    Ok(LoginResponse::from_signed(signed))
+    Ok(signed)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -86,6 +86,9 @@ struct OidcFlow {
     nonce: String,
     verifier: String,
     return_to: Option<String>,
+    /// Started from the console's sign-in form: it ends in a console session, not a token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    for_console: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +96,9 @@ struct SamlRequest {
     id: String,
     relay_state: String,
     return_to: Option<String>,
+    /// Started from the console's sign-in form: it ends in a console session, not a token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    for_console: bool,
     /// Unix seconds.
     expires_at: i64,
 }
@@ -334,25 +340,40 @@ pub async fn start(
     query: Result<Query<StartQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    begin(&state, &provider, query, &headers)
-        .await
-        .map_err(|e| e.public(&meta.correlation_id))
+    let started = async {
+        let Query(query) = query?;
+        let return_to = query
+            .return_to
+            .as_deref()
+            .map(|r| checked_return_to(&state.config.http.public_url, r))
+            .transpose()?;
+        begin(&state, &provider, After::Token { return_to }, &headers).await
+    };
+    started.await.map_err(|e| e.public(&meta.correlation_id))
 }
 
-async fn begin(
+/// Where a browser sign-in ends.
+pub(crate) enum After {
+    /// The login JSON, or a 303 to `return_to` with the token in the fragment.
+    Token { return_to: Option<String> },
+    /// A console session ([`super::console`]).
+    Console,
+}
+
+/// Starts a browser sign-in with `provider`: the redirect to the provider, with the flow
+/// cookie that its answer is checked against.
+pub(crate) async fn begin(
     state: &AppState,
     provider: &str,
-    query: Result<Query<StartQuery>, axum::extract::rejection::QueryRejection>,
+    after: After,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let provider = provider.to_owned();
-    let Query(query) = query?;
     let record = provider_record(state, &provider).await?;
-    let return_to = query
-        .return_to
-        .as_deref()
-        .map(|r| checked_return_to(&state.config.http.public_url, r))
-        .transpose()?;
+    let (return_to, for_console) = match after {
+        After::Token { return_to } => (return_to, false),
+        After::Console => (None, true),
+    };
     let now = crate::clock::now_secs();
     match state.sources.get(&record).await? {
         Source::Ldap(_) => Err(no_browser_flow(&provider, "LDAP")),
@@ -372,6 +393,7 @@ async fn begin(
                     nonce: pending.nonce,
                     verifier: pending.pkce_verifier,
                     return_to,
+                    for_console,
                 }),
                 saml: Vec::new(),
             };
@@ -392,6 +414,7 @@ async fn begin(
                 id: request_id,
                 relay_state,
                 return_to,
+                for_console,
                 expires_at: now + FLOW_TTL_SECS,
             });
             let keep = outstanding.len().saturating_sub(MAX_OUTSTANDING_REQUESTS);
@@ -455,11 +478,50 @@ pub async fn callback(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let for_console = read_flow(&state, &headers, &provider, crate::clock::now_secs())
+        .and_then(|flow| flow.oidc)
+        .is_some_and(|oidc| oidc.for_console);
     let result = oidc_callback(&state, &meta, &provider, query, &headers)
         .await
         .map_err(|e| e.public(&meta.correlation_id));
     record_latency(&provider, started, &result);
-    result
+    answer_for(&state, for_console, result)
+}
+
+/// A browser sign-in's answer: a console sign-in's refusal as a console page.
+fn answer_for(
+    state: &AppState,
+    for_console: bool,
+    result: Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
+    match result {
+        Err(error) if for_console => {
+            let mut answer = super::console::sign_in_refused(&error);
+            answer
+                .headers_mut()
+                .insert(header::SET_COOKIE, clear_cookie(state));
+            Ok(answer)
+        }
+        other => other,
+    }
+}
+
+/// The answer to a completed browser sign-in, where the flow said it should end.
+fn finish(
+    state: &AppState,
+    signed: login::SignedLogin,
+    return_to: Option<&str>,
+    for_console: bool,
+) -> Response {
+    let mut answer = if for_console {
+        super::console::signed_in_through_provider(state, &signed)
+    } else {
+        return signed_in(state, LoginResponse::from_signed(signed), return_to);
+    };
+    answer
+        .headers_mut()
+        .append(header::SET_COOKIE, clear_cookie(state));
+    answer
 }
 
 async fn oidc_callback(
@@ -541,8 +603,13 @@ async fn oidc_callback(
         evidence,
         context: state.verify_context(Purpose::SignIn, None, meta),
     };
-    let response = super::login::sign_in(state, request, meta).await?;
-    Ok(signed_in(state, response, flow.return_to.as_deref()))
+    let signed = super::login::sign_in(state, request, meta).await?;
+    Ok(finish(
+        state,
+        signed,
+        flow.return_to.as_deref(),
+        flow.for_console,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -741,11 +808,23 @@ pub async fn acs(
     form: Result<Form<AcsForm>, FormRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    // The request this response answers, by its RelayState, decides where a refusal shows.
+    let relay_state = form
+        .as_ref()
+        .ok()
+        .and_then(|Form(form)| form.relay_state.clone());
+    let for_console = relay_state.is_some_and(|relay_state| {
+        read_flow(&state, &headers, &provider, crate::clock::now_secs()).is_some_and(|flow| {
+            flow.saml
+                .iter()
+                .any(|r| r.relay_state == relay_state && r.for_console)
+        })
+    });
     let result = saml_acs(&state, &meta, &provider, &headers, form)
         .await
         .map_err(|e| e.public(&meta.correlation_id));
     record_latency(&provider, started, &result);
-    result
+    answer_for(&state, for_console, result)
 }
 
 async fn saml_acs(
@@ -783,12 +862,16 @@ async fn saml_acs(
         },
         context: state.verify_context(Purpose::SignIn, None, meta),
     };
-    let response = super::login::sign_in(state, request, meta).await?;
-    let return_to = requests
+    let signed = super::login::sign_in(state, request, meta).await?;
+    let answered = requests
         .iter()
-        .find(|r| !relay_state.is_empty() && r.relay_state == relay_state)
-        .and_then(|r| r.return_to.as_deref());
-    Ok(signed_in(state, response, return_to))
+        .find(|r| !relay_state.is_empty() && r.relay_state == relay_state);
+    Ok(finish(
+        state,
+        signed,
+        answered.and_then(|r| r.return_to.as_deref()),
+        answered.is_some_and(|r| r.for_console),
+    ))
 }
 
 fn not_saml(provider: &str) -> ApiError {

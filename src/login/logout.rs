@@ -128,20 +128,31 @@ pub async fn end_session(
     token: &str,
     now_ms: i64,
 ) -> Result<crate::token::Claims, super::LoginError> {
-    use crate::store::SessionStore;
     let claims = signer
         .verify_with_reload(store, token.trim(), now_ms / 1000)
         .await?;
-    let (user, _) = super::session_access(store, cache, &claims).await?;
-    let session = crate::token::Session::of(&claims);
+    end_session_of(store, cache, &super::SessionOf::of(&claims), now_ms).await?;
+    Ok(claims)
+}
+
+/// Ends a running session (a token's, or the console's after a browser sign-in): afterwards no
+/// token of it refreshes and no console page opens with it.
+pub async fn end_session_of(
+    store: &SqlStore,
+    cache: &super::ConfigCache,
+    of: &super::SessionOf,
+    now_ms: i64,
+) -> Result<(), super::LoginError> {
+    use crate::store::SessionStore;
+    let (user, _, _) = super::session_state(store, cache, of).await?;
     store
         .revoke_session(
             &crate::store::SessionRecord {
-                id: claims.sid.clone(),
+                id: of.session.id.clone(),
                 user_id: user.id,
                 provider: String::new(),
-                created_at: session.started_at_ms,
-                expires_at: claims.session_exp.saturating_mul(1000),
+                created_at: of.session.started_at_ms,
+                expires_at: of.session.expires_at.saturating_mul(1000),
                 revoked: true,
                 upstream: None,
             },
@@ -150,5 +161,5 @@ pub async fn end_session(
             now_ms,
         )
         .await?;
-    Ok(claims)
+    Ok(())
 }

@@ -423,17 +423,69 @@ where
 {
     let now = now_ms / 1000;
     let previous = signer.verify_with_reload(store, token, now).await?;
-    let (mut user, mut access, session) = session_state(store, cache, &previous).await?;
-    let rechecked =
-        upstream::recheck_if_due(store, cache, upstream, &previous, session.as_ref(), now_ms)
-            .await?;
-    // Read again after a check, this refresh's or one another refresh has under way (which may
-    // have finished since the first read).
-    if rechecked != upstream::Rechecked::NotDue {
-        (user, access, _) = session_state(store, cache, &previous).await?;
-    }
+    let (user, access) =
+        running_session_access(store, cache, upstream, &SessionOf::of(&previous), now_ms).await?;
     let subject = token_subject(&user, &access);
     Ok(signer.refresh(&previous, &subject, now)?)
+}
+
+/// Whose session a credential carries: a token's claims, or a console session made at a
+/// browser sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionOf {
+    /// The stable user id (a token's `sub`).
+    pub user_id: i64,
+    pub username: String,
+    pub session: Session,
+}
+
+impl SessionOf {
+    /// The session a verified token belongs to. A `sub` that is not a user id names no user.
+    pub fn of(claims: &Claims) -> Self {
+        SessionOf {
+            user_id: claims.sub.parse().unwrap_or(-1),
+            username: claims.username.clone(),
+            session: Session::of(claims),
+        }
+    }
+}
+
+/// The access of a running session as a refresh computes it: when the session's provider
+/// re-checks sign-ins and a check is due, the provider is asked first
+/// ([`upstream::recheck_if_due`]), and its answer is what counts. A token refresh issues its
+/// token from this; the console authorises each page with it.
+pub async fn running_session_access<S>(
+    store: &S,
+    cache: &ConfigCache,
+    upstream: &upstream::Upstream<'_>,
+    of: &SessionOf,
+    now_ms: i64,
+) -> Result<(UserRecord, std::sync::Arc<EffectiveAccess>), LoginError>
+where
+    S: ConfigStore
+        + MembershipStore
+        + SessionStore
+        + crate::store::ReplayStore
+        + crate::store::ThrottleStore
+        + crate::store::ScimStore
+        + crate::store::SecurityEventStore,
+{
+    let (mut user, mut access, session) = session_state(store, cache, of).await?;
+    let rechecked = upstream::recheck_if_due(
+        store,
+        cache,
+        upstream,
+        &of.username,
+        session.as_ref(),
+        now_ms,
+    )
+    .await?;
+    // Read again after a check, this call's or one another has under way (which may have
+    // finished since the first read).
+    if rechecked != upstream::Rechecked::NotDue {
+        (user, access, _) = session_state(store, cache, of).await?;
+    }
+    Ok((user, access))
 }
 
 /// A user's effective permissions as they stand now, or `None` when the user does not exist or
@@ -465,7 +517,7 @@ pub async fn session_access<S>(
 where
     S: ConfigStore + MembershipStore + SessionStore,
 {
-    let (user, access, _) = session_state(store, cache, claims).await?;
+    let (user, access, _) = session_state(store, cache, &SessionOf::of(claims)).await?;
     Ok((user, access))
 }
 
@@ -474,7 +526,7 @@ where
 async fn session_state<S>(
     store: &S,
     cache: &ConfigCache,
-    claims: &Claims,
+    of: &SessionOf,
 ) -> Result<
     (
         UserRecord,
@@ -486,14 +538,13 @@ async fn session_state<S>(
 where
     S: ConfigStore + MembershipStore + SessionStore,
 {
-    let user_id: i64 = claims.sub.parse().map_err(|_| LoginError::UnknownUser)?;
     // The user, their memberships and the configuration version in one read; no provider's
     // attributes are needed.
-    let mut snapshot = store.login_snapshot(&claims.username, "").await?;
+    let mut snapshot = store.login_snapshot(&of.username, "").await?;
     let user = snapshot
         .user
         .take()
-        .filter(|user| user.id == user_id)
+        .filter(|user| user.id == of.user_id)
         .ok_or(LoginError::UnknownUser)?;
     if user.disabled {
         return Err(LoginError::Disabled(user.username));
@@ -501,10 +552,10 @@ where
     // A session lives in its tokens; the store keeps only revocations: of this session, or of
     // every session of the user that began before an instant. Both in milliseconds: a sign-in
     // right after a revocation, in the same second, is not mistaken for one before it.
-    if crate::token::Session::of(claims).started_at_ms < user.sessions_revoked_before {
+    if of.session.started_at_ms < user.sessions_revoked_before {
         return Err(LoginError::SessionRevoked);
     }
-    let session = store.session(&claims.sid).await?;
+    let session = store.session(&of.session.id).await?;
     if session
         .as_ref()
         .is_some_and(|session| session.revoked || session.user_id != user.id)

@@ -110,7 +110,7 @@ pub async fn recheck_if_due<S>(
     store: &S,
     cache: &ConfigCache,
     upstream: &Upstream<'_>,
-    claims: &Claims,
+    username: &str,
     session: Option<&SessionRecord>,
     now_ms: i64,
 ) -> Result<Rechecked, LoginError>
@@ -128,16 +128,7 @@ where
     };
     // Ends the session on record, with a stable reason code and the words that explain it.
     let end = async |reason: &'static str, detail: &str| {
-        end_session(
-            store,
-            upstream,
-            session,
-            &claims.username,
-            reason,
-            detail,
-            now_ms,
-        )
-        .await
+        end_session(store, upstream, session, username, reason, detail, now_ms).await
     };
     let record = match store.provider(&session.provider).await {
         Ok(record) => record,
@@ -223,10 +214,10 @@ where
             return Err(end(e.reason(), &e.to_string()).await);
         }
     };
-    if verified.identity.username != claims.username {
+    if verified.identity.username != username {
         let reason = format!(
-            "the provider now names the user {:?}, not {:?}: sign in again",
-            verified.identity.username, claims.username
+            "the provider now names the user {:?}, not {username:?}: sign in again",
+            verified.identity.username
         );
         return Err(end("upstream_user_renamed", &reason).await);
     }

@@ -73,7 +73,7 @@ pub struct TokenSubject {
 }
 
 /// A sign-in session: its id and its end (unix seconds).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     pub id: String,
     /// The sign-in (unix seconds).

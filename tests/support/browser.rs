@@ -119,23 +119,20 @@ impl Browser {
             .to_owned()
     }
 
-    /// Waits until the browser is at `path` (a navigation a click started has finished).
+    /// Waits until the browser is at `path` on any origin (a navigation a click started has
+    /// finished, perhaps after a provider's pages): asks again until it is, and fails only when
+    /// it never gets there.
     pub async fn wait_for_path(&self, path: &str) {
-        let mut url = self.client.current_url().await.expect("current URL");
-        url.set_path(path);
-        url.set_query(None);
-        url.set_fragment(None);
-        if let Err(e) = self
-            .client
-            .wait()
-            .at_most(APPEAR_WITHIN)
-            .for_url(&url)
-            .await
-        {
-            panic!(
-                "the browser never reached {path} (it is at {}): {e}",
-                self.current_path().await
-            );
+        let deadline = std::time::Instant::now() + APPEAR_WITHIN;
+        loop {
+            let at = self.current_path().await;
+            if at == path {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("the browser never reached {path} (it is at {at})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -2,12 +2,17 @@
 //! library calls and permission checks as the API. A frontend like the API's handlers: it
 //! parses a form, authenticates the caller, calls what the API calls, and renders the answer.
 //!
-//! **Sessions.** An admin signs in with an API key. The key goes into a cookie sealed with a
-//! key of the console's own (derived from the service's sealing secret), `HttpOnly`,
-//! `SameSite=Strict`, `Path=/console`, `Secure` over https, for [`SESSION_SECS`]. Every request
-//! opens it and authenticates the key as the API does, so a revoked key or a narrowed creator
-//! ends or narrows the console at once. Nothing under `/console/` but the sign-in form answers
-//! without a session.
+//! **Sessions.** An admin signs in with an API key, or through the browser sign-in of an
+//! OpenID Connect or SAML provider (the sign-in every user makes, mappings evaluated and
+//! audited). The key, or the idsync session the sign-in started, goes into a cookie sealed with
+//! a key of the console's own (derived from the service's sealing secret), `HttpOnly`,
+//! `SameSite=Strict`, `Path=/console`, `Secure` over https, for [`SESSION_SECS`] at most (never
+//! past the idsync session's end). Every request opens it and authenticates it as the API does
+//! a key or a token: a revoked key or session, a disabled user or a narrowed creator ends or
+//! narrows the console at once, and where the provider re-checks sign-ins, a due check is made
+//! as a token refresh would make it. The admin's own permissions apply. Nothing under
+//! `/console/` but the sign-in form and the start of a provider's sign-in answers without a
+//! session.
 //!
 //! **Cross-site requests.** Every form carries a token bound to the session (an HMAC of the
 //! sealed cookie under another derived key); a POST without it, or with an `Origin` other than
@@ -32,9 +37,12 @@ use maud::{html, Markup, DOCTYPE};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::auth::{authenticate_api_key, Caller};
+use super::auth::{authenticate_api_key, authenticate_session, Caller};
 use super::{ApiError, AppState};
+use crate::login::SessionOf;
+use crate::model::mapping::ProviderKind;
 use crate::seal::SealKey;
+use crate::store::ConfigStore;
 
 /// The console's session cookie.
 pub const SESSION_COOKIE: &str = "idsync_console";
@@ -52,6 +60,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console", get(|| async { Redirect::to("/console/") }))
         .route("/console/", get(home))
         .route("/console/login", get(login_form).post(login))
+        .route("/console/login/{provider}", get(login_through_provider))
         .route("/console/logout", post(logout))
         .route("/console/assets/console.css", get(stylesheet))
         .route(
@@ -74,10 +83,22 @@ pub fn routes() -> Router<AppState> {
 /// What the sealed cookie holds.
 #[derive(Serialize, Deserialize)]
 struct SessionCookie {
-    /// The API key the admin signed in with.
-    key: String,
+    with: SignedInWith,
     /// Unix seconds.
     expires_at: i64,
+}
+
+/// How the admin signed in.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SignedInWith {
+    /// The API key presented on the sign-in form.
+    ApiKey(String),
+    /// The idsync session a provider's browser sign-in started.
+    Provider {
+        provider: String,
+        session: SessionOf,
+    },
 }
 
 /// A signed-in console request: the caller, as the API would see it, and the session's form
@@ -85,6 +106,7 @@ struct SessionCookie {
 pub struct Session {
     pub caller: Caller,
     pub csrf: String,
+    signed_in_with: SignedInWith,
 }
 
 fn session_key(state: &AppState) -> SealKey {
@@ -117,12 +139,15 @@ async fn session(state: &AppState, headers: &HeaderMap) -> Result<Session, NoSes
     if cookie.expires_at <= crate::clock::now_secs() {
         return Err(NoSession::SignIn);
     }
-    let caller = authenticate_api_key(state, &cookie.key)
-        .await
-        .map_err(NoSession::Refused)?;
+    let caller = match &cookie.with {
+        SignedInWith::ApiKey(key) => authenticate_api_key(state, key).await,
+        SignedInWith::Provider { session, .. } => authenticate_session(state, session).await,
+    }
+    .map_err(NoSession::Refused)?;
     Ok(Session {
         caller,
         csrf: csrf_token(state, sealed),
+        signed_in_with: cookie.with,
     })
 }
 
@@ -216,12 +241,25 @@ fn hardened(mut response: Response) -> Response {
 
 /// A whole page: the layout around `body`. `session` shows the navigation and the sign-out.
 pub(crate) fn page(title: &str, session: Option<&Session>, body: Markup) -> Response {
+    layout(title, session, None, body)
+}
+
+/// [`page`], going on to `refresh_to` by itself when given.
+fn layout(
+    title: &str,
+    session: Option<&Session>,
+    refresh_to: Option<&str>,
+    body: Markup,
+) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(target) = refresh_to {
+                    meta http-equiv="refresh" content={ "0;url=" (target) };
+                }
                 title { (title) " · idsync console" }
                 @if session.is_some() {
                     link rel="stylesheet" href="/console/assets/console.css";
@@ -270,7 +308,7 @@ fn signed_out_page(message: &str) -> Response {
         "Signed out",
         None,
         html! {
-            p.error { "The key this console session was signed in with no longer opens it: " (message) }
+            p.error { "What this console session was signed in with no longer opens it: " (message) }
             p { a href="/console/login" { "Sign in again" } }
         },
     );
@@ -292,7 +330,24 @@ async fn stylesheet(_session: Session) -> Response {
     )
 }
 
-fn login_page(problem: Option<&str>) -> Response {
+/// The providers an admin can sign in to the console through: those with a browser sign-in.
+async fn browser_providers(state: &AppState) -> Vec<(String, ProviderKind)> {
+    match state.store.load_config().await {
+        Ok(config) => config
+            .providers
+            .into_iter()
+            .map(|record| record.provider)
+            .filter(|provider| matches!(provider.kind, ProviderKind::Oidc | ProviderKind::Saml))
+            .map(|provider| (provider.name, provider.kind))
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "the console's sign-in form could not list the providers");
+            Vec::new()
+        }
+    }
+}
+
+fn login_page(problem: Option<&str>, providers: &[(String, ProviderKind)]) -> Response {
     page(
         "Sign in",
         None,
@@ -301,13 +356,24 @@ fn login_page(problem: Option<&str>) -> Response {
             @if let Some(problem) = problem {
                 p.error role="alert" { (problem) }
             }
+            @if !providers.is_empty() {
+                ul.providers {
+                    @for (name, kind) in providers {
+                        li { a.provider href={ "/console/login/" (name) } {
+                            "Sign in with " (name) " (" (kind.as_str()) ")"
+                        } }
+                    }
+                }
+                p { "Or with an API key:" }
+            }
             form method="post" action="/console/login" {
                 label for="key" { "API key" }
                 input id="key" name="key" type="password" autocomplete="off" required;
                 button type="submit" { "Sign in" }
             }
             p { "Make a key with " code { "idsync api-key create" } " or "
-                code { "POST /api/v1/api-keys" } "; the console can do what the key can do." }
+                code { "POST /api/v1/api-keys" } "; the console can do what the key, or the \
+                person signed in, can do." }
         },
     )
 }
@@ -316,7 +382,7 @@ async fn login_form(State(state): State<AppState>, headers: HeaderMap) -> Respon
     if session(&state, &headers).await.is_ok() {
         return Redirect::to("/console/").into_response();
     }
-    login_page(None)
+    login_page(None, &browser_providers(&state).await)
 }
 
 #[derive(Deserialize)]
@@ -337,8 +403,9 @@ async fn login(
             );
         }
     }
+    let providers = browser_providers(&state).await;
     let Ok(Form(form)) = form else {
-        return login_page(Some("Give an API key."));
+        return login_page(Some("Give an API key."), &providers);
     };
     let key = form.key.trim();
     if let Err(error) = authenticate_api_key(&state, key).await {
@@ -348,32 +415,114 @@ async fn login(
         } else {
             format!("That key does not open the console: {}", error.message)
         };
-        let mut response = login_page(Some(&message));
+        let mut response = login_page(Some(&message), &providers);
         *response.status_mut() = error.status;
         return response;
     }
+    let now = crate::clock::now_secs();
     let cookie = SessionCookie {
-        key: key.to_owned(),
-        expires_at: crate::clock::now_secs() + SESSION_SECS,
+        with: SignedInWith::ApiKey(key.to_owned()),
+        expires_at: now + SESSION_SECS,
     };
-    let Ok(plain) = serde_json::to_vec(&cookie) else {
-        return refused(
+    match session_cookie(&state, &cookie, now) {
+        Ok(value) => {
+            let mut response = Redirect::to("/console/").into_response();
+            response.headers_mut().insert(header::SET_COOKIE, value);
+            hardened(response)
+        }
+        Err(response) => *response,
+    }
+}
+
+/// `Set-Cookie` for a new console session, or the page that says it could not be made.
+fn session_cookie(
+    state: &AppState,
+    cookie: &SessionCookie,
+    now: i64,
+) -> Result<HeaderValue, Box<Response>> {
+    let failed = || {
+        Box::new(refused(
             StatusCode::INTERNAL_SERVER_ERROR,
             "The session could not be made.",
-        );
+        ))
     };
-    let sealed = session_key(&state).seal(&plain, SESSION_COOKIE.as_bytes());
+    let plain = serde_json::to_vec(cookie).map_err(|_| failed())?;
+    let sealed = session_key(state).seal(&plain, SESSION_COOKIE.as_bytes());
+    let max_age = cookie.expires_at.saturating_sub(now).max(0);
     let mut value = format!(
-        "{SESSION_COOKIE}={sealed}; Path=/console; Max-Age={SESSION_SECS}; HttpOnly; SameSite=Strict"
+        "{SESSION_COOKIE}={sealed}; Path=/console; Max-Age={max_age}; HttpOnly; SameSite=Strict"
     );
-    if secure(&state) {
+    if secure(state) {
         value.push_str("; Secure");
     }
-    let mut response = Redirect::to("/console/").into_response();
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
+    HeaderValue::from_str(&value).map_err(|_| failed())
+}
+
+/// `GET /console/login/{provider}`: the provider's browser sign-in, ending in a console
+/// session instead of a token.
+async fn login_through_provider(
+    State(state): State<AppState>,
+    axum::extract::Path(provider): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let correlation_id = super::error::correlation_id();
+    match super::sso::begin(&state, &provider, super::sso::After::Console, &headers).await {
+        Ok(response) => hardened(response),
+        Err(error) => sign_in_refused(&error.public(&correlation_id)),
     }
-    hardened(response)
+}
+
+/// The answer to a provider's browser sign-in that began at the console: the console session,
+/// and a page that goes on to the console. Not a redirect: the sign-in's last step came from
+/// the provider's site, and a browser sends no `SameSite=Strict` cookie along a redirect chain
+/// another site began; the page's own navigation starts on this site.
+pub(crate) fn signed_in_through_provider(
+    state: &AppState,
+    signed: &crate::login::SignedLogin,
+) -> Response {
+    let now = crate::clock::now_secs();
+    let session = SessionOf::of(&signed.claims);
+    let cookie = SessionCookie {
+        expires_at: (now + SESSION_SECS).min(session.session.expires_at),
+        with: SignedInWith::Provider {
+            provider: signed.outcome.provider.name.clone(),
+            session,
+        },
+    };
+    let value = match session_cookie(state, &cookie, now) {
+        Ok(value) => value,
+        Err(response) => return *response,
+    };
+    let mut response = layout(
+        "Signed in",
+        None,
+        Some("/console/"),
+        html! {
+            p { "Signed in as " strong { (signed.outcome.user.username) } " through "
+                (signed.outcome.provider.name) "." }
+            p { a href="/console/" { "Continue to the console" } }
+        },
+    );
+    response.headers_mut().insert(header::SET_COOKIE, value);
+    response
+}
+
+/// A provider's browser sign-in that began at the console and was refused: the refusal's
+/// public words, and the way back to the sign-in form.
+pub(crate) fn sign_in_refused(error: &ApiError) -> Response {
+    let mut response = page(
+        "Sign-in refused",
+        None,
+        html! {
+            p.error role="alert" { (error.message) }
+            @if let Some(id) = &error.correlation_id {
+                p { "Reference for the administrator: " code { (id) } }
+            }
+            p { a href="/console/login" { "Back to the sign-in" } }
+        },
+    );
+    *response.status_mut() = error.status;
+    response
 }
 
 #[derive(Deserialize)]
@@ -382,13 +531,32 @@ struct CsrfOnly {
     csrf: String,
 }
 
+/// Signs out of the console; a session a provider's sign-in started ends too, so no token of
+/// it refreshes.
 async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(response) = form_session(&state, &headers, &form.csrf).await {
-        return response;
+    let session = match form_session(&state, &headers, &form.csrf).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    if let SignedInWith::Provider { session, .. } = &session.signed_in_with {
+        let ended = crate::login::logout::end_session_of(
+            &state.store,
+            &state.cache,
+            session,
+            crate::clock::now_ms(),
+        )
+        .await;
+        if let Err(error) = ended {
+            tracing::warn!(%error, "console sign-out: the session could not be ended");
+            return refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The session could not be ended now; try signing out again.",
+            );
+        }
     }
     let mut response = Redirect::to("/console/login").into_response();
     response.headers_mut().insert(

@@ -2062,6 +2062,12 @@ impl SessionStore for SqlStore {
         .bind(now)
         .execute(&mut **tx)
         .await?;
+        // The row names the user, so that the audit read by user finds it.
+        let username: Option<String> =
+            sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
+                .bind(session.user_id)
+                .fetch_optional(&mut **tx)
+                .await?;
         insert_audit(
             &mut tx,
             now,
@@ -2069,6 +2075,8 @@ impl SessionStore for SqlStore {
             AuditRow {
                 action: "session.revoke",
                 user_id: Some(session.user_id),
+                username: username.as_deref(),
+                provider: Some(session.provider.as_str()).filter(|p| !p.is_empty()),
                 reason,
                 detail: Some(serde_json::json!({ "session": session.id })),
                 ..AuditRow::default()
