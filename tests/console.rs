@@ -787,7 +787,98 @@ async fn signed_in_through_an_openid_provider_in_a_browser(db: Db) {
     browser.close().await;
 }
 
+/// Starts a console sign-in with the SAML provider: the AuthnRequest's id and RelayState.
+async fn console_saml_start(
+    app: &support::http::TestApp,
+    client: &reqwest::Client,
+) -> (String, String) {
+    let start = client
+        .get(app.url(&format!("/console/login/{SAML_PROVIDER}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status().as_u16(), 302);
+    let redirect = location(&start);
+    let relay_state = url::Url::parse(&redirect)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "RelayState")
+        .map(|(_, v)| v.into_owned())
+        .expect("RelayState");
+    let request = saml::authn_request_xml(&redirect);
+    let id = saml::attacks::attr_value(&request, "ID").expect("the request's ID");
+    (id, relay_state)
+}
+
+async fn signed_in_through_a_saml_provider(db: Db) {
+    let env = saml_env(db).await;
+    let app = &env.app;
+    let client = http();
+    let (request_id, relay_state) = console_saml_start(app, &client).await;
+    let mut spec = env.idp.spec(&env.sp, &env.acs, saml::unix_now());
+    spec.in_response_to = Some(request_id);
+    spec.groups = vec!["admins".into()];
+    let encoded = env.idp.sign_b64(&spec);
+    let acs = app.url(&format!("/sso/{SAML_PROVIDER}/acs"));
+    let post = |relay_state: String| {
+        client
+            .post(&acs)
+            .form(&[
+                ("SAMLResponse", encoded.clone()),
+                ("RelayState", relay_state),
+            ])
+            .send()
+    };
+
+    // The IdP's post ends in a console session and a page that goes on to the console (a
+    // redirect would carry no SameSite=Strict cookie after another site's post).
+    let answer = post(relay_state).await.unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let cookies: Vec<String> = answer
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("idsync_console=") && c.contains("SameSite=Strict")),
+        "{cookies:?}"
+    );
+    let page = answer.text().await.unwrap();
+    assert!(page.contains("http-equiv=\"refresh\""), "{page}");
+    assert!(page.contains("alice@example.com"), "{page}");
+    // Domain Admins (Global Admin) through the response's "admins": the runs open.
+    let runs = page_text(&client, &app.url("/console/runs")).await;
+    assert!(runs.contains("user:alice@example.com"), "{runs}");
+    assert!(!runs.contains("class=\"error\""), "{runs}");
+
+    // The same response again, for another console sign-in: refused, as a console page.
+    let signed_out = http();
+    let (_, relay_state) = console_saml_start(app, &signed_out).await;
+    let answer = signed_out
+        .post(&acs)
+        .form(&[
+            ("SAMLResponse", encoded.as_str()),
+            ("RelayState", relay_state.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 401);
+    let page = answer.text().await.unwrap();
+    assert!(page.contains("Sign-in refused"), "{page}");
+    let answer = signed_out
+        .get(app.url("/console/runs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&answer), "/console/login");
+}
+
 on_both_databases!(
+    signed_in_through_a_saml_provider,
     signed_in_through_an_openid_provider_in_a_browser,
     a_mapping_edited_with_its_preview_in_a_browser,
     groups_mappings_and_members_in_a_browser,

@@ -11,9 +11,6 @@ mod saml;
 mod sources;
 mod support;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use saml::{attacks, Idp};
@@ -722,26 +719,6 @@ async fn saml_login_hook_replay_and_metadata(db: Db) {
     assert_eq!(body["error"]["code"], "unknown_provider");
 }
 
-/// The AuthnRequest inside a HTTP-Redirect binding URL: base64, then raw DEFLATE (RFC 1951),
-/// inflated by Python's zlib so the test does not share code with the service.
-fn authn_request_xml(url: &str) -> String {
-    let encoded = query_param(url, "SAMLRequest").expect("SAMLRequest");
-    let deflated = STANDARD.decode(encoded).expect("base64 SAMLRequest");
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, zlib; sys.stdout.write(zlib.decompress(sys.stdin.buffer.read(), -15).decode())",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 (zlib) inflates the SAMLRequest");
-    child.stdin.take().unwrap().write_all(&deflated).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the SAMLRequest is not raw DEFLATE");
-    String::from_utf8(out.stdout).unwrap()
-}
-
 async fn saml_acs_after_start(db: Db) {
     let env = saml_env(db).await;
     let app = &env.app;
@@ -758,7 +735,7 @@ async fn saml_acs_after_start(db: Db) {
     let redirect = location(&response);
     assert!(redirect.starts_with(saml::IDP_SSO_URL), "{redirect}");
     let relay_state = query_param(&redirect, "RelayState").expect("RelayState");
-    let request = authn_request_xml(&redirect);
+    let request = saml::authn_request_xml(&redirect);
     let request_id = saml::attacks::attr_value(&request, "ID").expect("the request's ID");
     assert_eq!(
         saml::attacks::attr_value(&request, "AssertionConsumerServiceURL").as_deref(),
@@ -783,7 +760,7 @@ async fn saml_acs_after_start(db: Db) {
         .unwrap();
     assert_eq!(second.status().as_u16(), 302);
     let second_id =
-        saml::attacks::attr_value(&authn_request_xml(&location(&second)), "ID").unwrap();
+        saml::attacks::attr_value(&saml::authn_request_xml(&location(&second)), "ID").unwrap();
     assert_ne!(second_id, request_id);
     let (cookie, _) = flow_cookie(&second);
 

@@ -4,12 +4,14 @@
 //! virtualenv `scripts/python-tools-setup.sh` makes (`IDSYNC_SCIM_CHECKERS_PYTHON`); without it
 //! the test fails and says so, it never skips.
 
+#[path = "support/serve.rs"]
+mod serve;
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+
+use serve::{free_port, Operator, Service};
 
 use serde_json::Value;
 use support::{apply_state, Db, TestDb};
@@ -21,9 +23,6 @@ kind = "oidc"
 options = { issuer = "https://okta.example.com", client_id = "idsync", accept_verified_attributes = true }
 "#;
 
-/// How long the service may take to answer its health check after it starts.
-const START_BOUND: Duration = Duration::from_secs(120);
-
 fn checkers_python() -> String {
     std::env::var("IDSYNC_SCIM_CHECKERS_PYTHON").unwrap_or_else(|_| {
         panic!(
@@ -32,102 +31,6 @@ fn checkers_python() -> String {
              virtualenv)"
         )
     })
-}
-
-/// `idsync serve` as a child process, stopped when dropped.
-struct Service {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn idsync(config: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_idsync"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("IDSYNC_CONFIG")
-        .output()
-        .expect("run idsync");
-    assert!(
-        out.status.success(),
-        "idsync {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A loopback port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a loopback port")
-        .port()
-}
-
-async fn serve(config: &Path) -> Service {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_idsync"))
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .env_remove("IDSYNC_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start idsync serve");
-    // The service says where it serves; its log is kept for a failure's message.
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + START_BOUND;
-    let mut log = Vec::new();
-    let addr = loop {
-        if let Some(status) = child.try_wait().expect("child status") {
-            panic!("idsync serve ended ({status}): {}", log.join("\n"));
-        }
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                if let Some(at) = line.find("serving addr=") {
-                    let rest = &line[at + "serving addr=".len()..];
-                    break rest.split_whitespace().next().unwrap().to_owned();
-                }
-                log.push(line);
-            }
-            Err(_) if Instant::now() > deadline => {
-                panic!("idsync serve did not start: {}", log.join("\n"))
-            }
-            Err(_) => {}
-        }
-    };
-    std::thread::spawn(move || for _ in rx {});
-    let base = format!("http://{addr}");
-    let client = reqwest::Client::new();
-    loop {
-        let healthy = client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if healthy {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{base}/healthz never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Service { child, base }
 }
 
 /// A database with one OpenID provider, a SCIM token for it, and the service on it.
@@ -145,25 +48,16 @@ async fn service_with_token(db: &TestDb, dir: &Path) -> (Service, String) {
         ),
     )
     .unwrap();
-    let created = idsync(
-        &config,
-        &[
-            "api-key",
-            "create",
-            "--name",
-            "conformance",
-            "--scim-provider",
-            "okta",
-        ],
-    );
-    let token = String::from_utf8(created.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_owned();
-    (serve(&config).await, token)
+    let idsync = Operator::with_config(config);
+    let token = idsync.run_for_last_line(&[
+        "api-key",
+        "create",
+        "--name",
+        "conformance",
+        "--scim-provider",
+        "okta",
+    ]);
+    (idsync.serve().await, token)
 }
 
 fn checker(script: &str) -> PathBuf {

@@ -74,6 +74,34 @@ const ATTRIBUTE_TEMPLATE: &str = include_str!("../fixtures/saml/attribute.xml");
 const SIGNATURE_TEMPLATE: &str = include_str!("../fixtures/saml/signature.xml");
 const METADATA_TEMPLATE: &str = include_str!("../fixtures/saml/metadata.xml");
 
+/// The AuthnRequest inside a HTTP-Redirect binding URL: base64, then raw DEFLATE (RFC 1951),
+/// inflated by Python's zlib so the tests do not share code with the service.
+pub fn authn_request_xml(url: &str) -> String {
+    use std::io::Write as _;
+    let encoded = url::Url::parse(url)
+        .expect("a redirect URL")
+        .query_pairs()
+        .find(|(k, _)| k == "SAMLRequest")
+        .map(|(_, v)| v.into_owned())
+        .expect("SAMLRequest");
+    let deflated = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64 SAMLRequest");
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zlib; sys.stdout.write(zlib.decompress(sys.stdin.buffer.read(), -15).decode())",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (zlib) inflates the SAMLRequest");
+    child.stdin.take().unwrap().write_all(&deflated).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the SAMLRequest is not raw DEFLATE");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The current time in unix seconds.
 pub fn unix_now() -> i64 {
     SystemTime::now()

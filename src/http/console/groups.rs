@@ -133,7 +133,7 @@ pub async fn show(
             @if into.is_empty() { p { "No provider maps into this group." } }
             ul.mappings {
                 @for mapping in into {
-                    li {
+                    li data-provider=(mapping.provider) {
                         (mapping_text(mapping))
                         @if session.caller.holds(Permission::AuthModify) {
                             " " a.edit href=(format!("/console/mappings/{}/edit", mapping.id)) { "edit" }

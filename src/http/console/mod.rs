@@ -53,6 +53,19 @@ const MAX_COOKIE_CHARS: usize = 2048;
 
 const STYLESHEET: &str = include_str!("console.css");
 
+/// No script, nothing from elsewhere, no framing. Styles: the stylesheet (which needs a
+/// session), or the same rules inline on the pages without one, allowed by their hash.
+static CONTENT_SECURITY_POLICY: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|| {
+    use sha2::Digest as _;
+    let inline = base64::engine::general_purpose::STANDARD
+        .encode(sha2::Sha256::digest(STYLESHEET.as_bytes()));
+    HeaderValue::from_str(&format!(
+        "default-src 'none'; style-src 'self' 'sha256-{inline}'; img-src 'self' data:; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ))
+    .expect("a header value")
+});
+
 type HmacSha256 = Hmac<sha2::Sha256>;
 
 pub fn routes() -> Router<AppState> {
@@ -220,10 +233,7 @@ fn hardened(mut response: Response) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
+        CONTENT_SECURITY_POLICY.clone(),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
@@ -263,6 +273,9 @@ fn layout(
                 title { (title) " · idsync console" }
                 @if session.is_some() {
                     link rel="stylesheet" href="/console/assets/console.css";
+                } @else {
+                    // No asset opens without a session: the rules come with the page.
+                    style { (maud::PreEscaped(STYLESHEET)) }
                 }
             }
             body {
@@ -352,7 +365,6 @@ fn login_page(problem: Option<&str>, providers: &[(String, ProviderKind)]) -> Re
         "Sign in",
         None,
         html! {
-            // The one page without a session: no stylesheet, since no asset opens without one.
             @if let Some(problem) = problem {
                 p.error role="alert" { (problem) }
             }
