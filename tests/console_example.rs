@@ -151,6 +151,14 @@ async fn the_console_on_the_served_example(kind: Db) {
         "--permission",
         "Reports View",
     ]);
+    let reports = idsync.run_for_last_line(&[
+        "api-key",
+        "create",
+        "--name",
+        "example-reports",
+        "--permission",
+        "Reports View",
+    ]);
     let service = idsync.serve().await;
     let url = |path: &str| format!("{}{path}", service.base);
 
@@ -245,45 +253,52 @@ async fn the_console_on_the_served_example(kind: Db) {
         .screenshot(&format!("{name}-example-stopped-run"))
         .await;
 
-    // The viewer sees the same run without a confirm button, and no page shows a secret.
-    let look = http();
-    let answer = look
-        .post(url("/console/login"))
-        .form(&[("key", viewer.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status().as_u16(), 303);
+    // Admins who may only look (Auth View and Reports View; Reports View alone) see the run
+    // without a confirm button, or not at all, and no page shows a secret.
     let secrets = [
         viewer.clone(),
+        reports.clone(),
         pipeline.clone(),
         providers.oidc.client_secret.clone(),
         providers.slapd.service_password.clone(),
     ];
-    for path in [
-        format!("/console/runs/{run}"),
-        "/console/runs".to_owned(),
-        "/console/groups".to_owned(),
-        "/console/groups/Developers".to_owned(),
-        "/console/audit".to_owned(),
-        "/console/security-events".to_owned(),
-        "/console/mappings/test".to_owned(),
-    ] {
-        let page = look
-            .get(url(&path))
+    for (key, sees_runs) in [(&viewer, true), (&reports, false)] {
+        let look = http();
+        let answer = look
+            .post(url("/console/login"))
+            .form(&[("key", key.as_str())])
             .send()
             .await
-            .unwrap()
-            .text()
-            .await
             .unwrap();
-        assert!(page.contains("<main>"), "{path}: {page}");
-        for secret in &secrets {
-            assert!(!page.contains(secret.as_str()), "{path} shows a secret");
-        }
-        if path.starts_with("/console/runs/") {
-            assert!(page.contains("Diff by group"), "{page}");
+        assert_eq!(answer.status().as_u16(), 303);
+        for path in [
+            format!("/console/runs/{run}"),
+            "/console/runs".to_owned(),
+            "/console/groups".to_owned(),
+            "/console/groups/Developers".to_owned(),
+            "/console/audit".to_owned(),
+            "/console/security-events".to_owned(),
+            "/console/mappings/test".to_owned(),
+        ] {
+            let page = look
+                .get(url(&path))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(page.contains("<main>"), "{path}: {page}");
+            for secret in &secrets {
+                assert!(!page.contains(secret.as_str()), "{path} shows a secret");
+            }
             assert!(!page.contains("class=\"confirm\""), "{page}");
+            if path.starts_with("/console/runs/") {
+                assert_eq!(page.contains("Diff by group"), sees_runs, "{page}");
+            }
+            if path == "/console/audit" {
+                assert!(page.contains("table class=\"audit\""), "{page}");
+            }
         }
     }
 
