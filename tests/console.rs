@@ -27,13 +27,8 @@ use saml::ResponseSpec;
 use sources::{oidc_env, saml_env, SAML_PROVIDER};
 use support::Db;
 
-/// A client that keeps cookies and follows no redirect.
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .build()
-        .unwrap()
+    support::http::cookie_client()
 }
 
 fn location(response: &reqwest::Response) -> String {
@@ -663,44 +658,15 @@ async fn a_mapping_edited_with_its_preview_in_a_browser(db: Db) {
     assert!(unchanged.iter().any(|m| m.attributes == ["staff"]));
 }
 
-/// Signs `username` in to the console in `browser` through the OpenID provider's own sign-in
-/// and consent pages (the provider skips them when it remembers the browser).
+/// Signs `username` in to the console through the test provider `idp`'s own pages.
 async fn console_sign_in_through_the_provider(
     browser: &Browser,
     app: &support::http::TestApp,
     username: &str,
 ) {
-    browser.goto(&app.url("/console/login")).await;
-    browser.click("a.provider[href='/console/login/idp']").await;
-    let login_or_console =
-        "input[name=login], input[name=prompt][value=consent], header.top span.who";
-    if browser
-        .find(login_or_console)
-        .await
-        .attr("name")
-        .await
-        .unwrap()
-        .as_deref()
-        == Some("login")
-    {
-        browser.fill("input[name=login]", username).await;
-        browser.fill("input[name=password]", oidc::PASSWORD).await;
-        browser.click("form button[type=submit]").await;
-    }
-    let consent_or_console = "input[name=prompt][value=consent], header.top span.who";
-    if browser
-        .find(consent_or_console)
-        .await
-        .attr("name")
-        .await
-        .unwrap()
-        .as_deref()
-        == Some("prompt")
-    {
-        browser.click("form button[type=submit]").await;
-    }
-    // The provider's redirect ends on a page that goes on to the console by itself.
-    browser.wait_for_path("/console/mappings/test").await;
+    browser
+        .console_sign_in_through_oidc(&app.url("/console/login"), "idp", username, oidc::PASSWORD)
+        .await;
 }
 
 async fn signed_in_through_an_openid_provider_in_a_browser(db: Db) {

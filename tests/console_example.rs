@@ -95,15 +95,6 @@ async fn start_providers(public_url: &str) -> ExampleProviders {
     ExampleProviders { slapd, oidc, idp }
 }
 
-/// A plain client that keeps cookies and follows no redirect.
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .build()
-        .unwrap()
-}
-
 async fn the_console_on_the_served_example(kind: Db) {
     let name = format!("{kind:?}").to_lowercase();
     let db = TestDb::new(kind).await;
@@ -184,24 +175,8 @@ async fn the_console_on_the_served_example(kind: Db) {
     browser.goto(&url("/console/login")).await;
     browser.screenshot(&format!("{name}-example-sign-in")).await;
     browser
-        .click("a.provider[href='/console/login/okta']")
+        .console_sign_in_through_oidc(&url("/console/login"), "okta", "carol", oidc::PASSWORD)
         .await;
-    browser.fill("input[name=login]", "carol").await;
-    browser.fill("input[name=password]", oidc::PASSWORD).await;
-    browser.click("form button[type=submit]").await;
-    let consent_or_console = "input[name=prompt][value=consent], header.top span.who";
-    if browser
-        .find(consent_or_console)
-        .await
-        .attr("name")
-        .await
-        .unwrap()
-        .as_deref()
-        == Some("prompt")
-    {
-        browser.click("form button[type=submit]").await;
-    }
-    browser.wait_for_path("/console/mappings/test").await;
     assert_eq!(browser.text("header.top span.who").await, "user:carol");
 
     // The mapping tester on a response the example's IdP signed.
@@ -263,7 +238,7 @@ async fn the_console_on_the_served_example(kind: Db) {
         providers.slapd.service_password.clone(),
     ];
     for (key, sees_runs) in [(&viewer, true), (&reports, false)] {
-        let look = http();
+        let look = support::http::cookie_client();
         let answer = look
             .post(url("/console/login"))
             .form(&[("key", key.as_str())])

@@ -136,6 +136,50 @@ impl Browser {
         }
     }
 
+    /// Signs in to the console at `login_url` through the OpenID provider `provider`, whose
+    /// pages are oidc-provider's development sign-in and consent forms (skipped when the
+    /// provider remembers this browser); ends on the console's first page.
+    pub async fn console_sign_in_through_oidc(
+        &self,
+        login_url: &str,
+        provider: &str,
+        username: &str,
+        password: &str,
+    ) {
+        self.goto(login_url).await;
+        self.click(&format!("a.provider[href='/console/login/{provider}']"))
+            .await;
+        let signed_in = "header.top span.who";
+        let next = format!("input[name=login], input[name=prompt][value=consent], {signed_in}");
+        if self
+            .find(&next)
+            .await
+            .attr("name")
+            .await
+            .unwrap()
+            .as_deref()
+            == Some("login")
+        {
+            self.fill("input[name=login]", username).await;
+            self.fill("input[name=password]", password).await;
+            self.click("form button[type=submit]").await;
+        }
+        let next = format!("input[name=prompt][value=consent], {signed_in}");
+        if self
+            .find(&next)
+            .await
+            .attr("name")
+            .await
+            .unwrap()
+            .as_deref()
+            == Some("prompt")
+        {
+            self.click("form button[type=submit]").await;
+        }
+        // The provider's redirect ends on a page that goes on to the console by itself.
+        self.wait_for_path("/console/mappings/test").await;
+    }
+
     /// Types into the field `css` (after clearing it).
     pub async fn fill(&self, css: &str, text: &str) {
         let field = self.find(css).await;

@@ -16,6 +16,16 @@ pub struct TestApp {
     pub client: reqwest::Client,
 }
 
+/// A client as a browser is for the service: it keeps cookies, and follows no redirect (the
+/// tests look at each).
+pub fn cookie_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .expect("client")
+}
+
 /// The configuration a test server runs with: loopback, the scheduler off unless asked for.
 pub fn test_config(db: &TestDb) -> Config {
     let mut config = Config::default();
@@ -45,11 +55,7 @@ impl TestApp {
             .await
             .expect("service state");
         let server = Server::start(state, listener).await.expect("start server");
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .cookie_store(true)
-            .build()
-            .expect("client");
+        let client = cookie_client();
         TestApp {
             db,
             server,
