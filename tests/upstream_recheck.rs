@@ -4,7 +4,8 @@
 //! there is gone from the token it issues; a grant revoked there ends the session; a provider
 //! that cannot be asked refuses the refresh without ending anything. Concurrent refreshes of one
 //! session never spend one rotated refresh token twice. The command line's `token refresh` goes
-//! the same way.
+//! the same way, and so does every page of a console session a sign-in through the provider
+//! started.
 
 #[path = "support/oidc.rs"]
 mod oidc;
@@ -20,7 +21,7 @@ use sources::{json_of, names, oidc_env_configured, OidcEnv};
 use support::Db;
 
 use idsync::config::Secret;
-use idsync::store::{AuditQuery, AuditStore, MembershipStore, SessionStore};
+use idsync::store::{AuditQuery, AuditStore, ConfigStore, MembershipStore, SessionStore};
 
 const STATE_SECRET: &str = "a sealing secret of enough length";
 
@@ -332,6 +333,96 @@ async fn a_provider_that_cannot_be_asked_refuses_the_refresh_and_ends_nothing(db
     assert_eq!(upstream.check_until, 0);
 }
 
+/// Signs `username` in to the console through the provider's browser flow: a client holding
+/// the console session.
+async fn console_sign_in(env: &OidcEnv, username: &str) -> reqwest::Client {
+    let client = support::http::cookie_client();
+    let start = client
+        .get(env.app.url("/console/login/idp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status().as_u16(), 302);
+    let auth_url = start.headers()["location"].to_str().unwrap().to_owned();
+    let callback = env.provider.login_as(&auth_url, username).await;
+    let mut url = url::Url::parse(&env.app.url("/sso/idp/callback")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("code", &callback.code)
+        .append_pair("state", callback.state.as_deref().unwrap())
+        .append_pair("iss", callback.iss.as_deref().unwrap_or_default());
+    let answer = client.get(url.as_str()).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 200, "{:?}", answer.text().await);
+    client
+}
+
+async fn console_page(env: &OidcEnv, client: &reqwest::Client, path: &str) -> (u16, String) {
+    let answer = client.get(env.app.url(path)).send().await.unwrap();
+    (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+async fn a_console_session_is_re_checked_as_a_refresh_is(db: Db) {
+    let env = recheck_env(db, 0).await;
+    env.app
+        .store()
+        .apply_config(
+            &[idsync::store::ConfigChange::GrantPermission {
+                group: "Engineering".into(),
+                permission: "Reports View".into(),
+            }],
+            &idsync::store::Actor::new("test"),
+            &idsync::model::access::permissions_digest,
+            idsync::clock::now_ms(),
+        )
+        .await
+        .unwrap();
+    let alice = console_sign_in(&env, "alice").await;
+    let (status, page) = console_page(&env, &alice, "/console/audit").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("table class=\"audit\""), "{page}");
+    let asked = env.provider.refreshes().await;
+    assert!(
+        asked.0 >= 1,
+        "the page re-checked at the provider: {asked:?}"
+    );
+
+    // Removed from engineering at the provider: the next page's re-check takes Engineering, and
+    // its Reports View, away.
+    env.provider.set_groups("sub-alice", &[]).await;
+    let (status, page) = console_page(&env, &alice, "/console/audit").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        !page.contains("table class=\"audit\"") && page.contains("Reports View"),
+        "{page}"
+    );
+
+    // A grant revoked at the provider ends bob's console session with his idsync session.
+    let bob = console_sign_in(&env, "bob").await;
+    assert_eq!(console_page(&env, &bob, "/console/runs").await.0, 200);
+    assert_eq!(env.provider.revoke_grants("sub-bob").await, 1);
+    let (status, page) = console_page(&env, &bob, "/console/runs").await;
+    assert_eq!(status, 401, "{page}");
+    assert!(page.contains("no longer opens it"), "{page}");
+
+    // The provider cannot be asked: the page says to try again, and the session stands.
+    let OidcEnv { app, provider, .. } = env;
+    drop(provider);
+    let answer = alice.get(app.url("/console/audit")).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 503);
+    let page = answer.text().await.unwrap();
+    assert!(page.contains("could not be checked now"), "{page}");
+    let rows = app
+        .store()
+        .audit(&AuditQuery {
+            username: Some("alice".into()),
+            action: Some("session.revoke".into()),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "alice's session stands: {rows:?}");
+}
+
 async fn concurrent_refreshes_never_spend_a_refresh_token_twice(db: Db) {
     let env = recheck_env(db, 0).await;
     let token = token_of(&browser_sign_in(&env, "alice").await);
@@ -399,6 +490,7 @@ async fn sessions_that_cannot_be_re_checked_are_refused_or_end(db: Db) {
 }
 
 on_both_databases!(
+    a_console_session_is_re_checked_as_a_refresh_is,
     a_group_removed_at_the_provider_leaves_the_next_refresh,
     a_refresh_before_the_interval_asks_nobody,
     a_revoked_upstream_grant_ends_the_session,

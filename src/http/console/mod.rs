@@ -185,6 +185,16 @@ pub(crate) async fn page_session(
     match session(state, headers).await {
         Ok(session) => Ok(session),
         Err(NoSession::SignIn) => Err(Redirect::to("/console/login").into_response()),
+        // The store, or a provider a due re-check must ask, cannot answer now: the session
+        // stands, and the page says to try again rather than that it ended.
+        Err(NoSession::Refused(error)) if error.status.is_server_error() => {
+            tracing::warn!(code = error.code, detail = %error.message, "a console session could not be checked");
+            Err(refused(
+                error.status,
+                "This console session could not be checked now (the database or the sign-in's \
+                 provider did not answer); try again in a moment.",
+            ))
+        }
         Err(NoSession::Refused(error)) => Err(signed_out_page(&error.message)),
     }
 }
