@@ -467,7 +467,7 @@ async fn a_stopped_run_reviewed_and_confirmed_in_a_browser(db: Db) {
     browser.screenshot(&format!("{name}-security-events")).await;
     browser.close().await;
 
-    // Each removal is audited, by the key that confirmed it.
+    // Each removal is audited, after the record of the key that confirmed it.
     let audit = app
         .store()
         .audit(&AuditQuery {
@@ -482,6 +482,11 @@ async fn a_stopped_run_reviewed_and_confirmed_in_a_browser(db: Db) {
         .filter(|e| e.group.as_deref() == Some("Engineering"))
         .count();
     assert_eq!(removed, 12, "{audit:?}");
+    let confirmed = audit
+        .iter()
+        .find(|e| e.action == "run.confirm")
+        .expect("the confirmation is audited");
+    assert_eq!(confirmed.actor, "api_key:console-admin");
 
     // A confirmation of a run that no longer waits is refused and changes nothing.
     let client = console_client(app, &admin).await;

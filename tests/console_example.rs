@@ -293,6 +293,14 @@ async fn the_console_on_the_served_example(kind: Db) {
     assert_eq!(rows.len(), PIPELINE_USERS);
     let first = rows[0].text().await.unwrap();
     assert!(first.contains("Developers"), "{first}");
+    // carol's confirmation is on record with the run, in her name.
+    browser
+        .goto(&url(&format!(
+            "/console/audit?run={run}&action=run.confirm"
+        )))
+        .await;
+    let confirmed = browser.text("table.audit tbody tr").await;
+    assert!(confirmed.contains("user:carol"), "{confirmed}");
     browser.screenshot(&format!("{name}-example-audit")).await;
     browser.close().await;
     drop(service);

@@ -783,7 +783,10 @@ async fn a_run_over_the_removal_threshold_waits_for_confirmation(db: Db) {
 
     let confirmed = env
         .sync(SyncRequest {
-            confirm: Some(outcome.run.id.clone()),
+            confirm: Some(idsync::sync::Confirmation {
+                run: outcome.run.id.clone(),
+                by: idsync::store::Actor::new("user:admin"),
+            }),
             ..request(false)
         })
         .await;
@@ -795,7 +798,10 @@ async fn a_run_over_the_removal_threshold_waits_for_confirmation(db: Db) {
     let again = run_sync(
         env.store(),
         &SyncRequest {
-            confirm: Some(outcome.run.id.clone()),
+            confirm: Some(idsync::sync::Confirmation {
+                run: outcome.run.id.clone(),
+                by: idsync::store::Actor::new("user:admin"),
+            }),
             ..request(false)
         },
         &|_| {},

@@ -16,10 +16,11 @@ use std::time::Duration;
 use idsync::model::access::permissions_digest;
 use idsync::store::ConfigChange;
 use idsync::store::{
-    Actor, ConfigStore, LeaseStore, MembershipStore, SqlStore, SyncRun, SyncStore,
+    Actor, AuditQuery, AuditStore, ConfigStore, LeaseStore, MembershipStore, SqlStore, SyncRun,
+    SyncStore,
 };
 use idsync::sync::scheduler::lease_name;
-use idsync::sync::{run_sync, Progress, SyncError, SyncOutcome, SyncRequest};
+use idsync::sync::{run_sync, Confirmation, Progress, SyncError, SyncOutcome, SyncRequest};
 use serde_json::{json, Value};
 use support::http::{test_config, TestApp};
 use support::slapd::{
@@ -163,9 +164,19 @@ async fn sync(store: &SqlStore, request: &SyncRequest) -> SyncOutcome {
         .unwrap()
 }
 
+/// Who confirms in these tests.
+const CONFIRMER: &str = "user:admin";
+
+fn confirmation(id: &str) -> Option<Confirmation> {
+    Some(Confirmation {
+        run: id.to_owned(),
+        by: Actor::new(CONFIRMER),
+    })
+}
+
 async fn confirm(store: &SqlStore, id: &str) -> Result<SyncOutcome, SyncError> {
     let request = SyncRequest {
-        confirm: Some(id.to_string()),
+        confirm: confirmation(id),
         ..request()
     };
     run_sync(store, &request, &|_| {}, &idsync::clock::now_ms).await
@@ -490,6 +501,46 @@ async fn runs_that_find_the_same_changes_leave_the_waiting_run_confirmable(db: D
     assert_eq!(confirmed.run.status, "succeeded");
     assert_eq!((confirmed.run.additions, confirmed.run.removals), (0, 5));
     assert_eq!(memberships(&t.store).await, 5);
+    // Who confirmed is on record, with the run, before the removals it authorised; the run
+    // says so too.
+    let audit = t
+        .store
+        .audit(&AuditQuery {
+            run_id: Some(stopped.run.id.clone()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let confirmation = audit
+        .iter()
+        .find(|e| e.action == "run.confirm")
+        .expect("the confirmation is audited");
+    assert_eq!(confirmation.actor, CONFIRMER);
+    assert_eq!(confirmation.provider.as_deref(), Some("corp"));
+    assert!(
+        confirmation.reason.contains("−5"),
+        "{}",
+        confirmation.reason
+    );
+    let removals: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "membership.remove")
+        .collect();
+    assert_eq!(removals.len(), 5);
+    assert!(
+        removals.iter().all(|e| e.id > confirmation.id),
+        "{audit:#?}"
+    );
+    assert!(
+        confirmed
+            .run
+            .error
+            .as_deref()
+            .is_some_and(|note| note.contains(&format!("confirmed by {CONFIRMER}"))),
+        "{:?}",
+        confirmed.run
+    );
     assert_eq!(
         staged_rows(&t.store).await,
         0,
@@ -550,7 +601,7 @@ async fn a_waiting_run_expires(db: Db) {
     let refused = run_sync(
         &t.store,
         &SyncRequest {
-            confirm: Some(stopped.run.id.clone()),
+            confirm: confirmation(&stopped.run.id),
             ..within_a_day.clone()
         },
         &|_| {},

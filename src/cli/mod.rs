@@ -733,7 +733,10 @@ async fn execute(cli: Cli, serve: Serve) -> Result<i32, CliError> {
             let request = crate::sync::SyncRequest {
                 provider,
                 dry_run,
-                confirm,
+                confirm: confirm.map(|run| crate::sync::Confirmation {
+                    run,
+                    by: Actor::new("cli:sync"),
+                }),
                 retries,
                 retry_delay: std::time::Duration::from_secs(1),
                 incremental,

@@ -218,7 +218,13 @@ pub(super) async fn run_sync(
     let request = SyncRequest {
         provider: provider.clone(),
         dry_run: body.dry_run,
-        confirm: body.confirm.filter(|c| !c.is_empty()),
+        confirm: body
+            .confirm
+            .filter(|c| !c.is_empty())
+            .map(|run| crate::sync::Confirmation {
+                run,
+                by: caller.actor(),
+            }),
         incremental: body.incremental,
         confirmation_max_age: Some(state.config.sync.confirmation_max_age()),
         ..SyncRequest::default()

@@ -654,6 +654,10 @@ pub trait SyncStore: Send + Sync {
         later: &str,
         evaluated: Option<&[String]>,
     ) -> StoreResult<StagedComparison>;
+    /// Records who confirmed a run stopped at the removal threshold (an audit row `run.confirm`
+    /// with the run's id), before its staged diff is applied: each membership row the
+    /// confirmation writes then follows the record of who authorised it.
+    async fn record_confirmation(&self, run: &SyncRun, by: &Actor, now_ms: i64) -> StoreResult<()>;
     /// Drops a run's staged changes (once nothing can apply them any more); returns how many.
     async fn purge_staged(&self, run_id: &str) -> StoreResult<u64>;
     /// Deletes a provider's finished runs that ended before `finished_before_ms`, keeping the

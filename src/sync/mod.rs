@@ -97,7 +97,7 @@ pub struct SyncRequest {
     /// Compute and report the diff; write nothing (not even a run record).
     pub dry_run: bool,
     /// Apply the diff a run kept when it stopped at the removal threshold.
-    pub confirm: Option<String>,
+    pub confirm: Option<Confirmation>,
     /// Further attempts after a failed run, with exponential backoff.
     pub retries: usize,
     /// First backoff delay (doubling after each failure).
@@ -109,6 +109,14 @@ pub struct SyncRequest {
     /// How long a run stopped at the removal threshold stays confirmable; older ones expire
     /// (default [`DEFAULT_CONFIRMATION_MAX_AGE`]).
     pub confirmation_max_age: Option<Duration>,
+}
+
+/// A confirmation of a run stopped at the removal threshold: which run, and who confirms it
+/// (audited before anything of it applies).
+#[derive(Debug, Clone)]
+pub struct Confirmation {
+    pub run: String,
+    pub by: crate::store::Actor,
 }
 
 impl SyncRequest {
@@ -163,8 +171,8 @@ where
     let options = LdapOptions::from_json(&record.options).map_err(LdapError::from)?;
     let max_age = request.confirmation_max_age();
 
-    if let Some(id) = &request.confirm {
-        return confirm(store, &provider, id, max_age, progress, now_ms).await;
+    if let Some(confirmation) = &request.confirm {
+        return confirm(store, &provider, confirmation, max_age, progress, now_ms).await;
     }
     if !request.dry_run {
         expire_pending(store, &provider, max_age, now_ms()).await?;
@@ -233,11 +241,12 @@ impl From<SyncError> for Attempt {
 pub(crate) async fn confirm<S: ConfigStore + SyncStore>(
     store: &S,
     provider: &ProviderRef,
-    id: &str,
+    confirmation: &Confirmation,
     max_age: Duration,
     progress: &(dyn Fn(Progress) + Send + Sync),
     now_ms: &(dyn Fn() -> i64 + Send + Sync),
 ) -> Result<SyncOutcome, SyncError> {
+    let id = confirmation.run.as_str();
     let mut run = store
         .sync_run(id)
         .await?
@@ -281,6 +290,9 @@ pub(crate) async fn confirm<S: ConfigStore + SyncStore>(
         return Err(error);
     }
 
+    store
+        .record_confirmation(&run, &confirmation.by, now_ms())
+        .await?;
     let applied = store
         .apply_staged(&run, APPLY_BATCH_ROWS, &permissions_digest, now_ms())
         .await?;
@@ -290,7 +302,10 @@ pub(crate) async fn confirm<S: ConfigStore + SyncStore>(
     run.removals = applied.removals;
     run.skipped = applied.skipped;
     run.error = Some(join_notes(
-        Some("confirmed: the diff held back at the removal threshold was applied".into()),
+        Some(format!(
+            "confirmed by {}: the diff held back at the removal threshold was applied",
+            confirmation.by.name
+        )),
         skipped_note(applied.skipped),
     ));
     run.finished_at = Some(now_ms());

@@ -135,7 +135,19 @@ async fn reevaluate_leased(
                     .into(),
             ));
         }
-        return confirm(store, &record.provider, id, max_age, &|_| {}, now).await;
+        let confirmation = super::Confirmation {
+            run: id.clone(),
+            by: request.actor.clone(),
+        };
+        return confirm(
+            store,
+            &record.provider,
+            &confirmation,
+            max_age,
+            &|_| {},
+            now,
+        )
+        .await;
     }
     if !request.dry_run && !request.proposed.is_empty() {
         return Err(SyncError::InvalidRequest(

@@ -11,8 +11,8 @@ use super::{flag, group_ref, membership, placeholders, with_ids, SqlStore, GROUP
 use crate::model::group::{GroupRef, ALL_USERS};
 use crate::model::sync::{ChangeKind, Settled, StagedChange, StoredSummary, StoredUser};
 use crate::store::{
-    AppliedCounts, PermissionDigest, RunQuery, StagedComparison, StoreError, StoreResult, SyncRun,
-    SyncStore, WordHolder, WordHolders,
+    Actor, AppliedCounts, PermissionDigest, RunQuery, StagedComparison, StoreError, StoreResult,
+    SyncRun, SyncStore, WordHolder, WordHolders,
 };
 
 /// Rows per multi-row INSERT when staging (10 parameters each). sqlx looks every parameter up
@@ -564,6 +564,31 @@ impl SyncStore for SqlStore {
             .rows_affected();
         tx.commit().await?;
         Ok(purged)
+    }
+
+    async fn record_confirmation(&self, run: &SyncRun, by: &Actor, now: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let reason = format!(
+            "confirmed run {} ({} of {}): its diff held back at the removal threshold, +{} −{}, is applied",
+            run.id, run.kind, run.provider, run.additions, run.removals
+        );
+        super::insert_audit(
+            &mut tx,
+            now,
+            &Actor {
+                name: by.name.clone(),
+                run_id: Some(run.id.clone()),
+            },
+            super::AuditRow {
+                action: "run.confirm",
+                provider: Some(run.provider.as_str()),
+                reason: &reason,
+                ..super::AuditRow::default()
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn apply_staged(
