@@ -260,8 +260,7 @@ impl LdapOptions {
 
     /// Reads and checks the options stored with a provider.
     pub fn from_json(value: &serde_json::Value) -> Result<LdapOptions, OptionsError> {
-        let options: LdapOptions =
-            serde_json::from_value(value.clone()).map_err(|e| OptionsError(e.to_string()))?;
+        let options: LdapOptions = crate::sources::read_options(value).map_err(OptionsError)?;
         options.validate()?;
         Ok(options)
     }

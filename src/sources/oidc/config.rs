@@ -118,8 +118,7 @@ pub struct OidcOptionsError(pub String);
 
 impl OidcOptions {
     pub fn from_json(value: &serde_json::Value) -> Result<OidcOptions, OidcOptionsError> {
-        let options: OidcOptions =
-            serde_json::from_value(value.clone()).map_err(|e| OidcOptionsError(e.to_string()))?;
+        let options: OidcOptions = crate::sources::read_options(value).map_err(OidcOptionsError)?;
         options.validate()?;
         Ok(options)
     }

@@ -103,8 +103,7 @@ impl SamlOptions {
     }
 
     pub fn from_json(value: &serde_json::Value) -> Result<SamlOptions, SamlOptionsError> {
-        let options: SamlOptions =
-            serde_json::from_value(value.clone()).map_err(|e| SamlOptionsError(e.to_string()))?;
+        let options: SamlOptions = crate::sources::read_options(value).map_err(SamlOptionsError)?;
         options.validate()?;
         Ok(options)
     }
