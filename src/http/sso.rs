@@ -513,11 +513,10 @@ fn finish(
     return_to: Option<&str>,
     for_console: bool,
 ) -> Response {
-    let mut answer = if for_console {
-        super::console::signed_in_through_provider(state, &signed)
-    } else {
+    if !for_console {
         return signed_in(state, LoginResponse::from_signed(signed), return_to);
-    };
+    }
+    let mut answer = super::console::signed_in_through_provider(state, &signed);
     answer
         .headers_mut()
         .append(header::SET_COOKIE, clear_cookie(state));
