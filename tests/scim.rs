@@ -1519,7 +1519,104 @@ async fn concurrent_patches_of_one_group_lose_nothing(db: Db) {
     }
 }
 
+/// Makes every write of a sync run fail (`true`), or lets them through again: what a store
+/// failure in the middle of a SCIM write's follow-up looks like. Test-only SQL, per backend.
+async fn refuse_run_records(app: &TestApp, refuse: bool) {
+    let sqlite = app.db.url.starts_with("sqlite");
+    let statements: &[&str] = match (sqlite, refuse) {
+        (true, true) => &["CREATE TRIGGER refuse_runs BEFORE INSERT ON sync_runs \
+             BEGIN SELECT RAISE(ABORT, 'induced failure'); END"],
+        (true, false) => &["DROP TRIGGER refuse_runs"],
+        (false, true) => &[
+            "CREATE FUNCTION refuse_runs() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'induced failure'; END $$",
+            "CREATE TRIGGER refuse_runs BEFORE INSERT ON sync_runs \
+             FOR EACH ROW EXECUTE FUNCTION refuse_runs()",
+        ],
+        (false, false) => &[
+            "DROP TRIGGER refuse_runs ON sync_runs",
+            "DROP FUNCTION refuse_runs()",
+        ],
+    };
+    for statement in statements {
+        sqlx::query(statement)
+            .execute(app.store().pool())
+            .await
+            .unwrap();
+    }
+}
+
+async fn followups_recorded(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM scim_followups")
+        .fetch_one(app.store().pool())
+        .await
+        .unwrap()
+}
+
+/// A SCIM write is committed with what it leaves to follow. When applying it to idsync's users
+/// fails, the write stands (the client is answered as for any write, and a retry would find
+/// nothing left to change) and the scheduler's retry applies it later: a removal from a group
+/// and a deleted user reach idsync's users all the same.
+async fn a_follow_up_that_failed_is_applied_by_the_scheduler(db: Db) {
+    let app = TestApp::start(db).await;
+    apply_state(app.store(), PROVISIONED).await;
+    let okta = scim_client(&app, "okta").await;
+    let alice = okta.create_user("alice@example.com", "00ua").await;
+    let bob = okta.create_user("bob@example.com", "00ub").await;
+    let engineering = okta.create_group("Engineering", &[&alice, &bob]).await;
+    assert_eq!(
+        groups_of(&app, "alice@example.com").await,
+        ["Engineering Access"]
+    );
+    assert_eq!(
+        followups_recorded(&app).await,
+        0,
+        "followed at once, and done"
+    );
+
+    refuse_run_records(&app, true).await;
+    let removed = okta
+        .patch(
+            &format!("/Groups/{engineering}"),
+            json!([{"op": "remove", "path": format!("members[value eq \"{alice}\"]")}]),
+        )
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    let deleted = okta
+        .send(Method::DELETE, &format!("/Users/{bob}"), None, &[])
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    // The endpoint says so; idsync's users do not yet.
+    assert_eq!(okta.member_ids(&engineering).await, Vec::<String>::new());
+    assert_eq!(
+        groups_of(&app, "alice@example.com").await,
+        ["Engineering Access"]
+    );
+    assert_eq!(followups_recorded(&app).await, 2);
+
+    // Still failing: the retry leaves them for the next poll.
+    let later = idsync::clock::now_ms() + idsync::sync::scim::FOLLOWUP_RETRY_AFTER_MS + 1;
+    let applied = idsync::sync::scim::retry_followups(app.store(), i64::MAX, later)
+        .await
+        .unwrap();
+    assert_eq!(applied, 0);
+    assert_eq!(followups_recorded(&app).await, 2);
+
+    // The store answers again: the next poll applies both.
+    refuse_run_records(&app, false).await;
+    let applied = idsync::sync::scim::retry_followups(app.store(), i64::MAX, later)
+        .await
+        .unwrap();
+    assert_eq!(applied, 2);
+    assert_eq!(followups_recorded(&app).await, 0);
+    assert!(groups_of(&app, "alice@example.com").await.is_empty());
+    assert!(groups_of(&app, "bob@example.com").await.is_empty());
+    assert!(is_disabled(&app, "bob@example.com").await);
+    assert!(!is_disabled(&app, "alice@example.com").await);
+}
+
 on_both_databases!(
+    a_follow_up_that_failed_is_applied_by_the_scheduler,
     a_scim_token_ends_with_its_creators_auth_modify,
     tokens_open_their_providers_endpoint_and_nothing_else,
     a_scim_token_is_for_an_oidc_or_saml_provider_made_by_an_auth_admin,

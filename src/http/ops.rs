@@ -82,6 +82,11 @@ fn describe_metrics() {
          provider could not be asked, the refresh was refused)."
     );
     describe_counter!(
+        "idsync_scim_followups_deferred_total",
+        "SCIM writes stored whose effect on idsync's users could not be applied by the request \
+         that made them, by provider: the scheduler applies their recorded follow-up."
+    );
+    describe_counter!(
         "idsync_sync_runs_total",
         "Scheduled directory sync runs, by provider, kind and status."
     );

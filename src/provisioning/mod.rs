@@ -14,7 +14,9 @@ use crate::scim::filter::{self, Narrow};
 use crate::scim::resource::{self, Normalised, Projection, Served};
 use crate::scim::schema::Kind;
 use crate::scim::{page_response, patch, Page, ScimError};
-use crate::store::{Actor, MemberChange, ScimRecord, ScimStore, ScimWrite, SqlStore, StoreError};
+use crate::store::{
+    Actor, MemberChange, ScimRecord, ScimStore, ScimWrite, ScimWriter, SqlStore, StoreError,
+};
 use crate::sync::scim::ScimChange;
 
 /// The endpoint a request came to: the provider, its base URL, the token that authenticated.
@@ -139,15 +141,54 @@ fn answer(
     }
 }
 
-/// Brings the people a write touched in line with the endpoint (`sync::scim::follow`). The
-/// write is stored by then: when this fails, the client is told (500) and the change is
-/// applied by the next write that touches the same users or by a re-evaluation of the provider.
+/// What a write leaves for idsync's users to follow: the SCIM users it touched and those it
+/// deleted or renamed away; `None` when nothing. `before` is the resource as it was (`None`
+/// for a create). The store records it in the write's own transaction
+/// (`ScimStore::scim_followup`), so a committed write is always followed, if not by the
+/// request that made it then by the scheduler (`sync::scim::retry_followups`).
+fn followup_of(before: Option<&ScimRecord>, write: &ScimWrite) -> Option<ScimChange> {
+    let change = match write {
+        ScimWrite::Written(stored, members, _) => written_change(before, stored, members.clone()),
+        ScimWrite::Deleted(record, related, _) => deleted_change(record, related.clone()),
+        _ => return None,
+    };
+    (!change.is_empty()).then_some(change)
+}
+
+/// The users a delete touched: a user's own name (they lose what the provider granted), or a
+/// group's members.
+fn deleted_change(record: &ScimRecord, related: Vec<String>) -> ScimChange {
+    match record.kind {
+        Kind::User => ScimChange {
+            deleted: vec![(record.name.clone(), record.external_id.clone())],
+            ..ScimChange::default()
+        },
+        Kind::Group => ScimChange {
+            users: related,
+            ..ScimChange::default()
+        },
+    }
+}
+
+/// [`followup_of`], as the store records it.
+fn recorded_followup(before: Option<&ScimRecord>, write: &ScimWrite) -> Option<Value> {
+    followup_of(before, write).and_then(|change| serde_json::to_value(change).ok())
+}
+
+/// Brings the people a write touched in line with the endpoint (`sync::scim::follow`), then
+/// marks the write's recorded follow-up done. The write is stored by then, and its follow-up
+/// with it: when following fails here, the client's write stands (it is answered as written)
+/// and the scheduler applies the follow-up after [`crate::sync::scim::FOLLOWUP_RETRY_AFTER_MS`].
 async fn follow(
     store: &SqlStore,
     endpoint: &Endpoint,
     change: &ScimChange,
+    recorded: Option<i64>,
     now_ms: i64,
-) -> Result<(), ScimError> {
+) {
+    if change.is_empty() {
+        return;
+    }
     match crate::sync::scim::follow(
         store,
         &endpoint.provider,
@@ -162,16 +203,16 @@ async fn follow(
             if let Some(run) = followed.run.filter(|r| r.run.status != "succeeded") {
                 tracing::warn!(provider = %endpoint.provider, run = %run.run.id, status = %run.run.status, "a SCIM change waits for confirmation: {}", run.run.error.as_deref().unwrap_or_default());
             }
-            Ok(())
+            if let Some(id) = recorded {
+                // Left recorded, it would be followed again: harmless, the users are in line.
+                if let Err(e) = store.scim_followup_done(id).await {
+                    tracing::warn!(provider = %endpoint.provider, error = %e, "a SCIM follow-up applied but could not be marked done; the scheduler follows it again");
+                }
+            }
         }
         Err(e) => {
-            tracing::error!(provider = %endpoint.provider, error = %e, "a SCIM change was recorded but could not be applied to memberships");
-            Err(ScimError::new(
-                500,
-                None,
-                "the change was recorded, but applying it to idsync's users failed; the server \
-                 log has the cause, and `idsync reevaluate` brings the provider's users in line",
-            ))
+            metrics::counter!("idsync_scim_followups_deferred_total", "provider" => endpoint.provider.clone()).increment(1);
+            tracing::error!(provider = %endpoint.provider, error = %e, "a SCIM change was stored but could not be applied to idsync's users yet; the scheduler applies its recorded follow-up");
         }
     }
 }
@@ -212,22 +253,20 @@ pub async fn create(
         modified_at: now_ms,
     };
     match store
-        .scim_create(&record, &judged.members, &endpoint.actor())
+        .scim_create(
+            &record,
+            &judged.members,
+            ScimWriter {
+                actor: &endpoint.actor(),
+                followup: &recorded_followup,
+            },
+        )
         .await
         .map_err(store_failure)?
     {
-        ScimWrite::Written(record, members) => {
-            let change = match kind {
-                Kind::User => ScimChange {
-                    users: vec![record.id.clone()],
-                    ..ScimChange::default()
-                },
-                Kind::Group => ScimChange {
-                    users: members.added,
-                    ..ScimChange::default()
-                },
-            };
-            follow(store, endpoint, &change, now_ms).await?;
+        ScimWrite::Written(record, members, recorded) => {
+            let change = written_change(None, &record, members);
+            follow(store, endpoint, &change, recorded, now_ms).await;
             answer_stored(store, endpoint, &record).await
         }
         other => Err(refused_write(kind, &record.id, other)),
@@ -524,14 +563,17 @@ async fn update(
             id,
             if_match,
             &change,
-            &endpoint.actor(),
+            ScimWriter {
+                actor: &endpoint.actor(),
+                followup: &recorded_followup,
+            },
         )
         .await
         .map_err(store_failure)?
     {
-        ScimWrite::Written(stored, members) => {
+        ScimWrite::Written(stored, members, recorded) => {
             let change = written_change(before.get(), &stored, members);
-            follow(store, endpoint, &change, now_ms).await?;
+            follow(store, endpoint, &change, recorded, now_ms).await;
             answer_stored(store, endpoint, &stored).await
         }
         ScimWrite::Refused(refusal) => Err(refusal),
@@ -588,24 +630,19 @@ pub async fn delete(
             kind,
             id,
             if_match,
-            &endpoint.actor(),
+            ScimWriter {
+                actor: &endpoint.actor(),
+                followup: &recorded_followup,
+            },
             now_ms,
         )
         .await
         .map_err(store_failure)?
     {
-        ScimWrite::Deleted(record, related) => {
-            let change = match kind {
-                Kind::User => ScimChange {
-                    deleted: vec![(record.name, record.external_id)],
-                    ..ScimChange::default()
-                },
-                Kind::Group => ScimChange {
-                    users: related,
-                    ..ScimChange::default()
-                },
-            };
-            follow(store, endpoint, &change, now_ms).await
+        ScimWrite::Deleted(record, related, recorded) => {
+            let change = deleted_change(&record, related);
+            follow(store, endpoint, &change, recorded, now_ms).await;
+            Ok(())
         }
         other => Err(refused_write(kind, id, other)),
     }

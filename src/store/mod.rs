@@ -895,11 +895,12 @@ pub struct MemberChange {
 /// What a SCIM write did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScimWrite {
-    /// Written: the record as stored now (its new version), and a group's member changes.
-    Written(ScimRecord, MemberChange),
-    /// Deleted: the record as it was, and the ids it was related to (a user's groups, a
-    /// group's members).
-    Deleted(ScimRecord, Vec<String>),
+    /// Written: the record as stored now (its new version), a group's member changes, and the
+    /// follow-up recorded with it.
+    Written(ScimRecord, MemberChange, Option<i64>),
+    /// Deleted: the record as it was, the ids it was related to (a user's groups, a group's
+    /// members), and the follow-up recorded with it.
+    Deleted(ScimRecord, Vec<String>, Option<i64>),
     NotFound,
     /// The resource is at another version than the one the write was computed from.
     VersionMismatch {
@@ -918,6 +919,32 @@ pub enum ScimWrite {
 /// What `ScimStore::scim_update` asks of its caller: from the resource as stored (and a
 /// group's member ids), the resource to store (same id and version) and, for a group, its
 /// members; or a refusal.
+/// What a SCIM write leaves for idsync's users to follow, computed in the write's transaction
+/// from the resource as it was (`None` for a create) and the write's result, and recorded with
+/// it (`scim_followups`); `None`: nothing to follow.
+pub type ScimFollowupFn<'a> =
+    dyn Fn(Option<&ScimRecord>, &ScimWrite) -> Option<serde_json::Value> + Send + Sync + 'a;
+
+/// Who makes a SCIM write (its audit rows' actor), and what it leaves to follow.
+#[derive(Clone, Copy)]
+pub struct ScimWriter<'a> {
+    pub actor: &'a Actor,
+    pub followup: &'a ScimFollowupFn<'a>,
+}
+
+/// A recorded SCIM follow-up: a committed write whose effect on idsync's users is not known to
+/// have applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScimFollowup {
+    pub id: i64,
+    pub provider: String,
+    /// The actor of the write (its SCIM token).
+    pub actor: String,
+    pub change: serde_json::Value,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
 pub type ScimChangeFn<'a> = dyn Fn(&ScimRecord, &[String]) -> Result<(ScimRecord, Option<Vec<String>>), crate::scim::ScimError>
     + Send
     + Sync
@@ -932,7 +959,7 @@ pub trait ScimStore: Send + Sync {
         &self,
         record: &ScimRecord,
         members: &[String],
-        actor: &Actor,
+        writer: ScimWriter<'_>,
     ) -> StoreResult<ScimWrite>;
     async fn scim_get(
         &self,
@@ -960,7 +987,7 @@ pub trait ScimStore: Send + Sync {
         id: &str,
         expected_version: Option<i64>,
         change: &ScimChangeFn<'_>,
-        actor: &Actor,
+        writer: ScimWriter<'_>,
     ) -> StoreResult<ScimWrite>;
     /// Deletes a resource (at `expected_version` when given), with its memberships.
     async fn scim_delete(
@@ -969,9 +996,18 @@ pub trait ScimStore: Send + Sync {
         kind: crate::scim::schema::Kind,
         id: &str,
         expected_version: Option<i64>,
-        actor: &Actor,
+        writer: ScimWriter<'_>,
         now_ms: i64,
     ) -> StoreResult<ScimWrite>;
+    /// The follow-up a write recorded has applied.
+    async fn scim_followup_done(&self, id: i64) -> StoreResult<()>;
+    /// Follow-ups recorded before `created_before` (unix ms), oldest first: their write's own
+    /// follow-up failed or never ended.
+    async fn scim_followups_due(
+        &self,
+        created_before: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ScimFollowup>>;
     /// The provider's SCIM users whose id, lower-cased name or external id (as `by` says) is
     /// among `values`, each with the names and external ids of their groups.
     async fn scim_users_with_groups(

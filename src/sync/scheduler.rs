@@ -589,6 +589,13 @@ async fn tick(
     in_progress: &mut HashSet<String>,
     errors: &Errors,
 ) -> StoreResult<()> {
+    // SCIM writes whose own follow-up failed or never ended reach idsync's users here.
+    let run_history_ms = i64::try_from(sync_config.run_history().as_millis()).unwrap_or(i64::MAX);
+    if let Err(e) =
+        super::scim::retry_followups(store, run_history_ms, crate::clock::now_ms()).await
+    {
+        tracing::warn!(error = %e, "deferred SCIM follow-ups could not be read; the next poll tries again");
+    }
     plan.refresh(store).await?;
     for (name, provider_id, schedule) in &plan.providers {
         let (name, provider_id, schedule) = (name.clone(), *provider_id, *schedule);

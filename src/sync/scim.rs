@@ -40,7 +40,7 @@ const LEASE_TTL_MS: i64 = 30_000;
 const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The users a SCIM write touched.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScimChange {
     /// SCIM user ids whose state (active, groups, names) the write may have changed.
     pub users: Vec<String>,
@@ -52,6 +52,62 @@ impl ScimChange {
     pub fn is_empty(&self) -> bool {
         self.users.is_empty() && self.deleted.is_empty()
     }
+}
+
+/// How old a recorded follow-up must be before the scheduler applies it: the request that
+/// made the write follows it itself within this, unless it failed or its process died.
+pub const FOLLOWUP_RETRY_AFTER_MS: i64 = 30_000;
+
+/// Follow-ups applied per scheduler poll at most.
+const FOLLOWUPS_PER_POLL: i64 = 100;
+
+/// Applies the SCIM follow-ups still recorded [`FOLLOWUP_RETRY_AFTER_MS`] after their write
+/// (its own follow-up failed, or its process died), oldest first, each brought in line with
+/// what the endpoint says now; answers how many applied. One that fails again stays for the
+/// next poll. Following twice is harmless: the second finds the users in line.
+pub async fn retry_followups(
+    store: &SqlStore,
+    run_history_ms: i64,
+    now_ms: i64,
+) -> Result<usize, SyncError> {
+    let due = store
+        .scim_followups_due(
+            now_ms.saturating_sub(FOLLOWUP_RETRY_AFTER_MS),
+            FOLLOWUPS_PER_POLL,
+        )
+        .await?;
+    let mut applied = 0;
+    for followup in due {
+        let change: ScimChange = match serde_json::from_value(followup.change.clone()) {
+            Ok(change) => change,
+            Err(e) => {
+                tracing::error!(id = followup.id, provider = %followup.provider, error = %e, "a recorded SCIM follow-up does not read; it is dropped");
+                store.scim_followup_done(followup.id).await?;
+                continue;
+            }
+        };
+        let actor = Actor::new(followup.actor.clone());
+        match follow(
+            store,
+            &followup.provider,
+            &change,
+            &actor,
+            run_history_ms,
+            now_ms,
+        )
+        .await
+        {
+            Ok(_) => {
+                store.scim_followup_done(followup.id).await?;
+                applied += 1;
+                tracing::info!(id = followup.id, provider = %followup.provider, "a deferred SCIM follow-up applied");
+            }
+            Err(e) => {
+                tracing::warn!(id = followup.id, provider = %followup.provider, error = %e, "a deferred SCIM follow-up failed again; the next poll tries again");
+            }
+        }
+    }
+    Ok(applied)
 }
 
 /// What following a SCIM write did.

@@ -150,6 +150,33 @@ impl SqlStore {
     }
 }
 
+/// Records what a write leaves to follow (as the writer's follow-up function reads `write`,
+/// the write's result, against `before`), in the write's transaction; its id.
+async fn record_followup(
+    tx: &mut WriteTx,
+    writer: ScimWriter<'_>,
+    before: Option<&ScimRecord>,
+    write: &ScimWrite,
+    provider_id: i64,
+    now: i64,
+) -> StoreResult<Option<i64>> {
+    let Some(change) = (writer.followup)(before, write) else {
+        return Ok(None);
+    };
+    let actor = writer.actor;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO scim_followups (provider_id, actor, change_json, created_at) \
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(provider_id)
+    .bind(actor.name.as_str())
+    .bind(change.to_string())
+    .bind(now)
+    .fetch_one(&mut ***tx)
+    .await?;
+    Ok(Some(id))
+}
+
 impl SqlStore {
     /// Writes a resource whose row this transaction has locked at `record.version`: its
     /// document (the version raised by one) and, with `members`, a group's members as the
@@ -157,10 +184,12 @@ impl SqlStore {
     async fn scim_write_locked(
         &self,
         mut tx: WriteTx,
+        before: &ScimRecord,
         record: &ScimRecord,
         members: Option<&[String]>,
-        actor: &Actor,
+        writer: ScimWriter<'_>,
     ) -> StoreResult<ScimWrite> {
+        let actor = writer.actor;
         if self.scim_name_taken(&mut tx, record).await? {
             return Ok(ScimWrite::NameTaken {
                 name: record.name.clone(),
@@ -239,6 +268,24 @@ impl SqlStore {
             },
         )
         .await?;
+        let members = MemberChange {
+            added,
+            removed,
+            kept,
+        };
+        let written = ScimRecord {
+            version,
+            ..record.clone()
+        };
+        let followup_id = record_followup(
+            &mut tx,
+            writer,
+            Some(before),
+            &ScimWrite::Written(written, members.clone(), None),
+            record.provider_id,
+            record.modified_at,
+        )
+        .await?;
         tx.commit().await?;
         let mut stored = self
             .scim_get(record.provider_id, record.kind, &record.id)
@@ -247,14 +294,7 @@ impl SqlStore {
         // Another write may have come between the commit and this read; answer ours.
         stored.version = version;
         stored.document = record.document.clone();
-        Ok(ScimWrite::Written(
-            stored,
-            MemberChange {
-                added,
-                removed,
-                kept,
-            },
-        ))
+        Ok(ScimWrite::Written(stored, members, followup_id))
     }
 }
 
@@ -264,8 +304,9 @@ impl ScimStore for SqlStore {
         &self,
         record: &ScimRecord,
         members: &[String],
-        actor: &Actor,
+        writer: ScimWriter<'_>,
     ) -> StoreResult<ScimWrite> {
+        let actor = writer.actor;
         let mut tx = self.begin_write().await?;
         if self.scim_name_taken(&mut tx, record).await? {
             return Ok(ScimWrite::NameTaken {
@@ -315,14 +356,21 @@ impl ScimStore for SqlStore {
             },
         )
         .await?;
+        let members = MemberChange {
+            added: members.to_vec(),
+            ..MemberChange::default()
+        };
+        let followup_id = record_followup(
+            &mut tx,
+            writer,
+            None,
+            &ScimWrite::Written(record.clone(), members.clone(), None),
+            record.provider_id,
+            record.modified_at,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(ScimWrite::Written(
-            record.clone(),
-            MemberChange {
-                added: members.to_vec(),
-                ..MemberChange::default()
-            },
-        ))
+        Ok(ScimWrite::Written(record.clone(), members, followup_id))
     }
 
     async fn scim_get(
@@ -402,7 +450,7 @@ impl ScimStore for SqlStore {
         id: &str,
         expected_version: Option<i64>,
         change: &ScimChangeFn<'_>,
-        actor: &Actor,
+        writer: ScimWriter<'_>,
     ) -> StoreResult<ScimWrite> {
         let mut tx = self.begin_write().await?;
         let Some(current) = self.scim_locked(&mut tx, provider_id, kind, id).await? else {
@@ -428,7 +476,7 @@ impl ScimStore for SqlStore {
             Ok(changed) => changed,
             Err(refusal) => return Ok(ScimWrite::Refused(refusal)),
         };
-        self.scim_write_locked(tx, &record, new_members.as_deref(), actor)
+        self.scim_write_locked(tx, &current, &record, new_members.as_deref(), writer)
             .await
     }
 
@@ -438,9 +486,10 @@ impl ScimStore for SqlStore {
         kind: ScimKind,
         id: &str,
         expected_version: Option<i64>,
-        actor: &Actor,
+        writer: ScimWriter<'_>,
         now_ms: i64,
     ) -> StoreResult<ScimWrite> {
+        let actor = writer.actor;
         let mut tx = self.begin_write().await?;
         let Some(record) = self.scim_locked(&mut tx, provider_id, kind, id).await? else {
             return Ok(ScimWrite::NotFound);
@@ -491,8 +540,59 @@ impl ScimStore for SqlStore {
             },
         )
         .await?;
+        let followup_id = record_followup(
+            &mut tx,
+            writer,
+            Some(&record),
+            &ScimWrite::Deleted(record.clone(), related.clone(), None),
+            provider_id,
+            now_ms,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(ScimWrite::Deleted(record, related))
+        Ok(ScimWrite::Deleted(record, related, followup_id))
+    }
+
+    async fn scim_followup_done(&self, id: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM scim_followups WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn scim_followups_due(
+        &self,
+        created_before: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ScimFollowup>> {
+        sqlx::query(
+            "SELECT f.id, p.name, f.actor, f.change_json, f.created_at FROM scim_followups f \
+             JOIN providers p ON p.id = f.provider_id WHERE f.created_at < $1 \
+             ORDER BY f.id LIMIT $2",
+        )
+        .bind(created_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            let change: String = row.try_get("change_json")?;
+            Ok(ScimFollowup {
+                id: row.try_get("id")?,
+                provider: row.try_get("name")?,
+                actor: row.try_get("actor")?,
+                change: serde_json::from_str(&change).map_err(|e| StoreError::Corrupt {
+                    what: format!(
+                        "SCIM follow-up {}",
+                        row.try_get::<i64, _>("id").unwrap_or(0)
+                    ),
+                    message: e.to_string(),
+                })?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect()
     }
 
     async fn scim_users_with_groups(
