@@ -206,13 +206,8 @@ pub(crate) async fn form_session(
     headers: &HeaderMap,
     presented_csrf: &str,
 ) -> Result<Session, Response> {
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        if !same_origin(&state.config.http.public_url, origin) {
-            return Err(refused(
-                StatusCode::FORBIDDEN,
-                "This form was posted from another site, and was refused.",
-            ));
-        }
+    if let Some(refusal) = cross_site_post(state, headers) {
+        return Err(refusal);
     }
     let session = page_session(state, headers).await?;
     if !bool::from(session.csrf.as_bytes().ct_eq(presented_csrf.as_bytes())) {
@@ -223,6 +218,18 @@ pub(crate) async fn form_session(
         ));
     }
     Ok(session)
+}
+
+/// The refusal of a post whose `Origin` names another site than this service: every console
+/// form, the sign-in form included, is checked here.
+fn cross_site_post(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())?;
+    (!same_origin(&state.config.http.public_url, origin)).then(|| {
+        refused(
+            StatusCode::FORBIDDEN,
+            "This form was posted from another site, and was refused.",
+        )
+    })
 }
 
 fn same_origin(public_url: &str, origin: &str) -> bool {
@@ -417,13 +424,8 @@ async fn login(
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        if !same_origin(&state.config.http.public_url, origin) {
-            return refused(
-                StatusCode::FORBIDDEN,
-                "This form was posted from another site, and was refused.",
-            );
-        }
+    if let Some(refusal) = cross_site_post(&state, &headers) {
+        return refusal;
     }
     let providers = browser_providers(&state).await;
     let Ok(Form(form)) = form else {
